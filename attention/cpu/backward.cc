@@ -1,0 +1,255 @@
+// CPU flash attention backward (FlashAttention-2 algorithm). A work item is
+// one (batch, kv head, key-tile class c mod C); it owns the dK/dV rows of its
+// key tiles, so those need no reduction. For each key tile and each query
+// head of the group and each visible query tile it recomputes P from the
+// global lse and accumulates
+//   dV += P^T dO,  dP = dO V^T,  dS = P * (dP - dsum) [* (1 - tanh^2)] * scale,
+//   dK += dS^T Q,  dQ += dS K.
+// The work runs in the transposed score domain (S^T is [keys][queries]) so
+// that all five GEMMs read packed panels without a transpose:
+//   S^T  = K (Q^T panel)        dV += dO^T-free: dV^T = dO P      (col-major)
+//   dP^T = V (dO^T panel)       dK^T = Q dS      dQ^T += dS^T K^T (K^T panel)
+// dQ is accumulated per item in a transposed buffer; when the key tiles of a
+// kv head are split over C > 1 items (few heads, many threads), each class
+// has its own buffer and they are summed in class order: deterministic.
+// Non-finite K or V inside a partial tile switches dP and dQ to loops over
+// the visible entries only (see forward.cc for why).
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <vector>
+
+#include "attention/cpu/gemm.h"
+#include "attention/cpu/kernels.h"
+#include "attention/cpu/pack.h"
+#include "attention/cpu/vec_math.h"
+#include "base/status.h"
+
+namespace ringattn::cpu {
+namespace {
+
+constexpr float kLog2e = 1.4426950408889634f;
+
+template <typename T>
+std::unique_ptr<T[]> Uninit(int64_t n) {
+  return std::unique_ptr<T[]>(new T[std::max<int64_t>(n, 1)]);
+}
+
+// Visible query rows of key position kj among query positions qpos[0..n):
+// lo(i) <= kj <= hi(i)  <=>  kj - right <= i  and  i <= kj + left.
+void VisibleQueries(const Mask& m, int64_t kj, const int64_t* qpos, int64_t n, int64_t* begin,
+                    int64_t* end) {
+  const int64_t* first = qpos;
+  const int64_t* last = qpos + n;
+  if (m.HasRight()) first = std::lower_bound(qpos, last, kj - m.RightOffset());
+  if (m.HasLeft()) last = std::upper_bound(first, last, kj + m.window_left);
+  *begin = first - qpos;
+  *end = std::max(first, last) - qpos;
+}
+
+}  // namespace
+
+absl::Status Backward(const AttnParams& p, int num_threads) {
+  RETURN_IF_ERROR(CheckParams(p, /*backward=*/true));
+  constexpr int64_t kM = BackwardTraits::kBlockM;  // queries per tile
+  constexpr int64_t kN = BackwardTraits::kBlockN;  // keys per tile
+  const int64_t B = p.batch, Sq = p.seqlen_q, Sk = p.seqlen_k, H = p.num_heads,
+                Hk = p.num_heads_k, D = p.head_dim, G = p.GroupSize();
+  const int64_t ntq = CeilDiv(Sq, kM), ntk = CeilDiv(Sk, kN);
+  if (ntq == 0 || ntk == 0) return absl::OkStatus();
+  const bool has_softcap = p.softcap > 0.0f;
+  const float q_mul = has_softcap ? p.scale / p.softcap : p.scale * kLog2e;
+  const float cap2 = p.softcap * kLog2e;
+  const std::vector<int64_t> qpos = ExpandPositions(p.q_pos, Sq, ntq * kM);
+  const std::vector<int64_t> kpos = ExpandPositions(p.k_pos, Sk, ntk * kN);
+
+  // Query side, per (b, h): Q rows, scaled Q^T panels, dO rows, dO^T panels,
+  // lse in base 2 (+inf for padding and fully masked rows, so P = 0) and dsum.
+  const int64_t qrows = B * H * ntq * kM;
+  auto qn = Uninit<float>(qrows * D);
+  auto qt = Uninit<float>(qrows * D);
+  auto don = Uninit<float>(qrows * D);
+  auto dot = Uninit<float>(qrows * D);
+  auto lse2 = Uninit<float>(qrows);
+  auto dsum = Uninit<float>(qrows);
+  // Key side, per (b, hk): K rows, K^T panels, V rows, a non-finite flag.
+  const int64_t panels = B * Hk * ntk;
+  auto kn = Uninit<float>(panels * kN * D);
+  auto ktp = Uninit<float>(panels * D * kN);
+  auto vn = Uninit<float>(panels * kN * D);
+  auto nonfinite = Uninit<uint8_t>(panels);
+
+  // Key tiles of one kv head are dealt round-robin to `classes` items.
+  const int64_t classes = std::clamp<int64_t>(CeilDiv(num_threads, B * Hk), 1, ntk);
+  // dQ^T per class: [classes][B*H*ntq][D][kM].
+  auto dqt = Uninit<float>(classes * qrows * D);
+
+#pragma omp parallel num_threads(num_threads)
+  {
+    std::vector<float> row(D);
+#pragma omp for schedule(static) nowait
+    for (int64_t it = 0; it < B * H * ntq; ++it) {
+      const int64_t b = it / (H * ntq), h = (it / ntq) % H, t = it % ntq;
+      const int64_t rows = std::min(kM, Sq - t * kM);
+      float* qrow = qn.get() + it * kM * D;
+      float* drow = don.get() + it * kM * D;
+      for (int64_t r = 0; r < kM; ++r) {
+        const int64_t i = t * kM + r;
+        float* lse_r = lse2.get() + it * kM + r;
+        if (r < rows) {
+          LoadRow(p.q, p.dtype, Offset(p.q_stride, b, i, h), D, 1.0f, qrow + r * D);
+          LoadRow(p.dout, p.dtype, Offset(p.dout_stride, b, i, h), D, 1.0f, drow + r * D);
+          const int64_t li = b * p.lse_batch_stride + h * p.lse_head_stride + i;
+          const float lse = p.lse[li];
+          *lse_r = lse == -INFINITY ? INFINITY : lse * kLog2e;
+          dsum[it * kM + r] = p.dsum[li];
+        } else {
+          std::fill(qrow + r * D, qrow + (r + 1) * D, 0.0f);
+          std::fill(drow + r * D, drow + (r + 1) * D, 0.0f);
+          *lse_r = INFINITY;
+          dsum[it * kM + r] = 0.0f;
+        }
+      }
+      float* qpanel = qt.get() + it * D * kM;
+      Transpose(qrow, kM, D, D, qpanel, kM);
+      for (int64_t x = 0; x < D * kM; ++x) qpanel[x] *= q_mul;
+      Transpose(drow, kM, D, D, dot.get() + it * D * kM, kM);
+    }
+#pragma omp for schedule(static)
+    for (int64_t it = 0; it < panels; ++it) {
+      const int64_t b = it / (Hk * ntk), hk = (it / ntk) % Hk, t = it % ntk;
+      const int64_t n = std::min(kN, Sk - t * kN);
+      float* krow = kn.get() + it * kN * D;
+      float* vrow = vn.get() + it * kN * D;
+      bool finite = true;
+      for (int64_t j = 0; j < kN; ++j) {
+        if (j < n) {
+          LoadRow(p.k, p.dtype, Offset(p.k_stride, b, t * kN + j, hk), D, 1.0f, krow + j * D);
+          LoadRow(p.v, p.dtype, Offset(p.v_stride, b, t * kN + j, hk), D, 1.0f, vrow + j * D);
+          finite = finite && AllFinite(krow + j * D, D) && AllFinite(vrow + j * D, D);
+        } else {
+          std::fill(krow + j * D, krow + (j + 1) * D, 0.0f);
+          std::fill(vrow + j * D, vrow + (j + 1) * D, 0.0f);
+        }
+      }
+      Transpose(krow, kN, D, D, ktp.get() + it * D * kN, kN);
+      nonfinite[it] = !finite;
+    }
+  }
+  std::fill(dqt.get(), dqt.get() + classes * qrows * D, 0.0f);
+
+  // Column-major GEMMs (see the file comment for the operand layouts).
+  const SmallGemm gemm_st(kM, kN, D, kM, D, kM, 0.0f);   // S^T  [kN][kM]
+  const SmallGemm gemm_dpt(kM, kN, D, kM, D, kM, 0.0f);  // dP^T [kN][kM]
+  const SmallGemm gemm_dkv(D, kN, kM, D, kM, D, 1.0f);   // dV, dK [kN][D]
+  const SmallGemm gemm_dqt(kM, D, kN, kM, kN, kM, 1.0f); // dQ^T [D][kM]
+  const int64_t items = B * Hk * classes;
+#pragma omp parallel num_threads(num_threads)
+  {
+    auto st = Uninit<float>(kN * kM);   // scores, then P^T
+    auto th = Uninit<float>(kN * kM);   // tanh of the softcap
+    auto dpt = Uninit<float>(kN * kM);  // dP^T, then dS^T
+    auto dk = Uninit<float>(kN * D);
+    auto dv = Uninit<float>(kN * D);
+    int64_t ib[kN], ie[kN];
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t item = 0; item < items; ++item) {
+      const int64_t b = item / (Hk * classes), hk = (item / classes) % Hk, c = item % classes;
+      float* dq_class = dqt.get() + c * qrows * D;
+      for (int64_t t = c; t < ntk; t += classes) {
+        const int64_t j0 = t * kN, n = std::min(kN, Sk - j0);
+        const int64_t panel = (b * Hk + hk) * ntk + t;
+        const float* krow = kn.get() + panel * kN * D;
+        const float* vrow = vn.get() + panel * kN * D;
+        const float* kpanel = ktp.get() + panel * D * kN;
+        std::fill(dk.get(), dk.get() + kN * D, 0.0f);
+        std::fill(dv.get(), dv.get() + kN * D, 0.0f);
+        for (int64_t h = hk * G; h < (hk + 1) * G; ++h) {
+          for (int64_t tq = 0; tq < ntq; ++tq) {
+            const int64_t i0 = tq * kM, rows = std::min(kM, Sq - i0);
+            const TileClass cls = ClassifyTile(p.mask, qpos[i0], qpos[i0 + rows - 1], kpos[j0],
+                                               kpos[j0 + n - 1]);
+            if (cls == TileClass::kEmpty) continue;
+            const int64_t qi = (b * H + h) * ntq + tq;
+            const float* lse_t = lse2.get() + qi * kM;
+            const float* dsum_t = dsum.get() + qi * kM;
+            const bool safe = cls == TileClass::kPartial && nonfinite[panel];
+            gemm_st(qt.get() + qi * D * kM, krow, st.get());
+            if (!safe) gemm_dpt(dot.get() + qi * D * kM, vrow, dpt.get());
+            for (int64_t j = 0; j < kN; ++j) {
+              float* sj = st.get() + j * kM;
+              float* tj = th.get() + j * kM;
+              float* dj = dpt.get() + j * kM;
+              ib[j] = 0;
+              ie[j] = j < n ? kM : 0;
+              if (j < n && cls == TileClass::kPartial) {
+                VisibleQueries(p.mask, kpos[j0 + j], qpos.data() + i0, rows, &ib[j], &ie[j]);
+              }
+              if (has_softcap) SoftcapInplace(sj, tj, kM, cap2);
+              if (safe) {
+                for (int64_t i = ib[j]; i < ie[j]; ++i) {
+                  const float* dorow = don.get() + (qi * kM + i) * D;
+                  float acc = 0.0f;
+                  for (int64_t d = 0; d < D; ++d) acc += dorow[d] * vrow[j * D + d];
+                  dj[i] = acc;
+                }
+              }
+              // P = exp2(s2 - lse2); dS = P * (dP - dsum) [* (1 - tanh^2)] * scale.
+              // Entries outside [ib, ie) are set to 0 by select, not by
+              // multiplication, so NaN there stays out.
+              for (int64_t i = 0; i < kM; ++i) sj[i] -= lse_t[i];
+              Exp2SubSum(sj, kM, 0.0f);
+              for (int64_t i = 0; i < kM; ++i) dj[i] = sj[i] * (dj[i] - dsum_t[i]) * p.scale;
+              if (has_softcap)
+                for (int64_t i = 0; i < kM; ++i) dj[i] *= 1.0f - tj[i] * tj[i];
+              if (ib[j] > 0 || ie[j] < kM) {
+                for (int64_t i = 0; i < kM; ++i) {
+                  if (i >= ib[j] && i < ie[j]) continue;
+                  sj[i] = 0.0f;
+                  dj[i] = 0.0f;
+                }
+              }
+            }
+            gemm_dkv(don.get() + qi * kM * D, st.get(), dv.get());
+            gemm_dkv(qn.get() + qi * kM * D, dpt.get(), dk.get());
+            float* dq_t = dq_class + qi * D * kM;
+            if (safe) {
+              for (int64_t j = 0; j < n; ++j)
+                for (int64_t i = ib[j]; i < ie[j]; ++i) {
+                  const float ds = dpt[j * kM + i];
+                  for (int64_t d = 0; d < D; ++d) dq_t[d * kM + i] += ds * krow[j * D + d];
+                }
+            } else {
+              gemm_dqt(dpt.get(), kpanel, dq_t);
+            }
+          }
+        }
+        for (int64_t j = 0; j < n; ++j) {
+          const int64_t off = ((b * Sk + j0 + j) * Hk + hk) * D;
+          for (int64_t d = 0; d < D; ++d) {
+            p.dk_accum[off + d] += dk[j * D + d];
+            p.dv_accum[off + d] += dv[j * D + d];
+          }
+        }
+      }
+    }
+  }
+
+  // dq_accum[b, i, h, :] += sum over classes (in order) of dQ^T.
+#pragma omp parallel for num_threads(num_threads) schedule(static)
+  for (int64_t it = 0; it < B * H * ntq; ++it) {
+    const int64_t b = it / (H * ntq), h = (it / ntq) % H, t = it % ntq;
+    const int64_t rows = std::min(kM, Sq - t * kM);
+    for (int64_t r = 0; r < rows; ++r) {
+      float* dst = p.dq_accum + ((b * Sq + t * kM + r) * H + h) * D;
+      for (int64_t d = 0; d < D; ++d) {
+        float acc = 0.0f;
+        for (int64_t c = 0; c < classes; ++c) acc += dqt[c * qrows * D + it * D * kM + d * kM + r];
+        dst[d] += acc;
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace ringattn::cpu

@@ -1,0 +1,234 @@
+// CPU flash attention forward (FlashAttention-2 loop order: each work item is
+// one (batch, head, query tile) and streams over the key tiles with an online
+// softmax in base 2). K and V are packed once per call into tile-major fp32
+// panels that the libxsmm GEMMs read directly:
+//   K^T tiles [D][kBlockN]  ->  S (row-major [kBlockM][kBlockN]) = Q K^T
+//   V   tiles [kBlockN][D]  ->  O (row-major [kBlockM][D])      += P V
+// Empty tiles are skipped; full tiles do no mask work; partial tiles mask
+// each row to its visible key interval. A partial tile whose K or V holds a
+// non-finite value computes P V row by row over the visible keys only, so
+// NaN/Inf at masked-out keys never reaches an output (0 * NaN = NaN in a GEMM).
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "attention/cpu/gemm.h"
+#include "attention/cpu/kernels.h"
+#include "attention/cpu/pack.h"
+#include "attention/cpu/vec_math.h"
+#include "base/status.h"
+
+namespace ringattn::cpu {
+namespace {
+
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+constexpr float kNegInf = -INFINITY;
+
+template <typename T>
+std::unique_ptr<T[]> Uninit(int64_t n) {
+  return std::unique_ptr<T[]>(new T[std::max<int64_t>(n, 1)]);
+}
+
+absl::Status CheckTensor(const void* ptr, absl::string_view name) {
+  if (ptr == nullptr) return absl::InvalidArgumentError(absl::StrCat(name, ": null pointer"));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status CheckParams(const AttnParams& p, bool backward) {
+  if (p.batch <= 0 || p.seqlen_q < 0 || p.seqlen_k < 0 || p.num_heads <= 0 ||
+      p.num_heads_k <= 0 || p.head_dim <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "attention sizes must be positive: B=", p.batch, " S_q=", p.seqlen_q, " S_k=",
+        p.seqlen_k, " H=", p.num_heads, " Hkv=", p.num_heads_k, " D=", p.head_dim));
+  }
+  if (p.num_heads % p.num_heads_k != 0) {
+    return ArgError("num_heads % num_heads_k", 0, p.num_heads % p.num_heads_k);
+  }
+  for (DType t : {p.dtype, p.out_dtype}) {
+    if (t != DType::kFloat32 && t != DType::kBFloat16) {
+      return absl::UnimplementedError(
+          absl::StrCat("CPU kernels store fp32 or bf16, not ", DTypeName(t)));
+    }
+  }
+  if (!(p.scale > 0.0f) || !std::isfinite(p.scale)) return ArgError("scale", "finite > 0", p.scale);
+  if (!(p.softcap >= 0.0f) || !std::isfinite(p.softcap)) {
+    return ArgError("softcap", "finite >= 0", p.softcap);
+  }
+  if (p.q_pos.Length() != p.seqlen_q) return ArgError("q_pos length", p.seqlen_q, p.q_pos.Length());
+  if (p.k_pos.Length() != p.seqlen_k) return ArgError("k_pos length", p.seqlen_k, p.k_pos.Length());
+  RETURN_IF_ERROR(CheckTensor(p.q, "q"));
+  RETURN_IF_ERROR(CheckTensor(p.k, "k"));
+  RETURN_IF_ERROR(CheckTensor(p.v, "v"));
+  RETURN_IF_ERROR(CheckTensor(p.lse, "lse"));
+  if (backward) {
+    RETURN_IF_ERROR(CheckTensor(p.dout, "dout"));
+    RETURN_IF_ERROR(CheckTensor(p.dsum, "dsum"));
+    RETURN_IF_ERROR(CheckTensor(p.dq_accum, "dq_accum"));
+    RETURN_IF_ERROR(CheckTensor(p.dk_accum, "dk_accum"));
+    RETURN_IF_ERROR(CheckTensor(p.dv_accum, "dv_accum"));
+  } else {
+    RETURN_IF_ERROR(CheckTensor(p.out, "out"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Forward(const AttnParams& p, int num_threads) {
+  RETURN_IF_ERROR(CheckParams(p, /*backward=*/false));
+  constexpr int64_t kM = ForwardTraits::kBlockM;
+  constexpr int64_t kN = ForwardTraits::kBlockN;
+  const int64_t B = p.batch, Sq = p.seqlen_q, Sk = p.seqlen_k, H = p.num_heads,
+                Hk = p.num_heads_k, D = p.head_dim, G = p.GroupSize();
+  const int64_t ntq = CeilDiv(Sq, kM), ntk = CeilDiv(Sk, kN);
+  const bool has_softcap = p.softcap > 0.0f;
+  // Scores in base 2: s2 = q'.k with q' = q * scale * log2(e); with softcap
+  // s2 = softcap * log2(e) * tanh(q'.k) with q' = q * scale / softcap.
+  const float q_mul = has_softcap ? p.scale / p.softcap : p.scale * kLog2e;
+  const float cap2 = p.softcap * kLog2e;
+  const std::vector<int64_t> qpos = ExpandPositions(p.q_pos, Sq, ntq * kM);
+  const std::vector<int64_t> kpos = ExpandPositions(p.k_pos, Sk, ntk * kN);
+
+  // Packed K^T and V panels, one set per (b, hk, key tile).
+  const int64_t panels = B * Hk * ntk;
+  auto kt = Uninit<float>(panels * D * kN);
+  auto vp = Uninit<float>(panels * kN * D);
+  auto nonfinite = Uninit<uint8_t>(panels);
+#pragma omp parallel num_threads(num_threads)
+  {
+    std::vector<float> row(D);
+#pragma omp for schedule(static)
+    for (int64_t it = 0; it < panels; ++it) {
+      const int64_t b = it / (Hk * ntk), hk = (it / ntk) % Hk, t = it % ntk;
+      const int64_t n = std::min(kN, Sk - t * kN);
+      float* ktile = kt.get() + it * D * kN;
+      float* vtile = vp.get() + it * kN * D;
+      bool finite = true;
+      for (int64_t j = 0; j < kN; ++j) {
+        if (j < n) {
+          LoadRow(p.k, p.dtype, Offset(p.k_stride, b, t * kN + j, hk), D, 1.0f, row.data());
+          LoadRow(p.v, p.dtype, Offset(p.v_stride, b, t * kN + j, hk), D, 1.0f, vtile + j * D);
+          finite = finite && AllFinite(row.data(), D) && AllFinite(vtile + j * D, D);
+        } else {
+          std::fill(row.begin(), row.end(), 0.0f);
+          std::fill(vtile + j * D, vtile + (j + 1) * D, 0.0f);
+        }
+        for (int64_t d = 0; d < D; ++d) ktile[d * kN + j] = row[d];
+      }
+      nonfinite[it] = !finite;
+    }
+  }
+
+  const SmallGemm gemm_s(kN, kM, D, kN, D, kN, 0.0f);   // S = Q K^T
+  const SmallGemm gemm_pv(D, kM, kN, D, kN, D, 1.0f);   // O += P V
+  const int64_t items = B * H * ntq;
+#pragma omp parallel num_threads(num_threads)
+  {
+    auto q = Uninit<float>(kM * D);
+    auto s = Uninit<float>(kM * kN);
+    auto o = Uninit<float>(kM * D);
+    float m[kM], l[kM];
+    int64_t jb[kM], je[kM];
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t item = 0; item < items; ++item) {
+      const int64_t b = item / (H * ntq), h = (item / ntq) % H, tq = item % ntq, hk = h / G;
+      const int64_t i0 = tq * kM, rows = std::min(kM, Sq - i0);
+      for (int64_t r = 0; r < kM; ++r) {
+        if (r < rows) {
+          LoadRow(p.q, p.dtype, Offset(p.q_stride, b, i0 + r, h), D, q_mul, q.get() + r * D);
+        } else {
+          std::fill(q.get() + r * D, q.get() + (r + 1) * D, 0.0f);
+        }
+        m[r] = kNegInf;
+        l[r] = 0.0f;
+      }
+      std::fill(o.get(), o.get() + kM * D, 0.0f);
+      const int64_t q_min = qpos[i0], q_max = qpos[i0 + rows - 1];
+
+      for (int64_t t = 0; t < ntk; ++t) {
+        const int64_t j0 = t * kN, n = std::min(kN, Sk - j0);
+        const TileClass cls = ClassifyTile(p.mask, q_min, q_max, kpos[j0], kpos[j0 + n - 1]);
+        if (cls == TileClass::kEmpty) continue;
+        const int64_t panel = (b * Hk + hk) * ntk + t;
+        const float* vtile = vp.get() + panel * kN * D;
+        gemm_s(kt.get() + panel * D * kN, q.get(), s.get());
+        for (int64_t r = 0; r < rows; ++r) {
+          float* sr = s.get() + r * kN;
+          if (has_softcap) SoftcapInplace(sr, nullptr, n, cap2);
+          jb[r] = 0;
+          je[r] = n;
+          if (cls == TileClass::kPartial) {
+            VisibleInterval(p.mask, qpos[i0 + r], kpos.data() + j0, n, &jb[r], &je[r]);
+            for (int64_t j = 0; j < jb[r]; ++j) sr[j] = kNegInf;
+            for (int64_t j = je[r]; j < n; ++j) sr[j] = kNegInf;
+          }
+          const float m_tile = RowMax(sr + jb[r], je[r] - jb[r]);
+          const float m_new = std::fmax(m[r], m_tile);
+          const float m_use = m_new == kNegInf ? 0.0f : m_new;
+          const float alpha = std::exp2(m[r] - m_use);
+          const float sum = Exp2SubSum(sr, n, m_use);
+          std::fill(sr + n, sr + kN, 0.0f);
+          l[r] = l[r] * alpha + sum;
+          if (alpha != 1.0f) {
+            float* orow = o.get() + r * D;
+            for (int64_t d = 0; d < D; ++d) orow[d] *= alpha;
+          }
+          m[r] = m_new;
+        }
+        if (cls == TileClass::kPartial && nonfinite[panel]) {
+          for (int64_t r = 0; r < rows; ++r) {
+            float* orow = o.get() + r * D;
+            for (int64_t j = jb[r]; j < je[r]; ++j) {
+              const float pj = s[r * kN + j];
+              for (int64_t d = 0; d < D; ++d) orow[d] += pj * vtile[j * D + d];
+            }
+          }
+        } else {
+          gemm_pv(vtile, s.get(), o.get());
+        }
+      }
+
+      for (int64_t r = 0; r < rows; ++r) {
+        float* orow = o.get() + r * D;
+        float row_lse;
+        if (l[r] == 0.0f) {
+          std::fill(orow, orow + D, 0.0f);
+          row_lse = kNegInf;
+        } else {
+          const float inv = 1.0f / l[r];
+          for (int64_t d = 0; d < D; ++d) orow[d] *= inv;
+          row_lse = (m[r] + std::log2(l[r])) * kLn2;
+        }
+        StoreRow(p.out, p.out_dtype, Offset(p.out_stride, b, i0 + r, h), D, orow);
+        p.lse[b * p.lse_batch_stride + h * p.lse_head_stride + i0 + r] = row_lse;
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+void RowDot(const void* dout, TensorStrides dout_stride, DType dtype, const float* out,
+            float* dsum, int64_t batch, int64_t seqlen, int64_t heads, int64_t head_dim,
+            int num_threads) {
+  const int64_t rows = batch * seqlen;
+#pragma omp parallel num_threads(num_threads)
+  {
+    std::vector<float> row(head_dim);
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t b = r / seqlen, i = r % seqlen;
+      for (int64_t h = 0; h < heads; ++h) {
+        LoadRow(dout, dtype, Offset(dout_stride, b, i, h), head_dim, 1.0f, row.data());
+        const float* o = out + (r * heads + h) * head_dim;
+        float acc = 0.0f;
+        for (int64_t d = 0; d < head_dim; ++d) acc += row[d] * o[d];
+        dsum[(b * heads + h) * seqlen + i] = acc;
+      }
+    }
+  }
+}
+
+}  // namespace ringattn::cpu

@@ -1,0 +1,40 @@
+// CPU flash attention over one query block x one key block (see params.h
+// for the tensors). Block-wise, exact, O(S * D) memory, multi-threaded with
+// OpenMP over `num_threads` threads. Results are bitwise reproducible for a
+// given thread count.
+//
+// Forward writes out (out_dtype) and lse. Backward ADDS into the fp32
+// dq/dk/dv accumulators, using the global lse and dsum = rowsum(dO * O).
+#pragma once
+
+#include "absl/status/status.h"
+#include "attention/params.h"
+
+namespace ringattn::cpu {
+
+// Compile-time tile sizes; queries x keys per tile.
+struct ForwardTraits {
+  static constexpr int kBlockM = 64;
+  static constexpr int kBlockN = 128;
+  static_assert(kBlockM % 8 == 0 && kBlockN % 8 == 0, "tiles are whole AVX2 vectors");
+};
+struct BackwardTraits {
+  static constexpr int kBlockM = 64;
+  static constexpr int kBlockN = 64;
+  static_assert(kBlockM % 8 == 0 && kBlockN % 8 == 0, "tiles are whole AVX2 vectors");
+};
+
+// Checks what the kernels rely on (non-null pointers, positive sizes,
+// H % Hkv == 0, fp32/bf16 storage, position maps that cover the sequences).
+absl::Status CheckParams(const AttnParams& p, bool backward);
+
+absl::Status Forward(const AttnParams& p, int num_threads);
+absl::Status Backward(const AttnParams& p, int num_threads);
+
+// dsum[b, h, i] = sum_d dout[b, i, h, d] * out[b, i, h, d] (fp32), the
+// backward pre-pass; out is fp32 contiguous [B, S, H, D].
+void RowDot(const void* dout, TensorStrides dout_stride, DType dtype, const float* out,
+            float* dsum, int64_t batch, int64_t seqlen, int64_t heads, int64_t head_dim,
+            int num_threads);
+
+}  // namespace ringattn::cpu

@@ -1,0 +1,70 @@
+// Helpers shared by the CPU forward and backward: strided, typed row loads
+// and stores, the expansion of position maps, and tile transposes.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "attention/dtype.h"
+#include "attention/mask.h"
+#include "attention/params.h"
+
+namespace ringattn::cpu {
+
+inline int64_t Offset(const TensorStrides& s, int64_t b, int64_t i, int64_t h) {
+  return b * s.batch + i * s.seq + h * s.head;
+}
+
+// dst[0..n) <- mul * src row (dtype) at element offset `off`.
+inline void LoadRow(const void* base, DType t, int64_t off, int64_t n, float mul, float* dst) {
+  if (t == DType::kFloat32) {
+    const float* src = static_cast<const float*>(base) + off;
+    if (mul == 1.0f) {
+      std::memcpy(dst, src, n * sizeof(float));
+    } else {
+      for (int64_t d = 0; d < n; ++d) dst[d] = src[d] * mul;
+    }
+  } else {
+    const uint16_t* src = static_cast<const uint16_t*>(base) + off;
+    for (int64_t d = 0; d < n; ++d) dst[d] = BF16ToFloat(src[d]) * mul;
+  }
+}
+
+inline void StoreRow(void* base, DType t, int64_t off, int64_t n, const float* src) {
+  if (t == DType::kFloat32) {
+    std::memcpy(static_cast<float*>(base) + off, src, n * sizeof(float));
+  } else {
+    uint16_t* dst = static_cast<uint16_t*>(base) + off;
+    for (int64_t d = 0; d < n; ++d) dst[d] = FloatToBF16(src[d]);
+  }
+}
+
+inline bool AllFinite(const float* x, int64_t n) {
+  float acc = 0.0f;
+  for (int64_t d = 0; d < n; ++d) acc += x[d] * 0.0f;  // NaN iff some x is NaN or Inf
+  return acc == 0.0f;
+}
+
+// Global positions of local rows [0, n), padded to `padded` entries with the
+// last position (padding rows are never visible: callers mask them).
+inline std::vector<int64_t> ExpandPositions(const PositionMap& m, int64_t n, int64_t padded) {
+  std::vector<int64_t> pos(padded);
+  for (int64_t i = 0; i < n; ++i) pos[i] = m.Global(i);
+  for (int64_t i = n; i < padded; ++i) pos[i] = n > 0 ? pos[n - 1] : 0;
+  return pos;
+}
+
+inline int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// dst[c][r] = src[r][c] for a rows x cols block (row-major both).
+inline void Transpose(const float* src, int64_t rows, int64_t cols, int64_t ld_src, float* dst,
+                      int64_t ld_dst) {
+  constexpr int64_t kB = 8;
+  for (int64_t r0 = 0; r0 < rows; r0 += kB)
+    for (int64_t c0 = 0; c0 < cols; c0 += kB)
+      for (int64_t r = r0; r < std::min(rows, r0 + kB); ++r)
+        for (int64_t c = c0; c < std::min(cols, c0 + kB); ++c) dst[c * ld_dst + r] = src[r * ld_src + c];
+}
+
+}  // namespace ringattn::cpu

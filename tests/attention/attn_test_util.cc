@@ -1,0 +1,285 @@
+// See attn_test_util.h.
+#include "tests/attention/attn_test_util.h"
+
+#include <algorithm>
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+
+namespace ringattn::testing {
+
+std::string Case::Name() const {
+  std::string m = "none";
+  if (mask.causal || mask.window_left >= 0 || mask.window_right >= 0) {
+    m = absl::StrCat(mask.causal ? "causal" : "w", "_", mask.window_left < 0 ? std::string("u") : absl::StrCat(mask.window_left), "_",
+                     mask.window_right < 0 ? std::string("u") : absl::StrCat(mask.window_right));
+  }
+  return absl::StrCat("b", batch, "_sq", seqlen_q, "_sk", seqlen_k, "_h", heads, "_hk", heads_k,
+                      "_d", head_dim, "_", m, softcap > 0 ? "_cap" : "", "_",
+                      DTypeName(dtype), "_pos", static_cast<int>(q_pos), static_cast<int>(k_pos),
+                      strided ? "_strided" : "");
+}
+
+float Tensor::At(int64_t b, int64_t i, int64_t h, int64_t d) const {
+  const int64_t off = b * stride.batch + i * stride.seq + h * stride.head + d;
+  return dtype == DType::kFloat32 ? floats[off] : BF16ToFloat(words[off]);
+}
+
+Tensor MakeTensor(const std::vector<float>& x, int64_t B, int64_t S, int64_t H, int64_t D,
+                  DType dtype, bool strided) {
+  Tensor t;
+  t.dtype = dtype;
+  int64_t size;
+  if (strided) {
+    const int64_t row = D + 3;
+    t.stride = {H * S * row, row, S * row};
+    size = B * H * S * row;
+  } else {
+    t.stride = TensorStrides::Contiguous(S, H, D);
+    size = B * S * H * D;
+  }
+  // Poison the gaps so a kernel that reads them shows it.
+  if (dtype == DType::kFloat32) {
+    t.floats.assign(size, std::numeric_limits<float>::quiet_NaN());
+  } else {
+    t.words.assign(size, FloatToBF16(std::numeric_limits<float>::quiet_NaN()));
+  }
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t i = 0; i < S; ++i)
+      for (int64_t h = 0; h < H; ++h)
+        for (int64_t d = 0; d < D; ++d) {
+          const float val = x[((b * S + i) * H + h) * D + d];
+          const int64_t off = b * t.stride.batch + i * t.stride.seq + h * t.stride.head + d;
+          if (dtype == DType::kFloat32) {
+            t.floats[off] = val;
+          } else {
+            t.words[off] = FloatToBF16(val);
+          }
+        }
+  return t;
+}
+
+std::vector<float> ToContiguous(const Tensor& t, int64_t B, int64_t S, int64_t H, int64_t D) {
+  std::vector<float> x(B * S * H * D);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t i = 0; i < S; ++i)
+      for (int64_t h = 0; h < H; ++h)
+        for (int64_t d = 0; d < D; ++d) x[((b * S + i) * H + h) * D + d] = t.At(b, i, h, d);
+  return x;
+}
+
+std::vector<float> RandomValues(int64_t n, DType dtype, uint32_t seed, float stddev) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<float> dist(0.0f, stddev);
+  std::vector<float> x(n);
+  for (float& v : x) v = RoundTo(dtype, dist(gen));
+  return x;
+}
+
+PositionMap MakePositions(PosKind kind, int64_t n, int64_t salt) {
+  PositionMap m;
+  switch (kind) {
+    case PosKind::kFromZero:
+      m.AddRange(0, n);
+      break;
+    case PosKind::kOffset:
+      m.AddRange(37 + salt, n);
+      break;
+    case PosKind::kTwoRanges: {  // a zigzag shard: two chunks far apart
+      const int64_t a = n / 2 + salt % 3;
+      const int64_t first = std::min(a, n);
+      m.AddRange(11 + salt, first);
+      m.AddRange(11 + salt + first + 3 * n + 5, n - first);
+      break;
+    }
+    case PosKind::kStriped:  // stripes of 4 of a 3-rank ring, rank salt % 3
+      m.AddStrided(4 * (salt % 3), n, 4, 12);
+      break;
+  }
+  return m;
+}
+
+Problem MakeProblem(const Case& c, uint32_t seed) {
+  Problem p;
+  p.c = c;
+  const int64_t B = c.batch, H = c.heads, Hk = c.heads_k, D = c.head_dim;
+  p.q = RandomValues(B * c.seqlen_q * H * D, c.dtype, seed);
+  p.k = RandomValues(B * c.seqlen_k * Hk * D, c.dtype, seed + 1);
+  p.v = RandomValues(B * c.seqlen_k * Hk * D, c.dtype, seed + 2);
+  p.dout = RandomValues(B * c.seqlen_q * H * D, c.dtype, seed + 3);
+  p.tq = MakeTensor(p.q, B, c.seqlen_q, H, D, c.dtype, c.strided);
+  p.tk = MakeTensor(p.k, B, c.seqlen_k, Hk, D, c.dtype, c.strided);
+  p.tv = MakeTensor(p.v, B, c.seqlen_k, Hk, D, c.dtype, c.strided);
+  p.tdout = MakeTensor(p.dout, B, c.seqlen_q, H, D, c.dtype, c.strided);
+  p.qmap = MakePositions(c.q_pos, c.seqlen_q, 1);
+  p.kmap = MakePositions(c.k_pos, c.seqlen_k, 2);
+  p.scale = DefaultScale(D);
+  RefProblem& r = p.ref;
+  r.batch = B;
+  r.seqlen_q = c.seqlen_q;
+  r.seqlen_k = c.seqlen_k;
+  r.num_heads = H;
+  r.num_heads_k = Hk;
+  r.head_dim = D;
+  r.scale = p.scale;
+  r.softcap = c.softcap;
+  r.mask = c.mask;
+  for (int64_t i = 0; i < c.seqlen_q; ++i) r.q_pos.push_back(p.qmap.Global(i));
+  for (int64_t j = 0; j < c.seqlen_k; ++j) r.k_pos.push_back(p.kmap.Global(j));
+  return p;
+}
+
+AttnParams Problem::Params() const {
+  AttnParams a;
+  a.q = tq.data();
+  a.k = tk.data();
+  a.v = tv.data();
+  a.q_stride = tq.stride;
+  a.k_stride = tk.stride;
+  a.v_stride = tv.stride;
+  a.dtype = c.dtype;
+  a.out_dtype = c.dtype;
+  a.dout = tdout.data();
+  a.dout_stride = tdout.stride;
+  a.batch = c.batch;
+  a.seqlen_q = c.seqlen_q;
+  a.seqlen_k = c.seqlen_k;
+  a.num_heads = c.heads;
+  a.num_heads_k = c.heads_k;
+  a.head_dim = c.head_dim;
+  a.scale = scale;
+  a.softcap = c.softcap;
+  a.mask = c.mask;
+  a.q_pos = qmap;
+  a.k_pos = kmap;
+  return a;
+}
+
+namespace {
+
+// Scores of row (b, h, i) in fp32, with the tanh values for the backward.
+void NaiveScores(const Problem& p, int64_t b, int64_t h, int64_t i, std::vector<float>* x,
+                 std::vector<float>* th) {
+  const RefProblem& r = p.ref;
+  const int64_t D = r.head_dim, hk = h / (r.num_heads / r.num_heads_k);
+  x->assign(r.seqlen_k, -INFINITY);
+  th->assign(r.seqlen_k, 0.0f);
+  for (int64_t j = 0; j < r.seqlen_k; ++j) {
+    if (!r.mask.Visible(r.q_pos[i], r.k_pos[j])) continue;
+    float s = 0.0f;
+    for (int64_t d = 0; d < D; ++d)
+      s += p.q[((b * r.seqlen_q + i) * r.num_heads + h) * D + d] *
+           p.k[((b * r.seqlen_k + j) * r.num_heads_k + hk) * D + d];
+    s *= p.scale;
+    if (r.softcap > 0) {
+      (*th)[j] = std::tanh(s / static_cast<float>(r.softcap));
+      s = static_cast<float>(r.softcap) * (*th)[j];
+    }
+    (*x)[j] = s;
+  }
+}
+
+}  // namespace
+
+void NaiveForward(const Problem& p, std::vector<float>* out, std::vector<float>* lse) {
+  const RefProblem& r = p.ref;
+  const int64_t D = r.head_dim, group = r.num_heads / r.num_heads_k;
+  const DType t = p.c.dtype;
+  out->assign(r.batch * r.seqlen_q * r.num_heads * D, 0.0f);
+  lse->assign(r.batch * r.num_heads * r.seqlen_q, -INFINITY);
+  std::vector<float> x, th;
+  for (int64_t b = 0; b < r.batch; ++b)
+    for (int64_t h = 0; h < r.num_heads; ++h)
+      for (int64_t i = 0; i < r.seqlen_q; ++i) {
+        NaiveScores(p, b, h, i, &x, &th);
+        float m = -INFINITY;
+        for (float s : x) m = std::max(m, s);
+        if (m == -INFINITY) continue;
+        float l = 0.0f;
+        for (float& s : x) {
+          s = std::exp(s - m);
+          l += s;
+        }
+        (*lse)[(b * r.num_heads + h) * r.seqlen_q + i] = m + std::log(l);
+        float* o = &(*out)[((b * r.seqlen_q + i) * r.num_heads + h) * D];
+        for (int64_t j = 0; j < r.seqlen_k; ++j) {
+          if (x[j] == 0.0f) continue;
+          const float pj = RoundTo(t, x[j] / l);
+          for (int64_t d = 0; d < D; ++d)
+            o[d] += pj * p.v[((b * r.seqlen_k + j) * r.num_heads_k + h / group) * D + d];
+        }
+        for (int64_t d = 0; d < D; ++d) o[d] = RoundTo(t, o[d]);
+      }
+}
+
+void NaiveBackward(const Problem& p, std::vector<float>* dq, std::vector<float>* dk,
+                   std::vector<float>* dv) {
+  const RefProblem& r = p.ref;
+  const int64_t D = r.head_dim, group = r.num_heads / r.num_heads_k;
+  const DType t = p.c.dtype;
+  dq->assign(r.batch * r.seqlen_q * r.num_heads * D, 0.0f);
+  dk->assign(r.batch * r.seqlen_k * r.num_heads_k * D, 0.0f);
+  dv->assign(r.batch * r.seqlen_k * r.num_heads_k * D, 0.0f);
+  std::vector<float> x, th, o(D);
+  for (int64_t b = 0; b < r.batch; ++b)
+    for (int64_t h = 0; h < r.num_heads; ++h) {
+      const int64_t hk = h / group;
+      for (int64_t i = 0; i < r.seqlen_q; ++i) {
+        NaiveScores(p, b, h, i, &x, &th);
+        float m = -INFINITY;
+        for (float s : x) m = std::max(m, s);
+        if (m == -INFINITY) continue;
+        float l = 0.0f;
+        for (float s : x) l += std::exp(s - m);
+        std::fill(o.begin(), o.end(), 0.0f);
+        std::vector<float> prob(r.seqlen_k, 0.0f);
+        for (int64_t j = 0; j < r.seqlen_k; ++j) {
+          if (x[j] == -INFINITY) continue;
+          prob[j] = RoundTo(t, std::exp(x[j] - m) / l);
+          for (int64_t d = 0; d < D; ++d)
+            o[d] += prob[j] * p.v[((b * r.seqlen_k + j) * r.num_heads_k + hk) * D + d];
+        }
+        const float* dO = &p.dout[((b * r.seqlen_q + i) * r.num_heads + h) * D];
+        float dsum = 0.0f;
+        for (int64_t d = 0; d < D; ++d) dsum += dO[d] * RoundTo(t, o[d]);
+        for (int64_t j = 0; j < r.seqlen_k; ++j) {
+          if (x[j] == -INFINITY) continue;
+          const float* vj = &p.v[((b * r.seqlen_k + j) * r.num_heads_k + hk) * D];
+          const float* kj = &p.k[((b * r.seqlen_k + j) * r.num_heads_k + hk) * D];
+          const float* qi = &p.q[((b * r.seqlen_q + i) * r.num_heads + h) * D];
+          float dp = 0.0f;
+          for (int64_t d = 0; d < D; ++d) dp += dO[d] * vj[d];
+          float ds = prob[j] * (dp - dsum);
+          if (r.softcap > 0) ds *= 1.0f - th[j] * th[j];
+          ds = RoundTo(t, ds * p.scale);
+          for (int64_t d = 0; d < D; ++d) {
+            (*dq)[((b * r.seqlen_q + i) * r.num_heads + h) * D + d] += ds * kj[d];
+            (*dk)[((b * r.seqlen_k + j) * r.num_heads_k + hk) * D + d] += ds * qi[d];
+            (*dv)[((b * r.seqlen_k + j) * r.num_heads_k + hk) * D + d] += prob[j] * dO[d];
+          }
+        }
+      }
+    }
+  for (auto* g : {dq, dk, dv})
+    for (float& val : *g) val = RoundTo(t, val);
+}
+
+double MaxError(const std::vector<double>& a, const std::vector<double>& ref) {
+  double e = 0.0;
+  if (a.size() != ref.size()) return INFINITY;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (std::isfinite(ref[i]) != std::isfinite(a[i])) return INFINITY;
+    if (!std::isfinite(ref[i])) {
+      if (ref[i] != a[i]) return INFINITY;  // -inf lse must match exactly
+      continue;
+    }
+    e = std::max(e, std::abs(a[i] - ref[i]));
+  }
+  return e;
+}
+
+double MaxError(const std::vector<float>& a, const std::vector<double>& ref) {
+  return MaxError(ToDouble(a), ref);
+}
+
+}  // namespace ringattn::testing
