@@ -1,0 +1,103 @@
+// The communicator interface: how ranks move bytes. Backends (local threads,
+// UCX, NCCL) fill it in; the runtime sees only this header.
+//
+// Every message carries a MessageHeader. The sender's header is built from
+// the MessageMeta it passes; the receiver passes the meta it EXPECTS, and the
+// backend compares the two before a single byte lands in the receive buffer.
+// A mismatch completes the request with an InvalidArgument error that prints
+// both sides.
+//
+// Blocking behaviour of each call is stated on it. Every wait takes a
+// timeout; a peer that does not answer becomes DeadlineExceeded naming the
+// peer and the step, and Abort() on any rank makes pending and later
+// requests on every rank fail promptly with Aborted naming the rank.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace ringattn::comm {
+
+inline constexpr uint32_t kHeaderMagic = 0x52415454;  // "RATT"
+inline constexpr uint16_t kHeaderVersion = 1;
+
+// What a message is: the runtime's description of one block.
+struct MessageMeta {
+  int32_t step = 0;     // ring step the block is sent at
+  int32_t kind = 0;     // runtime-defined (e.g. 0 = KV, 1 = dKV)
+  int32_t dtype = 0;    // runtime-defined dtype code
+  int32_t ndim = 0;     // number of valid entries in shape
+  int64_t shape[6] = {0, 0, 0, 0, 0, 0};
+};
+
+// The wire header: the meta plus identity and size.
+struct MessageHeader {
+  uint32_t magic = kHeaderMagic;
+  uint16_t version = kHeaderVersion;
+  uint16_t reserved = 0;
+  int32_t src_rank = 0;
+  int32_t dst_rank = 0;
+  int64_t bytes = 0;
+  MessageMeta meta;
+};
+
+// Checks a received header against what the receiver expects; the error
+// names both sides ("rank 1 sent ..., rank 2 expected ...").
+absl::Status CheckHeader(const MessageHeader& got, const MessageHeader& expected);
+std::string HeaderToString(const MessageHeader& h);
+
+// Handle of one posted SendRecv. Destroying a pending request waits for it
+// (without timeout only if the communicator was aborted; otherwise with the
+// communicator's timeout), so buffers are never written after they are freed.
+class Request {
+ public:
+  virtual ~Request() = default;
+  // Non-blocking. OK(true) when both the send and the receive completed,
+  // OK(false) while pending, the error once one failed.
+  virtual absl::StatusOr<bool> Test() = 0;
+  // Blocks until complete, failed, or `timeout` elapsed (DeadlineExceeded
+  // naming the peer and the step).
+  virtual absl::Status Wait(absl::Duration timeout) = 0;
+};
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+  virtual int Rank() const = 0;
+  virtual int Size() const = 0;
+  virtual std::string Name() const = 0;  // "local", "ucx", ...
+
+  // Non-blocking: posts the send of `bytes` from `send` to rank `to` and the
+  // receive of `bytes` into `recv` from rank `from`, both described by
+  // `meta` (the send's meta, and the meta expected from `from`, which share
+  // step and kind but may differ in shape when shards differ: pass
+  // `recv_meta`). The buffers must stay valid until the request completes.
+  // `send` may be null with bytes_send == 0 only if no send is wanted, and
+  // likewise for the receive.
+  virtual absl::StatusOr<std::unique_ptr<Request>> SendRecv(
+      const void* send, int64_t send_bytes, int to, const MessageMeta& send_meta, void* recv,
+      int64_t recv_bytes, int from, const MessageMeta& recv_meta) = 0;
+
+  // Blocks until every rank called Barrier or `timeout` elapsed.
+  virtual absl::Status Barrier(absl::Duration timeout) = 0;
+
+  // Non-blocking and idempotent: marks the world failed with `reason`;
+  // pending and future requests on every rank fail with Aborted, naming
+  // this rank and the reason.
+  virtual void Abort(const absl::Status& reason) = 0;
+
+  // Payload bytes this rank has sent so far (headers excluded).
+  virtual int64_t BytesSent() const = 0;
+};
+
+// Default timeout for waits on peers: RINGATTN_TIMEOUT_MS when set (a
+// positive integer; anything else is an InvalidArgument naming the
+// variable), else 60 seconds.
+absl::StatusOr<absl::Duration> DefaultTimeout();
+
+}  // namespace ringattn::comm
