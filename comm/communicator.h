@@ -78,7 +78,10 @@ class Communicator {
   // step and kind but may differ in shape when shards differ: pass
   // `recv_meta`). The buffers must stay valid until the request completes.
   // `send` may be null with bytes_send == 0 only if no send is wanted, and
-  // likewise for the receive.
+  // likewise for the receive (a zero-byte MESSAGE needs a non-null buffer).
+  // Messages from one rank to another are matched in the order both sides
+  // post them, whatever their step or kind, and the header is then checked:
+  // posting in a different order on the two sides is a header mismatch.
   virtual absl::StatusOr<std::unique_ptr<Request>> SendRecv(
       const void* send, int64_t send_bytes, int to, const MessageMeta& send_meta, void* recv,
       int64_t recv_bytes, int from, const MessageMeta& recv_meta) = 0;

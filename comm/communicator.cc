@@ -1,0 +1,81 @@
+// Backend-independent parts of the communicator interface: the header check
+// every backend runs on receipt, its printing, and the default timeout.
+#include "comm/communicator.h"
+
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/string_view.h"
+
+namespace ringattn::comm {
+namespace {
+
+constexpr int kMaxDims = static_cast<int>(sizeof(MessageMeta::shape) / sizeof(int64_t));
+constexpr const char* kTimeoutVariable = "RINGATTN_TIMEOUT_MS";
+constexpr int64_t kDefaultTimeoutMs = 60 * 1000;
+
+bool ValidNdim(const MessageHeader& h) { return h.meta.ndim >= 0 && h.meta.ndim <= kMaxDims; }
+
+bool SameShape(const MessageHeader& a, const MessageHeader& b) {
+  if (a.meta.ndim != b.meta.ndim || !ValidNdim(a) || !ValidNdim(b)) return false;
+  for (int i = 0; i < a.meta.ndim; ++i) {
+    if (a.meta.shape[i] != b.meta.shape[i]) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+std::string HeaderToString(const MessageHeader& h) {
+  std::string shape;
+  if (ValidNdim(h)) {
+    shape = absl::StrCat("[", absl::StrJoin(h.meta.shape, h.meta.shape + h.meta.ndim, ", "), "]");
+  } else {
+    shape = absl::StrCat("<invalid ndim ", h.meta.ndim, ">");
+  }
+  return absl::StrCat("{magic 0x", absl::Hex(h.magic), ", version ", h.version, ", src ",
+                      h.src_rank, ", dst ", h.dst_rank, ", step ", h.meta.step, ", kind ",
+                      h.meta.kind, ", dtype ", h.meta.dtype, ", shape ", shape, ", bytes ", h.bytes,
+                      "}");
+}
+
+absl::Status CheckHeader(const MessageHeader& got, const MessageHeader& expected) {
+  std::vector<const char*> diffs;
+  if (got.magic != expected.magic) diffs.push_back("magic");
+  if (got.version != expected.version) diffs.push_back("version");
+  if (got.src_rank != expected.src_rank) diffs.push_back("src");
+  if (got.dst_rank != expected.dst_rank) diffs.push_back("dst");
+  if (got.meta.step != expected.meta.step) diffs.push_back("step");
+  if (got.meta.kind != expected.meta.kind) diffs.push_back("kind");
+  if (got.meta.dtype != expected.meta.dtype) diffs.push_back("dtype");
+  if (!SameShape(got, expected)) diffs.push_back("shape");
+  if (got.bytes != expected.bytes) diffs.push_back("bytes");
+  if (diffs.empty()) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "message header mismatch (", absl::StrJoin(diffs, ", "), "): rank ", got.src_rank, " sent ",
+      HeaderToString(got), ", rank ", expected.dst_rank, " expected ", HeaderToString(expected)));
+}
+
+absl::StatusOr<absl::Duration> DefaultTimeout() {
+  const char* value = std::getenv(kTimeoutVariable);
+  if (value == nullptr) return absl::Milliseconds(kDefaultTimeoutMs);
+  const absl::string_view text(value);
+  // Digits only (no sign, space or unit), at most 15 of them: no overflow.
+  bool digits = !text.empty() && text.size() <= 15;
+  for (char ch : text) digits = digits && ch >= '0' && ch <= '9';
+  int64_t ms = 0;
+  if (digits) {
+    for (char ch : text) ms = ms * 10 + (ch - '0');
+  }
+  if (!digits || ms <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(kTimeoutVariable,
+                     ": expected a positive integer number of milliseconds, got \"", text, "\""));
+  }
+  return absl::Milliseconds(ms);
+}
+
+}  // namespace ringattn::comm

@@ -1,0 +1,66 @@
+// The `local` communicator backend: W ranks as threads of one process.
+//
+// A LocalWorld owns the shared state of W ranks and one Communicator per
+// rank. Each rank is driven by one thread of the caller's; ranks run
+// concurrently. A transfer is a real copy (memcpy) from the sender's buffer
+// into the receiver's, done by the receiving rank's copy thread while the
+// ranks compute, so its cost is honest and the overlap is real.
+//
+// Matching: messages from rank a to rank b are matched in the order they
+// are posted (like NCCL, or MPI with one tag), a send with the receive that
+// b posted for a. The sender's header is then checked against the header
+// the receiver expects (CheckHeader: step, kind, dtype, shape, bytes, ...)
+// before any byte is copied; a mismatch fails the receive and the send,
+// each with an InvalidArgument that prints both headers.
+//
+// Requests (beyond communicator.h):
+// - Test()/Wait() report the first error of either half at once, while the
+//   other half may still be in flight; destroy the request before freeing
+//   or reusing its buffers.
+// - A pending request that is destroyed waits for it with the world's
+//   timeout, unless the world was aborted or a Wait() on it already ran out
+//   of time; what never matched is then cancelled (its peer sees nothing)
+//   and a copy already running is waited for, so no buffer is touched after
+//   the destructor returns.
+// - BytesSent() counts a send's payload once its copy completed.
+//
+// The world must outlive its communicators' requests; destroy every
+// request before the world.
+#pragma once
+
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "comm/communicator.h"
+
+namespace ringattn::comm {
+
+struct LocalWorldOptions {
+  // How long a destroyed pending request waits for its peer before it is
+  // cancelled. Zero: DefaultTimeout() (RINGATTN_TIMEOUT_MS, else 60 s).
+  absl::Duration timeout = absl::ZeroDuration();
+};
+
+class LocalWorld {
+ public:
+  // A world of `size` >= 1 ranks. Starts one copy thread per rank.
+  static absl::StatusOr<std::unique_ptr<LocalWorld>> Create(int size,
+                                                            const LocalWorldOptions& options = {});
+  ~LocalWorld();  // joins the copy threads; every request must be gone
+  LocalWorld(const LocalWorld&) = delete;
+  LocalWorld& operator=(const LocalWorld&) = delete;
+
+  int Size() const;
+  absl::Duration timeout() const;
+  // The communicator of `rank` (0 <= rank < Size()), owned by the world.
+  Communicator& Comm(int rank);
+
+  struct Impl;  // shared state of the ranks (local_comm.cc)
+
+ private:
+  explicit LocalWorld(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ringattn::comm
