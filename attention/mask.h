@@ -10,6 +10,8 @@
 #include <cstdint>
 #include <limits>
 
+#include "attention/hd.h"
+
 namespace ringattn {
 
 // Query at global position i sees key j iff lo(i) <= j <= hi(i) where
@@ -21,16 +23,16 @@ struct Mask {
   int64_t window_left = -1;
   int64_t window_right = -1;
 
-  bool HasLeft() const { return window_left >= 0; }
-  bool HasRight() const { return causal || window_right >= 0; }
+  RINGATTN_HD bool HasLeft() const { return window_left >= 0; }
+  RINGATTN_HD bool HasRight() const { return causal || window_right >= 0; }
   // Offset of the right edge: hi(i) = i + RightOffset() when HasRight().
-  int64_t RightOffset() const {
+  RINGATTN_HD int64_t RightOffset() const {
     if (!causal) return window_right;
     return window_right < 0 ? 0 : std::min<int64_t>(window_right, 0);
   }
-  bool IsNone() const { return !HasLeft() && !HasRight(); }
+  RINGATTN_HD bool IsNone() const { return !HasLeft() && !HasRight(); }
 
-  bool Visible(int64_t qi, int64_t kj) const {
+  RINGATTN_HD bool Visible(int64_t qi, int64_t kj) const {
     if (HasLeft() && kj < qi - window_left) return false;
     if (HasRight() && kj > qi + RightOffset()) return false;
     return true;
@@ -70,10 +72,10 @@ struct PositionMap {
     const int64_t local_begin = Length();
     seg[num_segments++] = Segment{local_begin, length, global_begin, stripe, period};
   }
-  int64_t Length() const {
+  RINGATTN_HD int64_t Length() const {
     return num_segments == 0 ? 0 : seg[num_segments - 1].local_begin + seg[num_segments - 1].length;
   }
-  int64_t Global(int64_t local) const {
+  RINGATTN_HD int64_t Global(int64_t local) const {
     int s = 0;
     while (s + 1 < num_segments && local >= seg[s + 1].local_begin) ++s;
     const Segment& g = seg[s];
@@ -87,7 +89,7 @@ enum class TileClass : uint8_t { kEmpty, kFull, kPartial };
 // Classifies the tile whose query positions lie in [q_min, q_max] and key
 // positions in [k_min, k_max]. Exact for contiguous positions, conservative
 // (partial instead of full/empty) for interleaved ones, never wrong.
-inline TileClass ClassifyTile(const Mask& m, int64_t q_min, int64_t q_max, int64_t k_min,
+RINGATTN_HD inline TileClass ClassifyTile(const Mask& m, int64_t q_min, int64_t q_max, int64_t k_min,
                               int64_t k_max) {
   if (m.HasRight() && k_min > q_max + m.RightOffset()) return TileClass::kEmpty;
   if (m.HasLeft() && k_max < q_min - m.window_left) return TileClass::kEmpty;

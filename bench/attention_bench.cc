@@ -80,8 +80,8 @@ void BM_Forward_Cpu(benchmark::State& state) {
 void BM_Backward_Cpu(benchmark::State& state) {
   Setup s(state.range(0), state.range(1), state.range(2) != 0, state.range(3));
   if (!cpu::Forward(s.p, Threads()).ok()) state.SkipWithError("forward failed");
-  cpu::RowDot(s.p.dout, s.p.dout_stride, s.p.dtype, s.out.data(), s.dsum.data(), 1, s.S, s.H,
-              s.D, Threads());
+  cpu::RowDot(s.p.dout, s.p.dout_stride, s.p.dtype, s.out.data(), s.p.out_stride, s.p.dtype,
+              s.dsum.data(), 1, s.S, s.H, s.D, Threads());
   for (auto _ : state) {
     if (!cpu::Backward(s.p, Threads()).ok()) state.SkipWithError("backward failed");
   }

@@ -210,21 +210,21 @@ absl::Status Forward(const AttnParams& p, int num_threads) {
   return absl::OkStatus();
 }
 
-void RowDot(const void* dout, TensorStrides dout_stride, DType dtype, const float* out,
-            float* dsum, int64_t batch, int64_t seqlen, int64_t heads, int64_t head_dim,
-            int num_threads) {
+void RowDot(const void* dout, TensorStrides dout_stride, DType dout_dtype, const void* out,
+            TensorStrides out_stride, DType out_dtype, float* dsum, int64_t batch,
+            int64_t seqlen, int64_t heads, int64_t head_dim, int num_threads) {
   const int64_t rows = batch * seqlen;
 #pragma omp parallel num_threads(num_threads)
   {
-    std::vector<float> row(head_dim);
+    std::vector<float> a(head_dim), o(head_dim);
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t b = r / seqlen, i = r % seqlen;
       for (int64_t h = 0; h < heads; ++h) {
-        LoadRow(dout, dtype, Offset(dout_stride, b, i, h), head_dim, 1.0f, row.data());
-        const float* o = out + (r * heads + h) * head_dim;
+        LoadRow(dout, dout_dtype, Offset(dout_stride, b, i, h), head_dim, 1.0f, a.data());
+        LoadRow(out, out_dtype, Offset(out_stride, b, i, h), head_dim, 1.0f, o.data());
         float acc = 0.0f;
-        for (int64_t d = 0; d < head_dim; ++d) acc += row[d] * o[d];
+        for (int64_t d = 0; d < head_dim; ++d) acc += a[d] * o[d];
         dsum[(b * heads + h) * seqlen + i] = acc;
       }
     }

@@ -33,10 +33,10 @@ absl::Status CheckParams(const AttnParams& p, bool backward);
 absl::Status Forward(const AttnParams& p, int num_threads);
 absl::Status Backward(const AttnParams& p, int num_threads);
 
-// dsum[b, h, i] = sum_d dout[b, i, h, d] * out[b, i, h, d] (fp32), the
-// backward pre-pass; out is fp32 contiguous [B, S, H, D].
-void RowDot(const void* dout, TensorStrides dout_stride, DType dtype, const float* out,
-            float* dsum, int64_t batch, int64_t seqlen, int64_t heads, int64_t head_dim,
-            int num_threads);
+// dsum[b, h, i] = sum_d dout[b, i, h, d] * out[b, i, h, d] in fp32: the
+// backward pre-pass. dsum is contiguous [B, H, S].
+void RowDot(const void* dout, TensorStrides dout_stride, DType dout_dtype, const void* out,
+            TensorStrides out_stride, DType out_dtype, float* dsum, int64_t batch,
+            int64_t seqlen, int64_t heads, int64_t head_dim, int num_threads);
 
 }  // namespace ringattn::cpu

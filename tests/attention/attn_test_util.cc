@@ -2,6 +2,8 @@
 #include "tests/attention/attn_test_util.h"
 
 #include <algorithm>
+#include <cmath>
+#include <cstring>
 #include <limits>
 
 #include "absl/strings/str_cat.h"
@@ -20,9 +22,51 @@ std::string Case::Name() const {
                       strided ? "_strided" : "");
 }
 
+uint16_t FloatToHalf(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  const uint16_t sign = static_cast<uint16_t>((x >> 16) & 0x8000u);
+  const uint32_t ax = x & 0x7fffffffu;
+  if (ax > 0x7f800000u) return sign | 0x7e00u;    // NaN
+  if (ax >= 0x477ff000u) return sign | 0x7c00u;   // rounds to +-inf (65520 and up)
+  if (ax < 0x38800000u) {                          // below 2^-14: subnormal or zero
+    float af;
+    std::memcpy(&af, &ax, 4);
+    // |f| * 2^24 is exact; the default rounding mode rounds half to even.
+    return sign | static_cast<uint16_t>(std::nearbyint(af * 16777216.0f));
+  }
+  uint32_t h = ((ax >> 23) - 112) << 10 | ((ax >> 13) & 0x3ffu);
+  const uint32_t rem = ax & 0x1fffu;
+  if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) ++h;  // carries into the exponent
+  return sign | static_cast<uint16_t>(h);
+}
+
+float HalfToFloat(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  const uint32_t e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+  if (e == 0) {
+    const float f = std::ldexp(static_cast<float>(m), -24);
+    return sign ? -f : f;
+  }
+  const uint32_t bits = sign | (e == 31 ? 0x7f800000u | (m << 13) : ((e + 112) << 23) | (m << 13));
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+float RoundToDType(DType t, float f) {
+  return t == DType::kFloat16 ? HalfToFloat(FloatToHalf(f)) : RoundTo(t, f);
+}
+
+uint16_t ToBits(DType t, float f) { return t == DType::kFloat16 ? FloatToHalf(f) : FloatToBF16(f); }
+
+float FromBits(DType t, uint16_t w) {
+  return t == DType::kFloat16 ? HalfToFloat(w) : BF16ToFloat(w);
+}
+
 float Tensor::At(int64_t b, int64_t i, int64_t h, int64_t d) const {
   const int64_t off = b * stride.batch + i * stride.seq + h * stride.head + d;
-  return dtype == DType::kFloat32 ? floats[off] : BF16ToFloat(words[off]);
+  return dtype == DType::kFloat32 ? floats[off] : FromBits(dtype, words[off]);
 }
 
 Tensor MakeTensor(const std::vector<float>& x, int64_t B, int64_t S, int64_t H, int64_t D,
@@ -42,7 +86,7 @@ Tensor MakeTensor(const std::vector<float>& x, int64_t B, int64_t S, int64_t H, 
   if (dtype == DType::kFloat32) {
     t.floats.assign(size, std::numeric_limits<float>::quiet_NaN());
   } else {
-    t.words.assign(size, FloatToBF16(std::numeric_limits<float>::quiet_NaN()));
+    t.words.assign(size, ToBits(dtype, std::numeric_limits<float>::quiet_NaN()));
   }
   for (int64_t b = 0; b < B; ++b)
     for (int64_t i = 0; i < S; ++i)
@@ -53,7 +97,7 @@ Tensor MakeTensor(const std::vector<float>& x, int64_t B, int64_t S, int64_t H, 
           if (dtype == DType::kFloat32) {
             t.floats[off] = val;
           } else {
-            t.words[off] = FloatToBF16(val);
+            t.words[off] = ToBits(dtype, val);
           }
         }
   return t;
@@ -72,7 +116,7 @@ std::vector<float> RandomValues(int64_t n, DType dtype, uint32_t seed, float std
   std::mt19937 gen(seed);
   std::normal_distribution<float> dist(0.0f, stddev);
   std::vector<float> x(n);
-  for (float& v : x) v = RoundTo(dtype, dist(gen));
+  for (float& v : x) v = RoundToDType(dtype, dist(gen));
   return x;
 }
 
@@ -204,11 +248,11 @@ void NaiveForward(const Problem& p, std::vector<float>* out, std::vector<float>*
         float* o = &(*out)[((b * r.seqlen_q + i) * r.num_heads + h) * D];
         for (int64_t j = 0; j < r.seqlen_k; ++j) {
           if (x[j] == 0.0f) continue;
-          const float pj = RoundTo(t, x[j] / l);
+          const float pj = RoundToDType(t, x[j] / l);
           for (int64_t d = 0; d < D; ++d)
             o[d] += pj * p.v[((b * r.seqlen_k + j) * r.num_heads_k + h / group) * D + d];
         }
-        for (int64_t d = 0; d < D; ++d) o[d] = RoundTo(t, o[d]);
+        for (int64_t d = 0; d < D; ++d) o[d] = RoundToDType(t, o[d]);
       }
 }
 
@@ -235,13 +279,13 @@ void NaiveBackward(const Problem& p, std::vector<float>* dq, std::vector<float>*
         std::vector<float> prob(r.seqlen_k, 0.0f);
         for (int64_t j = 0; j < r.seqlen_k; ++j) {
           if (x[j] == -INFINITY) continue;
-          prob[j] = RoundTo(t, std::exp(x[j] - m) / l);
+          prob[j] = RoundToDType(t, std::exp(x[j] - m) / l);
           for (int64_t d = 0; d < D; ++d)
             o[d] += prob[j] * p.v[((b * r.seqlen_k + j) * r.num_heads_k + hk) * D + d];
         }
         const float* dO = &p.dout[((b * r.seqlen_q + i) * r.num_heads + h) * D];
         float dsum = 0.0f;
-        for (int64_t d = 0; d < D; ++d) dsum += dO[d] * RoundTo(t, o[d]);
+        for (int64_t d = 0; d < D; ++d) dsum += dO[d] * RoundToDType(t, o[d]);
         for (int64_t j = 0; j < r.seqlen_k; ++j) {
           if (x[j] == -INFINITY) continue;
           const float* vj = &p.v[((b * r.seqlen_k + j) * r.num_heads_k + hk) * D];
@@ -251,7 +295,7 @@ void NaiveBackward(const Problem& p, std::vector<float>* dq, std::vector<float>*
           for (int64_t d = 0; d < D; ++d) dp += dO[d] * vj[d];
           float ds = prob[j] * (dp - dsum);
           if (r.softcap > 0) ds *= 1.0f - th[j] * th[j];
-          ds = RoundTo(t, ds * p.scale);
+          ds = RoundToDType(t, ds * p.scale);
           for (int64_t d = 0; d < D; ++d) {
             (*dq)[((b * r.seqlen_q + i) * r.num_heads + h) * D + d] += ds * kj[d];
             (*dk)[((b * r.seqlen_k + j) * r.num_heads_k + hk) * D + d] += ds * qi[d];
@@ -261,7 +305,7 @@ void NaiveBackward(const Problem& p, std::vector<float>* dq, std::vector<float>*
       }
     }
   for (auto* g : {dq, dk, dv})
-    for (float& val : *g) val = RoundTo(t, val);
+    for (float& val : *g) val = RoundToDType(t, val);
 }
 
 double MaxError(const std::vector<double>& a, const std::vector<double>& ref) {

@@ -32,9 +32,19 @@ struct Case {
 };
 inline void PrintTo(const Case& c, std::ostream* os) { *os << c.Name(); }
 
+// IEEE binary16 (fp16) conversions, round to nearest even, for the CUDA
+// kernels' fp16 storage (dtype.h's RoundTo and FloatToBF16 know bf16 only).
+uint16_t FloatToHalf(float f);
+float HalfToFloat(uint16_t h);
+// Value of `f` after a round trip through `t`, fp16 included.
+float RoundToDType(DType t, float f);
+// 16-bit storage word of `f` in `t` (bf16 or fp16), and back.
+uint16_t ToBits(DType t, float f);
+float FromBits(DType t, uint16_t w);
+
 // A dtype-typed tensor [B, S, H, D] stored contiguous or head-major padded.
 struct Tensor {
-  std::vector<uint16_t> words;  // bf16 storage
+  std::vector<uint16_t> words;  // bf16 or fp16 storage
   std::vector<float> floats;    // fp32 storage
   DType dtype = DType::kFloat32;
   TensorStrides stride;
@@ -69,7 +79,8 @@ struct Problem {
 Problem MakeProblem(const Case& c, uint32_t seed);
 
 // Naive unfused attention in fp32 (scores, softmax, P rounded to dtype for
-// bf16, then P V), output rounded to dtype: the "same precision" baseline.
+// bf16 and fp16, then P V), output rounded to dtype: the "same precision"
+// baseline.
 void NaiveForward(const Problem& p, std::vector<float>* out, std::vector<float>* lse);
 void NaiveBackward(const Problem& p, std::vector<float>* dq, std::vector<float>* dk,
                    std::vector<float>* dv);

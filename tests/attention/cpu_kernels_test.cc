@@ -51,7 +51,9 @@ Grads RunBackward(const Problem& pr, const std::vector<double>& out_ref,
   std::vector<float> out(out_ref.begin(), out_ref.end());
   for (float& o : out) o = RoundTo(c.dtype, o);
   std::vector<float> dsum(lse.size());
-  cpu::RowDot(pr.tdout.data(), pr.tdout.stride, c.dtype, out.data(), dsum.data(), c.batch,
+  cpu::RowDot(pr.tdout.data(), pr.tdout.stride, c.dtype, out.data(),
+              TensorStrides::Contiguous(c.seqlen_q, c.heads, c.head_dim), DType::kFloat32,
+              dsum.data(), c.batch,
               c.seqlen_q, c.heads, c.head_dim, threads);
   p.lse = lse.data();
   p.lse_batch_stride = c.heads * c.seqlen_q;

@@ -1,0 +1,472 @@
+// The ring: forward and backward schedules over a Communicator and a
+// KernelBackend (see ringattn.h for the API and DESIGN.md for the steps).
+//
+// Forward, rank r, step t (block of rank src = r - t):
+//   post SendRecv(KV[cur] -> r+1, KV[nxt] <- r-1)   (unless last step)
+//   compute (q, KV[cur]) -> (out, lse) partial; merge into fp32 accumulator
+//   wait; swap cur/nxt
+// Backward: dsum = rowsum(dO * O) once; the KV blocks rotate again, and the
+// fp32 dK/dV accumulator of each block travels one step behind it: at step t
+// the block's gradient is computed into a scratch, then added to the
+// accumulator received from r-1 and forwarded to r+1. After the last step
+// the accumulator goes straight home to its owner (one hop when the ring
+// ran all W steps, a direct message when a window ended it early).
+// Any error aborts the communicator so that every rank fails promptly.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "base/status.h"
+#include "runtime/backend.h"
+#include "runtime/plan.h"
+#include "runtime/ringattn.h"
+
+namespace ringattn {
+namespace {
+
+constexpr int kKindKV = 0;
+constexpr int kKindDKV = 1;
+constexpr int kKindDKVHome = 2;
+
+double Now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+bool MulOverflows(std::initializer_list<int64_t> xs, int64_t* out) {
+  int64_t acc = 1;
+  for (int64_t x : xs) {
+    if (x < 0 || __builtin_mul_overflow(acc, x, &acc)) return true;
+  }
+  *out = acc;
+  return false;
+}
+
+// A backend allocation that frees itself.
+class Buffer {
+ public:
+  Buffer() = default;
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  ~Buffer() { Reset(); }
+  absl::Status Reserve(KernelBackend* be, int64_t bytes) {
+    if (bytes <= bytes_ && ptr_ != nullptr) return absl::OkStatus();
+    Reset();
+    ASSIGN_OR_RETURN(ptr_, be->Allocate(std::max<int64_t>(bytes, 64)));
+    be_ = be;
+    bytes_ = bytes;
+    return absl::OkStatus();
+  }
+  void Reset() {
+    if (ptr_ != nullptr) be_->Free(ptr_);
+    ptr_ = nullptr;
+    bytes_ = 0;
+  }
+  int64_t bytes() const { return ptr_ == nullptr ? 0 : bytes_; }
+  float* f() const { return static_cast<float*>(ptr_); }
+  char* c() const { return static_cast<char*>(ptr_); }
+
+ private:
+  KernelBackend* be_ = nullptr;
+  void* ptr_ = nullptr;
+  int64_t bytes_ = 0;
+};
+
+class RingImpl final : public RingAttention {
+ public:
+  RingImpl(comm::Communicator* comm, const RingOptions& opt, Layout layout,
+           std::unique_ptr<KernelBackend> backend, absl::Duration timeout)
+      : comm_(comm),
+        opt_(opt),
+        layout_(std::move(layout)),
+        backend_(std::move(backend)),
+        timeout_(timeout),
+        rank_(comm->Rank()),
+        world_(comm->Size()),
+        mask_{opt.causal, opt.window_left, opt.window_right},
+        plan_(layout_, mask_, rank_) {}
+
+  absl::Status Forward(const TensorView& q, const TensorView& k, const TensorView& v,
+                       const TensorView& out, const TensorView& lse) override;
+  absl::Status Backward(const TensorView& q, const TensorView& k, const TensorView& v,
+                        const TensorView& out, const TensorView& lse, const TensorView& dout,
+                        const TensorView& dq, const TensorView& dk,
+                        const TensorView& dv) override;
+  const RingStats& LastStats() const override { return stats_; }
+  const Layout& layout() const override { return layout_; }
+  int64_t ShardLength() const override { return layout_.ShardLength(rank_); }
+
+ private:
+  struct Dims {
+    int64_t B, S, H, Hk, D;
+  };
+  absl::StatusOr<Dims> Validate(const TensorView& q, const TensorView& k, const TensorView& v,
+                                const TensorView& out, const TensorView& lse) const;
+  absl::Status CheckView(const TensorView& t, const char* name, DType dtype,
+                         std::initializer_list<int64_t> shape) const;
+  AttnParams BaseParams(const Dims& d, const TensorView& q) const;
+  comm::MessageMeta Meta(int step, int kind, int src, const Dims& d, DType dtype) const;
+  int64_t BlockElems(int src, const Dims& d) const {
+    return 2 * d.B * layout_.ShardLength(src) * d.Hk * d.D;
+  }
+  // Wraps an error with rank and step, aborts the world, returns it.
+  absl::Status Fail(const absl::Status& s, int step, const char* what);
+  absl::Status WaitFor(comm::Request* req, int step, const char* what);
+  absl::Status PackKV(const TensorView& k, const TensorView& v, const Dims& d, void* dst);
+  int64_t WorkspaceBytes() const {
+    int64_t total = 0;
+    for (const Buffer* b : {&kv_[0], &kv_[1], &acc_out_, &acc_lse_, &part_out_, &part_lse_, &dsum_,
+                            &dq_acc_, &dkv_[0], &dkv_[1], &dkv_tmp_})
+      total += b->bytes();
+    return total;
+  }
+
+  comm::Communicator* comm_;
+  RingOptions opt_;
+  Layout layout_;
+  std::unique_ptr<KernelBackend> backend_;
+  absl::Duration timeout_;
+  int rank_, world_;
+  Mask mask_;
+  RingPlan plan_;
+  RingStats stats_;
+  // Workspace, grown on demand and kept between calls.
+  Buffer kv_[2], acc_out_, acc_lse_, part_out_, part_lse_, dsum_, dq_acc_, dkv_[2], dkv_tmp_;
+};
+
+absl::Status RingImpl::Fail(const absl::Status& s, int step, const char* what) {
+  absl::Status wrapped(s.code(), absl::StrCat("rank ", rank_, ", ring step ", step, " (", what,
+                                              "): ", s.message()));
+  comm_->Abort(wrapped);
+  return wrapped;
+}
+
+absl::Status RingImpl::WaitFor(comm::Request* req, int step, const char* what) {
+  const double t0 = Now();
+  absl::Status s = req->Wait(timeout_);
+  stats_.wait_seconds += Now() - t0;
+  if (!s.ok()) return Fail(s, step, what);
+  return absl::OkStatus();
+}
+
+absl::Status RingImpl::CheckView(const TensorView& t, const char* name, DType dtype,
+                                 std::initializer_list<int64_t> shape) const {
+  if (t.ndim != static_cast<int>(shape.size())) {
+    return ArgError(absl::StrCat(name, " rank"), shape.size(), t.ndim);
+  }
+  int i = 0;
+  for (int64_t want : shape) {
+    if (t.shape[i] != want) {
+      std::string expected = "[";
+      int j = 0;
+      for (int64_t w : shape) absl::StrAppend(&expected, j++ ? ", " : "", w);
+      absl::StrAppend(&expected, "]");
+      return ArgError(absl::StrCat(name, " shape"), expected, t.ShapeString());
+    }
+    ++i;
+  }
+  if (t.dtype != dtype) return ArgError(absl::StrCat(name, " dtype"), DTypeName(dtype), DTypeName(t.dtype));
+  if (t.device != backend_->device()) {
+    return ArgError(absl::StrCat(name, " device"), backend_->Name(),
+                    t.device == Device::kCpu ? "cpu" : "cuda");
+  }
+  int64_t numel = 1;
+  for (int d = 0; d < t.ndim; ++d) numel *= t.shape[d];
+  if (numel > 0 && t.data == nullptr) return absl::InvalidArgumentError(absl::StrCat(name, ": null data"));
+  if (numel > 0 && t.strides[t.ndim - 1] != 1) {
+    return ArgError(absl::StrCat(name, " innermost stride"), 1, t.strides[t.ndim - 1]);
+  }
+  for (int d = 0; d < t.ndim; ++d) {
+    if (t.strides[d] < 0) return ArgError(absl::StrCat(name, " stride ", d), ">= 0", t.strides[d]);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<RingImpl::Dims> RingImpl::Validate(const TensorView& q, const TensorView& k,
+                                                  const TensorView& v, const TensorView& out,
+                                                  const TensorView& lse) const {
+  if (q.ndim != 4) return ArgError("q rank", 4, q.ndim);
+  if (k.ndim != 4) return ArgError("k rank", 4, k.ndim);
+  Dims d{q.shape[0], layout_.ShardLength(rank_), q.shape[2], k.shape[2], q.shape[3]};
+  if (d.B < 1) return ArgError("q batch", ">= 1", d.B);
+  if (d.H < 1) return ArgError("q heads", ">= 1", d.H);
+  if (d.Hk < 1) return ArgError("k heads (Hkv)", ">= 1", d.Hk);
+  if (d.H % d.Hk != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "q heads % k heads: expected 0 (H a multiple of Hkv), got H=", d.H, " Hkv=", d.Hk));
+  }
+  if (d.D < 1 || d.D > 512) return ArgError("head dim", "1..512", d.D);
+  int64_t bytes;
+  if (MulOverflows({d.B, std::max<int64_t>(d.S, 1), d.H, d.D, 8}, &bytes) ||
+      MulOverflows({d.B, layout_.MaxShardLength(), d.Hk, d.D, 16}, &bytes)) {
+    return absl::InvalidArgumentError(absl::StrCat("sizes overflow 64 bits: B=", d.B, " S_r=", d.S,
+                                                   " H=", d.H, " Hkv=", d.Hk, " D=", d.D));
+  }
+  RETURN_IF_ERROR(CheckView(q, "q", opt_.dtype, {d.B, d.S, d.H, d.D}));
+  RETURN_IF_ERROR(CheckView(k, "k", opt_.dtype, {d.B, d.S, d.Hk, d.D}));
+  RETURN_IF_ERROR(CheckView(v, "v", opt_.dtype, {d.B, d.S, d.Hk, d.D}));
+  RETURN_IF_ERROR(CheckView(out, "out", opt_.dtype, {d.B, d.S, d.H, d.D}));
+  RETURN_IF_ERROR(CheckView(lse, "lse", DType::kFloat32, {d.B, d.H, d.S}));
+  if (d.S > 0 && (lse.strides[0] != d.H * d.S || lse.strides[1] != d.S)) {
+    return ArgError("lse strides", absl::StrCat("contiguous (", d.H * d.S, ", ", d.S, ", 1)"),
+                    absl::StrCat("(", lse.strides[0], ", ", lse.strides[1], ", ", lse.strides[2], ")"));
+  }
+  return d;
+}
+
+AttnParams RingImpl::BaseParams(const Dims& d, const TensorView& q) const {
+  AttnParams p;
+  p.q = q.data;
+  p.q_stride = {q.strides[0], q.strides[1], q.strides[2]};
+  p.dtype = opt_.dtype;
+  p.batch = d.B;
+  p.seqlen_q = d.S;
+  p.num_heads = d.H;
+  p.num_heads_k = d.Hk;
+  p.head_dim = d.D;
+  p.scale = opt_.scale.has_value() ? *opt_.scale : DefaultScale(d.D);
+  p.softcap = opt_.softcap;
+  p.mask = mask_;
+  p.q_pos = layout_.Shard(rank_);
+  p.lse_batch_stride = d.H * d.S;
+  p.lse_head_stride = d.S;
+  return p;
+}
+
+comm::MessageMeta RingImpl::Meta(int step, int kind, int src, const Dims& d, DType dtype) const {
+  comm::MessageMeta m;
+  m.step = step;
+  m.kind = kind;
+  m.dtype = static_cast<int32_t>(dtype);
+  m.ndim = 5;
+  const int64_t shape[5] = {2, d.B, layout_.ShardLength(src), d.Hk, d.D};
+  std::copy(shape, shape + 5, m.shape);
+  return m;
+}
+
+absl::Status RingImpl::PackKV(const TensorView& k, const TensorView& v, const Dims& d, void* dst) {
+  RETURN_IF_ERROR(backend_->Pack(k, dst));
+  const int64_t half = d.B * d.S * d.Hk * d.D * DTypeSize(opt_.dtype);
+  return backend_->Pack(v, static_cast<char*>(dst) + half);
+}
+
+absl::Status RingImpl::Forward(const TensorView& q, const TensorView& k, const TensorView& v,
+                               const TensorView& out, const TensorView& lse) {
+  ASSIGN_OR_RETURN(const Dims d, Validate(q, k, v, out, lse));
+  stats_ = RingStats{};
+  const double t_start = Now();
+  const int64_t sent_before = comm_->BytesSent();
+  const int64_t es = DTypeSize(opt_.dtype);
+  const int64_t kv_bytes = 2 * d.B * layout_.MaxShardLength() * d.Hk * d.D * es;
+  const int64_t o_elems = d.B * d.S * d.H * d.D, l_elems = d.B * d.H * d.S;
+  for (Buffer* b : {&kv_[0], &kv_[1]}) RETURN_IF_ERROR(b->Reserve(backend_.get(), kv_bytes));
+  RETURN_IF_ERROR(acc_out_.Reserve(backend_.get(), o_elems * 4));
+  RETURN_IF_ERROR(acc_lse_.Reserve(backend_.get(), l_elems * 4));
+  RETURN_IF_ERROR(part_out_.Reserve(backend_.get(), o_elems * 4));
+  RETURN_IF_ERROR(part_lse_.Reserve(backend_.get(), l_elems * 4));
+  RETURN_IF_ERROR(PackKV(k, v, d, kv_[0].c()));
+
+  const int next = (rank_ + 1) % world_, prev = (rank_ - 1 + world_) % world_;
+  const int steps = plan_.NumSteps();
+  AttnParams p = BaseParams(d, q);
+  p.out_dtype = DType::kFloat32;
+  p.out_stride = TensorStrides::Contiguous(d.S, d.H, d.D);
+  bool have_result = false;
+  int cur = 0;
+  for (int t = 0; t < steps; ++t) {
+    const int src = plan_.Source(t);
+    std::unique_ptr<comm::Request> req;
+    if (t + 1 < steps) {
+      const int src_next = plan_.Source(t + 1);
+      auto r = comm_->SendRecv(kv_[cur].c(), BlockElems(src, d) * es, next,
+                               Meta(t, kKindKV, src, d, opt_.dtype), kv_[1 - cur].c(),
+                               BlockElems(src_next, d) * es, prev,
+                               Meta(t, kKindKV, src_next, d, opt_.dtype));
+      if (!r.ok()) return Fail(r.status(), t, "posting the KV transfer");
+      req = std::move(r).value();
+    }
+    const int64_t s_src = layout_.ShardLength(src);
+    if (plan_.HasWork(t) && d.S > 0 && s_src > 0) {
+      const double t0 = Now();
+      p.k = kv_[cur].c();
+      p.v = kv_[cur].c() + d.B * s_src * d.Hk * d.D * es;
+      p.k_stride = p.v_stride = TensorStrides::Contiguous(s_src, d.Hk, d.D);
+      p.seqlen_k = s_src;
+      p.k_pos = layout_.Shard(src);
+      p.out = have_result ? part_out_.f() : acc_out_.f();
+      p.lse = have_result ? part_lse_.f() : acc_lse_.f();
+      absl::Status s = backend_->Forward(p);
+      if (s.ok() && have_result) {
+        s = backend_->Merge(acc_out_.f(), acc_lse_.f(), part_out_.f(), part_lse_.f(), d.B, d.S,
+                            d.H, d.D);
+      }
+      if (!s.ok()) return Fail(s, t, "attention forward");
+      have_result = true;
+      stats_.compute_seconds += Now() - t0;
+      ++stats_.steps_with_work;
+    }
+    if (req) RETURN_IF_ERROR(WaitFor(req.get(), t, "waiting for the KV block"));
+    cur = 1 - cur;
+  }
+  if (!have_result) {  // no visible key at all: out 0, lse -inf
+    RETURN_IF_ERROR(backend_->Fill(acc_out_.f(), o_elems, 0.0f));
+    RETURN_IF_ERROR(backend_->Fill(acc_lse_.f(), l_elems, -INFINITY));
+  }
+  RETURN_IF_ERROR(backend_->Unpack(acc_out_.f(), out));
+  RETURN_IF_ERROR(backend_->Unpack(acc_lse_.f(), lse));
+  stats_.steps = steps;
+  stats_.bytes_sent = comm_->BytesSent() - sent_before;
+  stats_.workspace_bytes = WorkspaceBytes();
+  stats_.wall_seconds = Now() - t_start;
+  return absl::OkStatus();
+}
+
+absl::Status RingImpl::Backward(const TensorView& q, const TensorView& k, const TensorView& v,
+                                const TensorView& out, const TensorView& lse,
+                                const TensorView& dout, const TensorView& dq,
+                                const TensorView& dk, const TensorView& dv) {
+  ASSIGN_OR_RETURN(const Dims d, Validate(q, k, v, out, lse));
+  RETURN_IF_ERROR(CheckView(dout, "dout", opt_.dtype, {d.B, d.S, d.H, d.D}));
+  RETURN_IF_ERROR(CheckView(dq, "dq", opt_.dtype, {d.B, d.S, d.H, d.D}));
+  RETURN_IF_ERROR(CheckView(dk, "dk", opt_.dtype, {d.B, d.S, d.Hk, d.D}));
+  RETURN_IF_ERROR(CheckView(dv, "dv", opt_.dtype, {d.B, d.S, d.Hk, d.D}));
+  stats_ = RingStats{};
+  const double t_start = Now();
+  const int64_t sent_before = comm_->BytesSent();
+  const int64_t es = DTypeSize(opt_.dtype);
+  const int64_t max_block = 2 * d.B * layout_.MaxShardLength() * d.Hk * d.D;
+  const int64_t q_elems = d.B * d.S * d.H * d.D, l_elems = d.B * d.H * d.S;
+  for (Buffer* b : {&kv_[0], &kv_[1]}) RETURN_IF_ERROR(b->Reserve(backend_.get(), max_block * es));
+  for (Buffer* b : {&dkv_[0], &dkv_[1], &dkv_tmp_}) {
+    RETURN_IF_ERROR(b->Reserve(backend_.get(), max_block * 4));
+  }
+  RETURN_IF_ERROR(dsum_.Reserve(backend_.get(), l_elems * 4));
+  RETURN_IF_ERROR(dq_acc_.Reserve(backend_.get(), q_elems * 4));
+  RETURN_IF_ERROR(PackKV(k, v, d, kv_[0].c()));
+  RETURN_IF_ERROR(backend_->RowDot(dout, out, dsum_.f()));
+  RETURN_IF_ERROR(backend_->Fill(dq_acc_.f(), q_elems, 0.0f));
+
+  const int next = (rank_ + 1) % world_, prev = (rank_ - 1 + world_) % world_;
+  const int steps = plan_.NumSteps();
+  AttnParams p = BaseParams(d, q);
+  p.dout = dout.data;
+  p.dout_stride = {dout.strides[0], dout.strides[1], dout.strides[2]};
+  p.lse = static_cast<float*>(lse.data);
+  p.lse_batch_stride = lse.strides[0];
+  p.lse_head_stride = lse.strides[1];
+  p.dsum = dsum_.f();  // contiguous [B, H, S]
+  p.dq_accum = dq_acc_.f();
+
+  int cur = 0, acc = 0;  // kv_[cur]: block of this step; dkv_[acc]: its gradient
+  std::unique_ptr<comm::Request> dkv_req;
+  for (int t = 0; t < steps; ++t) {
+    const int src = plan_.Source(t);
+    const int64_t s_src = layout_.ShardLength(src);
+    const int64_t block = BlockElems(src, d);
+    std::unique_ptr<comm::Request> kv_req;
+    if (t + 1 < steps) {
+      const int src_next = plan_.Source(t + 1);
+      auto r = comm_->SendRecv(kv_[cur].c(), block * es, next, Meta(t, kKindKV, src, d, opt_.dtype),
+                               kv_[1 - cur].c(), BlockElems(src_next, d) * es, prev,
+                               Meta(t, kKindKV, src_next, d, opt_.dtype));
+      if (!r.ok()) return Fail(r.status(), t, "posting the KV transfer");
+      kv_req = std::move(r).value();
+    }
+    // This step's gradient of block src goes to dkv_tmp_ (t > 0) or directly
+    // to the accumulator (t == 0, nothing to add to).
+    float* grad = t == 0 ? dkv_[acc].f() : dkv_tmp_.f();
+    RETURN_IF_ERROR(backend_->Fill(grad, block, 0.0f));
+    if (plan_.HasWork(t) && d.S > 0 && s_src > 0) {
+      const double t0 = Now();
+      p.k = kv_[cur].c();
+      p.v = kv_[cur].c() + d.B * s_src * d.Hk * d.D * es;
+      p.k_stride = p.v_stride = TensorStrides::Contiguous(s_src, d.Hk, d.D);
+      p.seqlen_k = s_src;
+      p.k_pos = layout_.Shard(src);
+      p.dk_accum = grad;
+      p.dv_accum = grad + block / 2;
+      absl::Status s = backend_->Backward(p);
+      if (!s.ok()) return Fail(s, t, "attention backward");
+      stats_.compute_seconds += Now() - t0;
+      ++stats_.steps_with_work;
+    }
+    if (t > 0) {
+      // The accumulator of block src arrived from r-1 into dkv_[acc].
+      RETURN_IF_ERROR(WaitFor(dkv_req.get(), t, "waiting for the dK/dV accumulator"));
+      dkv_req.reset();
+      const double t0 = Now();
+      RETURN_IF_ERROR(backend_->Add(dkv_[acc].f(), dkv_tmp_.f(), block));
+      stats_.compute_seconds += Now() - t0;
+    }
+    // Forward the accumulator: to r+1 for the next step, or home after the last.
+    const bool last = t + 1 == steps;
+    const int to = last ? src : next;
+    const int from = last ? (rank_ + t) % world_ : prev;
+    const int src_in = last ? rank_ : plan_.Source(t + 1);
+    const int kind = last ? kKindDKVHome : kKindDKV;
+    if (to == rank_ && from == rank_) {
+      // Home already (a one-step ring): the accumulator stays.
+    } else {
+      auto r = comm_->SendRecv(dkv_[acc].c(), block * 4, to, Meta(t, kind, src, d, DType::kFloat32),
+                               dkv_[1 - acc].c(), BlockElems(src_in, d) * 4, from,
+                               Meta(t, kind, src_in, d, DType::kFloat32));
+      if (!r.ok()) return Fail(r.status(), t, "posting the dK/dV transfer");
+      dkv_req = std::move(r).value();
+      acc = 1 - acc;
+    }
+    if (kv_req) RETURN_IF_ERROR(WaitFor(kv_req.get(), t, "waiting for the KV block"));
+    cur = 1 - cur;
+  }
+  if (dkv_req) RETURN_IF_ERROR(WaitFor(dkv_req.get(), steps - 1, "waiting for the home dK/dV"));
+  const int64_t own = BlockElems(rank_, d);
+  RETURN_IF_ERROR(backend_->Unpack(dkv_[acc].f(), dk));
+  RETURN_IF_ERROR(backend_->Unpack(dkv_[acc].f() + own / 2, dv));
+  RETURN_IF_ERROR(backend_->Unpack(dq_acc_.f(), dq));
+  stats_.steps = steps;
+  stats_.bytes_sent = comm_->BytesSent() - sent_before;
+  stats_.workspace_bytes = WorkspaceBytes();
+  stats_.wall_seconds = Now() - t_start;
+  return absl::OkStatus();
+}
+
+absl::Status ValidateOptions(const RingOptions& o) {
+  if (o.seqlen < 0) return ArgError("seqlen", ">= 0", o.seqlen);
+  if (o.stripe < 1) return ArgError("stripe", ">= 1", o.stripe);
+  if (o.window_left < -1) return ArgError("window_left", ">= -1 (-1 = unbounded)", o.window_left);
+  if (o.window_right < -1) return ArgError("window_right", ">= -1 (-1 = unbounded)", o.window_right);
+  if (!std::isfinite(o.softcap) || o.softcap < 0) return ArgError("softcap", "finite >= 0", o.softcap);
+  if (o.scale.has_value() && (!std::isfinite(*o.scale) || *o.scale <= 0)) {
+    return ArgError("scale", "finite > 0", *o.scale);
+  }
+  if (o.dtype == DType::kFloat16) {
+    return absl::UnimplementedError("dtype: fp16 needs the CUDA backend; the CPU backend stores fp32 or bf16");
+  }
+  if (o.timeout < absl::ZeroDuration()) return ArgError("timeout", ">= 0", absl::FormatDuration(o.timeout));
+  if (o.num_threads < 0) return ArgError("num_threads", ">= 0", o.num_threads);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<RingAttention>> RingAttention::Create(comm::Communicator* comm,
+                                                                     const RingOptions& options) {
+  if (comm == nullptr) return absl::InvalidArgumentError("comm: null communicator");
+  RETURN_IF_ERROR(ValidateOptions(options));
+  ASSIGN_OR_RETURN(Layout layout,
+                   Layout::Create(options.sharding, options.seqlen, comm->Size(), options.stripe));
+  absl::Duration timeout = options.timeout;
+  if (timeout == absl::ZeroDuration()) {
+    ASSIGN_OR_RETURN(timeout, comm::DefaultTimeout());
+  }
+  int threads = options.num_threads;
+  if (threads == 0) {
+    threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / comm->Size());
+  }
+  return std::unique_ptr<RingAttention>(
+      new RingImpl(comm, options, std::move(layout), MakeCpuBackend(threads), timeout));
+}
+
+}  // namespace ringattn

@@ -1,0 +1,84 @@
+// The public C++ API of ringattn. Training code creates one RingAttention per
+// rank from a communicator and options, then calls Forward and Backward on
+// its own shard:
+//
+//   q, out, dout, dq   [B, S_r, H,   D]   (any strides, D contiguous)
+//   k, v, dk, dv       [B, S_r, Hkv, D]
+//   lse                [B, H, S_r]        fp32 contiguous, natural log
+//
+// where S_r = layout.ShardLength(rank) for the global length `seqlen` and
+// the chosen sharding. Every argument is validated before any allocation or
+// communication; errors name the argument with expected and actual values.
+// Results are bitwise reproducible for a given world size, layout and
+// thread count.
+//
+// Example (one rank of a W-rank ring):
+//   RingOptions opt;  opt.seqlen = 65536;  opt.sharding = Sharding::kZigzag;
+//   opt.causal = true;
+//   ASSIGN_OR_RETURN(auto ring, RingAttention::Create(comm, opt));
+//   RETURN_IF_ERROR(ring->Forward(q, k, v, out, lse));
+//   RETURN_IF_ERROR(ring->Backward(q, k, v, out, lse, dout, dq, dk, dv));
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "attention/mask.h"
+#include "comm/communicator.h"
+#include "runtime/layout.h"
+#include "runtime/tensor.h"
+
+namespace ringattn {
+
+struct RingOptions {
+  int64_t seqlen = 0;  // GLOBAL sequence length (sum of all shards)
+  Sharding sharding = Sharding::kContiguous;
+  int64_t stripe = 1;  // striped sharding: tokens per stripe
+  bool causal = false;
+  int64_t window_left = -1;   // -1: unbounded
+  int64_t window_right = -1;  // -1: unbounded
+  float softcap = 0.0f;       // 0: off
+  std::optional<float> scale;  // default 1/sqrt(D)
+  DType dtype = DType::kFloat32;
+  // Waits on peers; zero means comm::DefaultTimeout() (RINGATTN_TIMEOUT_MS).
+  absl::Duration timeout = absl::ZeroDuration();
+  // CPU threads of this rank; 0 means hardware threads / world size (>= 1).
+  int num_threads = 0;
+};
+
+// Figures of the last Forward or Backward call on this rank.
+struct RingStats {
+  double wall_seconds = 0;     // whole call, validation excluded
+  double compute_seconds = 0;  // attention kernels and merges
+  double wait_seconds = 0;     // blocked on peers
+  int64_t bytes_sent = 0;      // payload bytes this rank sent
+  int steps = 0;               // ring steps run (rotations + 1)
+  int steps_with_work = 0;     // steps where this rank computed
+  int64_t workspace_bytes = 0;  // ring buffers held by this rank (KV, accumulators)
+};
+
+class RingAttention {
+ public:
+  // `comm` must outlive the RingAttention. Fails on bad options (naming the
+  // option) or a layout that does not fit the communicator.
+  static absl::StatusOr<std::unique_ptr<RingAttention>> Create(comm::Communicator* comm,
+                                                               const RingOptions& options);
+  virtual ~RingAttention() = default;
+
+  virtual absl::Status Forward(const TensorView& q, const TensorView& k, const TensorView& v,
+                               const TensorView& out, const TensorView& lse) = 0;
+  virtual absl::Status Backward(const TensorView& q, const TensorView& k, const TensorView& v,
+                                const TensorView& out, const TensorView& lse,
+                                const TensorView& dout, const TensorView& dq,
+                                const TensorView& dk, const TensorView& dv) = 0;
+
+  virtual const RingStats& LastStats() const = 0;
+  virtual const Layout& layout() const = 0;
+  virtual int64_t ShardLength() const = 0;
+};
+
+}  // namespace ringattn

@@ -1,0 +1,459 @@
+// The ring over `local` ranks against the float64 reference and the single
+// rank: forward and backward for every layout and mask, uneven lengths and
+// empty shards, GQA, softcap, bf16; determinism; the window's early exit;
+// faults (abort, silent peer, shapes that disagree across ranks).
+#include <atomic>
+#include <cstring>
+#include <functional>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "comm/local/local_comm.h"
+#include "gtest/gtest.h"
+#include "runtime/ringattn.h"
+#include "tests/attention/attn_test_util.h"
+
+namespace ringattn::testing {
+namespace {
+
+struct RingCase {
+  Case c;  // c.seqlen_q == c.seqlen_k == S, positions from zero
+  int world = 2;
+  Sharding sharding = Sharding::kContiguous;
+  std::string Name() const {
+    return absl::StrCat(c.Name(), "_w", world, "_", ShardingName(sharding));
+  }
+};
+void PrintTo(const RingCase& r, std::ostream* os) { *os << r.Name(); }
+
+struct RingResult {
+  std::vector<float> out, lse, dq, dk, dv;  // full, contiguous, as float
+  std::vector<int64_t> bytes_sent;
+  std::vector<absl::Status> fwd_status, bwd_status;
+};
+
+// Words of a contiguous float tensor in `dtype` storage.
+std::vector<uint8_t> Store(const std::vector<float>& x, DType t) {
+  std::vector<uint8_t> bytes(x.size() * DTypeSize(t));
+  for (size_t i = 0; i < x.size(); ++i) {
+    if (t == DType::kFloat32) {
+      std::memcpy(&bytes[i * 4], &x[i], 4);
+    } else {
+      const uint16_t w = FloatToBF16(x[i]);
+      std::memcpy(&bytes[i * 2], &w, 2);
+    }
+  }
+  return bytes;
+}
+std::vector<float> Load(const std::vector<uint8_t>& bytes, DType t) {
+  std::vector<float> x(bytes.size() / DTypeSize(t));
+  for (size_t i = 0; i < x.size(); ++i) {
+    if (t == DType::kFloat32) {
+      std::memcpy(&x[i], &bytes[i * 4], 4);
+    } else {
+      uint16_t w;
+      std::memcpy(&w, &bytes[i * 2], 2);
+      x[i] = BF16ToFloat(w);
+    }
+  }
+  return x;
+}
+
+using RankHook = std::function<bool(int rank)>;  // false: this rank does not take part
+
+RingResult RunRing(const Problem& pr, int world, Sharding sharding, bool backward = true,
+                   absl::Duration timeout = absl::Seconds(20),
+                   const std::function<void(int, RingOptions*, int64_t*)>& tweak = nullptr,
+                   const RankHook& take_part = nullptr) {
+  const Case& c = pr.c;
+  const int64_t B = c.batch, S = c.seqlen_q, H = c.heads, Hk = c.heads_k, D = c.head_dim;
+  const DType t = c.dtype;
+  const int64_t es = DTypeSize(t);
+  auto world_or = comm::LocalWorld::Create(world);
+  EXPECT_TRUE(world_or.ok());
+  auto& lw = **world_or;
+  RingResult res;
+  res.out.assign(B * S * H * D, NAN);
+  res.lse.assign(B * H * S, NAN);
+  res.dq.assign(B * S * H * D, NAN);
+  res.dk.assign(B * S * Hk * D, NAN);
+  res.dv.assign(B * S * Hk * D, NAN);
+  res.bytes_sent.assign(world, 0);
+  res.fwd_status.assign(world, absl::OkStatus());
+  res.bwd_status.assign(world, absl::OkStatus());
+  const auto q_full = Store(pr.q, t), k_full = Store(pr.k, t), v_full = Store(pr.v, t),
+             do_full = Store(pr.dout, t);
+  std::vector<std::vector<uint8_t>> out_b(world), dq_b(world), dk_b(world), dv_b(world);
+  std::vector<std::vector<float>> lse_b(world);
+  std::vector<char> fwd_done(world, 0), bwd_done(world, 0);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < world; ++r) {
+    threads.emplace_back([&, r] {
+      if (take_part && !take_part(r)) return;
+      RingOptions opt;
+      opt.seqlen = S;
+      opt.sharding = sharding;
+      opt.stripe = 2;
+      opt.causal = c.mask.causal;
+      opt.window_left = c.mask.window_left;
+      opt.window_right = c.mask.window_right;
+      opt.softcap = c.softcap;
+      opt.dtype = t;
+      opt.timeout = timeout;
+      opt.num_threads = 1;
+      int64_t d_rank = D;
+      if (tweak) tweak(r, &opt, &d_rank);
+      auto ring = RingAttention::Create(&lw.Comm(r), opt);
+      ASSERT_TRUE(ring.ok()) << ring.status();
+      const Layout& layout = (*ring)->layout();
+      const int64_t Sr = layout.ShardLength(r);
+      std::vector<uint8_t> q(B * Sr * H * d_rank * es), k(B * Sr * Hk * d_rank * es),
+          v(k.size()), dout(q.size());
+      if (d_rank == D) {
+        layout.ShardRows(q_full.data(), r, B, H * D * es, q.data());
+        layout.ShardRows(k_full.data(), r, B, Hk * D * es, k.data());
+        layout.ShardRows(v_full.data(), r, B, Hk * D * es, v.data());
+        layout.ShardRows(do_full.data(), r, B, H * D * es, dout.data());
+      }
+      out_b[r].assign(q.size(), 0xff);
+      lse_b[r].assign(B * H * Sr, NAN);
+      auto view = [&](std::vector<uint8_t>& x, int64_t heads) {
+        return TensorView::Contiguous(x.data(), t, {B, Sr, heads, d_rank});
+      };
+      const TensorView lse_v = TensorView::Contiguous(lse_b[r].data(), DType::kFloat32, {B, H, Sr});
+      res.fwd_status[r] = (*ring)->Forward(view(q, H), view(k, Hk), view(v, Hk), view(out_b[r], H), lse_v);
+      res.bytes_sent[r] = (*ring)->LastStats().bytes_sent;
+      fwd_done[r] = res.fwd_status[r].ok();
+      if (!res.fwd_status[r].ok() || !backward) return;
+      dq_b[r].assign(q.size(), 0xff);
+      dk_b[r].assign(k.size(), 0xff);
+      dv_b[r].assign(k.size(), 0xff);
+      res.bwd_status[r] = (*ring)->Backward(view(q, H), view(k, Hk), view(v, Hk), view(out_b[r], H),
+                                            lse_v, view(dout, H), view(dq_b[r], H),
+                                            view(dk_b[r], Hk), view(dv_b[r], Hk));
+      bwd_done[r] = res.bwd_status[r].ok();
+    });
+  }
+  for (auto& th : threads) th.join();
+  for (int r = 0; r < world; ++r) res.bytes_sent[r] = lw.Comm(r).BytesSent();
+  auto layout = Layout::Create(sharding, S, world, 2);
+  std::vector<uint8_t> full(B * S * H * D * es);
+  auto gather = [&](std::vector<std::vector<uint8_t>>& parts, int64_t heads, std::vector<float>* dst,
+                    const std::vector<char>& done) {
+    std::vector<uint8_t> f(B * S * heads * D * es);
+    for (int r = 0; r < world; ++r) {
+      if (!done[r]) return;
+      layout->GatherRows(parts[r].data(), r, B, heads * D * es, f.data());
+    }
+    *dst = Load(f, t);
+  };
+  gather(out_b, H, &res.out, fwd_done);
+  gather(dq_b, H, &res.dq, bwd_done);
+  gather(dk_b, Hk, &res.dk, bwd_done);
+  gather(dv_b, Hk, &res.dv, bwd_done);
+  for (int r = 0; r < world; ++r) {
+    if (!fwd_done[r]) continue;
+    layout->GatherRows(lse_b[r].data(), r, B * H, 4, res.lse.data());
+  }
+  return res;
+}
+
+std::vector<RingCase> RingCases() {
+  std::vector<RingCase> cases;
+  const std::vector<Mask> masks = {Mask{}, Mask{true, -1, -1}, Mask{false, 24, 8}, Mask{true, 40, -1}};
+  for (int world : {1, 2, 3, 4, 5, 7, 8})
+    for (Sharding s : {Sharding::kContiguous, Sharding::kZigzag, Sharding::kStriped})
+      for (size_t m = 0; m < masks.size(); ++m) {
+        RingCase rc;
+        rc.world = world;
+        rc.sharding = s;
+        rc.c.mask = masks[m];
+        rc.c.seqlen_q = rc.c.seqlen_k = 101 + 2 * world;  // divides by neither W nor 2W
+        rc.c.heads = 2;
+        rc.c.heads_k = 1;
+        rc.c.head_dim = 32;
+        cases.push_back(rc);
+      }
+  // GQA, softcap, bf16, batch, and S < W (empty shards).
+  for (Sharding s : {Sharding::kContiguous, Sharding::kZigzag, Sharding::kStriped}) {
+    RingCase rc;
+    rc.world = 4;
+    rc.sharding = s;
+    rc.c.batch = 2;
+    rc.c.heads = 8;
+    rc.c.heads_k = 2;
+    rc.c.head_dim = 64;
+    rc.c.seqlen_q = rc.c.seqlen_k = 150;
+    rc.c.softcap = 2.0f;
+    rc.c.mask = Mask{true, -1, -1};
+    rc.c.dtype = DType::kBFloat16;
+    cases.push_back(rc);
+    rc.c.dtype = DType::kFloat32;
+    rc.c.softcap = 0.0f;
+    rc.c.mask = Mask{false, 30, 30};
+    cases.push_back(rc);
+    RingCase tiny;
+    tiny.world = 7;
+    tiny.sharding = s;
+    tiny.c.seqlen_q = tiny.c.seqlen_k = 5;  // S < W and S < 2W
+    tiny.c.head_dim = 16;
+    tiny.c.mask = Mask{true, -1, -1};
+    cases.push_back(tiny);
+  }
+  return cases;
+}
+
+class RingTest : public ::testing::TestWithParam<RingCase> {};
+
+TEST_P(RingTest, MatchesReferenceForwardAndBackward) {
+  const RingCase& rc = GetParam();
+  const Problem pr = MakeProblem(rc.c, 77);
+  std::vector<double> out_ref, lse_ref, dq_ref, dk_ref, dv_ref;
+  ReferenceForward(pr.ref, pr.q.data(), pr.k.data(), pr.v.data(), &out_ref, &lse_ref);
+  ReferenceBackward(pr.ref, pr.q.data(), pr.k.data(), pr.v.data(), pr.dout.data(), &dq_ref,
+                    &dk_ref, &dv_ref);
+  std::vector<float> out_n, lse_n, dq_n, dk_n, dv_n;
+  NaiveForward(pr, &out_n, &lse_n);
+  NaiveBackward(pr, &dq_n, &dk_n, &dv_n);
+  const RingResult r = RunRing(pr, rc.world, rc.sharding);
+  for (int i = 0; i < rc.world; ++i) {
+    ASSERT_TRUE(r.fwd_status[i].ok()) << r.fwd_status[i];
+    ASSERT_TRUE(r.bwd_status[i].ok()) << r.bwd_status[i];
+  }
+  const DType t = rc.c.dtype;
+  EXPECT_LE(MaxError(r.out, out_ref), Tolerance(MaxError(out_n, out_ref), t));
+  EXPECT_LE(MaxError(r.lse, lse_ref), Tolerance(MaxError(lse_n, lse_ref), DType::kFloat32));
+  EXPECT_LE(MaxError(r.dq, dq_ref), Tolerance(MaxError(dq_n, dq_ref), t));
+  EXPECT_LE(MaxError(r.dk, dk_ref), Tolerance(MaxError(dk_n, dk_ref), t));
+  EXPECT_LE(MaxError(r.dv, dv_ref), Tolerance(MaxError(dv_n, dv_ref), t));
+}
+
+INSTANTIATE_TEST_SUITE_P(Sweep, RingTest, ::testing::ValuesIn(RingCases()),
+                         [](const auto& info) { return info.param.Name(); });
+
+Case SmallCase(Mask m = Mask{true, -1, -1}) {
+  Case c;
+  c.seqlen_q = c.seqlen_k = 203;
+  c.heads = 2;
+  c.heads_k = 1;
+  c.head_dim = 32;
+  c.mask = m;
+  return c;
+}
+
+TEST(Ring, DeterministicAcrossRuns) {
+  const Problem pr = MakeProblem(SmallCase(), 3);
+  for (Sharding s : {Sharding::kZigzag, Sharding::kStriped}) {
+    const RingResult a = RunRing(pr, 4, s), b = RunRing(pr, 4, s);
+    EXPECT_EQ(0, std::memcmp(a.out.data(), b.out.data(), a.out.size() * 4));
+    EXPECT_EQ(0, std::memcmp(a.lse.data(), b.lse.data(), a.lse.size() * 4));
+    EXPECT_EQ(0, std::memcmp(a.dq.data(), b.dq.data(), a.dq.size() * 4));
+    EXPECT_EQ(0, std::memcmp(a.dk.data(), b.dk.data(), a.dk.size() * 4));
+    EXPECT_EQ(0, std::memcmp(a.dv.data(), b.dv.data(), a.dv.size() * 4));
+  }
+}
+
+// A window narrower than a shard needs one rotation: the other W-2 blocks
+// are never sent (forward only: every rank sends exactly one KV block).
+TEST(Ring, WindowEndsTheRingEarly) {
+  const Problem narrow = MakeProblem(SmallCase(Mask{false, 10, 0}), 3);
+  const Problem full = MakeProblem(SmallCase(Mask{}), 3);
+  const RingResult a = RunRing(narrow, 4, Sharding::kContiguous, /*backward=*/false);
+  const RingResult b = RunRing(full, 4, Sharding::kContiguous, /*backward=*/false);
+  int64_t sent_a = 0, sent_b = 0;
+  for (int r = 0; r < 4; ++r) {
+    sent_a += a.bytes_sent[r];
+    sent_b += b.bytes_sent[r];
+  }
+  const int64_t block = 2 * 203 * 1 * 32 * 4;  // K and V of all ranks, fp32
+  EXPECT_EQ(sent_a, block);       // one rotation
+  EXPECT_EQ(sent_b, 3 * block);   // W - 1 rotations
+}
+
+// A rank with a different head dim: every rank fails with an error that
+// shows both sides, none hangs.
+TEST(Ring, ShapeMismatchAcrossRanksIsReportedEverywhere) {
+  const Problem pr = MakeProblem(SmallCase(Mask{}), 3);
+  const RingResult r = RunRing(pr, 3, Sharding::kContiguous, false, absl::Seconds(10),
+                               [](int rank, RingOptions*, int64_t* d) {
+                                 if (rank == 1) *d = 64;
+                               });
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_FALSE(r.fwd_status[i].ok()) << "rank " << i;
+    EXPECT_NE(r.fwd_status[i].code(), absl::StatusCode::kDeadlineExceeded) << r.fwd_status[i];
+  }
+  bool both_sides = false;
+  for (int i = 0; i < 3; ++i) {
+    const std::string msg(r.fwd_status[i].message());
+    both_sides |= absl::StrContains(msg, "32") && absl::StrContains(msg, "64");
+  }
+  EXPECT_TRUE(both_sides) << r.fwd_status[0] << "\n" << r.fwd_status[2];
+}
+
+// A rank that never takes part: the others time out naming it and the step.
+TEST(Ring, SilentPeerTimesOut) {
+  const Problem pr = MakeProblem(SmallCase(Mask{}), 3);
+  const auto t0 = std::chrono::steady_clock::now();
+  const RingResult r = RunRing(pr, 3, Sharding::kContiguous, false, absl::Milliseconds(400),
+                               nullptr, [](int rank) { return rank != 2; });
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_LT(secs, 5.0);
+  for (int i : {0, 1}) {
+    EXPECT_FALSE(r.fwd_status[i].ok());
+    const std::string msg(r.fwd_status[i].message());
+    EXPECT_TRUE(absl::StrContains(msg, "step")) << msg;
+  }
+  // The first rank to time out names the silent peer and aborts the world,
+  // so the other may see that abort instead of its own timeout.
+  int timeouts = 0;
+  for (int i : {0, 1}) {
+    const auto code = r.fwd_status[i].code();
+    EXPECT_TRUE(code == absl::StatusCode::kDeadlineExceeded || code == absl::StatusCode::kAborted)
+        << r.fwd_status[i];
+    EXPECT_TRUE(absl::StrContains(r.fwd_status[i].message(), "rank 2")) << r.fwd_status[i];
+    timeouts += code == absl::StatusCode::kDeadlineExceeded;
+  }
+  EXPECT_GE(timeouts, 1);
+}
+
+// A communicator that aborts at a chosen step on one rank.
+class AbortingComm final : public comm::Communicator {
+ public:
+  AbortingComm(comm::Communicator* inner, int abort_step) : inner_(inner), abort_step_(abort_step) {}
+  int Rank() const override { return inner_->Rank(); }
+  int Size() const override { return inner_->Size(); }
+  std::string Name() const override { return "aborting"; }
+  absl::StatusOr<std::unique_ptr<comm::Request>> SendRecv(
+      const void* send, int64_t send_bytes, int to, const comm::MessageMeta& send_meta, void* recv,
+      int64_t recv_bytes, int from, const comm::MessageMeta& recv_meta) override {
+    if (send_meta.step == abort_step_) {
+      const absl::Status s = absl::InternalError("injected failure");
+      inner_->Abort(s);
+      return s;
+    }
+    return inner_->SendRecv(send, send_bytes, to, send_meta, recv, recv_bytes, from, recv_meta);
+  }
+  absl::Status Barrier(absl::Duration timeout) override { return inner_->Barrier(timeout); }
+  void Abort(const absl::Status& reason) override { inner_->Abort(reason); }
+  int64_t BytesSent() const override { return inner_->BytesSent(); }
+
+ private:
+  comm::Communicator* inner_;
+  int abort_step_;
+};
+
+TEST(Ring, AbortMidRingFailsEveryRankPromptly) {
+  const Problem pr = MakeProblem(SmallCase(Mask{}), 3);
+  const int world = 4;
+  auto lw = comm::LocalWorld::Create(world);
+  ASSERT_TRUE(lw.ok());
+  std::vector<absl::Status> st(world);
+  std::vector<std::thread> threads;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int r = 0; r < world; ++r) {
+    threads.emplace_back([&, r] {
+      AbortingComm aborting(&(*lw)->Comm(r), /*abort_step=*/1);
+      comm::Communicator* c = r == 2 ? static_cast<comm::Communicator*>(&aborting) : &(*lw)->Comm(r);
+      RingOptions opt;
+      opt.seqlen = 203;
+      opt.timeout = absl::Seconds(30);
+      opt.num_threads = 1;
+      auto ring = RingAttention::Create(c, opt);
+      ASSERT_TRUE(ring.ok());
+      const int64_t Sr = (*ring)->ShardLength();
+      std::vector<float> q(Sr * 2 * 32, 0.5f), kv(Sr * 32, 0.25f), out(q.size()), lse(2 * Sr);
+      st[r] = (*ring)->Forward(TensorView::Contiguous(q.data(), DType::kFloat32, {1, Sr, 2, 32}),
+                               TensorView::Contiguous(kv.data(), DType::kFloat32, {1, Sr, 1, 32}),
+                               TensorView::Contiguous(kv.data(), DType::kFloat32, {1, Sr, 1, 32}),
+                               TensorView::Contiguous(out.data(), DType::kFloat32, {1, Sr, 2, 32}),
+                               TensorView::Contiguous(lse.data(), DType::kFloat32, {1, 2, Sr}));
+    });
+  }
+  for (auto& th : threads) th.join();
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_LT(secs, 10.0);  // far below the 30 s timeout
+  for (int r = 0; r < world; ++r) {
+    EXPECT_FALSE(st[r].ok()) << "rank " << r;
+    EXPECT_TRUE(absl::StrContains(st[r].message(), "rank 2")) << st[r];
+  }
+}
+
+TEST(RingApi, ValidatesEveryArgument) {
+  auto lw = comm::LocalWorld::Create(2);
+  ASSERT_TRUE(lw.ok());
+  comm::Communicator* c = &(*lw)->Comm(0);
+  RingOptions opt;
+  opt.seqlen = 64;
+  auto expect_bad = [&](RingOptions o, const char* what) {
+    auto r = RingAttention::Create(c, o);
+    EXPECT_FALSE(r.ok()) << what;
+    if (!r.ok()) {
+      EXPECT_TRUE(absl::StrContains(r.status().message(), what)) << r.status();
+    }
+  };
+  RingOptions o = opt;
+  o.scale = NAN;
+  expect_bad(o, "scale");
+  o = opt;
+  o.window_left = -5;
+  expect_bad(o, "window_left");
+  o = opt;
+  o.softcap = -1;
+  expect_bad(o, "softcap");
+  o = opt;
+  o.seqlen = -3;
+  expect_bad(o, "seqlen");
+  o = opt;
+  o.stripe = 0;
+  o.sharding = Sharding::kStriped;
+  expect_bad(o, "stripe");
+
+  opt.num_threads = 1;
+  auto ring = RingAttention::Create(c, opt);
+  ASSERT_TRUE(ring.ok());
+  std::vector<float> q(32 * 4 * 16), k(32 * 2 * 16), out(q.size()), lse(4 * 32);
+  auto V = [](std::vector<float>& x, std::initializer_list<int64_t> s, DType t = DType::kFloat32) {
+    return TensorView::Contiguous(x.data(), t, s);
+  };
+  auto fwd = [&](TensorView qv, TensorView kv, TensorView lv) {
+    return (*ring)->Forward(qv, kv, kv, V(out, {1, 32, 4, 16}), lv);
+  };
+  const TensorView good_q = V(q, {1, 32, 4, 16}), good_k = V(k, {1, 32, 2, 16}),
+                   good_l = V(lse, {1, 4, 32});
+  // Wrong shard length (S_r is 32 for 64 tokens on 2 ranks).
+  absl::Status s = fwd(V(q, {1, 31, 4, 16}), good_k, good_l);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(s.message(), "q shape")) << s;
+  // H % Hkv != 0.
+  s = fwd(V(q, {1, 32, 3, 16}), good_k, V(lse, {1, 3, 32}));
+  EXPECT_TRUE(absl::StrContains(s.message(), "Hkv")) << s;
+  // Head dim mismatch between q and k.
+  s = fwd(good_q, V(k, {1, 32, 2, 8}), good_l);
+  EXPECT_TRUE(absl::StrContains(s.message(), "k shape")) << s;
+  // dtype mismatch.
+  s = fwd(good_q, V(k, {1, 32, 2, 16}, DType::kBFloat16), good_l);
+  EXPECT_TRUE(absl::StrContains(s.message(), "k dtype")) << s;
+  // lse shape.
+  s = fwd(good_q, good_k, V(lse, {1, 32, 4}));
+  EXPECT_TRUE(absl::StrContains(s.message(), "lse shape")) << s;
+  // Non-contiguous head dim.
+  TensorView bad = good_q;
+  bad.strides[3] = 2;
+  s = fwd(bad, good_k, good_l);
+  EXPECT_TRUE(absl::StrContains(s.message(), "innermost stride")) << s;
+  // Sizes that overflow 64 bits.
+  TensorView huge = good_q;
+  huge.shape[0] = int64_t{1} << 50;
+  s = fwd(huge, good_k, good_l);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  // Null data.
+  TensorView null_q = good_q;
+  null_q.data = nullptr;
+  s = fwd(null_q, good_k, good_l);
+  EXPECT_TRUE(absl::StrContains(s.message(), "null")) << s;
+}
+
+}  // namespace
+}  // namespace ringattn::testing

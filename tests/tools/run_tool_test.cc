@@ -1,0 +1,180 @@
+// ringattn-run end to end: .npy files in, .npy files out, against the
+// float64 reference; --ranks/--sharding give the single-rank result; every
+// bad-file case is refused with a message naming the file and writes nothing.
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "tests/attention/attn_test_util.h"
+#include "tools/npy.h"
+
+namespace ringattn::testing {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Exec {
+  int code;
+  std::string output;
+};
+
+Exec RunTool(const std::string& args) {
+  const std::string cmd = absl::StrCat(RINGATTN_RUN_BINARY, " ", args, " 2>&1");
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof(buf), p)) out.append(buf, n);
+  const int status = pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+class RunToolTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / absl::StrCat("ringattn_run_test_", getpid(), "_",
+                                                    ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_ / "out");
+    Case c;
+    c.batch = 2;
+    c.seqlen_q = c.seqlen_k = 131;
+    c.heads = 4;
+    c.heads_k = 2;
+    c.head_dim = 32;
+    c.mask = Mask{true, 50, -1};
+    pr_ = MakeProblem(c, 21);
+    Write("q.npy", {2, 131, 4, 32}, pr_.q);
+    Write("k.npy", {2, 131, 2, 32}, pr_.k);
+    Write("v.npy", {2, 131, 2, 32}, pr_.v);
+    Write("do.npy", {2, 131, 4, 32}, pr_.dout);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  void Write(const std::string& name, std::vector<int64_t> shape, const std::vector<float>& x) {
+    ASSERT_TRUE(tools::WriteNpy((dir_ / name).string(), shape, x.data()).ok());
+  }
+  std::string P(const std::string& name) const { return (dir_ / name).string(); }
+  std::string Args(const std::string& q = "q.npy", const std::string& extra = "") const {
+    return absl::StrCat("--q ", P(q), " --k ", P("k.npy"), " --v ", P("v.npy"), " --dout ",
+                        P("do.npy"), " --out-dir ", P("out"), " --causal --window 50,-1 ", extra);
+  }
+  std::vector<float> Read(const std::string& name) {
+    auto a = tools::ReadNpy(P("out/" + name));
+    EXPECT_TRUE(a.ok()) << a.status();
+    return a.ok() ? a->data : std::vector<float>();
+  }
+  bool OutputEmpty() const { return fs::is_empty(dir_ / "out"); }
+
+  fs::path dir_;
+  Problem pr_;
+};
+
+TEST_F(RunToolTest, MatchesReferenceOnOneAndManyRanks) {
+  std::vector<double> out_ref, lse_ref, dq_ref, dk_ref, dv_ref;
+  ReferenceForward(pr_.ref, pr_.q.data(), pr_.k.data(), pr_.v.data(), &out_ref, &lse_ref);
+  ReferenceBackward(pr_.ref, pr_.q.data(), pr_.k.data(), pr_.v.data(), pr_.dout.data(), &dq_ref,
+                    &dk_ref, &dv_ref);
+  std::vector<float> out_n, lse_n, dq_n, dk_n, dv_n;
+  NaiveForward(pr_, &out_n, &lse_n);
+  NaiveBackward(pr_, &dq_n, &dk_n, &dv_n);
+  for (const char* extra : {"", "--ranks 3 --sharding zigzag", "--ranks 4 --sharding striped",
+                            "--ranks 2 --sharding contiguous"}) {
+    fs::remove_all(dir_ / "out");
+    fs::create_directories(dir_ / "out");
+    const Exec e = RunTool(Args("q.npy", extra));
+    ASSERT_EQ(e.code, 0) << e.output;
+    const DType t = DType::kFloat32;
+    EXPECT_LE(MaxError(Read("out.npy"), out_ref), Tolerance(MaxError(out_n, out_ref), t)) << extra;
+    EXPECT_LE(MaxError(Read("lse.npy"), lse_ref), Tolerance(MaxError(lse_n, lse_ref), t)) << extra;
+    EXPECT_LE(MaxError(Read("dq.npy"), dq_ref), Tolerance(MaxError(dq_n, dq_ref), t)) << extra;
+    EXPECT_LE(MaxError(Read("dk.npy"), dk_ref), Tolerance(MaxError(dk_n, dk_ref), t)) << extra;
+    EXPECT_LE(MaxError(Read("dv.npy"), dv_ref), Tolerance(MaxError(dv_n, dv_ref), t)) << extra;
+  }
+}
+
+TEST_F(RunToolTest, Bf16IsWithinBf16Tolerance) {
+  const Exec e = RunTool(Args("q.npy", "--dtype bf16"));
+  ASSERT_EQ(e.code, 0) << e.output;
+  // The bf16 reference: inputs rounded to bf16 first.
+  Case c = pr_.c;
+  c.dtype = DType::kBFloat16;
+  Problem pb = pr_;
+  pb.c = c;
+  for (auto* x : {&pb.q, &pb.k, &pb.v, &pb.dout})
+    for (float& f : *x) f = RoundTo(DType::kBFloat16, f);
+  std::vector<double> out_ref, lse_ref;
+  ReferenceForward(pb.ref, pb.q.data(), pb.k.data(), pb.v.data(), &out_ref, &lse_ref);
+  std::vector<float> out_n, lse_n;
+  NaiveForward(pb, &out_n, &lse_n);
+  EXPECT_LE(MaxError(Read("out.npy"), out_ref), Tolerance(MaxError(out_n, out_ref), DType::kBFloat16));
+}
+
+// Each broken input file: exit non-zero, the message names the file and
+// the problem, the output directory stays empty.
+TEST_F(RunToolTest, RefusesBadFiles) {
+  auto write_raw = [&](const std::string& name, const std::string& bytes) {
+    std::ofstream(P(name), std::ios::binary) << bytes;
+  };
+  std::string good;
+  {
+    std::ifstream f(P("q.npy"), std::ios::binary);
+    good.assign(std::istreambuf_iterator<char>(f), {});
+  }
+  const size_t header_end = good.find('\n') + 1;
+  auto header_with = [&](const std::string& from, const std::string& to) {
+    std::string h = good.substr(0, header_end);
+    const size_t at = h.find(from);
+    h.replace(at, from.size(), to);
+    return h + good.substr(header_end);
+  };
+  struct BadCase {
+    std::string name, bytes, expect;
+  };
+  const std::vector<BadCase> cases = {
+      {"magic.npy", "XXNUMPY" + good.substr(7), "magic"},
+      {"dtype.npy", header_with("'<f4'", "'<f8'"), "<f8"},
+      {"fortran.npy", header_with("False", "True "), "fortran"},
+      {"truncated.npy", good.substr(0, good.size() - 100), "truncated"},
+      {"overflow.npy", header_with("(2, 131, 4, 32)", "(9223372036854775807, 4, 4, 32)"), "overflow"},
+  };
+  for (const BadCase& c : cases) {
+    write_raw(c.name, c.bytes);
+    const Exec e = RunTool(Args(c.name));
+    EXPECT_NE(e.code, 0) << c.name;
+    EXPECT_TRUE(absl::StrContains(e.output, c.name)) << e.output;
+    EXPECT_TRUE(absl::StrContains(e.output, c.expect)) << e.output;
+    EXPECT_TRUE(OutputEmpty()) << c.name;
+  }
+  // Mismatched shapes: k with a different head dim.
+  Write("k_bad.npy", {2, 131, 2, 16}, std::vector<float>(2 * 131 * 2 * 16, 0.5f));
+  const Exec e = RunTool(absl::StrCat("--q ", P("q.npy"), " --k ", P("k_bad.npy"), " --v ",
+                                      P("v.npy"), " --out-dir ", P("out")));
+  EXPECT_NE(e.code, 0);
+  EXPECT_TRUE(absl::StrContains(e.output, "k_bad.npy")) << e.output;
+  EXPECT_TRUE(OutputEmpty());
+  // Missing file.
+  const Exec m = RunTool(Args("missing.npy"));
+  EXPECT_NE(m.code, 0);
+  EXPECT_TRUE(absl::StrContains(m.output, "missing.npy")) << m.output;
+  EXPECT_TRUE(OutputEmpty());
+}
+
+TEST_F(RunToolTest, RefusesBadFlags) {
+  for (const char* extra : {"--window 3", "--dtype fp64", "--ranks 0", "--sharding diagonal",
+                            "--backend tpu", "--scale nan"}) {
+    const Exec e = RunTool(Args("q.npy", extra));
+    EXPECT_NE(e.code, 0) << extra;
+    EXPECT_TRUE(OutputEmpty()) << extra;
+  }
+}
+
+}  // namespace
+}  // namespace ringattn::testing

@@ -1,0 +1,403 @@
+// ringattn-bench: the long-context benchmark. Runs the ring forward (and
+// backward) over W ranks on one long sequence and prints a readable summary:
+// time per call, GFLOP/s per rank and in all, bytes moved and bandwidth, the
+// overlap efficiency, the speedup over one rank on the same problem, and
+// memory per rank. With no flags it runs a CPU demo of about 30 s on 2 cores.
+//
+// Configurations measured in one run (DESIGN.md, "Measuring"):
+//   ring      W ranks, each owning cores/W threads (at least one)
+//   1 rank    one rank owning the same share as one ring rank: the W-rank
+//             run against it is strong scaling over devices (ideal min(W, cores))
+//   1 rank, all cores: the kernel's own throughput
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "attention/cpu/gemm.h"
+#include "comm/local/local_comm.h"
+#include "runtime/plan.h"
+#include "runtime/ringattn.h"
+#include "tools/cli.h"
+
+ABSL_FLAG(int64_t, seq, 16384, "global sequence length (tokens)");
+ABSL_FLAG(int64_t, batch, 1, "batch size");
+ABSL_FLAG(int64_t, heads, 8, "query heads H");
+ABSL_FLAG(int64_t, kv_heads, 0, "(--kv-heads) key/value heads Hkv (0 = H; H % Hkv == 0 for GQA/MQA)");
+ABSL_FLAG(int64_t, head_dim, 64, "(--head-dim) head dimension D");
+ABSL_FLAG(int, ranks, 2, "ring size W (local ranks in this process)");
+ABSL_FLAG(std::string, sharding, "zigzag", "contiguous | zigzag | striped");
+ABSL_FLAG(int64_t, stripe, 1, "tokens per stripe for --sharding striped");
+ABSL_FLAG(bool, causal, true, "causal mask");
+ABSL_FLAG(std::string, window, "", "sliding window LEFT,RIGHT (-1 = unbounded), e.g. 4096,0");
+ABSL_FLAG(double, softcap, 0.0, "score softcap (0 = off)");
+ABSL_FLAG(std::string, dtype, "fp32", "fp32 | bf16");
+ABSL_FLAG(int, iters, 2, "timed iterations (the median is reported)");
+ABSL_FLAG(int, warmup, 1, "untimed iterations first");
+ABSL_FLAG(bool, backward, true, "also time the backward");
+ABSL_FLAG(bool, compare, true, "also run one rank on the same problem (speedup, kernel rate)");
+ABSL_FLAG(int, threads, 0, "threads per ring rank (0 = cores / W, at least 1)");
+ABSL_FLAG(std::string, comm, "local", "communicator: local (ucx, nccl: later)");
+ABSL_FLAG(std::string, backend, "cpu", "kernel backend: cpu");
+ABSL_FLAG(std::string, json, "", "write the figures to this JSON file");
+
+namespace ringattn::tools {
+namespace {
+
+int Cores() { return static_cast<int>(std::max(1u, std::thread::hardware_concurrency())); }
+
+struct Config {
+  int64_t S, B, H, Hk, D;
+  Sharding sharding;
+  int64_t stripe;
+  Mask mask;
+  float softcap;
+  DType dtype;
+  int iters, warmup;
+  bool backward;
+};
+
+// Median over iterations of the slowest rank's figures.
+struct RunResult {
+  std::string label;
+  int world = 1, threads = 1;
+  double fwd_s = 0, bwd_s = 0;               // wall per call (max over ranks)
+  double fwd_overlap = 1, bwd_overlap = 1;   // min over ranks of compute / wall
+  double fwd_compute_max = 0, fwd_compute_min = 0;  // per-rank compute, for balance
+  int64_t fwd_bytes = 0, bwd_bytes = 0;      // per rank, max over ranks
+  int steps = 0;
+  int64_t rank_bytes = 0;                    // tensors + workspace, max over ranks
+  double link_gbps = 0;                      // isolated SendRecv of one KV block
+};
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+std::vector<uint8_t> RandomShard(int64_t n, DType t, uint32_t seed) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<float> dist;
+  std::vector<uint8_t> bytes(n * DTypeSize(t));
+  for (int64_t i = 0; i < n; ++i) {
+    const float x = dist(gen);
+    if (t == DType::kFloat32) {
+      std::memcpy(&bytes[i * 4], &x, 4);
+    } else {
+      const uint16_t w = FloatToBF16(x);
+      std::memcpy(&bytes[i * 2], &w, 2);
+    }
+  }
+  return bytes;
+}
+
+void Progress(const std::string& label, int done, int total) {
+  if (isatty(STDERR_FILENO)) {
+    std::fprintf(stderr, "\r  %-28s %d/%d%s", label.c_str(), done, total, done == total ? "\n" : "");
+  } else if (done == total) {
+    std::fprintf(stderr, "  %s: %d iterations done\n", label.c_str(), total);
+  }
+  std::fflush(stderr);
+}
+
+absl::StatusOr<RunResult> Run(const Config& c, int world, int threads, const std::string& label) {
+  auto lw_or = comm::LocalWorld::Create(world);
+  if (!lw_or.ok()) return lw_or.status();
+  comm::LocalWorld& lw = **lw_or;
+  const int total = c.warmup + c.iters;
+  // [rank][iter]
+  std::vector<std::vector<RingStats>> fwd(world, std::vector<RingStats>(total)),
+      bwd(world, std::vector<RingStats>(total));
+  std::vector<absl::Status> status(world);
+  std::vector<int64_t> rank_bytes(world, 0);
+  std::vector<double> link(world, 0);
+  std::vector<std::thread> ts;
+  for (int r = 0; r < world; ++r) {
+    ts.emplace_back([&, r] {
+      status[r] = [&]() -> absl::Status {
+        RingOptions opt;
+        opt.seqlen = c.S;
+        opt.sharding = c.sharding;
+        opt.stripe = c.stripe;
+        opt.causal = c.mask.causal;
+        opt.window_left = c.mask.window_left;
+        opt.window_right = c.mask.window_right;
+        opt.softcap = c.softcap;
+        opt.dtype = c.dtype;
+        opt.num_threads = threads;
+        comm::Communicator& cm = lw.Comm(r);
+        ASSIGN_OR_RETURN(auto ring, RingAttention::Create(&cm, opt));
+        const int64_t Sr = ring->ShardLength();
+        const int64_t nq = c.B * Sr * c.H * c.D, nk = c.B * Sr * c.Hk * c.D;
+        auto q = RandomShard(nq, c.dtype, 10 * r + 1), k = RandomShard(nk, c.dtype, 10 * r + 2),
+             v = RandomShard(nk, c.dtype, 10 * r + 3), dout = RandomShard(nq, c.dtype, 10 * r + 4);
+        std::vector<uint8_t> out(q.size()), dq(q.size()), dk(k.size()), dv(k.size());
+        std::vector<float> lse(c.B * c.H * Sr);
+        auto V = [&](std::vector<uint8_t>& x, int64_t heads) {
+          return TensorView::Contiguous(x.data(), c.dtype, {c.B, Sr, heads, c.D});
+        };
+        const TensorView lv = TensorView::Contiguous(lse.data(), DType::kFloat32, {c.B, c.H, Sr});
+        // Isolated bandwidth of one KV block around the ring.
+        if (world > 1) {
+          const int64_t bytes = 2 * c.B * ring->layout().MaxShardLength() * c.Hk * c.D * DTypeSize(c.dtype);
+          std::vector<uint8_t> a(bytes, 1), b(bytes, 0);
+          comm::MessageMeta meta;
+          meta.kind = 99;
+          meta.ndim = 1;
+          meta.shape[0] = bytes;
+          double best = 0;
+          for (int rep = 0; rep < 4; ++rep) {
+            meta.step = rep;
+            RETURN_IF_ERROR(cm.Barrier(absl::Seconds(60)));
+            const auto t0 = std::chrono::steady_clock::now();
+            ASSIGN_OR_RETURN(auto req, cm.SendRecv(a.data(), bytes, (r + 1) % world, meta, b.data(),
+                                                   bytes, (r + world - 1) % world, meta));
+            RETURN_IF_ERROR(req->Wait(absl::Seconds(60)));
+            const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+            best = std::max(best, bytes / dt / 1e9);
+          }
+          link[r] = best;
+        }
+        for (int it = 0; it < total; ++it) {
+          RETURN_IF_ERROR(cm.Barrier(absl::Seconds(600)));
+          RETURN_IF_ERROR(ring->Forward(V(q, c.H), V(k, c.Hk), V(v, c.Hk), V(out, c.H), lv));
+          fwd[r][it] = ring->LastStats();
+          if (c.backward) {
+            RETURN_IF_ERROR(cm.Barrier(absl::Seconds(600)));
+            RETURN_IF_ERROR(ring->Backward(V(q, c.H), V(k, c.Hk), V(v, c.Hk), V(out, c.H), lv,
+                                           V(dout, c.H), V(dq, c.H), V(dk, c.Hk), V(dv, c.Hk)));
+            bwd[r][it] = ring->LastStats();
+          }
+          if (r == 0) Progress(label, it + 1, total);
+        }
+        rank_bytes[r] = static_cast<int64_t>(q.size() * 4 + k.size() * 4 + lse.size() * 4) +
+                        std::max(fwd[r].back().workspace_bytes, bwd[r].back().workspace_bytes);
+        return absl::OkStatus();
+      }();
+    });
+  }
+  for (auto& t : ts) t.join();
+  for (int r = 0; r < world; ++r) {
+    if (!status[r].ok()) return status[r];
+  }
+  RunResult res;
+  res.label = label;
+  res.world = world;
+  res.threads = threads;
+  std::vector<double> fw, bw, fo, bo, cmax, cmin;
+  for (int it = c.warmup; it < total; ++it) {
+    double fwall = 0, bwall = 0, fov = 1, bov = 1, cx = 0, cn = 1e30;
+    for (int r = 0; r < world; ++r) {
+      fwall = std::max(fwall, fwd[r][it].wall_seconds);
+      bwall = std::max(bwall, bwd[r][it].wall_seconds);
+      fov = std::min(fov, fwd[r][it].compute_seconds / fwd[r][it].wall_seconds);
+      if (c.backward) bov = std::min(bov, bwd[r][it].compute_seconds / bwd[r][it].wall_seconds);
+      cx = std::max(cx, fwd[r][it].compute_seconds);
+      cn = std::min(cn, fwd[r][it].compute_seconds);
+    }
+    fw.push_back(fwall);
+    bw.push_back(bwall);
+    fo.push_back(fov);
+    bo.push_back(bov);
+    cmax.push_back(cx);
+    cmin.push_back(cn);
+  }
+  res.fwd_s = Median(fw);
+  res.bwd_s = Median(bw);
+  res.fwd_overlap = Median(fo);
+  res.bwd_overlap = Median(bo);
+  res.fwd_compute_max = Median(cmax);
+  res.fwd_compute_min = Median(cmin);
+  for (int r = 0; r < world; ++r) {
+    res.fwd_bytes = std::max(res.fwd_bytes, fwd[r].back().bytes_sent);
+    res.bwd_bytes = std::max(res.bwd_bytes, bwd[r].back().bytes_sent);
+    res.rank_bytes = std::max(res.rank_bytes, rank_bytes[r]);
+    res.link_gbps = r == 0 ? link[r] : std::min(res.link_gbps, link[r]);
+  }
+  res.steps = fwd[0].back().steps;
+  return res;
+}
+
+std::string Bytes(double b) {
+  const char* unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  while (b >= 1024 && u < 4) {
+    b /= 1024;
+    ++u;
+  }
+  return absl::StrFormat("%.1f %s", b, unit[u]);
+}
+
+int Main(int argc, char** argv) {
+  absl::SetProgramUsageMessage("ringattn-bench: long-context ring attention benchmark (see README)");
+  NormalizeFlagNames(argc, argv);
+  absl::ParseCommandLine(argc, argv);
+  Config c;
+  c.S = absl::GetFlag(FLAGS_seq);
+  c.B = absl::GetFlag(FLAGS_batch);
+  c.H = absl::GetFlag(FLAGS_heads);
+  c.Hk = absl::GetFlag(FLAGS_kv_heads) == 0 ? c.H : absl::GetFlag(FLAGS_kv_heads);
+  c.D = absl::GetFlag(FLAGS_head_dim);
+  c.stripe = absl::GetFlag(FLAGS_stripe);
+  c.softcap = static_cast<float>(absl::GetFlag(FLAGS_softcap));
+  c.iters = absl::GetFlag(FLAGS_iters);
+  c.warmup = absl::GetFlag(FLAGS_warmup);
+  c.backward = absl::GetFlag(FLAGS_backward);
+  const int world = absl::GetFlag(FLAGS_ranks);
+  auto fail = [](const absl::Status& s) {
+    std::fprintf(stderr, "ringattn-bench: %s\n", std::string(s.message()).c_str());
+    return 2;
+  };
+  if (absl::GetFlag(FLAGS_comm) != "local") {
+    return fail(absl::UnimplementedError(absl::StrCat(
+        "--comm ", absl::GetFlag(FLAGS_comm), ": this build has only the 'local' communicator")));
+  }
+  if (absl::GetFlag(FLAGS_backend) != "cpu") {
+    return fail(absl::UnimplementedError(absl::StrCat(
+        "--backend ", absl::GetFlag(FLAGS_backend), ": this build has only the 'cpu' backend")));
+  }
+  if (c.S < 1) return fail(ArgError("--seq", ">= 1", c.S));
+  if (world < 1) return fail(ArgError("--ranks", ">= 1", world));
+  if (c.iters < 1) return fail(ArgError("--iters", ">= 1", c.iters));
+  if (c.warmup < 0) return fail(ArgError("--warmup", ">= 0", c.warmup));
+  auto sharding = ParseSharding(absl::GetFlag(FLAGS_sharding));
+  if (!sharding.ok()) return fail(sharding.status());
+  c.sharding = *sharding;
+  if (!ParseDType(absl::GetFlag(FLAGS_dtype), &c.dtype) || c.dtype == DType::kFloat16) {
+    return fail(ArgError("--dtype", "fp32 or bf16", absl::GetFlag(FLAGS_dtype)));
+  }
+  c.mask.causal = absl::GetFlag(FLAGS_causal);
+  auto window = ParseWindow(absl::GetFlag(FLAGS_window));
+  if (!window.ok()) return fail(window.status());
+  c.mask.window_left = window->first;
+  c.mask.window_right = window->second;
+
+  const int cores = Cores();
+  int threads = absl::GetFlag(FLAGS_threads);
+  if (threads == 0) threads = std::max(1, cores / world);
+  const double pairs = static_cast<double>(VisiblePairs(c.S, c.mask));
+  const double fwd_flop = 4.0 * c.B * c.H * c.D * pairs;
+  const double bwd_flop = 2.5 * fwd_flop;
+
+  std::printf("ringattn-bench: S=%lld B=%lld H=%lld Hkv=%lld D=%lld %s, mask %s, %s sharding\n",
+              static_cast<long long>(c.S), static_cast<long long>(c.B),
+              static_cast<long long>(c.H), static_cast<long long>(c.Hk),
+              static_cast<long long>(c.D), DTypeName(c.dtype), MaskName(c.mask).c_str(),
+              ShardingName(c.sharding));
+  std::printf("  %d local ranks x %d threads on %d cores; CPU tiles: %s; visible pairs %.3g\n",
+              world, threads, cores, cpu::SmallGemm::Backend(), pairs);
+  std::fflush(stdout);
+
+  std::vector<RunResult> runs;
+  auto run = [&](int w, int t, const std::string& label) -> absl::Status {
+    ASSIGN_OR_RETURN(RunResult r, Run(c, w, t, label));
+    runs.push_back(r);
+    return absl::OkStatus();
+  };
+  absl::Status s = run(world, threads, absl::StrCat("ring, W=", world));
+  if (s.ok() && absl::GetFlag(FLAGS_compare) && world > 1) {
+    s = run(1, threads, absl::StrCat("1 rank, ", threads, " thread(s)"));
+    if (s.ok() && threads != cores) s = run(1, cores, absl::StrCat("1 rank, ", cores, " threads"));
+  }
+  if (!s.ok()) return fail(s);
+
+  const RunResult& ring = runs[0];
+  std::printf("\n  %-24s %12s %12s %14s %10s\n", "run", "fwd ms", "fwd GFLOP/s", "bwd ms",
+              "bwd GFLOP/s");
+  for (const RunResult& r : runs) {
+    std::printf("  %-24s %12.1f %12.1f %14s %10s\n", r.label.c_str(), r.fwd_s * 1e3,
+                fwd_flop / r.fwd_s * 1e-9,
+                c.backward ? absl::StrFormat("%.1f", r.bwd_s * 1e3).c_str() : "-",
+                c.backward ? absl::StrFormat("%.1f", bwd_flop / r.bwd_s * 1e-9).c_str() : "-");
+  }
+  const double fwd_gflops = fwd_flop / ring.fwd_s * 1e-9;
+  const double bwd_gflops = c.backward ? bwd_flop / ring.bwd_s * 1e-9 : 0;
+  std::printf("\n  GFLOP/s per rank          fwd %.1f%s\n", fwd_gflops / world,
+              c.backward ? absl::StrFormat("   bwd %.1f", bwd_gflops / world).c_str() : "");
+  double speed_f = 0, speed_b = 0;
+  if (runs.size() > 1) {
+    speed_f = runs[1].fwd_s / ring.fwd_s;
+    speed_b = c.backward ? runs[1].bwd_s / ring.bwd_s : 0;
+    std::printf("  speedup vs 1 rank         fwd %.2fx%s   (1 rank with the share of one ring rank; ideal %d)\n",
+                speed_f, c.backward ? absl::StrFormat("   bwd %.2fx", speed_b).c_str() : "",
+                std::min(world, cores));
+  }
+  std::printf("  overlap efficiency        fwd %.3f%s   (compute / wall, min over ranks)\n",
+              ring.fwd_overlap, c.backward ? absl::StrFormat("   bwd %.3f", ring.bwd_overlap).c_str() : "");
+  if (world > 1) {
+    std::printf("  load balance              fwd compute per rank max/min %.2f\n",
+                ring.fwd_compute_min > 0 ? ring.fwd_compute_max / ring.fwd_compute_min : 0.0);
+    std::printf("  ring steps                %d of %d (%s)\n", ring.steps, world,
+                ring.steps < world ? "window ended the ring early" : "full ring");
+    std::printf("  bytes sent per rank       fwd %s%s\n", Bytes(ring.fwd_bytes).c_str(),
+                c.backward ? absl::StrFormat("   bwd %s", Bytes(ring.bwd_bytes)).c_str() : "");
+    std::printf("  rotation bandwidth        %.2f GB/s needed by fwd at this speed; %.2f GB/s link (isolated block transfer)\n",
+                ring.fwd_bytes / ring.fwd_s * 1e-9, ring.link_gbps);
+  }
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  const int64_t peak_rss = static_cast<int64_t>(ru.ru_maxrss) * 1024;
+  std::printf("  memory per rank           %s (shard tensors + ring workspace); process peak RSS %s\n",
+              Bytes(ring.rank_bytes).c_str(), Bytes(peak_rss).c_str());
+
+  const std::string json_path = absl::GetFlag(FLAGS_json);
+  if (!json_path.empty()) {
+    std::string j = "{\n";
+    auto kv = [&](const char* k, const std::string& v, bool last = false) {
+      absl::StrAppend(&j, "  \"", k, "\": ", v, last ? "\n" : ",\n");
+    };
+    auto num = [](double x) { return absl::StrFormat("%.6g", x); };
+    kv("seq_len", absl::StrCat(c.S));
+    kv("batch", absl::StrCat(c.B));
+    kv("heads", absl::StrCat(c.H));
+    kv("kv_heads", absl::StrCat(c.Hk));
+    kv("head_dim", absl::StrCat(c.D));
+    kv("dtype", absl::StrCat("\"", DTypeName(c.dtype), "\""));
+    kv("ranks", absl::StrCat(world));
+    kv("threads_per_rank", absl::StrCat(threads));
+    kv("sharding", absl::StrCat("\"", ShardingName(c.sharding), "\""));
+    kv("causal", c.mask.causal ? "true" : "false");
+    kv("window_left", absl::StrCat(c.mask.window_left));
+    kv("window_right", absl::StrCat(c.mask.window_right));
+    kv("fwd_ms", num(ring.fwd_s * 1e3));
+    kv("bwd_ms", c.backward ? num(ring.bwd_s * 1e3) : "null");
+    kv("fwd_gflops", num(fwd_gflops));
+    kv("bwd_gflops", c.backward ? num(bwd_gflops) : "null");
+    kv("fwd_gflops_per_rank", num(fwd_gflops / world));
+    kv("overlap_efficiency", num(ring.fwd_overlap));
+    kv("bwd_overlap_efficiency", c.backward ? num(ring.bwd_overlap) : "null");
+    kv("speedup_vs_1_rank", runs.size() > 1 ? num(speed_f) : "null");
+    kv("bwd_speedup_vs_1_rank", runs.size() > 1 && c.backward ? num(speed_b) : "null");
+    if (runs.size() > 2) {
+      kv("single_rank_all_cores_fwd_gflops", num(fwd_flop / runs[2].fwd_s * 1e-9));
+    }
+    kv("ring_steps", absl::StrCat(ring.steps));
+    kv("fwd_bytes_sent_per_rank", absl::StrCat(ring.fwd_bytes));
+    kv("bwd_bytes_sent_per_rank", absl::StrCat(ring.bwd_bytes));
+    kv("link_gbps", num(ring.link_gbps));
+    kv("rank_memory_bytes", absl::StrCat(ring.rank_bytes));
+    kv("peak_rss_bytes", absl::StrCat(peak_rss), true);
+    j += "}\n";
+    std::ofstream f(json_path);
+    if (!(f << j)) return fail(absl::InternalError(absl::StrCat("--json ", json_path, ": cannot write")));
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace ringattn::tools
+
+int main(int argc, char** argv) { return ringattn::tools::Main(argc, argv); }

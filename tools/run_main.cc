@@ -1,0 +1,200 @@
+// ringattn-run: the file-level contract. Reads Q [B,S,H,D], K and V
+// [B,S,Hkv,D] (and optionally dO) from little-endian float32 .npy files,
+// runs ringattn on one or more local ranks, and writes out.npy [B,S,H,D],
+// lse.npy [B,H,S] (and dq.npy, dk.npy, dv.npy) as float32. Every input is
+// checked before anything runs; a bad file is refused with a message naming
+// it and nothing is written.
+#include <sys/stat.h>
+
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "comm/local/local_comm.h"
+#include "runtime/ringattn.h"
+#include "tools/cli.h"
+#include "tools/npy.h"
+
+ABSL_FLAG(std::string, q, "", "query .npy, float32 [B, S, H, D]");
+ABSL_FLAG(std::string, k, "", "key .npy, float32 [B, S, Hkv, D]");
+ABSL_FLAG(std::string, v, "", "value .npy, float32 [B, S, Hkv, D]");
+ABSL_FLAG(std::string, dout, "", "optional output gradient .npy [B, S, H, D]: also writes dq, dk, dv");
+ABSL_FLAG(std::string, out_dir, "", "(--out-dir) directory for the output .npy files");
+ABSL_FLAG(bool, causal, false, "causal mask");
+ABSL_FLAG(std::string, window, "", "sliding window LEFT,RIGHT (-1 = unbounded)");
+ABSL_FLAG(double, softcap, 0.0, "score softcap (0 = off)");
+ABSL_FLAG(double, scale, 0.0, "softmax scale (0 = 1/sqrt(D))");
+ABSL_FLAG(std::string, dtype, "fp32", "storage dtype for the computation: fp32 | bf16");
+ABSL_FLAG(std::string, backend, "cpu", "kernel backend: cpu");
+ABSL_FLAG(std::string, comm, "local", "communicator: local");
+ABSL_FLAG(int, ranks, 1, "ring size W (local ranks)");
+ABSL_FLAG(std::string, sharding, "contiguous", "contiguous | zigzag | striped");
+ABSL_FLAG(int64_t, stripe, 1, "tokens per stripe for --sharding striped");
+ABSL_FLAG(int, threads, 0, "threads per rank (0 = cores / W)");
+
+namespace ringattn::tools {
+namespace {
+
+// Full tensor in the storage dtype, as raw bytes.
+std::vector<uint8_t> ToStorage(const std::vector<float>& x, DType t) {
+  std::vector<uint8_t> out(x.size() * DTypeSize(t));
+  for (size_t i = 0; i < x.size(); ++i) {
+    if (t == DType::kFloat32) {
+      std::memcpy(&out[i * 4], &x[i], 4);
+    } else {
+      const uint16_t w = FloatToBF16(x[i]);
+      std::memcpy(&out[i * 2], &w, 2);
+    }
+  }
+  return out;
+}
+
+std::vector<float> FromStorage(const std::vector<uint8_t>& b, DType t) {
+  std::vector<float> x(b.size() / DTypeSize(t));
+  for (size_t i = 0; i < x.size(); ++i) {
+    if (t == DType::kFloat32) {
+      std::memcpy(&x[i], &b[i * 4], 4);
+    } else {
+      uint16_t w;
+      std::memcpy(&w, &b[i * 2], 2);
+      x[i] = BF16ToFloat(w);
+    }
+  }
+  return x;
+}
+
+absl::Status Main() {
+  const std::string qp = absl::GetFlag(FLAGS_q), kp = absl::GetFlag(FLAGS_k),
+                    vp = absl::GetFlag(FLAGS_v), dp = absl::GetFlag(FLAGS_dout),
+                    out_dir = absl::GetFlag(FLAGS_out_dir);
+  if (qp.empty() || kp.empty() || vp.empty()) return absl::InvalidArgumentError("--q, --k and --v are required");
+  if (out_dir.empty()) return absl::InvalidArgumentError("--out-dir is required");
+  struct stat st;
+  if (stat(out_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    return absl::InvalidArgumentError(absl::StrCat("--out-dir ", out_dir, ": not a directory"));
+  }
+  if (absl::GetFlag(FLAGS_backend) != "cpu") {
+    return absl::UnimplementedError(absl::StrCat("--backend ", absl::GetFlag(FLAGS_backend),
+                                                 ": this build has only the 'cpu' backend"));
+  }
+  if (absl::GetFlag(FLAGS_comm) != "local") {
+    return absl::UnimplementedError(absl::StrCat("--comm ", absl::GetFlag(FLAGS_comm),
+                                                 ": this build has only the 'local' communicator"));
+  }
+  DType dtype;
+  if (!ParseDType(absl::GetFlag(FLAGS_dtype), &dtype) || dtype == DType::kFloat16) {
+    return ArgError("--dtype", "fp32 or bf16", absl::GetFlag(FLAGS_dtype));
+  }
+  const int world = absl::GetFlag(FLAGS_ranks);
+  if (world < 1) return ArgError("--ranks", ">= 1", world);
+  ASSIGN_OR_RETURN(const Sharding sharding, ParseSharding(absl::GetFlag(FLAGS_sharding)));
+  ASSIGN_OR_RETURN(const auto window, ParseWindow(absl::GetFlag(FLAGS_window)));
+
+  // Read and check every input before computing anything.
+  ASSIGN_OR_RETURN(NpyArray q, ReadNpy(qp));
+  if (q.shape.size() != 4) {
+    return absl::InvalidArgumentError(absl::StrCat(qp, ": expected 4 dims [B, S, H, D], got shape ", ShapeToString(q.shape)));
+  }
+  const int64_t B = q.shape[0], S = q.shape[1], H = q.shape[2], D = q.shape[3];
+  ASSIGN_OR_RETURN(NpyArray k, ReadNpy(kp));
+  RETURN_IF_ERROR(CheckShape(k, kp, {B, S, -1, D}));
+  const int64_t Hk = k.shape[2];
+  ASSIGN_OR_RETURN(NpyArray v, ReadNpy(vp));
+  RETURN_IF_ERROR(CheckShape(v, vp, {B, S, Hk, D}));
+  NpyArray dout;
+  const bool backward = !dp.empty();
+  if (backward) {
+    ASSIGN_OR_RETURN(dout, ReadNpy(dp));
+    RETURN_IF_ERROR(CheckShape(dout, dp, {B, S, H, D}));
+  }
+
+  RingOptions opt;
+  opt.seqlen = S;
+  opt.sharding = sharding;
+  opt.stripe = absl::GetFlag(FLAGS_stripe);
+  opt.causal = absl::GetFlag(FLAGS_causal);
+  opt.window_left = window.first;
+  opt.window_right = window.second;
+  opt.softcap = static_cast<float>(absl::GetFlag(FLAGS_softcap));
+  if (absl::GetFlag(FLAGS_scale) != 0.0) opt.scale = static_cast<float>(absl::GetFlag(FLAGS_scale));
+  opt.dtype = dtype;
+  opt.num_threads = absl::GetFlag(FLAGS_threads);
+
+  const int64_t es = DTypeSize(dtype);
+  const auto qs = ToStorage(q.data, dtype), ks = ToStorage(k.data, dtype),
+             vs = ToStorage(v.data, dtype), ds = backward ? ToStorage(dout.data, dtype) : std::vector<uint8_t>();
+  std::vector<uint8_t> out_full(qs.size()), dq_full(qs.size()), dk_full(ks.size()), dv_full(ks.size());
+  std::vector<float> lse_full(B * H * S);
+
+  ASSIGN_OR_RETURN(auto lw, comm::LocalWorld::Create(world));
+  std::vector<absl::Status> status(world);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < world; ++r) {
+    threads.emplace_back([&, r] {
+      status[r] = [&]() -> absl::Status {
+        ASSIGN_OR_RETURN(auto ring, RingAttention::Create(&lw->Comm(r), opt));
+        const Layout& layout = ring->layout();
+        const int64_t Sr = ring->ShardLength();
+        std::vector<uint8_t> qr(B * Sr * H * D * es), kr(B * Sr * Hk * D * es), vr(kr.size()),
+            outr(qr.size()), dor(qr.size()), dqr(qr.size()), dkr(kr.size()), dvr(kr.size());
+        std::vector<float> lser(B * H * Sr);
+        layout.ShardRows(qs.data(), r, B, H * D * es, qr.data());
+        layout.ShardRows(ks.data(), r, B, Hk * D * es, kr.data());
+        layout.ShardRows(vs.data(), r, B, Hk * D * es, vr.data());
+        auto V = [&](std::vector<uint8_t>& x, int64_t heads) {
+          return TensorView::Contiguous(x.data(), dtype, {B, Sr, heads, D});
+        };
+        const TensorView lv = TensorView::Contiguous(lser.data(), DType::kFloat32, {B, H, Sr});
+        RETURN_IF_ERROR(ring->Forward(V(qr, H), V(kr, Hk), V(vr, Hk), V(outr, H), lv));
+        if (backward) {
+          layout.ShardRows(ds.data(), r, B, H * D * es, dor.data());
+          RETURN_IF_ERROR(ring->Backward(V(qr, H), V(kr, Hk), V(vr, Hk), V(outr, H), lv,
+                                         V(dor, H), V(dqr, H), V(dkr, Hk), V(dvr, Hk)));
+        }
+        // Distinct rows per rank: gathering concurrently is safe.
+        layout.GatherRows(outr.data(), r, B, H * D * es, out_full.data());
+        layout.GatherRows(lser.data(), r, B * H, 4, lse_full.data());
+        if (backward) {
+          layout.GatherRows(dqr.data(), r, B, H * D * es, dq_full.data());
+          layout.GatherRows(dkr.data(), r, B, Hk * D * es, dk_full.data());
+          layout.GatherRows(dvr.data(), r, B, Hk * D * es, dv_full.data());
+        }
+        return absl::OkStatus();
+      }();
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (const absl::Status& s : status) RETURN_IF_ERROR(s);
+
+  const std::string dir = out_dir + "/";
+  RETURN_IF_ERROR(WriteNpy(dir + "out.npy", {B, S, H, D}, FromStorage(out_full, dtype).data()));
+  RETURN_IF_ERROR(WriteNpy(dir + "lse.npy", {B, H, S}, lse_full.data()));
+  if (backward) {
+    RETURN_IF_ERROR(WriteNpy(dir + "dq.npy", {B, S, H, D}, FromStorage(dq_full, dtype).data()));
+    RETURN_IF_ERROR(WriteNpy(dir + "dk.npy", {B, S, Hk, D}, FromStorage(dk_full, dtype).data()));
+    RETURN_IF_ERROR(WriteNpy(dir + "dv.npy", {B, S, Hk, D}, FromStorage(dv_full, dtype).data()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace ringattn::tools
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "ringattn-run --q Q.npy --k K.npy --v V.npy [--dout DO.npy] --out-dir DIR [options]");
+  ringattn::tools::NormalizeFlagNames(argc, argv);
+  absl::ParseCommandLine(argc, argv);
+  const absl::Status s = ringattn::tools::Main();
+  if (!s.ok()) {
+    std::fprintf(stderr, "ringattn-run: %s\n", std::string(s.message()).c_str());
+    return 2;
+  }
+  return 0;
+}

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the build dependencies from Debian (12 "bookworm") by package name
+# and builds ringattn into build/ (Release). Used by the README's two
+# commands; safe to run again (apt and the build are incremental).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(
+  build-essential cmake ninja-build pkg-config git
+  libabsl-dev               # Status/StatusOr, flags, strings, synchronization
+  libgtest-dev libgmock-dev # GoogleTest
+  libbenchmark-dev          # Google Benchmark
+  libxsmm-dev               # JIT small-GEMM tiles for the CPU kernels
+  libopenblas-dev           # BLAS: the GEMM ceiling in the benchmarks, libxsmm's fallback
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+jobs=$(nproc)
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release ${RINGATTN_CMAKE_ARGS:-}
+cmake --build build -j "$jobs"
