@@ -1,0 +1,400 @@
+// ringattn-eval's own logic on small sizes: a correct run passes every
+// check and writes a report that parses; a deliberately broken mask or a
+// dropped ring step makes the reachability check FAIL; an unusable --out is
+// a clear error before any work; the JSON, fit and SVG helpers.
+#include "tools/eval/eval.h"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "tools/eval/fit.h"
+#include "tools/eval/harness.h"
+#include "tools/eval/json.h"
+#include "tools/eval/svg.h"
+
+namespace ringattn::eval {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string ReadFile(const fs::path& p) {
+  std::ifstream f(p);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+// Basic well-formedness of an SVG document: one <svg> root, every element
+// closed in order, attribute values quoted, nothing but whitespace after.
+::testing::AssertionResult WellFormedSvg(const std::string& s) {
+  std::vector<std::string> stack;
+  size_t i = 0;
+  bool root_seen = false;
+  if (s.rfind("<?xml", 0) == 0) i = s.find("?>") + 2;
+  while (i < s.size()) {
+    const size_t lt = s.find('<', i);
+    if (lt == std::string::npos) break;
+    const std::string text = s.substr(i, lt - i);
+    if (text.find('>') != std::string::npos) return ::testing::AssertionFailure() << "stray '>'";
+    if (stack.empty() && text.find_first_not_of(" \n\r\t") != std::string::npos) {
+      return ::testing::AssertionFailure() << "text outside the root";
+    }
+    size_t gt = lt + 1;
+    bool in_quote = false;
+    for (; gt < s.size(); ++gt) {
+      if (s[gt] == '"') in_quote = !in_quote;
+      if (!in_quote && s[gt] == '>') break;
+    }
+    if (gt >= s.size()) return ::testing::AssertionFailure() << "unterminated tag at " << lt;
+    std::string tag = s.substr(lt + 1, gt - lt - 1);
+    if (tag.empty()) return ::testing::AssertionFailure() << "empty tag";
+    if (tag[0] == '/') {
+      const std::string name = tag.substr(1);
+      if (stack.empty() || stack.back() != name) {
+        return ::testing::AssertionFailure()
+               << "</" << name << "> closes " << (stack.empty() ? "nothing" : stack.back());
+      }
+      stack.pop_back();
+    } else {
+      const bool self_closing = tag.back() == '/';
+      const std::string name = tag.substr(0, tag.find_first_of(" /\n"));
+      if (stack.empty()) {
+        if (root_seen || name != "svg") return ::testing::AssertionFailure() << "root is " << name;
+        root_seen = true;
+      }
+      if (!self_closing) stack.push_back(name);
+    }
+    i = gt + 1;
+  }
+  if (!root_seen) return ::testing::AssertionFailure() << "no <svg> root";
+  if (!stack.empty()) return ::testing::AssertionFailure() << "<" << stack.back() << "> not closed";
+  return ::testing::AssertionSuccess();
+}
+
+class EvalTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           absl::StrCat("ringattn_eval_test_", getpid(), "_",
+                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  // A small but complete eval: every layout and mask, two dtypes, W = 1, 2
+  // and 4 with uneven shards, lengths of a few hundred tokens.
+  EvalOptions Small() const {
+    EvalOptions o;
+    o.out_dir = (dir_ / "out").string();
+    o.ranks = 4;
+    o.heads = 2;
+    o.kv_heads = 1;
+    o.head_dim = 32;
+    o.max_seq = 1024;
+    o.matrix_seq = 203;
+    o.long_seqs = {406};
+    o.needle_seqs = {150, 300};
+    o.cost_seqs = {256, 512, 1024};
+    o.sweep_ranks = {1, 2, 4};
+    o.sample_rows = 8;
+    o.depths = {0.0, 0.25, 0.5, 0.75, 1.0};
+    o.threads = 1;
+    o.progress = nullptr;
+    return o;
+  }
+
+  fs::path dir_;
+};
+
+const Verdict* Find(const EvalResult& r, const std::string& check) {
+  for (const Verdict& v : r.verdicts) {
+    if (v.check == check) return &v;
+  }
+  return nullptr;
+}
+
+TEST_F(EvalTest, CorrectSmallRunPassesEveryCheckAndWritesAReport) {
+  const auto res = RunEval(Small());
+  ASSERT_TRUE(res.ok()) << res.status();
+  ASSERT_EQ(res->verdicts.size(), 3u);
+  for (const Verdict& v : res->verdicts) EXPECT_TRUE(v.pass) << v.check << ": " << v.reason;
+  EXPECT_TRUE(res->pass);
+
+  const fs::path out = dir_ / "out";
+  for (const char* f :
+       {"report.md", "report.json", "exactness_vs_length.svg", "exactness_vs_ranks.svg",
+        "cost_memory.svg", "cost_time.svg", "needle_zigzag_causal.svg", "needle_striped_window.svg",
+        "needle_contiguous_causal-window.svg", "needle_zigzag_none.svg"}) {
+    EXPECT_TRUE(fs::is_regular_file(out / f)) << f;
+  }
+  // Every SVG is well-formed and linked from report.md.
+  const std::string md = ReadFile(out / "report.md");
+  int svgs = 0;
+  for (const auto& e : fs::directory_iterator(out)) {
+    if (e.path().extension() != ".svg") continue;
+    ++svgs;
+    EXPECT_TRUE(WellFormedSvg(ReadFile(e.path()))) << e.path();
+    EXPECT_TRUE(absl::StrContains(md, absl::StrCat("(", e.path().filename().string(), ")")))
+        << e.path().filename();
+  }
+  EXPECT_EQ(svgs, 12 + 4);
+  for (const char* line : {"**exactness: PASS**", "**reachability: PASS**", "**cost: PASS**"}) {
+    EXPECT_TRUE(absl::StrContains(md, line)) << line;
+  }
+  EXPECT_TRUE(absl::StrContains(md, "Extrapolation (from the fits, not measured)"));
+
+  // report.json parses and holds the numbers.
+  auto j = Json::Parse(ReadFile(out / "report.json"));
+  ASSERT_TRUE(j.ok()) << j.status();
+  ASSERT_NE(j->Find("pass"), nullptr);
+  EXPECT_TRUE(j->Find("pass")->boolean());
+  const Json* runs = j->Find("exactness")->Find("runs");
+  ASSERT_NE(runs, nullptr);
+  // Matrix 2 dtypes x 3 layouts x 4 masks, sweep 2 dtypes x 4 masks x 2 W, long 2 dtypes.
+  EXPECT_EQ(runs->items().size(), 24u + 16u + 2u);
+  for (const Json& r : runs->items()) {
+    EXPECT_TRUE(r.Find("pass")->boolean());
+    const Json* out_err = r.Find("out");
+    EXPECT_LE(out_err->Find("max_abs_error")->number(), out_err->Find("tolerance")->number());
+  }
+  const Json* configs = j->Find("reachability")->Find("configurations");
+  ASSERT_EQ(configs->items().size(), 12u);
+  for (const Json& c : configs->items()) {
+    const bool masked = c.Find("mask_kind")->str() != "none";
+    for (const Json& r : c.Find("runs")->items()) {
+      EXPECT_EQ(r.Find("found")->number(), r.Find("expected_visible")->number());
+      EXPECT_EQ(r.Find("leaked")->number(), 0);
+      // Every mask but none forbids some probes (the future, beyond a window edge).
+      EXPECT_EQ(r.Find("expected_masked")->number() > 0, masked);
+      EXPECT_EQ(r.Find("ranks_with_a_needle")->number(), 4);
+      EXPECT_GT(r.Find("boundaries_with_needles_on_both_sides")->number(), 0);
+    }
+  }
+  const Json* points = j->Find("cost")->Find("points");
+  EXPECT_EQ(points->items().size(), 3u * 3u);
+  EXPECT_TRUE(j->Find("cost")->Find("memory_fit_quadratic")->Find("ok")->boolean());
+}
+
+TEST_F(EvalTest, BrokenMaskMakesReachabilityFail) {
+  EvalOptions o = Small();
+  o.run_exactness = false;
+  o.run_cost = false;
+  o.needle_seqs = {150};
+  o.fault = Fault::kBrokenMask;
+  const auto res = RunEval(o);
+  ASSERT_TRUE(res.ok()) << res.status();
+  const Verdict* v = Find(*res, "reachability");
+  ASSERT_NE(v, nullptr);
+  EXPECT_FALSE(v->pass);
+  EXPECT_FALSE(res->pass);
+  EXPECT_TRUE(absl::StrContains(v->reason, "NOT to retrieve") ||
+              absl::StrContains(v->reason, "expected to retrieve"))
+      << v->reason;
+  EXPECT_TRUE(absl::StrContains(ReadFile(dir_ / "out" / "report.md"), "**reachability: FAIL**"));
+}
+
+TEST_F(EvalTest, DroppedRingStepMakesReachabilityFail) {
+  EvalOptions o = Small();
+  o.run_exactness = false;
+  o.run_cost = false;
+  o.needle_seqs = {150};
+  o.shardings = {Sharding::kContiguous};
+  o.fault = Fault::kDropRingStep;
+  o.drop_step = 1;
+  const auto res = RunEval(o);
+  ASSERT_TRUE(res.ok()) << res.status();
+  const Verdict* v = Find(*res, "reachability");
+  ASSERT_NE(v, nullptr);
+  EXPECT_FALSE(v->pass);
+  EXPECT_TRUE(absl::StrContains(v->reason, "expected to retrieve it")) << v->reason;
+}
+
+TEST_F(EvalTest, NeedlesMissedOnlyWhereTheDroppedBlockCame) {
+  // Contiguous, no mask, W = 2: at ring step 1 each rank gets the other
+  // rank's block, so every probe misses exactly the needles of the other rank.
+  NeedleSpec s;
+  s.seqlen = 128;
+  s.heads = 1;
+  s.kv_heads = 1;
+  s.head_dim = 32;
+  s.world = 2;
+  s.depths = {0.0, 0.5, 1.0};
+  s.fault = Fault::kDropRingStep;
+  auto r = RunNeedles(s);
+  ASSERT_TRUE(r.ok()) << r.status();
+  int64_t missed = 0, checked = 0;
+  for (const Needle& n : r->needles) {
+    for (const Probe& p : n.probes) {
+      const int probe_rank = p.pos < 64 ? 0 : 1;
+      EXPECT_EQ(p.ok, probe_rank == n.rank) << "needle " << n.pos << " probe " << p.pos;
+      missed += !p.ok;
+      ++checked;
+    }
+  }
+  EXPECT_GT(missed, 0);
+  EXPECT_LT(missed, checked);
+  s.fault = Fault::kNone;
+  r = RunNeedles(s);
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(r->pass());
+}
+
+TEST_F(EvalTest, UnusableOutIsAClearErrorBeforeAnyWork) {
+  const fs::path file = dir_ / "a_file";
+  std::ofstream(file) << "x";
+  absl::Status s = PrepareOutDir(file.string());
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(s.message(), "not a directory")) << s;
+  s = PrepareOutDir((dir_ / "no" / "such" / "out").string());
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(s.message(), "does not exist")) << s;
+  s = PrepareOutDir((file / "sub").string());
+  EXPECT_FALSE(s.ok());
+  s = PrepareOutDir("");
+  EXPECT_FALSE(s.ok());
+  // A new directory under an existing parent is created.
+  EXPECT_TRUE(PrepareOutDir((dir_ / "fresh").string()).ok());
+  EXPECT_TRUE(fs::is_directory(dir_ / "fresh"));
+
+  EvalOptions o = Small();
+  o.out_dir = file.string();
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto res = RunEval(o);
+  EXPECT_FALSE(res.ok());
+  EXPECT_TRUE(absl::StrContains(res.status().message(), "--out")) << res.status();
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 1.0);
+}
+
+struct Exec {
+  int code;
+  std::string output;
+};
+
+Exec RunTool(const std::string& args) {
+  const std::string cmd = absl::StrCat(RINGATTN_EVAL_BINARY, " ", args, " 2>&1");
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof(buf), p)) out.append(buf, n);
+  const int status = pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+TEST_F(EvalTest, BinaryRefusesBadFlagsWithExitStatus2) {
+  const fs::path file = dir_ / "a_file";
+  std::ofstream(file) << "x";
+  Exec e = RunTool(absl::StrCat("--quick --out ", file.string()));
+  EXPECT_EQ(e.code, 2) << e.output;
+  EXPECT_TRUE(absl::StrContains(e.output, "not a directory")) << e.output;
+  e = RunTool(absl::StrCat("--quick --out ", (dir_ / "missing" / "out").string()));
+  EXPECT_EQ(e.code, 2) << e.output;
+  EXPECT_TRUE(absl::StrContains(e.output, "does not exist")) << e.output;
+  e = RunTool(absl::StrCat("--quick --backend cuda --out ", dir_.string()));
+  EXPECT_EQ(e.code, 2);
+  EXPECT_TRUE(absl::StrContains(e.output, "only the 'cpu' backend")) << e.output;
+  e = RunTool(absl::StrCat("--quick --comm ucx --out ", dir_.string()));
+  EXPECT_EQ(e.code, 2);
+  EXPECT_TRUE(absl::StrContains(e.output, "'local'")) << e.output;
+  e = RunTool(absl::StrCat("--quick --kv-heads 3 --out ", dir_.string()));
+  EXPECT_EQ(e.code, 2);
+  EXPECT_TRUE(absl::StrContains(e.output, "--kv-heads")) << e.output;
+  e = RunTool(absl::StrCat("--quick --dtype fp64 --out ", dir_.string()));
+  EXPECT_EQ(e.code, 2);
+  EXPECT_TRUE(absl::StrContains(e.output, "--dtype")) << e.output;
+  e = RunTool(absl::StrCat("--quick --mem-budget lots --out ", dir_.string()));
+  EXPECT_EQ(e.code, 2);
+  EXPECT_TRUE(absl::StrContains(e.output, "--mem-budget")) << e.output;
+  e = RunTool("--quick");
+  EXPECT_EQ(e.code, 2);
+  EXPECT_TRUE(absl::StrContains(e.output, "--out")) << e.output;
+}
+
+TEST(BrokenMask, MovesEveryEdgeOutwardByOne) {
+  const Mask causal = BrokenMask(Mask{true, -1, -1});
+  EXPECT_TRUE(causal.Visible(10, 11));
+  EXPECT_FALSE(causal.Visible(10, 12));
+  const Mask win = BrokenMask(Mask{false, 8, 4});
+  EXPECT_TRUE(win.Visible(20, 11));
+  EXPECT_FALSE(win.Visible(20, 10));
+  EXPECT_TRUE(win.Visible(20, 25));
+  EXPECT_FALSE(win.Visible(20, 26));
+  const Mask none = BrokenMask(Mask{});
+  EXPECT_FALSE(none.Visible(3, 4));
+}
+
+TEST(Json, RoundTripsAndRejectsGarbage) {
+  Json j = Json::Object();
+  j["name"] = "a \"quoted\"\nline";
+  j["int"] = int64_t{1} << 40;
+  j["pi"] = 3.25;
+  j["nan"] = std::nan("");
+  j["flag"] = true;
+  j["list"] = Json::ArrayOf(std::vector<double>{1.5, -2, 1e-9});
+  j["nested"]["deep"] = Json::Array();
+  auto back = Json::Parse(j.Dump());
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->Find("name")->str(), "a \"quoted\"\nline");
+  EXPECT_EQ(back->Find("int")->number(), static_cast<double>(int64_t{1} << 40));
+  EXPECT_EQ(back->Find("pi")->number(), 3.25);
+  EXPECT_TRUE(back->Find("nan")->is_null());
+  EXPECT_TRUE(back->Find("flag")->boolean());
+  EXPECT_EQ(back->Find("list")->items().size(), 3u);
+  EXPECT_DOUBLE_EQ(back->Find("list")->items()[2].number(), 1e-9);
+  EXPECT_EQ(back->Find("nested")->Find("deep")->type(), Json::Type::kArray);
+  for (const char* bad : {"", "{", "{\"a\":}", "[1,]", "{\"a\":1,}", "tru", "1 2",
+                          "{\"a\":1,\"a\":2}", "\"unterminated", "[01]"}) {
+    EXPECT_FALSE(Json::Parse(bad).ok()) << bad;
+  }
+}
+
+TEST(Fit, RecoversPolynomialsAndSeesNoQuadraticTermInALine) {
+  std::vector<double> x = {1000, 2000, 4000, 8000, 16000}, lin, quad;
+  for (double v : x) {
+    lin.push_back(3e5 + 7200 * v);
+    quad.push_back(100 + 2 * v + 0.5 * v * v);
+  }
+  const Fit l = FitPolynomial(x, lin, 2);
+  ASSERT_TRUE(l.ok);
+  EXPECT_NEAR(l.b, 7200, 1e-6);
+  EXPECT_LT(std::abs(l.QuadShare(16000)), 1e-9);
+  const Fit q = FitPolynomial(x, quad, 2);
+  ASSERT_TRUE(q.ok);
+  EXPECT_NEAR(q.c, 0.5, 1e-9);
+  EXPECT_GT(q.QuadShare(16000), 0.99);
+  EXPECT_FALSE(FitPolynomial({1, 1, 1}, {1, 2, 3}, 1).ok);
+}
+
+TEST(Svg, ChartsAndHeatmapsAreWellFormed) {
+  HeatmapSpec h;
+  h.title = "a <title> & more";
+  h.subtitle = "line one\nline two";
+  h.x_ticks = {"1k", "2k"};
+  h.y_ticks = {"0%", "100%"};
+  h.values = {{0.0, 1.0}, {NAN, 0.5}};
+  h.marks = {{1, 0}, {0, 2}};
+  EXPECT_TRUE(WellFormedSvg(Heatmap(h)));
+  ChartSpec c;
+  c.title = "t";
+  c.log_x = c.log_y = true;
+  c.series.push_back({"s", {1, 10, 100}, {1e-7, 2e-7, 0}, "", true, true, false});
+  c.series.push_back({"empty", {}, {}, "", true, true, true});
+  EXPECT_TRUE(WellFormedSvg(LineChart(c)));
+  EXPECT_EQ(CompactNumber(131072, true), "128k");
+  EXPECT_EQ(CompactNumber(1536, true), "1.5k");
+}
+
+}  // namespace
+}  // namespace ringattn::eval

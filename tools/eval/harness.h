@@ -1,0 +1,88 @@
+// Runs the ring for ringattn-eval: W `local` ranks as threads of this
+// process, each with its own RingAttention on its shard, through the public
+// API only (runtime/ringattn.h).
+//
+// Variants:
+//   RunFull       full [S, ...] float inputs in, full float outputs out
+//                 (gathered by global position): for the checks that
+//                 compare against the float64 reference or look at rows
+//   RunSynthetic  shard-only random inputs made on each rank, nothing
+//                 gathered: for the cost check (memory is what one rank
+//                 of a real ring would hold)
+// Faults, the eval's self-test hooks: kBrokenMask gives the ring a mask
+// whose edges are one token off (what the check expects stays correct);
+// kDropRingStep wraps every rank's communicator so that the KV block a rank
+// receives for one ring step arrives zeroed. Either must make the
+// reachability check FAIL.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "attention/dtype.h"
+#include "attention/mask.h"
+#include "comm/communicator.h"
+#include "runtime/layout.h"
+
+namespace ringattn::eval {
+
+enum class Fault { kNone, kBrokenMask, kDropRingStep };
+const char* FaultName(Fault f);
+
+struct RunSpec {
+  int64_t seqlen = 0, heads = 1, kv_heads = 1, head_dim = 64;  // batch is 1
+  DType dtype = DType::kFloat32;
+  Sharding sharding = Sharding::kContiguous;
+  int64_t stripe = 1;
+  Mask mask;
+  int world = 1;
+  int threads = 1;  // per rank
+  bool backward = true;
+  Fault fault = Fault::kNone;
+  int drop_step = 1;  // kDropRingStep: the ring step whose KV block is lost (>= 1)
+};
+
+struct RunStats {
+  double fwd_seconds = 0, bwd_seconds = 0;                  // wall per call, max over ranks
+  double fwd_compute_seconds = 0, bwd_compute_seconds = 0;  // max over ranks
+  int64_t tensor_bytes = 0;     // shard tensors of one rank (max over ranks)
+  int64_t workspace_bytes = 0;  // RingStats.workspace_bytes, max over fwd/bwd and ranks
+  int64_t rank_bytes = 0;       // max over ranks of tensors + workspace
+  int steps = 0;                // ring steps of the forward
+  int64_t bytes_sent = 0;       // forward, max over ranks
+  // Process resident memory: before the run, and the peak during it minus
+  // that (all W ranks together); -1 when the peak cannot be reset here.
+  int64_t rss_before = -1, rss_peak_delta = -1;
+};
+
+// Dense tensors of the whole sequence, batch 1, contiguous:
+// q, dout [S, H, D]; k, v [S, Hkv, D]; values already representable in the
+// run's dtype. Outputs: out, dq [S, H, D]; dk, dv [S, Hkv, D]; lse [H, S].
+struct FullTensors {
+  std::vector<float> q, k, v, dout;  // dout empty: forward only
+};
+struct FullOutputs {
+  std::vector<float> out, lse, dq, dk, dv;
+};
+
+absl::StatusOr<RunStats> RunFull(const RunSpec& spec, const FullTensors& in, FullOutputs* out);
+absl::StatusOr<RunStats> RunSynthetic(const RunSpec& spec, uint64_t seed);
+
+// The mask kBrokenMask hands the ring: every edge moved outward by one
+// token (window left L -> L + 1, right R -> R + 1, causal -> sees one future
+// token); with no mask at all, causal instead.
+Mask BrokenMask(const Mask& m);
+
+// Shard-tensor bytes of one rank holding `shard_len` rows.
+int64_t ShardTensorBytes(const RunSpec& spec, int64_t shard_len);
+
+// Resident set size of this process now (VmRSS), its peak (VmHWM), and a
+// reset of the peak (/proc/self/clear_refs); -1 / false when unavailable.
+int64_t CurrentRss();
+int64_t PeakRss();
+bool ResetPeakRss();
+
+}  // namespace ringattn::eval
