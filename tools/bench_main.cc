@@ -9,6 +9,11 @@
 //   1 rank    one rank owning the same share as one ring rank: the W-rank
 //             run against it is strong scaling over devices (ideal min(W, cores))
 //   1 rank, all cores: the kernel's own throughput
+//
+// --comm local runs the W ring ranks as threads of this process; --comm ucx
+// runs one ring rank per process under mpirun / srun (tools/ranks.h): rank
+// 0 gathers every rank's figures through the communicator, runs the 1-rank
+// comparisons alone, and prints. The summary names the transport path.
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -32,13 +37,14 @@
 #include "runtime/plan.h"
 #include "runtime/ringattn.h"
 #include "tools/cli.h"
+#include "tools/ranks.h"
 
 ABSL_FLAG(int64_t, seq, 16384, "global sequence length (tokens)");
 ABSL_FLAG(int64_t, batch, 1, "batch size");
 ABSL_FLAG(int64_t, heads, 8, "query heads H");
 ABSL_FLAG(int64_t, kv_heads, 0, "(--kv-heads) key/value heads Hkv (0 = H; H % Hkv == 0 for GQA/MQA)");
 ABSL_FLAG(int64_t, head_dim, 64, "(--head-dim) head dimension D");
-ABSL_FLAG(int, ranks, 2, "ring size W (local ranks in this process)");
+ABSL_FLAG(int, ranks, 2, "ring size W (local ranks; with --comm ucx the launched world size)");
 ABSL_FLAG(std::string, sharding, "zigzag", "contiguous | zigzag | striped");
 ABSL_FLAG(int64_t, stripe, 1, "tokens per stripe for --sharding striped");
 ABSL_FLAG(bool, causal, true, "causal mask");
@@ -50,7 +56,7 @@ ABSL_FLAG(int, warmup, 1, "untimed iterations first");
 ABSL_FLAG(bool, backward, true, "also time the backward");
 ABSL_FLAG(bool, compare, true, "also run one rank on the same problem (speedup, kernel rate)");
 ABSL_FLAG(int, threads, 0, "threads per ring rank (0 = cores / W, at least 1)");
-ABSL_FLAG(std::string, comm, "local", "communicator: local (ucx, nccl: later)");
+ABSL_FLAG(std::string, comm, "local", "communicator: local | ucx (one rank per process, under mpirun/srun)");
 ABSL_FLAG(std::string, backend, "cpu", "kernel backend: cpu");
 ABSL_FLAG(std::string, json, "", "write the figures to this JSON file");
 
@@ -113,21 +119,38 @@ void Progress(const std::string& label, int done, int total) {
   std::fflush(stderr);
 }
 
-absl::StatusOr<RunResult> Run(const Config& c, int world, int threads, const std::string& label) {
-  auto lw_or = comm::LocalWorld::Create(world);
-  if (!lw_or.ok()) return lw_or.status();
-  comm::LocalWorld& lw = **lw_or;
+// Per-rank figures as doubles, for the gather to rank 0.
+constexpr int kStatFields = 7;
+void PackStats(const RingStats& s, std::vector<double>* out) {
+  out->insert(out->end(), {s.wall_seconds, s.compute_seconds, s.wait_seconds,
+                           static_cast<double>(s.bytes_sent), static_cast<double>(s.steps),
+                           static_cast<double>(s.steps_with_work),
+                           static_cast<double>(s.workspace_bytes)});
+}
+RingStats UnpackStats(const double* d) {
+  RingStats s;
+  s.wall_seconds = d[0];
+  s.compute_seconds = d[1];
+  s.wait_seconds = d[2];
+  s.bytes_sent = static_cast<int64_t>(d[3]);
+  s.steps = static_cast<int>(d[4]);
+  s.steps_with_work = static_cast<int>(d[5]);
+  s.workspace_bytes = static_cast<int64_t>(d[6]);
+  return s;
+}
+
+// Runs the ring on `ranks`. With one rank per process, only rank 0's result
+// is filled in (the others return an empty one).
+absl::StatusOr<RunResult> Run(const Config& c, Ranks& ranks, int threads, const std::string& label) {
+  const int world = ranks.world();
   const int total = c.warmup + c.iters;
   // [rank][iter]
   std::vector<std::vector<RingStats>> fwd(world, std::vector<RingStats>(total)),
       bwd(world, std::vector<RingStats>(total));
-  std::vector<absl::Status> status(world);
   std::vector<int64_t> rank_bytes(world, 0);
   std::vector<double> link(world, 0);
-  std::vector<std::thread> ts;
-  for (int r = 0; r < world; ++r) {
-    ts.emplace_back([&, r] {
-      status[r] = [&]() -> absl::Status {
+  RETURN_IF_ERROR(ranks.Run([&](comm::Communicator& cm) -> absl::Status {
+        const int r = cm.Rank();
         RingOptions opt;
         opt.seqlen = c.S;
         opt.sharding = c.sharding;
@@ -138,7 +161,6 @@ absl::StatusOr<RunResult> Run(const Config& c, int world, int threads, const std
         opt.softcap = c.softcap;
         opt.dtype = c.dtype;
         opt.num_threads = threads;
-        comm::Communicator& cm = lw.Comm(r);
         ASSIGN_OR_RETURN(auto ring, RingAttention::Create(&cm, opt));
         const int64_t Sr = ring->ShardLength();
         const int64_t nq = c.B * Sr * c.H * c.D, nk = c.B * Sr * c.Hk * c.D;
@@ -185,14 +207,36 @@ absl::StatusOr<RunResult> Run(const Config& c, int world, int threads, const std
         }
         rank_bytes[r] = static_cast<int64_t>(q.size() * 4 + k.size() * 4 + lse.size() * 4) +
                         std::max(fwd[r].back().workspace_bytes, bwd[r].back().workspace_bytes);
+        if (!ranks.one_rank_per_process()) return absl::OkStatus();
+        // Every rank's figures to rank 0.
+        std::vector<double> mine;
+        for (int it = 0; it < total; ++it) {
+          PackStats(fwd[r][it], &mine);
+          PackStats(bwd[r][it], &mine);
+        }
+        mine.push_back(static_cast<double>(rank_bytes[r]));
+        mine.push_back(link[r]);
+        const int64_t bytes = static_cast<int64_t>(mine.size() * sizeof(double));
+        std::vector<std::vector<double>> inbox(world);
+        RETURN_IF_ERROR(GatherToRoot(
+            cm, 0, mine.data(), [bytes](int) { return bytes; },
+            [&](int from) {
+              inbox[from].resize(mine.size());
+              return static_cast<void*>(inbox[from].data());
+            },
+            absl::Seconds(600)));
+        for (int from = 1; from < world && r == 0; ++from) {
+          const double* d = inbox[from].data();
+          for (int it = 0; it < total; ++it, d += 2 * kStatFields) {
+            fwd[from][it] = UnpackStats(d);
+            bwd[from][it] = UnpackStats(d + kStatFields);
+          }
+          rank_bytes[from] = static_cast<int64_t>(d[0]);
+          link[from] = d[1];
+        }
         return absl::OkStatus();
-      }();
-    });
-  }
-  for (auto& t : ts) t.join();
-  for (int r = 0; r < world; ++r) {
-    if (!status[r].ok()) return status[r];
-  }
+      }));
+  if (!ranks.root()) return RunResult{};
   RunResult res;
   res.label = label;
   res.world = world;
@@ -244,6 +288,7 @@ std::string Bytes(double b) {
 int Main(int argc, char** argv) {
   absl::SetProgramUsageMessage("ringattn-bench: long-context ring attention benchmark (see README)");
   NormalizeFlagNames(argc, argv);
+  const bool ranks_given = RanksFlagGiven(argc, argv);
   absl::ParseCommandLine(argc, argv);
   Config c;
   c.S = absl::GetFlag(FLAGS_seq);
@@ -256,21 +301,17 @@ int Main(int argc, char** argv) {
   c.iters = absl::GetFlag(FLAGS_iters);
   c.warmup = absl::GetFlag(FLAGS_warmup);
   c.backward = absl::GetFlag(FLAGS_backward);
-  const int world = absl::GetFlag(FLAGS_ranks);
+  const int ranks_flag = absl::GetFlag(FLAGS_ranks);
   auto fail = [](const absl::Status& s) {
     std::fprintf(stderr, "ringattn-bench: %s\n", std::string(s.message()).c_str());
     return 2;
   };
-  if (absl::GetFlag(FLAGS_comm) != "local") {
-    return fail(absl::UnimplementedError(absl::StrCat(
-        "--comm ", absl::GetFlag(FLAGS_comm), ": this build has only the 'local' communicator")));
-  }
   if (absl::GetFlag(FLAGS_backend) != "cpu") {
     return fail(absl::UnimplementedError(absl::StrCat(
         "--backend ", absl::GetFlag(FLAGS_backend), ": this build has only the 'cpu' backend")));
   }
   if (c.S < 1) return fail(ArgError("--seq", ">= 1", c.S));
-  if (world < 1) return fail(ArgError("--ranks", ">= 1", world));
+  if (ranks_flag < 1) return fail(ArgError("--ranks", ">= 1", ranks_flag));
   if (c.iters < 1) return fail(ArgError("--iters", ">= 1", c.iters));
   if (c.warmup < 0) return fail(ArgError("--warmup", ">= 0", c.warmup));
   auto sharding = ParseSharding(absl::GetFlag(FLAGS_sharding));
@@ -285,6 +326,13 @@ int Main(int argc, char** argv) {
   c.mask.window_left = window->first;
   c.mask.window_right = window->second;
 
+  auto ring_ranks = Ranks::Create(absl::GetFlag(FLAGS_comm), ranks_flag, ranks_given);
+  if (!ring_ranks.ok()) return fail(ring_ranks.status());
+  Ranks& ranks = **ring_ranks;
+  const int world = ranks.world();
+  const bool root = ranks.root();
+  // One rank per process: the machine's cores are shared by the processes
+  // on it, as by the local ranks of one process.
   const int cores = Cores();
   int threads = absl::GetFlag(FLAGS_threads);
   if (threads == 0) threads = std::max(1, cores / world);
@@ -292,22 +340,33 @@ int Main(int argc, char** argv) {
   const double fwd_flop = 4.0 * c.B * c.H * c.D * pairs;
   const double bwd_flop = 2.5 * fwd_flop;
 
+  if (root) {
   std::printf("ringattn-bench: S=%lld B=%lld H=%lld Hkv=%lld D=%lld %s, mask %s, %s sharding\n",
               static_cast<long long>(c.S), static_cast<long long>(c.B),
               static_cast<long long>(c.H), static_cast<long long>(c.Hk),
               static_cast<long long>(c.D), DTypeName(c.dtype), MaskName(c.mask).c_str(),
               ShardingName(c.sharding));
-  std::printf("  %d local ranks x %d threads on %d cores; CPU tiles: %s; visible pairs %.3g\n",
-              world, threads, cores, cpu::SmallGemm::Backend(), pairs);
+  std::printf("  %d %s x %d threads on %d cores; CPU tiles: %s; visible pairs %.3g\n", world,
+              ranks.one_rank_per_process() ? "processes" : "local ranks", threads, cores,
+              cpu::SmallGemm::Backend(), pairs);
+  std::printf("  communicator %s\n", ranks.Describe().c_str());
   std::fflush(stdout);
+  }
 
   std::vector<RunResult> runs;
   auto run = [&](int w, int t, const std::string& label) -> absl::Status {
-    ASSIGN_OR_RETURN(RunResult r, Run(c, w, t, label));
+    ASSIGN_OR_RETURN(auto one, Ranks::Create("local", w, true));
+    ASSIGN_OR_RETURN(RunResult r, Run(c, *one, t, label));
     runs.push_back(r);
     return absl::OkStatus();
   };
-  absl::Status s = run(world, threads, absl::StrCat("ring, W=", world));
+  absl::Status s;
+  {
+    auto ring_run = Run(c, ranks, threads, absl::StrCat("ring, W=", world));
+    s = ring_run.status();
+    if (s.ok()) runs.push_back(*ring_run);
+  }
+  if (!root) return s.ok() ? 0 : fail(s);
   if (s.ok() && absl::GetFlag(FLAGS_compare) && world > 1) {
     s = run(1, threads, absl::StrCat("1 rank, ", threads, " thread(s)"));
     if (s.ok() && threads != cores) s = run(1, cores, absl::StrCat("1 rank, ", cores, " threads"));

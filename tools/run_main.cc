@@ -4,6 +4,11 @@
 // lse.npy [B,H,S] (and dq.npy, dk.npy, dv.npy) as float32. Every input is
 // checked before anything runs; a bad file is refused with a message naming
 // it and nothing is written.
+//
+// --comm local runs W ranks as threads; --comm ucx runs one rank per
+// process under mpirun / srun: every process reads the inputs and takes its
+// own shard, and rank 0 gathers the outputs and writes the files (bitwise
+// the same as --comm local with the same W and sharding).
 #include <sys/stat.h>
 
 #include <cstdio>
@@ -20,6 +25,7 @@
 #include "runtime/ringattn.h"
 #include "tools/cli.h"
 #include "tools/npy.h"
+#include "tools/ranks.h"
 
 ABSL_FLAG(std::string, q, "", "query .npy, float32 [B, S, H, D]");
 ABSL_FLAG(std::string, k, "", "key .npy, float32 [B, S, Hkv, D]");
@@ -32,8 +38,8 @@ ABSL_FLAG(double, softcap, 0.0, "score softcap (0 = off)");
 ABSL_FLAG(double, scale, 0.0, "softmax scale (0 = 1/sqrt(D))");
 ABSL_FLAG(std::string, dtype, "fp32", "storage dtype for the computation: fp32 | bf16");
 ABSL_FLAG(std::string, backend, "cpu", "kernel backend: cpu");
-ABSL_FLAG(std::string, comm, "local", "communicator: local");
-ABSL_FLAG(int, ranks, 1, "ring size W (local ranks)");
+ABSL_FLAG(std::string, comm, "local", "communicator: local | ucx (one rank per process, under mpirun/srun)");
+ABSL_FLAG(int, ranks, 1, "ring size W (local ranks; with --comm ucx the launched world size)");
 ABSL_FLAG(std::string, sharding, "contiguous", "contiguous | zigzag | striped");
 ABSL_FLAG(int64_t, stripe, 1, "tokens per stripe for --sharding striped");
 ABSL_FLAG(int, threads, 0, "threads per rank (0 = cores / W)");
@@ -69,7 +75,7 @@ std::vector<float> FromStorage(const std::vector<uint8_t>& b, DType t) {
   return x;
 }
 
-absl::Status Main() {
+absl::Status Main(bool ranks_given) {
   const std::string qp = absl::GetFlag(FLAGS_q), kp = absl::GetFlag(FLAGS_k),
                     vp = absl::GetFlag(FLAGS_v), dp = absl::GetFlag(FLAGS_dout),
                     out_dir = absl::GetFlag(FLAGS_out_dir);
@@ -83,16 +89,12 @@ absl::Status Main() {
     return absl::UnimplementedError(absl::StrCat("--backend ", absl::GetFlag(FLAGS_backend),
                                                  ": this build has only the 'cpu' backend"));
   }
-  if (absl::GetFlag(FLAGS_comm) != "local") {
-    return absl::UnimplementedError(absl::StrCat("--comm ", absl::GetFlag(FLAGS_comm),
-                                                 ": this build has only the 'local' communicator"));
-  }
   DType dtype;
   if (!ParseDType(absl::GetFlag(FLAGS_dtype), &dtype) || dtype == DType::kFloat16) {
     return ArgError("--dtype", "fp32 or bf16", absl::GetFlag(FLAGS_dtype));
   }
-  const int world = absl::GetFlag(FLAGS_ranks);
-  if (world < 1) return ArgError("--ranks", ">= 1", world);
+  const int ranks_flag = absl::GetFlag(FLAGS_ranks);
+  if (ranks_flag < 1) return ArgError("--ranks", ">= 1", ranks_flag);
   ASSIGN_OR_RETURN(const Sharding sharding, ParseSharding(absl::GetFlag(FLAGS_sharding)));
   ASSIGN_OR_RETURN(const auto window, ParseWindow(absl::GetFlag(FLAGS_window)));
 
@@ -132,13 +134,11 @@ absl::Status Main() {
   std::vector<uint8_t> out_full(qs.size()), dq_full(qs.size()), dk_full(ks.size()), dv_full(ks.size());
   std::vector<float> lse_full(B * H * S);
 
-  ASSIGN_OR_RETURN(auto lw, comm::LocalWorld::Create(world));
-  std::vector<absl::Status> status(world);
-  std::vector<std::thread> threads;
-  for (int r = 0; r < world; ++r) {
-    threads.emplace_back([&, r] {
-      status[r] = [&]() -> absl::Status {
-        ASSIGN_OR_RETURN(auto ring, RingAttention::Create(&lw->Comm(r), opt));
+  ASSIGN_OR_RETURN(auto ranks, Ranks::Create(absl::GetFlag(FLAGS_comm), ranks_flag, ranks_given));
+  ASSIGN_OR_RETURN(const absl::Duration timeout, comm::DefaultTimeout());
+  RETURN_IF_ERROR(ranks->Run([&](comm::Communicator& cm) -> absl::Status {
+        const int r = cm.Rank();
+        ASSIGN_OR_RETURN(auto ring, RingAttention::Create(&cm, opt));
         const Layout& layout = ring->layout();
         const int64_t Sr = ring->ShardLength();
         std::vector<uint8_t> qr(B * Sr * H * D * es), kr(B * Sr * Hk * D * es), vr(kr.size()),
@@ -165,12 +165,46 @@ absl::Status Main() {
           layout.GatherRows(dkr.data(), r, B, Hk * D * es, dk_full.data());
           layout.GatherRows(dvr.data(), r, B, Hk * D * es, dv_full.data());
         }
+        if (!ranks->one_rank_per_process()) return absl::OkStatus();
+        // One rank per process: the other ranks' shards come to rank 0.
+        struct Part {
+          std::vector<uint8_t>* mine;
+          int64_t row_bytes;  // per token row (lse: per (b, h) row of 4 bytes)
+          int64_t rows_per_token;
+          int64_t batch;
+          std::vector<uint8_t>* full;
+        };
+        std::vector<uint8_t> lse_mine(lser.size() * 4);
+        std::memcpy(lse_mine.data(), lser.data(), lse_mine.size());
+        std::vector<Part> parts = {{&outr, H * D * es, 1, B, &out_full},
+                                   {&lse_mine, 4, B * H, B * H, nullptr}};
+        if (backward) {
+          parts.push_back({&dqr, H * D * es, 1, B, &dq_full});
+          parts.push_back({&dkr, Hk * D * es, 1, B, &dk_full});
+          parts.push_back({&dvr, Hk * D * es, 1, B, &dv_full});
+        }
+        for (size_t i = 0; i < parts.size(); ++i) {
+          const Part& p = parts[i];
+          auto bytes_of = [&](int rank) {
+            return (p.rows_per_token == 1 ? B : B * H) * layout.ShardLength(rank) * p.row_bytes;
+          };
+          std::vector<std::vector<uint8_t>> inbox(cm.Size());
+          RETURN_IF_ERROR(GatherToRoot(
+              cm, static_cast<int>(i), p.mine->data(), bytes_of,
+              [&](int rank) {
+                inbox[rank].resize(bytes_of(rank));
+                return static_cast<void*>(inbox[rank].data());
+              },
+              timeout));
+          if (r != 0) continue;
+          for (int from = 1; from < cm.Size(); ++from) {
+            layout.GatherRows(inbox[from].data(), from, p.batch, p.row_bytes,
+                              i == 1 ? static_cast<void*>(lse_full.data()) : p.full->data());
+          }
+        }
         return absl::OkStatus();
-      }();
-    });
-  }
-  for (auto& t : threads) t.join();
-  for (const absl::Status& s : status) RETURN_IF_ERROR(s);
+      }));
+  if (!ranks->root()) return absl::OkStatus();
 
   const std::string dir = out_dir + "/";
   RETURN_IF_ERROR(WriteNpy(dir + "out.npy", {B, S, H, D}, FromStorage(out_full, dtype).data()));
@@ -190,8 +224,9 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "ringattn-run --q Q.npy --k K.npy --v V.npy [--dout DO.npy] --out-dir DIR [options]");
   ringattn::tools::NormalizeFlagNames(argc, argv);
+  const bool ranks_given = ringattn::tools::RanksFlagGiven(argc, argv);
   absl::ParseCommandLine(argc, argv);
-  const absl::Status s = ringattn::tools::Main();
+  const absl::Status s = ringattn::tools::Main(ranks_given);
   if (!s.ok()) {
     std::fprintf(stderr, "ringattn-run: %s\n", std::string(s.message()).c_str());
     return 2;

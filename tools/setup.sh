@@ -12,6 +12,8 @@ packages=(
   libbenchmark-dev          # Google Benchmark
   libxsmm-dev               # JIT small-GEMM tiles for the CPU kernels
   libopenblas-dev           # BLAS: the GEMM ceiling in the benchmarks, libxsmm's fallback
+  libucx-dev ucx-utils      # UCX communicator (one process per rank); ucx_perftest
+  libopenmpi-dev openmpi-bin # MPI bootstrap; mpirun for the multi-process tests
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -1,0 +1,15 @@
+// The MPI bootstrap of a build without MPI: links, answers Unimplemented.
+#include "absl/status/status.h"
+#include "comm/bootstrap/bootstrap.h"
+
+namespace ringattn::comm {
+
+bool MpiBootstrapBuilt() { return false; }
+
+absl::StatusOr<std::unique_ptr<Bootstrap>> CreateMpiBootstrap() {
+  return absl::UnimplementedError(
+      "MPI bootstrap: this build has no MPI (install libopenmpi-dev and reconfigure with "
+      "RINGATTN_MPI=AUTO or ON); use the file store (RINGATTN_STORE_DIR)");
+}
+
+}  // namespace ringattn::comm

@@ -1,0 +1,159 @@
+// The ranks a CLI tool drives in this process, whatever the communicator:
+//   local  W ranks as threads of this process (one LocalWorld)
+//   ucx    one rank per process, launched by mpirun / srun (or with
+//          RINGATTN_RANK / RINGATTN_WORLD_SIZE); the world size comes from
+//          the launcher, and an explicit --ranks must agree with it
+// Run() runs the per-rank body on each driven rank (a thread each) and, for
+// ucx, aborts the communicator on a rank's error so that its peers stop
+// promptly instead of waiting out their timeouts. GatherToRoot moves one
+// buffer per rank to rank 0 (so rank 0 prints or writes for everyone).
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "base/status.h"
+#include "comm/bootstrap/bootstrap.h"
+#include "comm/communicator.h"
+#include "comm/local/local_comm.h"
+#include "comm/ucx/ucx_comm.h"
+
+namespace ringattn::tools {
+
+class Ranks {
+ public:
+  // `ranks` is --ranks; `ranks_explicit` whether the user gave it.
+  static absl::StatusOr<std::unique_ptr<Ranks>> Create(const std::string& comm_name, int ranks,
+                                                       bool ranks_explicit) {
+    auto out = std::unique_ptr<Ranks>(new Ranks);
+    out->name_ = comm_name;
+    if (comm_name == "local") {
+      if (ranks < 1) return ArgError("--ranks", ">= 1", ranks);
+      ASSIGN_OR_RETURN(out->local_, comm::LocalWorld::Create(ranks));
+      for (int r = 0; r < ranks; ++r) out->comms_.push_back(&out->local_->Comm(r));
+      out->world_ = ranks;
+      return out;
+    }
+    if (comm_name != "ucx") {
+      return absl::UnimplementedError(
+          absl::StrCat("--comm ", comm_name, ": not a communicator of this build (local, ucx)"));
+    }
+    if (!comm::UcxBuilt()) {
+      return comm::CreateUcxCommunicator(nullptr).status();
+    }
+    ASSIGN_OR_RETURN(const comm::LaunchInfo launch, comm::DetectLaunch());
+    if (!launch.launched) {
+      return absl::FailedPreconditionError(
+          "--comm ucx: no launcher found: start one process per rank with mpirun or srun, or set "
+          "RINGATTN_RANK, RINGATTN_WORLD_SIZE, RINGATTN_STORE_DIR and RINGATTN_JOB_ID");
+    }
+    if (ranks_explicit && ranks != launch.size) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--ranks ", ranks, " does not match the launched world size ", launch.size, " (",
+          launch.source, "); leave --ranks out or launch ", ranks, " processes"));
+    }
+    ASSIGN_OR_RETURN(const absl::Duration timeout, comm::DefaultTimeout());
+    ASSIGN_OR_RETURN(out->bootstrap_, comm::CreateBootstrapFromEnvironment(timeout));
+    ASSIGN_OR_RETURN(out->remote_, comm::CreateUcxCommunicator(out->bootstrap_.get()));
+    out->comms_.push_back(out->remote_.get());
+    out->world_ = out->remote_->Size();
+    return out;
+  }
+
+  ~Ranks() {
+    if (remote_ != nullptr) {
+      // Nobody closes while a peer still talks to it (rank 0 may still be
+      // printing or running its comparisons); a dead peer ends this at once.
+      (void)remote_->Barrier(absl::Hours(24));
+      remote_.reset();
+    }
+  }
+
+  int world() const { return world_; }
+  const std::vector<comm::Communicator*>& comms() const { return comms_; }
+  bool one_rank_per_process() const { return remote_ != nullptr; }
+  bool root() const { return comms_[0]->Rank() == 0; }
+
+  // "ucx: 4 processes (one rank each), bootstrap mpi, UCX 1.13.1 ...".
+  std::string Describe() const {
+    if (remote_ == nullptr) {
+      return absl::StrCat("local: ", world_, " ranks as threads of one process (memcpy)");
+    }
+    return absl::StrCat("ucx: ", world_, " processes (one rank each), bootstrap ",
+                        bootstrap_->Name(), ", ", comm::UcxDescription());
+  }
+
+  absl::Status Run(const std::function<absl::Status(comm::Communicator&)>& body) {
+    std::vector<absl::Status> status(comms_.size());
+    std::vector<std::thread> threads;
+    for (size_t i = 0; i < comms_.size(); ++i) {
+      threads.emplace_back([&, i] {
+        status[i] = body(*comms_[i]);
+        if (!status[i].ok() && remote_ != nullptr) comms_[i]->Abort(status[i]);
+      });
+    }
+    for (std::thread& t : threads) t.join();
+    for (const absl::Status& s : status) RETURN_IF_ERROR(s);
+    return absl::OkStatus();
+  }
+
+ private:
+  Ranks() = default;
+  std::string name_;
+  int world_ = 1;
+  std::unique_ptr<comm::LocalWorld> local_;
+  std::unique_ptr<comm::Bootstrap> bootstrap_;
+  std::unique_ptr<comm::Communicator> remote_;
+  std::vector<comm::Communicator*> comms_;
+};
+
+// Whether argv sets --ranks (or -ranks), for Ranks::Create; call before
+// flags are parsed.
+inline bool RanksFlagGiven(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--") break;
+    for (const char* p : {"--ranks", "-ranks"}) {
+      const std::string f = p;
+      if (a == f || a.rfind(f + "=", 0) == 0) return true;
+    }
+  }
+  return false;
+}
+
+// Rank r != 0 sends `mine` (bytes_of(r) bytes) to rank 0; rank 0 receives
+// each other rank's into dest_of(r). `tag` tells gathers apart (header kind).
+inline absl::Status GatherToRoot(comm::Communicator& c, int tag, const void* mine,
+                                 const std::function<int64_t(int)>& bytes_of,
+                                 const std::function<void*(int)>& dest_of, absl::Duration timeout) {
+  auto meta = [tag](int64_t bytes) {
+    comm::MessageMeta m;
+    m.kind = 1000 + tag;
+    m.ndim = 1;
+    m.shape[0] = bytes;
+    return m;
+  };
+  static char empty = 0;
+  if (c.Rank() != 0) {
+    const int64_t n = bytes_of(c.Rank());
+    ASSIGN_OR_RETURN(auto request, c.SendRecv(n > 0 ? mine : &empty, n, 0, meta(n), nullptr, 0, 0,
+                                              comm::MessageMeta{}));
+    return request->Wait(timeout);
+  }
+  for (int r = 1; r < c.Size(); ++r) {
+    const int64_t n = bytes_of(r);
+    void* dest = n > 0 ? dest_of(r) : &empty;
+    ASSIGN_OR_RETURN(auto request,
+                     c.SendRecv(nullptr, 0, 0, comm::MessageMeta{}, dest, n, r, meta(n)));
+    RETURN_IF_ERROR(request->Wait(timeout));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace ringattn::tools
