@@ -10,6 +10,7 @@
 #include <thread>
 #include <vector>
 
+#include "attention/cpu/gemm.h"
 #include "attention/cpu/kernels.h"
 #include "benchmark/benchmark.h"
 
@@ -102,6 +103,35 @@ void BM_Gemm_Blas(benchmark::State& state) {
                                                  benchmark::Counter::kIsIterationInvariantRate);
 }
 
+// The tile GEMM choice (docs/PERF.md): one core, operands hot in cache,
+// column-major C[m x n] += A[m x k] B[k x n], through libxsmm's JIT kernel
+// (what the CPU kernels use) and through BLAS sgemm on the same tile.
+void BM_TileGemm_Libxsmm(benchmark::State& state) {
+  const int m = state.range(0), n = state.range(1), k = state.range(2);
+  std::vector<float> a = Random(int64_t{m} * k, 7), b = Random(int64_t{k} * n, 8), c(int64_t{m} * n);
+  const cpu::SmallGemm gemm(m, n, k, m, k, m, 1.0f);
+  for (auto _ : state) {
+    gemm(a.data(), b.data(), c.data());
+    benchmark::DoNotOptimize(c.data());
+  }
+  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * m * n * k * 1e-9,
+                                                 benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void BM_TileGemm_Blas(benchmark::State& state) {
+  const int m = state.range(0), n = state.range(1), k = state.range(2);
+  std::vector<float> a = Random(int64_t{m} * k, 7), b = Random(int64_t{k} * n, 8), c(int64_t{m} * n);
+  openblas_set_num_threads(1);
+  for (auto _ : state) {
+    cblas_sgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0f, a.data(), m, b.data(), k,
+                1.0f, c.data(), m);
+    benchmark::DoNotOptimize(c.data());
+  }
+  openblas_set_num_threads(Threads());
+  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * m * n * k * 1e-9,
+                                                 benchmark::Counter::kIsIterationInvariantRate);
+}
+
 // Naive unfused forward: per head S = Q K^T (BLAS), softmax, O = P V (BLAS).
 // Materializes S_q x S_k per head, which the fused kernel never does.
 void BM_ForwardNaive_Cpu(benchmark::State& state) {
@@ -129,6 +159,18 @@ void BM_ForwardNaive_Cpu(benchmark::State& state) {
 }
 
 BENCHMARK(BM_Gemm_Blas)->ArgName("n")->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_TileGemm_Libxsmm)
+    ->ArgNames({"m", "n", "k"})
+    ->Args({128, 128, 128})
+    ->Args({64, 128, 128})
+    ->Args({128, 128, 64})
+    ->Args({64, 64, 128});
+BENCHMARK(BM_TileGemm_Blas)
+    ->ArgNames({"m", "n", "k"})
+    ->Args({128, 128, 128})
+    ->Args({64, 128, 128})
+    ->Args({128, 128, 64})
+    ->Args({64, 64, 128});
 BENCHMARK(BM_Forward_Cpu)
     ->ArgNames({"seqlen", "head_dim", "causal", "group"})
     ->Args({8192, 128, 0, 1})
