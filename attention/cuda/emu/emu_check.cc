@@ -1,0 +1,358 @@
+// cuda_emu_check: runs the CUDA kernel bodies (fwd_kernel.cuh,
+// bwd_kernel.cuh) on the CPU through the emulated PTX layer (ptx_emu.h) and
+// compares them with the float64 reference by flash-attn's tolerance rule,
+// like tests/attention/cuda_kernels_test.cc does on a GPU. For sessions
+// without a GPU: it checks index math, fragment layouts, masks, tails,
+// GQA, positions, softcap and both backward modes, not speed or the real
+// hardware's behaviour (run tools/gpu_check.sh for that).
+//
+//   cuda_emu_check [--at-issue] [all | N | nan | list]
+//     all (default)  every case (minutes: one thread per CUDA thread)
+//     N              case N only;  list: the cases;  nan: NaN/Inf stored at
+//                    masked-out keys must not reach any output
+//     --at-issue     cp.async data lands at issue instead of at the wait
+#include <cstdio>
+#include <cstdlib>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "attention/cuda/bwd_kernel.cuh"
+#include "attention/cuda/fwd_kernel.cuh"
+#include "tests/attention/attn_test_util.h"
+
+namespace ringattn::cuda {
+namespace {
+
+using testing::Case;
+using testing::PosKind;
+using testing::Problem;
+
+template <DType kT, int kD>
+void Forward(const AttnParams& p) {
+  using Tr = FwdTraits<kD>;
+  const emu::Dim grid{static_cast<unsigned>((p.seqlen_q + Tr::kBlockM - 1) / Tr::kBlockM),
+                      static_cast<unsigned>(p.num_heads), static_cast<unsigned>(p.batch)};
+  if (p.softcap > 0.0f) {
+    emu::Launch(grid, Tr::kThreads, Tr::kSmemBytes,
+                [&](char* s) { detail::ForwardBody<Tr, kT, true>(p, s); });
+  } else {
+    emu::Launch(grid, Tr::kThreads, Tr::kSmemBytes,
+                [&](char* s) { detail::ForwardBody<Tr, kT, false>(p, s); });
+  }
+}
+
+template <DType kT, int kD, bool kCap>
+void BackwardT(const AttnParams& p, bool deterministic) {
+  using Tr = BwdTraits<kD>;
+  const emu::Dim grid{static_cast<unsigned>((p.seqlen_k + Tr::kBlockN - 1) / Tr::kBlockN),
+                      static_cast<unsigned>(p.num_heads_k), static_cast<unsigned>(p.batch)};
+  emu::Launch(grid, Tr::kThreads, Tr::kSmemBytes,
+              [&](char* s) { detail::BackwardBody<Tr, kT, kCap>(p, !deterministic, s); });
+  if (!deterministic) return;
+  using TrQ = BwdDqTraits<kD>;
+  const emu::Dim grid_q{static_cast<unsigned>((p.seqlen_q + TrQ::kBlockM - 1) / TrQ::kBlockM),
+                        static_cast<unsigned>(p.num_heads), static_cast<unsigned>(p.batch)};
+  emu::Launch(grid_q, TrQ::kThreads, TrQ::kSmemBytes,
+              [&](char* s) { detail::BackwardDqBody<TrQ, kT, kCap>(p, s); });
+}
+
+void RunForward(const AttnParams& p) {
+  const bool bf16 = p.dtype == DType::kBFloat16;
+  if (p.head_dim == 64) {
+    bf16 ? Forward<DType::kBFloat16, 64>(p) : Forward<DType::kFloat16, 64>(p);
+  } else {
+    bf16 ? Forward<DType::kBFloat16, 128>(p) : Forward<DType::kFloat16, 128>(p);
+  }
+}
+
+void RunBackward(const AttnParams& p, bool det) {
+  const bool bf16 = p.dtype == DType::kBFloat16, cap = p.softcap > 0.0f;
+  if (p.head_dim == 64) {
+    if (bf16) {
+      cap ? BackwardT<DType::kBFloat16, 64, true>(p, det)
+          : BackwardT<DType::kBFloat16, 64, false>(p, det);
+    } else {
+      cap ? BackwardT<DType::kFloat16, 64, true>(p, det)
+          : BackwardT<DType::kFloat16, 64, false>(p, det);
+    }
+  } else {
+    if (bf16) {
+      cap ? BackwardT<DType::kBFloat16, 128, true>(p, det)
+          : BackwardT<DType::kBFloat16, 128, false>(p, det);
+    } else {
+      cap ? BackwardT<DType::kFloat16, 128, true>(p, det)
+          : BackwardT<DType::kFloat16, 128, false>(p, det);
+    }
+  }
+}
+
+int failures = 0;
+
+void Report(const char* what, const Case& c, double err, double tol) {
+  const bool ok = err <= tol;
+  if (!ok) ++failures;
+  std::printf("%-4s %-8s %-58s err %.3e tol %.3e\n", ok ? "ok" : "FAIL", what, c.Name().c_str(),
+              err, tol);
+}
+
+struct Outputs {
+  std::vector<float> out, lse;
+};
+
+Outputs Forward(const Problem& pr, DType out_dtype) {
+  const Case& c = pr.c;
+  AttnParams p = pr.Params();
+  const int64_t n_out = c.batch * c.seqlen_q * c.heads * c.head_dim;
+  std::vector<float> out32(n_out, std::numeric_limits<float>::quiet_NaN());
+  std::vector<uint16_t> out16(n_out, 0xffff);  // NaN in bf16 and fp16
+  Outputs r;
+  r.lse.assign(c.batch * c.heads * c.seqlen_q, std::numeric_limits<float>::quiet_NaN());
+  p.out_dtype = out_dtype;
+  p.out = out_dtype == DType::kFloat32 ? static_cast<void*>(out32.data()) : out16.data();
+  p.out_stride = TensorStrides::Contiguous(c.seqlen_q, c.heads, c.head_dim);
+  p.lse = r.lse.data();
+  p.lse_batch_stride = c.heads * c.seqlen_q;
+  p.lse_head_stride = c.seqlen_q;
+  RunForward(p);
+  r.out.resize(n_out);
+  for (int64_t i = 0; i < n_out; ++i) {
+    r.out[i] = out_dtype == DType::kFloat32 ? out32[i] : testing::FromBits(out_dtype, out16[i]);
+  }
+  return r;
+}
+
+struct Grads {
+  std::vector<float> dq, dk, dv;
+};
+
+// dsum from `out` (contiguous, already rounded as stored), then backward.
+Grads Backward(const Problem& pr, const std::vector<float>& out, std::vector<float> lse, bool det) {
+  const Case& c = pr.c;
+  std::vector<float> dsum(lse.size());
+  for (int64_t b = 0; b < c.batch; ++b)
+    for (int64_t i = 0; i < c.seqlen_q; ++i)
+      for (int64_t h = 0; h < c.heads; ++h) {
+        float acc = 0.0f;
+        for (int64_t d = 0; d < c.head_dim; ++d) {
+          const int64_t off = ((b * c.seqlen_q + i) * c.heads + h) * c.head_dim + d;
+          acc += pr.dout[off] * out[off];
+        }
+        dsum[(b * c.heads + h) * c.seqlen_q + i] = acc;
+      }
+  AttnParams p = pr.Params();
+  p.lse = lse.data();
+  p.lse_batch_stride = c.heads * c.seqlen_q;
+  p.lse_head_stride = c.seqlen_q;
+  p.dsum = dsum.data();
+  Grads g;
+  g.dq.assign(c.batch * c.seqlen_q * c.heads * c.head_dim, 0.0f);
+  g.dk.assign(c.batch * c.seqlen_k * c.heads_k * c.head_dim, 0.0f);
+  g.dv.assign(g.dk.size(), 0.0f);
+  p.dq_accum = g.dq.data();
+  p.dk_accum = g.dk.data();
+  p.dv_accum = g.dv.data();
+  RunBackward(p, det);
+  return g;
+}
+
+void CheckCase(const Case& c, DType out_dtype) {
+  const Problem pr = testing::MakeProblem(c, 1234);
+  std::vector<double> out_ref, lse_ref;
+  ReferenceForward(pr.ref, pr.q.data(), pr.k.data(), pr.v.data(), &out_ref, &lse_ref);
+  std::vector<float> out_naive, lse_naive;
+  testing::NaiveForward(pr, &out_naive, &lse_naive);
+  const Outputs r = Forward(pr, out_dtype);
+  bool unwritten = false;
+  for (float x : r.out) unwritten = unwritten || std::isnan(x);
+  for (float x : r.lse) unwritten = unwritten || std::isnan(x);
+  if (unwritten) {
+    std::printf("FAIL NaN or unwritten output: %s\n", c.Name().c_str());
+    ++failures;
+  }
+  const DType t = out_dtype == DType::kFloat32 ? c.dtype : out_dtype;
+  Report("out", c, testing::MaxError(r.out, out_ref),
+         testing::Tolerance(testing::MaxError(out_naive, out_ref), t));
+  Report("lse", c, testing::MaxError(r.lse, lse_ref),
+         testing::Tolerance(testing::MaxError(lse_naive, lse_ref), DType::kFloat32));
+
+  std::vector<double> dq_ref, dk_ref, dv_ref;
+  ReferenceBackward(pr.ref, pr.q.data(), pr.k.data(), pr.v.data(), pr.dout.data(), &dq_ref, &dk_ref,
+                    &dv_ref);
+  std::vector<float> dq_n, dk_n, dv_n;
+  testing::NaiveBackward(pr, &dq_n, &dk_n, &dv_n);
+  std::vector<float> out(out_ref.size());
+  for (size_t i = 0; i < out.size(); ++i) {
+    out[i] = testing::RoundToDType(c.dtype, static_cast<float>(out_ref[i]));
+  }
+  const std::vector<float> lse(lse_ref.begin(), lse_ref.end());
+  for (bool det : {false, true}) {
+    Grads g = Backward(pr, out, lse, det);
+    for (auto* x : {&g.dq, &g.dk, &g.dv})
+      for (float& v : *x) v = testing::RoundToDType(c.dtype, v);
+    Report(det ? "dq(det)" : "dq", c, testing::MaxError(g.dq, dq_ref),
+           testing::Tolerance(testing::MaxError(dq_n, dq_ref), c.dtype));
+    Report(det ? "dk(det)" : "dk", c, testing::MaxError(g.dk, dk_ref),
+           testing::Tolerance(testing::MaxError(dk_n, dk_ref), c.dtype));
+    Report(det ? "dv(det)" : "dv", c, testing::MaxError(g.dv, dv_ref),
+           testing::Tolerance(testing::MaxError(dv_n, dv_ref), c.dtype));
+  }
+}
+
+void CheckNanAtMaskedKeys() {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  for (Mask m : {Mask{true, -1, -1}, Mask{false, 10, 0}, Mask{true, 5, -1}})
+    for (int64_t d : {64, 128}) {
+      Case c;
+      c.seqlen_q = 100;
+      c.seqlen_k = 300;  // keys 100.. are in every query's future
+      c.head_dim = d;
+      c.dtype = DType::kBFloat16;
+      c.mask = m;
+      Problem pr = testing::MakeProblem(c, 17);
+      for (int64_t j = 150; j < 300; j += 7)
+        for (int64_t h = 0; h < c.heads_k; ++h)
+          for (int64_t x = 0; x < d; ++x) {
+            const int64_t off = (j * c.heads_k + h) * d + x;
+            pr.k[off] = (x % 2) ? nan : INFINITY;
+            pr.v[off] = (x % 3) ? nan : -INFINITY;
+          }
+      for (int64_t x = 0; x < d; ++x) {  // key 101 shares a tile with visible keys
+        pr.k[101 * c.heads_k * d + x] = nan;
+        pr.v[101 * c.heads_k * d + x] = nan;
+      }
+      pr.tk = testing::MakeTensor(pr.k, 1, c.seqlen_k, c.heads_k, d, c.dtype, false);
+      pr.tv = testing::MakeTensor(pr.v, 1, c.seqlen_k, c.heads_k, d, c.dtype, false);
+      const Outputs r = Forward(pr, c.dtype);
+      bool finite = true;
+      for (float x : r.out) finite = finite && std::isfinite(x);
+      for (float x : r.lse) finite = finite && std::isfinite(x);
+      for (bool det : {false, true}) {
+        const Grads g = Backward(pr, r.out, r.lse, det);
+        for (float x : g.dq) finite = finite && std::isfinite(x);
+        for (int64_t j = 0; j < 100 * d; ++j) {
+          finite = finite && std::isfinite(g.dk[j]) && std::isfinite(g.dv[j]);
+        }
+      }
+      std::printf("%-4s nan-at-masked-keys d=%ld mask=(%d,%ld,%ld)\n", finite ? "ok" : "FAIL", d,
+                  m.causal, m.window_left, m.window_right);
+      if (!finite) ++failures;
+    }
+}
+
+std::vector<std::pair<Case, DType>> Cases() {
+  std::vector<std::pair<Case, DType>> cases;
+  auto add = [&](const Case& c, DType out) { cases.push_back({c, out}); };
+  Case c;
+  c.seqlen_q = c.seqlen_k = 129;
+  c.heads = 2;
+  c.heads_k = 1;
+  c.dtype = DType::kBFloat16;
+  for (DType t : {DType::kBFloat16, DType::kFloat16})
+    for (int64_t d : {64, 128})
+      for (Mask m : {Mask{}, Mask{true, -1, -1}, Mask{false, 40, 8}, Mask{true, 33, -1}}) {
+        c.dtype = t;
+        c.head_dim = d;
+        c.mask = m;
+        add(c, t);
+      }
+  c = Case{};
+  c.heads = c.heads_k = 1;
+  c.dtype = DType::kBFloat16;
+  for (auto [sq, sk] :
+       std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {7, 7}, {129, 300}, {300, 65}, {1, 1000}})
+    for (Mask m : {Mask{}, Mask{true, -1, -1}}) {
+      c.seqlen_q = sq;
+      c.seqlen_k = sk;
+      c.head_dim = sq == 300 ? 64 : 128;
+      c.mask = m;
+      add(c, c.dtype);
+    }
+  c = Case{};
+  c.heads = 8;
+  c.seqlen_q = 97;
+  c.seqlen_k = 150;
+  c.dtype = DType::kBFloat16;
+  c.mask = Mask{false, 40, 3};
+  for (int64_t ratio : {1, 2, 4, 8}) {
+    c.heads_k = 8 / ratio;
+    c.head_dim = ratio == 4 ? 128 : 64;
+    add(c, c.dtype);
+  }
+  c = Case{};
+  c.batch = 2;
+  c.seqlen_q = c.seqlen_k = 150;
+  c.softcap = 1.5f;
+  for (DType t : {DType::kBFloat16, DType::kFloat16})
+    for (Mask m : {Mask{}, Mask{true, -1, -1}}) {
+      c.dtype = t;
+      c.mask = m;
+      c.head_dim = t == DType::kBFloat16 ? 128 : 64;
+      add(c, t);
+    }
+  c = Case{};
+  c.seqlen_q = 150;
+  c.seqlen_k = 170;
+  c.dtype = DType::kBFloat16;
+  for (PosKind qk : {PosKind::kOffset, PosKind::kTwoRanges, PosKind::kStriped})
+    for (PosKind kk : {PosKind::kFromZero, PosKind::kTwoRanges, PosKind::kStriped})
+      for (Mask m : {Mask{true, -1, -1}, Mask{false, 50, 10}}) {
+        c.q_pos = qk;
+        c.k_pos = kk;
+        c.mask = m;
+        c.head_dim = qk == PosKind::kStriped ? 128 : 64;
+        add(c, c.dtype);
+      }
+  c = Case{};
+  c.seqlen_q = 200;
+  c.seqlen_k = 130;
+  c.mask = Mask{true, 100, -1};
+  c.k_pos = PosKind::kOffset;
+  for (DType t : {DType::kBFloat16, DType::kFloat16}) {
+    c.dtype = t;
+    c.head_dim = t == DType::kBFloat16 ? 64 : 128;
+    add(c, DType::kFloat32);  // fp32 partial outputs
+  }
+  c.seqlen_q = 170;
+  c.seqlen_k = 90;
+  c.mask = Mask{true, -1, -1};
+  c.dtype = DType::kBFloat16;
+  add(c, c.dtype);  // rows 0..38 see no key
+  return cases;
+}
+
+}  // namespace
+}  // namespace ringattn::cuda
+
+int main(int argc, char** argv) {
+  using namespace ringattn::cuda;
+  std::string what = "all";
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--at-issue") {
+      emu::kCpAsyncAtIssue = true;
+    } else {
+      what = a;
+    }
+  }
+  const auto cases = Cases();
+  if (what == "list") {
+    for (size_t i = 0; i < cases.size(); ++i) {
+      std::printf("%zu %s out=%s\n", i, cases[i].first.Name().c_str(),
+                  ringattn::DTypeName(cases[i].second));
+    }
+    return 0;
+  }
+  if (what == "nan") {
+    CheckNanAtMaskedKeys();
+  } else {
+    for (size_t i = 0; i < cases.size(); ++i) {
+      if (what != "all" && std::to_string(i) != what) continue;
+      std::printf("-- case %zu\n", i);
+      CheckCase(cases[i].first, cases[i].second);
+      std::fflush(stdout);
+    }
+  }
+  std::printf("failures: %d\n", failures);
+  return failures == 0 ? 0 : 1;
+}

@@ -1,0 +1,309 @@
+// Host dispatch of the CUDA attention kernels: validates AttnParams and the
+// device once, picks the instantiation (dtype x head dim; softcap inside),
+// launches on the caller's stream, and turns every CUDA error into a Status
+// naming the call and its file:line. Also the device-memory helpers of
+// memory.h. Built only when the CUDA toolkit is found (stub.cc otherwise).
+#include "attention/cuda/kernels.h"
+
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "attention/cuda/launch.h"
+#include "attention/cuda/memory.h"
+#include "attention/cuda/traits.h"
+#include "base/status.h"
+
+namespace ringattn::cuda {
+namespace internal {
+
+int ForwardSmemBytes(int head_dim) {
+  return head_dim == 64 ? FwdTraits<64>::kSmemBytes : FwdTraits<128>::kSmemBytes;
+}
+int BackwardSmemBytes(int head_dim) {
+  return head_dim == 64 ? std::max(BwdTraits<64>::kSmemBytes, BwdDqTraits<64>::kSmemBytes)
+                        : std::max(BwdTraits<128>::kSmemBytes, BwdDqTraits<128>::kSmemBytes);
+}
+
+}  // namespace internal
+
+namespace {
+
+absl::Status ErrorStatus(cudaError_t e, const char* file, int line, absl::string_view what) {
+  const std::string msg = absl::StrCat(file, ":", line, ": ", what, ": ", cudaGetErrorName(e), " (",
+                                       cudaGetErrorString(e), ")");
+  switch (e) {
+    case cudaErrorMemoryAllocation:
+      return absl::ResourceExhaustedError(msg);
+    case cudaErrorNoDevice:
+    case cudaErrorInsufficientDriver:
+      return absl::FailedPreconditionError(msg);
+    case cudaErrorNoKernelImageForDevice:
+    case cudaErrorUnsupportedPtxVersion:
+      return absl::UnimplementedError(msg);
+    default:
+      return absl::InternalError(msg);
+  }
+}
+
+absl::Status ToStatus(const internal::LaunchResult& r) {
+  if (r.ok()) return absl::OkStatus();
+  return ErrorStatus(r.error, r.file, r.line, r.what);
+}
+
+#define RINGATTN_CUDA_RETURN_IF_ERROR(expr)                       \
+  do {                                                            \
+    const cudaError_t ringattn_e_ = (expr);                       \
+    if (ringattn_e_ != cudaSuccess) {                             \
+      return ErrorStatus(ringattn_e_, __FILE__, __LINE__, #expr); \
+    }                                                             \
+  } while (0)
+
+bool Aligned(const void* ptr, int64_t bytes) {
+  return reinterpret_cast<uintptr_t>(ptr) % static_cast<uintptr_t>(bytes) == 0;
+}
+
+// 16-bit inputs are read in 16-byte chunks: base and strides must allow it.
+absl::Status CheckInput(const void* ptr, const TensorStrides& s, absl::string_view name) {
+  if (ptr == nullptr) return absl::InvalidArgumentError(absl::StrCat(name, ": null pointer"));
+  if (!Aligned(ptr, 16) || s.batch % 8 != 0 || s.seq % 8 != 0 || s.head % 8 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        name, ": the CUDA kernels need 16-byte aligned rows (pointer aligned to 16 bytes, ",
+        "strides multiples of 8 elements); got strides (", s.batch, ", ", s.seq, ", ", s.head,
+        ")"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckAccumulator(const float* ptr, absl::string_view name) {
+  if (ptr == nullptr) return absl::InvalidArgumentError(absl::StrCat(name, ": null pointer"));
+  if (!Aligned(ptr, 8)) {
+    return absl::InvalidArgumentError(absl::StrCat(name, ": must be 8-byte aligned"));
+  }
+  return absl::OkStatus();
+}
+
+// The current device must be sm_80+ and grant `smem` bytes per block.
+absl::Status CheckDevice(int smem) {
+  int dev = 0;
+  RINGATTN_CUDA_RETURN_IF_ERROR(cudaGetDevice(&dev));
+  int major = 0, minor = 0, optin = 0;
+  RINGATTN_CUDA_RETURN_IF_ERROR(
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  RINGATTN_CUDA_RETURN_IF_ERROR(
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
+  RINGATTN_CUDA_RETURN_IF_ERROR(
+      cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  if (major < 8) {
+    return absl::UnimplementedError(
+        absl::StrCat("CUDA attention kernels need compute capability 8.0 or newer (mma.sync bf16, "
+                     "cp.async); device ",
+                     dev, " is sm_", major, minor));
+  }
+  if (optin < smem) {
+    return absl::UnimplementedError(absl::StrCat("CUDA attention kernel needs ", smem,
+                                                 " bytes of shared memory per block; device ", dev,
+                                                 " grants ", optin));
+  }
+  // An error left by earlier work would be reported as ours after the
+  // launch: report it now, under its own name, and clear it.
+  const cudaError_t pending = cudaGetLastError();
+  if (pending != cudaSuccess) {
+    return ErrorStatus(pending, __FILE__, __LINE__, "CUDA error pending before the launch");
+  }
+  return absl::OkStatus();
+}
+
+cudaStream_t AsStream(void* stream) { return static_cast<cudaStream_t>(stream); }
+
+}  // namespace
+
+bool DeviceAvailable() {
+  int n = 0;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess) {
+    cudaGetLastError();  // clear "no device" so that it is not reported later
+    return false;
+  }
+  return n > 0;
+}
+
+absl::Status CheckParams(const AttnParams& p, bool backward) {
+  if (p.batch <= 0 || p.seqlen_q < 0 || p.seqlen_k < 0 || p.num_heads <= 0 || p.num_heads_k <= 0 ||
+      p.head_dim <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "attention sizes must be positive: B=", p.batch, " S_q=", p.seqlen_q, " S_k=", p.seqlen_k,
+        " H=", p.num_heads, " Hkv=", p.num_heads_k, " D=", p.head_dim));
+  }
+  if (p.num_heads % p.num_heads_k != 0) {
+    return ArgError("num_heads % num_heads_k", 0, p.num_heads % p.num_heads_k);
+  }
+  if (p.dtype != DType::kBFloat16 && p.dtype != DType::kFloat16) {
+    return absl::UnimplementedError(
+        absl::StrCat("CUDA kernels take bf16 or fp16 inputs, not ", DTypeName(p.dtype)));
+  }
+  if (p.head_dim != 64 && p.head_dim != 128) {
+    return absl::UnimplementedError(
+        absl::StrCat("CUDA kernels are built for head dim 64 and 128, not ", p.head_dim));
+  }
+  if (!(p.scale > 0.0f) || !std::isfinite(p.scale)) return ArgError("scale", "finite > 0", p.scale);
+  if (!(p.softcap >= 0.0f) || !std::isfinite(p.softcap)) {
+    return ArgError("softcap", "finite >= 0", p.softcap);
+  }
+  if (p.q_pos.Length() != p.seqlen_q) return ArgError("q_pos length", p.seqlen_q, p.q_pos.Length());
+  if (p.k_pos.Length() != p.seqlen_k) return ArgError("k_pos length", p.seqlen_k, p.k_pos.Length());
+  // Grid limits: query tiles in x, heads in y, batch in z.
+  if (p.batch > 65535 || p.num_heads > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "CUDA kernels take at most 65535 batches and heads; got B=", p.batch, " H=", p.num_heads));
+  }
+  if (p.seqlen_q / 32 >= (int64_t{1} << 31) || p.seqlen_k / 32 >= (int64_t{1} << 31)) {
+    return absl::InvalidArgumentError("sequence too long for the CUDA grid");
+  }
+  RETURN_IF_ERROR(CheckInput(p.q, p.q_stride, "q"));
+  RETURN_IF_ERROR(CheckInput(p.k, p.k_stride, "k"));
+  RETURN_IF_ERROR(CheckInput(p.v, p.v_stride, "v"));
+  if (p.lse == nullptr) return absl::InvalidArgumentError("lse: null pointer");
+  if (backward) {
+    RETURN_IF_ERROR(CheckInput(p.dout, p.dout_stride, "dout"));
+    if (p.dsum == nullptr) return absl::InvalidArgumentError("dsum: null pointer");
+    RETURN_IF_ERROR(CheckAccumulator(p.dq_accum, "dq_accum"));
+    RETURN_IF_ERROR(CheckAccumulator(p.dk_accum, "dk_accum"));
+    RETURN_IF_ERROR(CheckAccumulator(p.dv_accum, "dv_accum"));
+  } else {
+    if (p.out == nullptr) return absl::InvalidArgumentError("out: null pointer");
+    const TensorStrides& s = p.out_stride;
+    // Outputs are stored as pairs of adjacent elements.
+    if (!Aligned(p.out, 2 * DTypeSize(p.out_dtype)) || s.batch % 2 != 0 || s.seq % 2 != 0 ||
+        s.head % 2 != 0) {
+      return absl::InvalidArgumentError(
+          "out: the CUDA kernels store element pairs: pointer aligned to two elements and "
+          "even strides");
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Forward(const AttnParams& p, void* stream) {
+  RETURN_IF_ERROR(CheckParams(p, /*backward=*/false));
+  if (p.seqlen_q == 0) return absl::OkStatus();
+  RETURN_IF_ERROR(CheckDevice(internal::ForwardSmemBytes(static_cast<int>(p.head_dim))));
+  const cudaStream_t s = AsStream(stream);
+  const bool bf16 = p.dtype == DType::kBFloat16;
+  if (p.head_dim == 64) {
+    return ToStatus(bf16 ? internal::LaunchForward<DType::kBFloat16, 64>(p, s)
+                         : internal::LaunchForward<DType::kFloat16, 64>(p, s));
+  }
+  return ToStatus(bf16 ? internal::LaunchForward<DType::kBFloat16, 128>(p, s)
+                       : internal::LaunchForward<DType::kFloat16, 128>(p, s));
+}
+
+absl::Status Backward(const AttnParams& p, bool deterministic, void* stream) {
+  RETURN_IF_ERROR(CheckParams(p, /*backward=*/true));
+  if (p.seqlen_q == 0 || p.seqlen_k == 0) return absl::OkStatus();  // nothing to add
+  RETURN_IF_ERROR(CheckDevice(internal::BackwardSmemBytes(static_cast<int>(p.head_dim))));
+  const cudaStream_t s = AsStream(stream);
+  const bool bf16 = p.dtype == DType::kBFloat16;
+  if (p.head_dim == 64) {
+    return ToStatus(bf16 ? internal::LaunchBackward<DType::kBFloat16, 64>(p, deterministic, s)
+                         : internal::LaunchBackward<DType::kFloat16, 64>(p, deterministic, s));
+  }
+  return ToStatus(bf16 ? internal::LaunchBackward<DType::kBFloat16, 128>(p, deterministic, s)
+                       : internal::LaunchBackward<DType::kFloat16, 128>(p, deterministic, s));
+}
+
+absl::Status MergePartial(float* acc_out, float* acc_lse, const float* part_out,
+                          const float* part_lse, int64_t batch, int64_t seqlen, int64_t heads,
+                          int64_t head_dim, void* stream) {
+  if (batch < 0 || seqlen < 0 || heads < 0 || head_dim < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("merge sizes must be >= 0: B=", batch,
+                                                   " S=", seqlen, " H=", heads, " D=", head_dim));
+  }
+  if (batch * seqlen * heads == 0) return absl::OkStatus();
+  if (!acc_out || !acc_lse || !part_out || !part_lse) {
+    return absl::InvalidArgumentError("merge: null pointer");
+  }
+  RETURN_IF_ERROR(CheckDevice(0));
+  return ToStatus(internal::LaunchMergePartial(acc_out, acc_lse, part_out, part_lse, batch, seqlen,
+                                               heads, head_dim, AsStream(stream)));
+}
+
+absl::Status RowDot(const void* dout, TensorStrides dout_stride, DType dout_dtype, const void* out,
+                    TensorStrides out_stride, DType out_dtype, float* dsum, int64_t batch,
+                    int64_t seqlen, int64_t heads, int64_t head_dim, void* stream) {
+  if (batch < 0 || seqlen < 0 || heads < 0 || head_dim < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("RowDot sizes must be >= 0: B=", batch,
+                                                   " S=", seqlen, " H=", heads, " D=", head_dim));
+  }
+  if (batch * seqlen * heads == 0) return absl::OkStatus();
+  if (!dout || !out || !dsum) return absl::InvalidArgumentError("RowDot: null pointer");
+  RETURN_IF_ERROR(CheckDevice(0));
+  return ToStatus(internal::LaunchRowDot(dout, dout_stride, dout_dtype, out, out_stride, out_dtype,
+                                         dsum, batch, seqlen, heads, head_dim, AsStream(stream)));
+}
+
+// ------------------------------------------------------------ memory.h
+
+absl::StatusOr<DeviceBuffer> DeviceBuffer::Allocate(int64_t bytes) {
+  DeviceBuffer buf;
+  if (bytes < 0) return ArgError("bytes", ">= 0", bytes);
+  if (bytes == 0) return buf;
+  RINGATTN_CUDA_RETURN_IF_ERROR(cudaMalloc(&buf.data_, static_cast<size_t>(bytes)));
+  buf.size_ = bytes;
+  return buf;
+}
+
+DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& o) noexcept {
+  if (this != &o) {
+    if (data_ != nullptr) cudaFree(data_);
+    data_ = o.data_;
+    size_ = o.size_;
+    o.data_ = nullptr;
+    o.size_ = 0;
+  }
+  return *this;
+}
+
+DeviceBuffer::~DeviceBuffer() {
+  if (data_ != nullptr) cudaFree(data_);
+}
+
+absl::Status CopyToDevice(void* dst, const void* src, int64_t bytes) {
+  if (bytes <= 0) return absl::OkStatus();
+  RINGATTN_CUDA_RETURN_IF_ERROR(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
+  return absl::OkStatus();
+}
+
+absl::Status CopyToHost(void* dst, const void* src, int64_t bytes) {
+  if (bytes <= 0) return absl::OkStatus();
+  RINGATTN_CUDA_RETURN_IF_ERROR(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
+  return absl::OkStatus();
+}
+
+absl::Status CopyDeviceToDevice(void* dst, const void* src, int64_t bytes) {
+  if (bytes <= 0) return absl::OkStatus();
+  RINGATTN_CUDA_RETURN_IF_ERROR(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice));
+  return absl::OkStatus();
+}
+
+absl::Status Fill(void* dst, int value, int64_t bytes) {
+  if (bytes <= 0) return absl::OkStatus();
+  RINGATTN_CUDA_RETURN_IF_ERROR(cudaMemset(dst, value, bytes));
+  return absl::OkStatus();
+}
+
+absl::Status Synchronize(void* stream) {
+  if (stream == nullptr) {
+    RINGATTN_CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());
+  } else {
+    RINGATTN_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(AsStream(stream)));
+  }
+  RINGATTN_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return absl::OkStatus();
+}
+
+}  // namespace ringattn::cuda

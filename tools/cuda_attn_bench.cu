@@ -1,0 +1,631 @@
+// Timing and self-check binary for the CUDA attention kernels, used by
+// tools/gpu_check.sh next to PyTorch's SDPA (tools/sdpa_bench.py).
+//
+//   cuda_attn_bench --check        ours vs naive fp32 GPU kernels (forward,
+//                                  backward fast and deterministic, merge)
+//                                  on small odd-sized problems; exit 1 on a
+//                                  mismatch. Needs no Abseil or GoogleTest,
+//                                  so it also runs where only nvcc exists.
+//   cuda_attn_bench --bench [--csv FILE] [--reps N]
+//                                  bf16, D in {64, 128}, S in {2048, 8192,
+//                                  16384}, causal and not, B = 16384 / S,
+//                                  H = 2048 / D: median time over N runs
+//                                  (CUDA events, after warm-up) and TFLOP/s
+//                                  counting visible pairs (causal: half);
+//                                  backward = RowDot + Backward, 2.5x the
+//                                  forward FLOPs.
+// It calls the kernel launchers directly (attention/cuda/launch.h).
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "attention/cuda/device.cuh"
+#include "attention/cuda/launch.h"
+
+namespace ringattn::cuda {
+namespace {
+
+using internal::LaunchResult;
+
+#define BENCH_CHECK(expr)                                                                         \
+  do {                                                                                            \
+    const cudaError_t e_ = (expr);                                                                \
+    if (e_ != cudaSuccess) {                                                                      \
+      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
+      std::exit(2);                                                                               \
+    }                                                                                             \
+  } while (0)
+
+void Check(const LaunchResult& r) {
+  if (!r.ok()) {
+    std::fprintf(stderr, "%s:%d: %s: %s\n", r.file, r.line, r.what, cudaGetErrorString(r.error));
+    std::exit(2);
+  }
+}
+
+template <typename T>
+struct Dev {
+  T* p = nullptr;
+  int64_t n = 0;
+  explicit Dev(int64_t count) : n(count) {
+    BENCH_CHECK(cudaMalloc(&p, std::max<int64_t>(count, 1) * sizeof(T)));
+  }
+  ~Dev() { cudaFree(p); }
+  Dev(const Dev&) = delete;
+  Dev& operator=(const Dev&) = delete;
+  std::vector<T> Host() const {
+    std::vector<T> h(n);
+    BENCH_CHECK(cudaMemcpy(h.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost));
+    return h;
+  }
+};
+
+// Approximately normal values (sum of four hashed uniforms), 16-bit.
+template <DType kT>
+__global__ void RandomKernel(uint16_t* x, int64_t n, uint32_t seed, float stddev) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    float acc = 0.0f;
+    for (uint32_t k = 0; k < 4; ++k) {
+      uint32_t h = static_cast<uint32_t>(i) * 2654435761u ^ (seed + k) * 0x9e3779b9u ^
+                   static_cast<uint32_t>(i >> 32) * 0x85ebca6bu;
+      h ^= h >> 16;
+      h *= 0x7feb352du;
+      h ^= h >> 15;
+      h *= 0x846ca68bu;
+      h ^= h >> 16;
+      acc += static_cast<float>(h) * (1.0f / 4294967296.0f);
+    }
+    const float v = (acc - 2.0f) * 1.7320508f * stddev;  // variance 4/12 -> 1
+    if constexpr (kT == DType::kBFloat16) {
+      const __nv_bfloat16 b = __float2bfloat16_rn(v);
+      x[i] = *reinterpret_cast<const uint16_t*>(&b);
+    } else {
+      const __half b = __float2half_rn(v);
+      x[i] = *reinterpret_cast<const uint16_t*>(&b);
+    }
+  }
+}
+
+template <DType kT>
+void Random(Dev<uint16_t>& x, uint32_t seed) {
+  RandomKernel<kT><<<1024, 256>>>(x.p, x.n, seed, 1.0f);
+  BENCH_CHECK(cudaGetLastError());
+}
+
+__global__ void FillKernel(float* x, int64_t n, float v) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    x[i] = v;
+}
+void FillF32(Dev<float>& x, float v) {
+  FillKernel<<<1024, 256>>>(x.p, x.n, v);
+  BENCH_CHECK(cudaGetLastError());
+}
+
+// ------------------------------------------------- naive fp32 references
+
+__device__ float Score(const AttnParams& p, int64_t b, int64_t h, int64_t hk, int64_t i,
+                       int64_t j) {
+  const int64_t qo = b * p.q_stride.batch + i * p.q_stride.seq + h * p.q_stride.head;
+  const int64_t ko = b * p.k_stride.batch + j * p.k_stride.seq + hk * p.k_stride.head;
+  float s = 0.0f;
+  for (int64_t d = 0; d < p.head_dim; ++d)
+    s += detail::LoadAsFloat(p.q, p.dtype, qo + d) * detail::LoadAsFloat(p.k, p.dtype, ko + d);
+  s *= p.scale;
+  if (p.softcap > 0.0f) s = p.softcap * tanhf(s / p.softcap);
+  return s;
+}
+
+// One thread per (b, h, i); out fp32 [B, Sq, H, D] contiguous, lse [B, H, Sq].
+__global__ void NaiveForwardKernel(const AttnParams p, float* out, float* lse) {
+  const int64_t r = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const int64_t Sq = p.seqlen_q, H = p.num_heads, D = p.head_dim;
+  if (r >= p.batch * Sq * H) return;
+  const int64_t h = r % H, i = (r / H) % Sq, b = r / (H * Sq), hk = h / (H / p.num_heads_k);
+  const int64_t qp = detail::GlobalPos(p.q_pos, i);
+  float m = -INFINITY, l = 0.0f, o[128];
+  for (int d = 0; d < 128; ++d) o[d] = 0.0f;
+  for (int64_t j = 0; j < p.seqlen_k; ++j) {
+    if (!p.mask.Visible(qp, detail::GlobalPos(p.k_pos, j))) continue;
+    const float s = Score(p, b, h, hk, i, j);
+    const float m_new = fmaxf(m, s);
+    const float alpha = expf(m - m_new), pj = expf(s - m_new);
+    l = l * alpha + pj;
+    const int64_t vo = b * p.v_stride.batch + j * p.v_stride.seq + hk * p.v_stride.head;
+    for (int64_t d = 0; d < D; ++d)
+      o[d] = o[d] * alpha + pj * detail::LoadAsFloat(p.v, p.dtype, vo + d);
+    m = m_new;
+  }
+  for (int64_t d = 0; d < D; ++d) out[r * D + d] = l > 0.0f ? o[d] / l : 0.0f;
+  lse[(b * H + h) * Sq + i] = l > 0.0f ? m + logf(l) : -INFINITY;
+}
+
+__device__ float Prob(const AttnParams& p, int64_t b, int64_t h, int64_t hk, int64_t i, int64_t j,
+                      float lse, float* dtanh) {
+  const int64_t qo = b * p.q_stride.batch + i * p.q_stride.seq + h * p.q_stride.head;
+  const int64_t ko = b * p.k_stride.batch + j * p.k_stride.seq + hk * p.k_stride.head;
+  float s = 0.0f;
+  for (int64_t d = 0; d < p.head_dim; ++d)
+    s += detail::LoadAsFloat(p.q, p.dtype, qo + d) * detail::LoadAsFloat(p.k, p.dtype, ko + d);
+  s *= p.scale;
+  *dtanh = 1.0f;
+  if (p.softcap > 0.0f) {
+    const float th = tanhf(s / p.softcap);
+    s = p.softcap * th;
+    *dtanh = 1.0f - th * th;
+  }
+  return lse == -INFINITY ? 0.0f : expf(s - lse);
+}
+
+__device__ float DpDot(const AttnParams& p, int64_t b, int64_t h, int64_t hk, int64_t i,
+                       int64_t j) {
+  const int64_t oo = b * p.dout_stride.batch + i * p.dout_stride.seq + h * p.dout_stride.head;
+  const int64_t vo = b * p.v_stride.batch + j * p.v_stride.seq + hk * p.v_stride.head;
+  float dp = 0.0f;
+  for (int64_t d = 0; d < p.head_dim; ++d)
+    dp += detail::LoadAsFloat(p.dout, p.dtype, oo + d) * detail::LoadAsFloat(p.v, p.dtype, vo + d);
+  return dp;
+}
+
+// dq [B, Sq, H, D]: one thread per (b, h, i).
+__global__ void NaiveDqKernel(const AttnParams p, float* dq) {
+  const int64_t r = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const int64_t Sq = p.seqlen_q, H = p.num_heads, D = p.head_dim;
+  if (r >= p.batch * Sq * H) return;
+  const int64_t h = r % H, i = (r / H) % Sq, b = r / (H * Sq), hk = h / (H / p.num_heads_k);
+  const int64_t li = b * p.lse_batch_stride + h * p.lse_head_stride + i;
+  const float lse = p.lse[li], dsum = p.dsum[li];
+  const int64_t qp = detail::GlobalPos(p.q_pos, i);
+  float acc[128];
+  for (int d = 0; d < 128; ++d) acc[d] = 0.0f;
+  for (int64_t j = 0; j < p.seqlen_k; ++j) {
+    if (!p.mask.Visible(qp, detail::GlobalPos(p.k_pos, j))) continue;
+    float dt;
+    const float pj = Prob(p, b, h, hk, i, j, lse, &dt);
+    const float ds = pj * (DpDot(p, b, h, hk, i, j) - dsum) * dt * p.scale;
+    const int64_t ko = b * p.k_stride.batch + j * p.k_stride.seq + hk * p.k_stride.head;
+    for (int64_t d = 0; d < D; ++d) acc[d] += ds * detail::LoadAsFloat(p.k, p.dtype, ko + d);
+  }
+  for (int64_t d = 0; d < D; ++d) dq[r * D + d] = acc[d];
+}
+
+// dk, dv [B, Sk, Hkv, D]: one thread per (b, hk, j).
+__global__ void NaiveDkvKernel(const AttnParams p, float* dk, float* dv) {
+  const int64_t r = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const int64_t Sk = p.seqlen_k, Hk = p.num_heads_k, D = p.head_dim, G = p.num_heads / Hk;
+  if (r >= p.batch * Sk * Hk) return;
+  const int64_t hk = r % Hk, j = (r / Hk) % Sk, b = r / (Hk * Sk);
+  const int64_t kp = detail::GlobalPos(p.k_pos, j);
+  float ak[128], av[128];
+  for (int d = 0; d < 128; ++d) ak[d] = av[d] = 0.0f;
+  for (int64_t h = hk * G; h < (hk + 1) * G; ++h)
+    for (int64_t i = 0; i < p.seqlen_q; ++i) {
+      if (!p.mask.Visible(detail::GlobalPos(p.q_pos, i), kp)) continue;
+      const int64_t li = b * p.lse_batch_stride + h * p.lse_head_stride + i;
+      float dt;
+      const float pj = Prob(p, b, h, hk, i, j, p.lse[li], &dt);
+      const float ds = pj * (DpDot(p, b, h, hk, i, j) - p.dsum[li]) * dt * p.scale;
+      const int64_t qo = b * p.q_stride.batch + i * p.q_stride.seq + h * p.q_stride.head;
+      const int64_t oo = b * p.dout_stride.batch + i * p.dout_stride.seq + h * p.dout_stride.head;
+      for (int64_t d = 0; d < D; ++d) {
+        ak[d] += ds * detail::LoadAsFloat(p.q, p.dtype, qo + d);
+        av[d] += pj * detail::LoadAsFloat(p.dout, p.dtype, oo + d);
+      }
+    }
+  for (int64_t d = 0; d < D; ++d) {
+    dk[r * D + d] = ak[d];
+    dv[r * D + d] = av[d];
+  }
+}
+
+// ------------------------------------------------------------ checking
+
+struct Err {
+  double rel_l2 = 0.0, max_abs = 0.0;
+  int64_t bad = 0;  // non-finite where the reference is finite, or the reverse
+};
+
+Err Compare(const std::vector<float>& a, const std::vector<float>& ref) {
+  Err e;
+  double num = 0.0, den = 0.0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (std::isfinite(ref[i]) != std::isfinite(a[i]) ||
+        (!std::isfinite(ref[i]) && ref[i] != a[i])) {
+      ++e.bad;
+      continue;
+    }
+    if (!std::isfinite(ref[i])) continue;
+    const double d = static_cast<double>(a[i]) - ref[i];
+    num += d * d;
+    den += static_cast<double>(ref[i]) * ref[i];
+    e.max_abs = std::max(e.max_abs, std::abs(d));
+  }
+  e.rel_l2 = den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+  return e;
+}
+
+float HalfBitsToFloat(uint16_t h, DType t) {
+  if (t == DType::kBFloat16) {
+    const uint32_t u = static_cast<uint32_t>(h) << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+  }
+  const uint32_t sign = (h & 0x8000u) << 16, e = (h >> 10) & 0x1f, m = h & 0x3ff;
+  uint32_t u;
+  if (e == 0) {
+    const float f = std::ldexp(static_cast<float>(m), -24);
+    return sign ? -f : f;
+  } else if (e == 31) {
+    u = sign | 0x7f800000u | (m << 13);
+  } else {
+    u = sign | ((e + 112) << 23) | (m << 13);
+  }
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+struct CheckCase {
+  DType dtype;
+  int D;
+  int64_t B, Sq, Sk, H, Hk;
+  Mask mask;
+  int64_t q_offset, k_offset;
+  float softcap;
+};
+
+bool RunCheck(const CheckCase& c, int idx) {
+  const int64_t B = c.B, Sq = c.Sq, Sk = c.Sk, H = c.H, Hk = c.Hk, D = c.D;
+  Dev<uint16_t> q(B * Sq * H * D), k(B * Sk * Hk * D), v(B * Sk * Hk * D), dout(B * Sq * H * D);
+  Dev<uint16_t> out(B * Sq * H * D);
+  Dev<float> lse(B * H * Sq), ref_out(B * Sq * H * D), ref_lse(B * H * Sq), dsum(B * H * Sq);
+  Dev<float> dq(B * Sq * H * D), dk(B * Sk * Hk * D), dv(B * Sk * Hk * D);
+  Dev<float> rdq(B * Sq * H * D), rdk(B * Sk * Hk * D), rdv(B * Sk * Hk * D);
+  Dev<float> dq2(B * Sq * H * D), dk2(B * Sk * Hk * D), dv2(B * Sk * Hk * D);
+  if (c.dtype == DType::kBFloat16) {
+    Random<DType::kBFloat16>(q, 11 + idx);
+    Random<DType::kBFloat16>(k, 12 + idx);
+    Random<DType::kBFloat16>(v, 13 + idx);
+    Random<DType::kBFloat16>(dout, 14 + idx);
+  } else {
+    Random<DType::kFloat16>(q, 11 + idx);
+    Random<DType::kFloat16>(k, 12 + idx);
+    Random<DType::kFloat16>(v, 13 + idx);
+    Random<DType::kFloat16>(dout, 14 + idx);
+  }
+  AttnParams p;
+  p.q = q.p;
+  p.k = k.p;
+  p.v = v.p;
+  p.q_stride = TensorStrides::Contiguous(Sq, H, D);
+  p.k_stride = p.v_stride = TensorStrides::Contiguous(Sk, Hk, D);
+  p.dtype = c.dtype;
+  p.out = out.p;
+  p.out_stride = p.q_stride;
+  p.out_dtype = c.dtype;
+  p.lse = lse.p;
+  p.lse_batch_stride = H * Sq;
+  p.lse_head_stride = Sq;
+  p.dout = dout.p;
+  p.dout_stride = p.q_stride;
+  p.batch = B;
+  p.seqlen_q = Sq;
+  p.seqlen_k = Sk;
+  p.num_heads = H;
+  p.num_heads_k = Hk;
+  p.head_dim = D;
+  p.scale = 1.0f / std::sqrt(static_cast<float>(D));
+  p.softcap = c.softcap;
+  p.mask = c.mask;
+  p.q_pos = PositionMap::Contiguous(c.q_offset, Sq);
+  p.k_pos = PositionMap::Contiguous(c.k_offset, Sk);
+
+  // Poison, then ours; then the naive reference.
+  BENCH_CHECK(cudaMemset(out.p, 0xff, out.n * 2));
+  BENCH_CHECK(cudaMemset(lse.p, 0xff, lse.n * 4));
+  auto fwd = c.D == 64
+                 ? (c.dtype == DType::kBFloat16 ? internal::LaunchForward<DType::kBFloat16, 64>
+                                                : internal::LaunchForward<DType::kFloat16, 64>)
+                 : (c.dtype == DType::kBFloat16 ? internal::LaunchForward<DType::kBFloat16, 128>
+                                                : internal::LaunchForward<DType::kFloat16, 128>);
+  auto bwd = c.D == 64
+                 ? (c.dtype == DType::kBFloat16 ? internal::LaunchBackward<DType::kBFloat16, 64>
+                                                : internal::LaunchBackward<DType::kFloat16, 64>)
+                 : (c.dtype == DType::kBFloat16 ? internal::LaunchBackward<DType::kBFloat16, 128>
+                                                : internal::LaunchBackward<DType::kFloat16, 128>);
+  Check(fwd(p, nullptr));
+  const int threads = 128;
+  NaiveForwardKernel<<<static_cast<unsigned>((B * Sq * H + threads - 1) / threads), threads>>>(
+      p, ref_out.p, ref_lse.p);
+  BENCH_CHECK(cudaGetLastError());
+  BENCH_CHECK(cudaDeviceSynchronize());
+
+  std::vector<float> o16(out.n);
+  {
+    const std::vector<uint16_t> raw = out.Host();
+    for (size_t i = 0; i < raw.size(); ++i) o16[i] = HalfBitsToFloat(raw[i], c.dtype);
+  }
+  const Err eo = Compare(o16, ref_out.Host());
+  const Err el = Compare(lse.Host(), ref_lse.Host());
+
+  // Backward from the reference out/lse (so both sides see the same input).
+  p.lse = ref_lse.p;
+  Check(internal::LaunchRowDot(dout.p, p.dout_stride, c.dtype, ref_out.p,
+                               TensorStrides::Contiguous(Sq, H, D), DType::kFloat32, dsum.p, B, Sq,
+                               H, D, nullptr));
+  p.dsum = dsum.p;
+  for (Dev<float>* g : {&dq, &dk, &dv, &dq2, &dk2, &dv2}) FillF32(*g, 0.0f);
+  p.dq_accum = dq.p;
+  p.dk_accum = dk.p;
+  p.dv_accum = dv.p;
+  Check(bwd(p, /*deterministic=*/false, nullptr));
+  p.dq_accum = dq2.p;
+  p.dk_accum = dk2.p;
+  p.dv_accum = dv2.p;
+  Check(bwd(p, /*deterministic=*/true, nullptr));
+  NaiveDqKernel<<<static_cast<unsigned>((B * Sq * H + threads - 1) / threads), threads>>>(p, rdq.p);
+  NaiveDkvKernel<<<static_cast<unsigned>((B * Sk * Hk + threads - 1) / threads), threads>>>(
+      p, rdk.p, rdv.p);
+  BENCH_CHECK(cudaGetLastError());
+  BENCH_CHECK(cudaDeviceSynchronize());
+  const std::vector<float> hrdq = rdq.Host(), hrdk = rdk.Host(), hrdv = rdv.Host();
+  const Err edq = Compare(dq.Host(), hrdq), edk = Compare(dk.Host(), hrdk),
+            edv = Compare(dv.Host(), hrdv);
+  const Err edq2 = Compare(dq2.Host(), hrdq), edk2 = Compare(dk2.Host(), hrdk),
+            edv2 = Compare(dv2.Host(), hrdv);
+
+  // bf16/fp16 storage of inputs is shared; the errors come from rounding P,
+  // dS and out to 16 bits: relative L2 well under 1e-2 when correct.
+  const double tol = c.dtype == DType::kBFloat16 ? 1.5e-2 : 4e-3;
+  const Err* all[] = {&eo, &edq, &edk, &edv, &edq2, &edk2, &edv2};
+  bool ok = el.bad == 0 && el.max_abs < 1e-3;
+  for (const Err* e : all) ok = ok && e->bad == 0 && e->rel_l2 < tol;
+  std::printf(
+      "CHECK %-5s D=%-3d B=%ld Sq=%-5ld Sk=%-5ld H=%ld Hk=%ld mask=(%d,%ld,%ld) off=(%ld,%ld) "
+      "cap=%.1f | out %.2e lse %.1e | dq %.2e dk %.2e dv %.2e | det dq %.2e dk %.2e dv %.2e "
+      "| nonfinite %ld | %s\n",
+      DTypeName(c.dtype), c.D, B, Sq, Sk, H, Hk, c.mask.causal, c.mask.window_left,
+      c.mask.window_right, c.q_offset, c.k_offset, c.softcap, eo.rel_l2, el.max_abs, edq.rel_l2,
+      edk.rel_l2, edv.rel_l2, edq2.rel_l2, edk2.rel_l2, edv2.rel_l2,
+      eo.bad + el.bad + edq.bad + edk.bad + edv.bad + edq2.bad + edk2.bad + edv2.bad,
+      ok ? "PASS" : "FAIL");
+
+  // Deterministic mode twice: bitwise equal.
+  bool same = true;
+  {
+    Dev<float> dq3(dq.n), dk3(dk.n), dv3(dv.n);
+    FillF32(dq3, 0.0f);
+    FillF32(dk3, 0.0f);
+    FillF32(dv3, 0.0f);
+    p.dq_accum = dq3.p;
+    p.dk_accum = dk3.p;
+    p.dv_accum = dv3.p;
+    Check(bwd(p, /*deterministic=*/true, nullptr));
+    BENCH_CHECK(cudaDeviceSynchronize());
+    same = dq3.Host() == dq2.Host() && dk3.Host() == dk2.Host() && dv3.Host() == dv2.Host();
+    // (vector == compares values; NaN would compare unequal and fail too.)
+  }
+  if (!same) std::printf("CHECK deterministic mode: runs differ | FAIL\n");
+  return ok && same;
+}
+
+bool RunMergeCheck() {
+  const int64_t B = 2, S = 77, H = 3, D = 64, n = B * S * H * D, m = B * H * S;
+  std::vector<float> ao(n), po(n), al(m), pl(m);
+  uint32_t x = 12345;
+  auto rnd = [&] {
+    x = x * 1664525u + 1013904223u;
+    return static_cast<float>(x >> 8) / 16777216.0f * 2.0f - 1.0f;
+  };
+  for (auto& v : ao) v = rnd();
+  for (auto& v : po) v = rnd();
+  for (int64_t i = 0; i < m; ++i) {
+    al[i] = i % 5 == 0 ? -INFINITY : 3.0f * rnd();
+    pl[i] = i % 7 == 0 ? -INFINITY : 3.0f * rnd();
+  }
+  Dev<float> dao(n), dpo(n), dal(m), dpl(m);
+  BENCH_CHECK(cudaMemcpy(dao.p, ao.data(), n * 4, cudaMemcpyHostToDevice));
+  BENCH_CHECK(cudaMemcpy(dpo.p, po.data(), n * 4, cudaMemcpyHostToDevice));
+  BENCH_CHECK(cudaMemcpy(dal.p, al.data(), m * 4, cudaMemcpyHostToDevice));
+  BENCH_CHECK(cudaMemcpy(dpl.p, pl.data(), m * 4, cudaMemcpyHostToDevice));
+  Check(internal::LaunchMergePartial(dao.p, dal.p, dpo.p, dpl.p, B, S, H, D, nullptr));
+  BENCH_CHECK(cudaDeviceSynchronize());
+  std::vector<float> ro(n), rl(m);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t i = 0; i < S; ++i)
+      for (int64_t h = 0; h < H; ++h) {
+        const int64_t li = (b * H + h) * S + i, r = (b * S + i) * H + h;
+        const double la = al[li], lb = pl[li], mm = std::max(la, lb);
+        double lse = -INFINITY, wa = 0, wb = 0;
+        if (mm != -INFINITY) {
+          const double ea = std::exp(la - mm), eb = std::exp(lb - mm);
+          lse = mm + std::log(ea + eb);
+          wa = ea / (ea + eb);
+          wb = eb / (ea + eb);
+        }
+        rl[li] = static_cast<float>(lse);
+        for (int64_t d = 0; d < D; ++d)
+          ro[r * D + d] = static_cast<float>(wa * ao[r * D + d] + wb * po[r * D + d]);
+      }
+  const Err eo = Compare(dao.Host(), ro), el = Compare(dal.Host(), rl);
+  const bool ok = eo.bad == 0 && el.bad == 0 && eo.max_abs < 1e-5 && el.max_abs < 1e-5;
+  std::printf("CHECK merge | out %.2e lse %.2e nonfinite %ld | %s\n", eo.max_abs, el.max_abs,
+              eo.bad + el.bad, ok ? "PASS" : "FAIL");
+  return ok;
+}
+
+int CheckAll() {
+  std::vector<CheckCase> cases;
+  const Mask none{}, causal{true, -1, -1}, window{false, 100, 20}, causal_window{true, 77, -1};
+  for (DType t : {DType::kBFloat16, DType::kFloat16})
+    for (int D : {64, 128}) {
+      cases.push_back({t, D, 2, 129, 129, 4, 2, none, 0, 0, 0.0f});
+      cases.push_back({t, D, 1, 1000, 1000, 2, 1, causal, 0, 0, 0.0f});
+    }
+  for (int D : {64, 128}) {
+    cases.push_back({DType::kBFloat16, D, 1, 7, 300, 8, 1, window, 0, 0, 0.0f});
+    cases.push_back({DType::kBFloat16, D, 2, 300, 65, 4, 4, causal_window, 250, 0, 0.0f});
+    cases.push_back(
+        {DType::kBFloat16, D, 1, 1000, 777, 4, 2, causal, 0, 300, 0.0f});  // masked rows
+    cases.push_back({DType::kBFloat16, D, 1, 257, 257, 2, 1, causal, 0, 0, 20.0f});
+    cases.push_back({DType::kFloat16, D, 1, 1, 1, 1, 1, none, 0, 0, 0.0f});
+  }
+  bool ok = true;
+  int idx = 0;
+  for (const CheckCase& c : cases) ok = RunCheck(c, idx++) && ok;
+  ok = RunMergeCheck() && ok;
+  std::printf("CHECK summary: %s\n", ok ? "all PASS" : "FAILURES");
+  return ok ? 0 : 1;
+}
+
+// ------------------------------------------------------------ timing
+
+float Median(std::vector<float> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+template <typename F>
+float TimeMs(F&& f, int reps) {
+  cudaEvent_t a, b;
+  BENCH_CHECK(cudaEventCreate(&a));
+  BENCH_CHECK(cudaEventCreate(&b));
+  for (int i = 0; i < 3; ++i) f();
+  BENCH_CHECK(cudaDeviceSynchronize());
+  std::vector<float> t;
+  for (int i = 0; i < reps; ++i) {
+    BENCH_CHECK(cudaEventRecord(a));
+    f();
+    BENCH_CHECK(cudaEventRecord(b));
+    BENCH_CHECK(cudaEventSynchronize(b));
+    float ms = 0.0f;
+    BENCH_CHECK(cudaEventElapsedTime(&ms, a, b));
+    t.push_back(ms);
+  }
+  BENCH_CHECK(cudaEventDestroy(a));
+  BENCH_CHECK(cudaEventDestroy(b));
+  return Median(t);
+}
+
+int BenchAll(const char* csv_path, int reps) {
+  FILE* csv = csv_path ? std::fopen(csv_path, "w") : nullptr;
+  if (csv_path && !csv) {
+    std::fprintf(stderr, "cannot write %s\n", csv_path);
+    return 2;
+  }
+  if (csv)
+    std::fprintf(csv,
+                 "impl,dtype,D,S,B,H,causal,fwd_ms,fwd_tflops,bwd_ms,bwd_tflops,bwd_det_ms,bwd_det_"
+                 "tflops\n");
+  cudaDeviceProp prop;
+  BENCH_CHECK(cudaGetDeviceProperties(&prop, 0));
+  std::printf("device: %s, %d SMs, cc %d.%d\n", prop.name, prop.multiProcessorCount, prop.major,
+              prop.minor);
+  std::printf("%-4s %-6s %-3s %-4s %-7s | %9s %8s | %9s %8s | %9s %8s\n", "D", "S", "B", "H",
+              "causal", "fwd ms", "TFLOP/s", "bwd ms", "TFLOP/s", "det ms", "TFLOP/s");
+  for (int D : {64, 128})
+    for (int64_t S : {2048, 8192, 16384})
+      for (bool causal : {false, true}) {
+        const int64_t B = 16384 / S, H = 2048 / D;
+        Dev<uint16_t> q(B * S * H * D), k(B * S * H * D), v(B * S * H * D), dout(B * S * H * D),
+            out(B * S * H * D);
+        Dev<float> lse(B * H * S), dsum(B * H * S);
+        Dev<float> dq(B * S * H * D), dk(B * S * H * D), dv(B * S * H * D);
+        Random<DType::kBFloat16>(q, 1);
+        Random<DType::kBFloat16>(k, 2);
+        Random<DType::kBFloat16>(v, 3);
+        Random<DType::kBFloat16>(dout, 4);
+        FillF32(dq, 0.0f);
+        FillF32(dk, 0.0f);
+        FillF32(dv, 0.0f);
+        AttnParams p;
+        p.q = q.p;
+        p.k = k.p;
+        p.v = v.p;
+        p.q_stride = p.k_stride = p.v_stride = p.out_stride = p.dout_stride =
+            TensorStrides::Contiguous(S, H, D);
+        p.dtype = p.out_dtype = DType::kBFloat16;
+        p.out = out.p;
+        p.lse = lse.p;
+        p.lse_batch_stride = H * S;
+        p.lse_head_stride = S;
+        p.dout = dout.p;
+        p.dsum = dsum.p;
+        p.dq_accum = dq.p;
+        p.dk_accum = dk.p;
+        p.dv_accum = dv.p;
+        p.batch = B;
+        p.seqlen_q = p.seqlen_k = S;
+        p.num_heads = p.num_heads_k = H;
+        p.head_dim = D;
+        p.scale = 1.0f / std::sqrt(static_cast<float>(D));
+        p.mask = causal ? Mask{true, -1, -1} : Mask{};
+        p.q_pos = p.k_pos = PositionMap::Contiguous(0, S);
+        auto fwd = D == 64 ? internal::LaunchForward<DType::kBFloat16, 64>
+                           : internal::LaunchForward<DType::kBFloat16, 128>;
+        auto bwd = D == 64 ? internal::LaunchBackward<DType::kBFloat16, 64>
+                           : internal::LaunchBackward<DType::kBFloat16, 128>;
+        const float fwd_ms = TimeMs([&] { Check(fwd(p, nullptr)); }, reps);
+        auto backward = [&](bool det) {
+          Check(internal::LaunchRowDot(dout.p, p.dout_stride, p.dtype, out.p, p.out_stride,
+                                       p.out_dtype, dsum.p, B, S, H, D, nullptr));
+          Check(bwd(p, det, nullptr));
+        };
+        const float bwd_ms = TimeMs([&] { backward(false); }, reps);
+        const float det_ms = TimeMs([&] { backward(true); }, reps);
+        const double flops = 4.0 * B * H * static_cast<double>(S) * S * D * (causal ? 0.5 : 1.0);
+        const double ft = flops / (fwd_ms * 1e-3) / 1e12, bt = 2.5 * flops / (bwd_ms * 1e-3) / 1e12,
+                     dt = 2.5 * flops / (det_ms * 1e-3) / 1e12;
+        std::printf("%-4d %-6ld %-3ld %-4ld %-7s | %9.3f %8.1f | %9.3f %8.1f | %9.3f %8.1f\n", D, S,
+                    B, H, causal ? "yes" : "no", fwd_ms, ft, bwd_ms, bt, det_ms, dt);
+        if (csv) {
+          std::fprintf(csv, "ringattn,bf16,%d,%ld,%ld,%ld,%d,%.4f,%.2f,%.4f,%.2f,%.4f,%.2f\n", D, S,
+                       B, H, causal ? 1 : 0, fwd_ms, ft, bwd_ms, bt, det_ms, dt);
+        }
+        std::fflush(stdout);
+      }
+  if (csv) std::fclose(csv);
+  return 0;
+}
+
+}  // namespace
+}  // namespace ringattn::cuda
+
+int main(int argc, char** argv) {
+  bool check = false, bench = false;
+  const char* csv = nullptr;
+  int reps = 10;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--check") {
+      check = true;
+    } else if (a == "--bench") {
+      bench = true;
+    } else if (a == "--csv" && i + 1 < argc) {
+      csv = argv[++i];
+    } else if (a == "--reps" && i + 1 < argc) {
+      reps = std::max(1, std::atoi(argv[++i]));
+    } else {
+      std::fprintf(stderr, "usage: %s [--check] [--bench] [--csv FILE] [--reps N]\n", argv[0]);
+      return 2;
+    }
+  }
+  if (!check && !bench) check = bench = true;
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
+    std::fprintf(stderr, "no CUDA device\n");
+    return 3;
+  }
+  int rc = 0;
+  if (check) rc = ringattn::cuda::CheckAll();
+  if (bench) rc = std::max(rc, ringattn::cuda::BenchAll(csv, reps));
+  return rc;
+}

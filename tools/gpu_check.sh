@@ -1,0 +1,222 @@
+#!/usr/bin/env bash
+# One GPU check of the CUDA attention kernels, sized for a lent H100/H200
+# (nvcc 13, cmake, ninja, python3 with PyTorch; no package registry, so no
+# Abseil or GoogleTest dev packages can be assumed there).
+#
+# Two halves:
+#   tools/gpu_check.sh prepare   on the build machine: builds the gpu-labelled
+#                                test binary and the timing binary for sm_90
+#                                and copies them, with the shared libraries
+#                                they need that are not glibc, into
+#                                build-carry/ (small; carry it to the GPU).
+#   tools/gpu_check.sh [run]     on the GPU machine (the device tool's `run`,
+#                                carry ["build-carry"]), from the repo root:
+#     1. the gpu tests: the carried cuda_kernels_test if it starts there
+#        (run in 8 parallel shards = `ctest -L gpu`); otherwise a CMake build
+#        there (build-gpu, -DCMAKE_CUDA_ARCHITECTURES=90) and `ctest -L gpu`
+#        when its dependencies exist; otherwise the missing ones are named
+#        and the tests are reported NOT RUN;
+#     2. cuda_attn_bench --check: ours against naive fp32 GPU kernels (needs
+#        nvcc only; built there with nvcc if the carried one does not start);
+#     3. cuda_attn_bench --bench and tools/sdpa_bench.py (PyTorch SDPA, flash
+#        and cuDNN backends) on the same shapes, and one table of TFLOP/s
+#        with the ratio ours / peer.
+#   Logs go to $OUT (default out/gpu_check): setup.log, tests.log,
+#   check.log, bench.log, ours.csv, sdpa.csv, table.txt. The whole run stays
+#   well inside 8 minutes: each step's timeout is cut to a 450 s budget.
+#
+# Example (device tool): run(command="tools/gpu_check.sh", carry=["build-carry"],
+#                             timeout_s=540)
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+MODE="${1:-run}"
+CARRY="$ROOT/build-carry"
+NVCC="${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}"
+CUDA_SOURCES=(attention/cuda/fwd_bf16.cu attention/cuda/fwd_fp16.cu attention/cuda/bwd_bf16.cu
+              attention/cuda/bwd_fp16.cu attention/cuda/merge.cu)
+
+prepare() {
+  local build="$ROOT/build-gpu-prep"
+  cmake -S "$ROOT" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_CUDA_ARCHITECTURES=90 -DRINGATTN_CUDA=ON \
+    "-DCMAKE_EXE_LINKER_FLAGS=-Wl,--as-needed" || return 1
+  cmake --build "$build" -j"$(nproc)" --target cuda_kernels_test cuda_attn_bench || return 1
+  rm -rf "$CARRY"
+  mkdir -p "$CARRY/bin" "$CARRY/lib"
+  cp "$build/tests/attention/cuda_kernels_test" "$build/attention/cuda_attn_bench" "$CARRY/bin/"
+  # Shared libraries the binaries need, except glibc's own (the GPU
+  # machine's newer glibc runs binaries built against this one).
+  for bin in "$CARRY"/bin/*; do
+    ldd "$bin" | awk '/=> \//{print $3}'
+  done | sort -u | while read -r lib; do
+    case "$(basename "$lib")" in
+      libc.so*|libm.so*|libpthread.so*|libdl.so*|librt.so*|ld-linux*|libresolv.so*) ;;
+      *) cp -L "$lib" "$CARRY/lib/" ;;
+    esac
+  done
+  du -sh "$CARRY"
+  ls -la "$CARRY/bin" "$CARRY/lib"
+  echo "ready: carry [\"build-carry\"] and run tools/gpu_check.sh on the GPU machine"
+}
+
+if [[ "$MODE" == "prepare" ]]; then
+  prepare
+  exit $?
+fi
+if [[ "$MODE" != "run" ]]; then
+  echo "usage: $0 [prepare|run]" >&2
+  exit 2
+fi
+
+START=$(date +%s)
+OUT="${OUT:-$ROOT/out/gpu_check}"
+mkdir -p "$OUT"
+SETUP="$OUT/setup.log"
+: >"$SETUP"
+log() { echo "[gpu_check $(date +%T)] $*" | tee -a "$SETUP"; }
+
+# Every step's timeout is cut to what is left of a 450-second budget, so
+# that the whole check ends well inside 8 minutes even when a step hangs.
+DEADLINE=$((START + 450))
+cap() {  # cap SECONDS: min(SECONDS, time left), at least 1
+  local left=$((DEADLINE - $(date +%s)))
+  (( left < 1 )) && left=1
+  echo $(( $1 < left ? $1 : left ))
+}
+log "repo $ROOT, OUT $OUT"
+{
+  nvidia-smi 2>&1 || echo "nvidia-smi failed"
+  "$NVCC" --version 2>&1 || echo "no nvcc"
+  cmake --version 2>&1 | head -1 || echo "no cmake"
+  python3 -c 'import torch; print("torch", torch.__version__, torch.version.cuda)' 2>&1
+  uname -a
+  ldd --version 2>&1 | head -1
+} >>"$SETUP" 2>&1
+
+# ---------------------------------------------------------------- binaries
+TEST_BIN=""
+BENCH_BIN=""
+TEST_MODE="not run"
+# The carried libraries (libstdc++ included) serve the carried binaries
+# only, never python3 and PyTorch.
+carried() { LD_LIBRARY_PATH="$CARRY/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$@"; }
+if [[ -x "$CARRY/bin/cuda_kernels_test" ]]; then
+  if carried timeout 60 "$CARRY/bin/cuda_kernels_test" --gtest_list_tests >>"$SETUP" 2>&1; then
+    TEST_BIN="$CARRY/bin/cuda_kernels_test"
+    TEST_MODE="carried binary"
+    log "carried cuda_kernels_test starts here"
+  else
+    log "carried cuda_kernels_test does not start here (see setup.log): building here"
+  fi
+else
+  log "no carried build-carry/ (run 'tools/gpu_check.sh prepare' where the deps are, carry build-carry)"
+fi
+if [[ -x "$CARRY/bin/cuda_attn_bench" ]]; then
+  carried timeout 30 "$CARRY/bin/cuda_attn_bench" --help >>"$SETUP" 2>&1
+  rc=$?
+  if [[ $rc == 2 ]]; then  # its usage message: the binary starts
+    BENCH_BIN="$CARRY/bin/cuda_attn_bench"
+  else
+    log "carried cuda_attn_bench does not start here (rc=$rc)"
+  fi
+fi
+
+if [[ -z "$TEST_BIN" ]]; then
+  # Build with CMake here; this needs Abseil, GoogleTest, Google Benchmark,
+  # OpenBLAS and libxsmm development packages, which a bare GPU image lacks.
+  if timeout "$(cap 60)" cmake -S "$ROOT" -B "$ROOT/build-gpu" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+      -DCMAKE_CUDA_ARCHITECTURES=90 -DRINGATTN_CUDA=ON >>"$SETUP" 2>&1 &&
+     timeout "$(cap 200)" cmake --build "$ROOT/build-gpu" -j"$(nproc)" \
+      --target cuda_kernels_test cuda_attn_bench >>"$SETUP" 2>&1; then
+    TEST_MODE="ctest in build-gpu"
+    BENCH_BIN="$ROOT/build-gpu/attention/cuda_attn_bench"
+    log "built build-gpu here"
+  else
+    missing=$(grep -oE 'Could not find a package configuration file provided by "[^"]+"|libxsmm not found|Could NOT find [A-Za-z0-9_]+' \
+              "$SETUP" | sort -u | tr '\n' ';')
+    log "CMake build here failed; missing dependencies: ${missing:-unknown (see setup.log)}"
+    log "the gpu tests are NOT RUN; the nvcc-only self-check below still compares against naive GPU kernels"
+  fi
+fi
+if [[ -z "$BENCH_BIN" ]]; then
+  log "building cuda_attn_bench with nvcc alone (sm_90)"
+  mkdir -p "$ROOT/build-gpu/nvcc"
+  pids=()
+  for src in "${CUDA_SOURCES[@]}" tools/cuda_attn_bench.cu; do
+    obj="$ROOT/build-gpu/nvcc/$(basename "$src").o"
+    timeout "$(cap 200)" "$NVCC" -std=c++20 -O3 --expt-relaxed-constexpr -I"$ROOT" \
+      -gencode arch=compute_90,code=sm_90 -c "$src" -o "$obj" >>"$SETUP" 2>&1 &
+    pids+=($!)
+  done
+  ok=1
+  for p in "${pids[@]}"; do wait "$p" || ok=0; done
+  if [[ $ok == 1 ]] && "$NVCC" -o "$ROOT/build-gpu/nvcc/cuda_attn_bench" "$ROOT"/build-gpu/nvcc/*.o \
+       >>"$SETUP" 2>&1; then
+    BENCH_BIN="$ROOT/build-gpu/nvcc/cuda_attn_bench"
+  else
+    log "nvcc build of cuda_attn_bench FAILED (see setup.log)"
+  fi
+fi
+log "setup done in $(( $(date +%s) - START )) s"
+
+# ---------------------------------------------------------------- tests
+TESTS_RC=0
+case "$TEST_MODE" in
+  "carried binary")
+    log "gpu tests: cuda_kernels_test in 8 shards"
+    : >"$OUT/tests.log"
+    pids=()
+    for i in 0 1 2 3 4 5 6 7; do
+      GTEST_TOTAL_SHARDS=8 GTEST_SHARD_INDEX=$i carried timeout "$(cap 180)" "$TEST_BIN" --gtest_brief=1 \
+        >"$OUT/tests.shard$i" 2>&1 &
+      pids+=($!)
+    done
+    for i in 0 1 2 3 4 5 6 7; do
+      wait "${pids[$i]}" || TESTS_RC=1
+      { echo "=== shard $i"; cat "$OUT/tests.shard$i"; } >>"$OUT/tests.log"
+      rm -f "$OUT/tests.shard$i"
+    done
+    ;;
+  "ctest in build-gpu")
+    log "gpu tests: ctest -L gpu"
+    (cd "$ROOT/build-gpu" && timeout "$(cap 180)" ctest -L gpu -j 8 --output-on-failure) >"$OUT/tests.log" 2>&1 ||
+      TESTS_RC=1
+    ;;
+  *)
+    echo "gpu tests NOT RUN: no test binary could start or be built here (see setup.log)" \
+      >"$OUT/tests.log"
+    TESTS_RC=2
+    ;;
+esac
+sum_of() { grep -oE "^\[  $1 *\] [0-9]+ test" "$OUT/tests.log" | awk '{s += $4} END {print s + 0}'; }
+log "gpu tests ($TEST_MODE): rc=$TESTS_RC; passed $(sum_of PASSED), skipped $(sum_of SKIPPED), failed $(grep -cE '^\[  FAILED  \] [A-Za-z]' "$OUT/tests.log")"
+grep -E '^\[  FAILED  \]|Failure|error' "$OUT/tests.log" | head -20 | tee -a "$SETUP"
+
+# ---------------------------------------------------------------- self-check
+CHECK_RC=2
+if [[ -n "$BENCH_BIN" ]]; then
+  log "self-check: $BENCH_BIN --check"
+  carried timeout "$(cap 60)" "$BENCH_BIN" --check >"$OUT/check.log" 2>&1
+  CHECK_RC=$?
+  grep -E 'FAIL|summary' "$OUT/check.log" | tee -a "$SETUP"
+fi
+
+# ---------------------------------------------------------------- timing
+if [[ -n "$BENCH_BIN" ]]; then
+  log "timing ours"
+  carried timeout "$(cap 120)" "$BENCH_BIN" --bench --reps 10 --csv "$OUT/ours.csv" >"$OUT/bench.log" 2>&1 ||
+    log "ours: bench rc=$? (see bench.log)"
+fi
+log "timing PyTorch SDPA"
+PYTHONUNBUFFERED=1 timeout "$(cap 150)" python3 "$ROOT/tools/sdpa_bench.py" --reps 10 --csv "$OUT/sdpa.csv" \
+  --ours "$OUT/ours.csv" >"$OUT/table.txt" 2>&1 || log "sdpa_bench rc=$? (see table.txt)"
+
+echo
+cat "$OUT/bench.log" 2>/dev/null | tail -15
+echo
+sed -n '/^TFLOP/,$p' "$OUT/table.txt"
+echo
+log "tests: $TEST_MODE rc=$TESTS_RC | self-check rc=$CHECK_RC | total $(( $(date +%s) - START )) s"
+[[ $TESTS_RC == 0 && $CHECK_RC == 0 ]]
