@@ -39,7 +39,7 @@
 #include "tools/cli.h"
 #include "tools/ranks.h"
 
-ABSL_FLAG(int64_t, seq, 16384, "global sequence length (tokens)");
+ABSL_FLAG(int64_t, seq, 8192, "global sequence length (tokens)");
 ABSL_FLAG(int64_t, batch, 1, "batch size");
 ABSL_FLAG(int64_t, heads, 8, "query heads H");
 ABSL_FLAG(int64_t, kv_heads, 0, "(--kv-heads) key/value heads Hkv (0 = H; H % Hkv == 0 for GQA/MQA)");
