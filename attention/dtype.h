@@ -45,6 +45,24 @@ inline uint16_t FloatToBF16(float f) {
   return static_cast<uint16_t>(bits >> 16);
 }
 
+// n floats -> raw storage of dtype t (fp32 or bf16), and back.
+inline void EncodeFloats(const float* x, int64_t n, DType t, void* dst) {
+  if (t == DType::kFloat32) {
+    std::memcpy(dst, x, static_cast<size_t>(n) * 4);
+    return;
+  }
+  uint16_t* w = static_cast<uint16_t*>(dst);
+  for (int64_t i = 0; i < n; ++i) w[i] = FloatToBF16(x[i]);
+}
+inline void DecodeFloats(const void* src, int64_t n, DType t, float* x) {
+  if (t == DType::kFloat32) {
+    std::memcpy(x, src, static_cast<size_t>(n) * 4);
+    return;
+  }
+  const uint16_t* w = static_cast<const uint16_t*>(src);
+  for (int64_t i = 0; i < n; ++i) x[i] = BF16ToFloat(w[i]);
+}
+
 // Value of `f` after a round trip through `t` (what storing it would keep).
 inline float RoundTo(DType t, float f) {
   return t == DType::kBFloat16 ? BF16ToFloat(FloatToBF16(f)) : f;

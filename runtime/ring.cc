@@ -109,6 +109,15 @@ class RingImpl final : public RingAttention {
                          std::initializer_list<int64_t> shape) const;
   AttnParams BaseParams(const Dims& d, const TensorView& q) const;
   comm::MessageMeta Meta(int step, int kind, int src, const Dims& d, DType dtype) const;
+  // Points p's k and v at the packed block [2][B][S_src][Hkv][D] of `src`.
+  void SetKV(AttnParams* p, const char* block, int src, const Dims& d) const {
+    const int64_t s_src = layout_.ShardLength(src);
+    p->k = block;
+    p->v = block + d.B * s_src * d.Hk * d.D * DTypeSize(opt_.dtype);
+    p->k_stride = p->v_stride = TensorStrides::Contiguous(s_src, d.Hk, d.D);
+    p->seqlen_k = s_src;
+    p->k_pos = layout_.Shard(src);
+  }
   int64_t BlockElems(int src, const Dims& d) const {
     return 2 * d.B * layout_.ShardLength(src) * d.Hk * d.D;
   }
@@ -291,11 +300,7 @@ absl::Status RingImpl::Forward(const TensorView& q, const TensorView& k, const T
     const int64_t s_src = layout_.ShardLength(src);
     if (plan_.HasWork(t) && d.S > 0 && s_src > 0) {
       const double t0 = Now();
-      p.k = kv_[cur].c();
-      p.v = kv_[cur].c() + d.B * s_src * d.Hk * d.D * es;
-      p.k_stride = p.v_stride = TensorStrides::Contiguous(s_src, d.Hk, d.D);
-      p.seqlen_k = s_src;
-      p.k_pos = layout_.Shard(src);
+      SetKV(&p, kv_[cur].c(), src, d);
       p.out = have_result ? part_out_.f() : acc_out_.f();
       p.lse = have_result ? part_lse_.f() : acc_lse_.f();
       absl::Status s = backend_->Forward(p);
@@ -381,11 +386,7 @@ absl::Status RingImpl::Backward(const TensorView& q, const TensorView& k, const 
     RETURN_IF_ERROR(backend_->Fill(grad, block, 0.0f));
     if (plan_.HasWork(t) && d.S > 0 && s_src > 0) {
       const double t0 = Now();
-      p.k = kv_[cur].c();
-      p.v = kv_[cur].c() + d.B * s_src * d.Hk * d.D * es;
-      p.k_stride = p.v_stride = TensorStrides::Contiguous(s_src, d.Hk, d.D);
-      p.seqlen_k = s_src;
-      p.k_pos = layout_.Shard(src);
+      SetKV(&p, kv_[cur].c(), src, d);
       p.dk_accum = grad;
       p.dv_accum = grad + block / 2;
       absl::Status s = backend_->Backward(p);

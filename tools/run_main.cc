@@ -47,31 +47,16 @@ ABSL_FLAG(int, threads, 0, "threads per rank (0 = cores / W)");
 namespace ringattn::tools {
 namespace {
 
-// Full tensor in the storage dtype, as raw bytes.
+// Full tensor in the storage dtype, as raw bytes, and back.
 std::vector<uint8_t> ToStorage(const std::vector<float>& x, DType t) {
   std::vector<uint8_t> out(x.size() * DTypeSize(t));
-  for (size_t i = 0; i < x.size(); ++i) {
-    if (t == DType::kFloat32) {
-      std::memcpy(&out[i * 4], &x[i], 4);
-    } else {
-      const uint16_t w = FloatToBF16(x[i]);
-      std::memcpy(&out[i * 2], &w, 2);
-    }
-  }
+  EncodeFloats(x.data(), static_cast<int64_t>(x.size()), t, out.data());
   return out;
 }
 
 std::vector<float> FromStorage(const std::vector<uint8_t>& b, DType t) {
   std::vector<float> x(b.size() / DTypeSize(t));
-  for (size_t i = 0; i < x.size(); ++i) {
-    if (t == DType::kFloat32) {
-      std::memcpy(&x[i], &b[i * 4], 4);
-    } else {
-      uint16_t w;
-      std::memcpy(&w, &b[i * 2], 2);
-      x[i] = BF16ToFloat(w);
-    }
-  }
+  DecodeFloats(b.data(), static_cast<int64_t>(x.size()), t, x.data());
   return x;
 }
 

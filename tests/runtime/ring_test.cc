@@ -34,30 +34,14 @@ struct RingResult {
   std::vector<absl::Status> fwd_status, bwd_status;
 };
 
-// Words of a contiguous float tensor in `dtype` storage.
 std::vector<uint8_t> Store(const std::vector<float>& x, DType t) {
   std::vector<uint8_t> bytes(x.size() * DTypeSize(t));
-  for (size_t i = 0; i < x.size(); ++i) {
-    if (t == DType::kFloat32) {
-      std::memcpy(&bytes[i * 4], &x[i], 4);
-    } else {
-      const uint16_t w = FloatToBF16(x[i]);
-      std::memcpy(&bytes[i * 2], &w, 2);
-    }
-  }
+  EncodeFloats(x.data(), static_cast<int64_t>(x.size()), t, bytes.data());
   return bytes;
 }
 std::vector<float> Load(const std::vector<uint8_t>& bytes, DType t) {
   std::vector<float> x(bytes.size() / DTypeSize(t));
-  for (size_t i = 0; i < x.size(); ++i) {
-    if (t == DType::kFloat32) {
-      std::memcpy(&x[i], &bytes[i * 4], 4);
-    } else {
-      uint16_t w;
-      std::memcpy(&w, &bytes[i * 2], 2);
-      x[i] = BF16ToFloat(w);
-    }
-  }
+  DecodeFloats(bytes.data(), static_cast<int64_t>(x.size()), t, x.data());
   return x;
 }
 
