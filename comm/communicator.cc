@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
+#include "base/status.h"
 
 namespace ringattn::comm {
 namespace {
@@ -76,6 +77,33 @@ absl::StatusOr<absl::Duration> DefaultTimeout() {
                      ": expected a positive integer number of milliseconds, got \"", text, "\""));
   }
   return absl::Milliseconds(ms);
+}
+
+absl::Status ValidateSendRecvPart(int rank, int size, const char* peer_name, int peer,
+                                  const void* buf, int64_t bytes, const MessageMeta& meta) {
+  const std::string where = absl::StrCat("rank ", rank, ": SendRecv: ");
+  if (peer < 0 || peer >= size) {
+    return ArgError(absl::StrCat(where, peer_name), absl::StrCat("a rank in [0, ", size, ")"),
+                    peer);
+  }
+  if (bytes < 0) {
+    return ArgError(absl::StrCat(where, peer_name, " bytes"), "a count >= 0", bytes);
+  }
+  if (buf == nullptr && bytes > 0) {
+    return ArgError(absl::StrCat(where, peer_name, " buffer"),
+                    absl::StrCat("a buffer of ", bytes, " bytes"), "null");
+  }
+  if (meta.ndim < 0 || meta.ndim > kMaxDims) {
+    return ArgError(absl::StrCat(where, peer_name, " meta ndim"), absl::StrCat("0 to ", kMaxDims),
+                    meta.ndim);
+  }
+  for (int i = 0; i < meta.ndim; ++i) {
+    if (meta.shape[i] < 0) {
+      return ArgError(absl::StrCat(where, peer_name, " meta shape[", i, "]"), "a size >= 0",
+                      meta.shape[i]);
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace ringattn::comm

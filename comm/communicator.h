@@ -51,6 +51,12 @@ struct MessageHeader {
 absl::Status CheckHeader(const MessageHeader& got, const MessageHeader& expected);
 std::string HeaderToString(const MessageHeader& h);
 
+// Argument checks every backend runs on one half of a SendRecv (peer in
+// [0, size), bytes >= 0, a buffer when bytes > 0, a sane meta); errors name
+// the rank, the half and the argument.
+absl::Status ValidateSendRecvPart(int rank, int size, const char* peer_name, int peer,
+                                  const void* buf, int64_t bytes, const MessageMeta& meta);
+
 // Handle of one posted SendRecv. Destroying a pending request waits for it
 // (without timeout only if the communicator was aborted; otherwise with the
 // communicator's timeout), so buffers are never written after they are freed.

@@ -32,7 +32,6 @@ namespace {
 // The copy thread checks for an abort between chunks of this size, so an
 // abort does not wait for a long copy to finish.
 constexpr int64_t kCopyChunkBytes = int64_t{4} << 20;
-constexpr int kMaxDims = static_cast<int>(sizeof(MessageMeta::shape) / sizeof(int64_t));
 
 enum class OpState { kPosted, kMatched, kCopying, kDone };
 
@@ -181,32 +180,6 @@ class LocalRequest final : public Request {
   }
 };
 
-absl::Status ValidatePart(int rank, int size, const char* peer_name, int peer, const void* buf,
-                          int64_t bytes, const MessageMeta& meta) {
-  const std::string where = absl::StrCat("rank ", rank, ": SendRecv: ");
-  if (peer < 0 || peer >= size) {
-    return ArgError(absl::StrCat(where, peer_name), absl::StrCat("a rank in [0, ", size, ")"),
-                    peer);
-  }
-  if (bytes < 0) {
-    return ArgError(absl::StrCat(where, peer_name, " bytes"), "a count >= 0", bytes);
-  }
-  if (buf == nullptr && bytes > 0) {
-    return ArgError(absl::StrCat(where, peer_name, " buffer"),
-                    absl::StrCat("a buffer of ", bytes, " bytes"), "null");
-  }
-  if (meta.ndim < 0 || meta.ndim > kMaxDims) {
-    return ArgError(absl::StrCat(where, peer_name, " meta ndim"), absl::StrCat("0 to ", kMaxDims),
-                    meta.ndim);
-  }
-  for (int i = 0; i < meta.ndim; ++i) {
-    if (meta.shape[i] < 0) {
-      return ArgError(absl::StrCat(where, peer_name, " meta shape[", i, "]"), "a size >= 0",
-                      meta.shape[i]);
-    }
-  }
-  return absl::OkStatus();
-}
 
 class LocalComm final : public Communicator {
  public:
@@ -223,10 +196,10 @@ class LocalComm final : public Communicator {
     const bool want_send = !(send == nullptr && send_bytes == 0);
     const bool want_recv = !(recv == nullptr && recv_bytes == 0);
     if (want_send) {
-      RETURN_IF_ERROR(ValidatePart(rank_, world_->size, "to", to, send, send_bytes, send_meta));
+      RETURN_IF_ERROR(ValidateSendRecvPart(rank_, world_->size, "to", to, send, send_bytes, send_meta));
     }
     if (want_recv) {
-      RETURN_IF_ERROR(ValidatePart(rank_, world_->size, "from", from, recv, recv_bytes, recv_meta));
+      RETURN_IF_ERROR(ValidateSendRecvPart(rank_, world_->size, "from", from, recv, recv_bytes, recv_meta));
     }
     auto request = std::make_unique<LocalRequest>(world_, rank_);
     if (want_send) {

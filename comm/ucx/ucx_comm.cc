@@ -33,7 +33,6 @@
 namespace ringattn::comm {
 namespace {
 
-constexpr int kMaxDims = static_cast<int>(sizeof(MessageMeta::shape) / sizeof(int64_t));
 constexpr int kMaxRanks = 1 << 20;
 constexpr size_t kMaxAbortText = 2048;
 
@@ -309,30 +308,6 @@ class UcxRequest final : public Request {
   bool timed_out_ = false;
 };
 
-absl::Status ValidatePart(int rank, int size, const char* peer_name, int peer, const void* buf,
-                          int64_t bytes, const MessageMeta& meta) {
-  const std::string where = absl::StrCat("rank ", rank, ": SendRecv: ");
-  if (peer < 0 || peer >= size) {
-    return ArgError(absl::StrCat(where, peer_name), absl::StrCat("a rank in [0, ", size, ")"),
-                    peer);
-  }
-  if (bytes < 0) return ArgError(absl::StrCat(where, peer_name, " bytes"), "a count >= 0", bytes);
-  if (buf == nullptr && bytes > 0) {
-    return ArgError(absl::StrCat(where, peer_name, " buffer"),
-                    absl::StrCat("a buffer of ", bytes, " bytes"), "null");
-  }
-  if (meta.ndim < 0 || meta.ndim > kMaxDims) {
-    return ArgError(absl::StrCat(where, peer_name, " meta ndim"), absl::StrCat("0 to ", kMaxDims),
-                    meta.ndim);
-  }
-  for (int i = 0; i < meta.ndim; ++i) {
-    if (meta.shape[i] < 0) {
-      return ArgError(absl::StrCat(where, peer_name, " meta shape[", i, "]"), "a size >= 0",
-                      meta.shape[i]);
-    }
-  }
-  return absl::OkStatus();
-}
 
 // ---- setup and teardown ---------------------------------------------------
 
@@ -1007,9 +982,9 @@ absl::StatusOr<std::unique_ptr<Request>> UcxComm::SendRecv(const void* send, int
                                                            const MessageMeta& recv_meta) {
   const bool want_send = !(send == nullptr && send_bytes == 0);
   const bool want_recv = !(recv == nullptr && recv_bytes == 0);
-  if (want_send) RETURN_IF_ERROR(ValidatePart(rank_, size_, "to", to, send, send_bytes, send_meta));
+  if (want_send) RETURN_IF_ERROR(ValidateSendRecvPart(rank_, size_, "to", to, send, send_bytes, send_meta));
   if (want_recv) {
-    RETURN_IF_ERROR(ValidatePart(rank_, size_, "from", from, recv, recv_bytes, recv_meta));
+    RETURN_IF_ERROR(ValidateSendRecvPart(rank_, size_, "from", from, recv, recv_bytes, recv_meta));
   }
   std::shared_ptr<Op> send_op, recv_op;
   if (want_send) {
