@@ -27,6 +27,10 @@
 
 #include "attention/cuda/device.cuh"
 #include "attention/cuda/launch.h"
+#ifdef RINGATTN_TUNE
+#include "attention/cuda/bwd_launch.cuh"
+#include "attention/cuda/fwd_launch.cuh"
+#endif
 
 namespace ringattn::cuda {
 namespace {
@@ -247,7 +251,11 @@ Err Compare(const std::vector<float>& a, const std::vector<float>& ref) {
     den += static_cast<double>(ref[i]) * ref[i];
     e.max_abs = std::max(e.max_abs, std::abs(d));
   }
-  e.rel_l2 = den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+  // Relative to the reference's norm, floored at an RMS of 1e-3: where the
+  // exact result is ~0 (S_k = 1: softmax is constant, so dQ = dK = 0), both
+  // sides are rounding noise and their ratio means nothing.
+  const double floor = 1e-6 * static_cast<double>(a.size());
+  e.rel_l2 = std::sqrt(num / std::max(den, floor));
   return e;
 }
 
@@ -515,6 +523,179 @@ float TimeMs(F&& f, int reps) {
   return Median(t);
 }
 
+
+#ifdef RINGATTN_TUNE
+// ------------------------------------------------- tile-shape sweep
+// cuda_tune --tune: times other FwdConfig / BwdConfig shapes than the
+// launched ones (traits.h) on bf16, S=8192, B=2, H=2048/D, causal and not,
+// with their registers and spill bytes, and checks each against the
+// launched kernel's output. Built only on request (target cuda_tune).
+
+std::vector<float> ToFloats(const std::vector<uint16_t>& h) {
+  std::vector<float> f(h.size());
+  for (size_t i = 0; i < h.size(); ++i) f[i] = HalfBitsToFloat(h[i], DType::kBFloat16);
+  return f;
+}
+
+template <class K>
+void PrintAttrs(K* kernel, int smem) {
+  cudaFuncAttributes a;
+  BENCH_CHECK(cudaFuncGetAttributes(&a, kernel));
+  int blocks = 0;
+  BENCH_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, a.maxThreadsPerBlock, smem));
+  std::printf("regs %3d spill %4zu B smem %6d ctas/SM %d", a.numRegs, a.localSizeBytes, smem, blocks);
+}
+
+struct TuneProblem {
+  int D;
+  bool causal;
+  int64_t B, S, H;
+  AttnParams p;
+  double flops;
+};
+
+template <class Tr>
+void TuneFwd(const TuneProblem& t, Dev<uint16_t>& out, const std::vector<float>& ref, int reps) {
+  auto* kernel = &detail::ForwardKernel<Tr, DType::kBFloat16, false>;
+  BENCH_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes));
+  const AttnParams& p = t.p;
+  const dim3 grid(static_cast<unsigned>((p.seqlen_q + Tr::kBlockM - 1) / Tr::kBlockM),
+                  static_cast<unsigned>(p.num_heads), static_cast<unsigned>(p.batch));
+  auto run = [&] {
+    kernel<<<grid, Tr::kThreads, Tr::kSmemBytes>>>(p);
+    BENCH_CHECK(cudaGetLastError());
+  };
+  BENCH_CHECK(cudaMemset(out.p, 0xff, out.n * 2));
+  run();
+  BENCH_CHECK(cudaDeviceSynchronize());
+  const Err e = Compare(ToFloats(out.Host()), ref);
+  const float ms = TimeMs(run, reps);
+  std::printf("TUNE fwd D=%-3d causal=%d w%d mt%d n%-3d %s mb%d | ", t.D, t.causal, Tr::kWarps,
+              Tr::kMTiles, Tr::kBlockN, Tr::kQInRegs ? "qreg" : "qsmem", Tr::kMinBlocks);
+  PrintAttrs(kernel, Tr::kSmemBytes);
+  std::printf(" | %8.3f ms %7.1f TFLOP/s | vs launched rel %.1e bad %ld\n", ms,
+              t.flops / (ms * 1e-3) / 1e12, e.rel_l2, static_cast<long>(e.bad));
+  std::fflush(stdout);
+}
+
+template <class Tr>
+void TuneBwd(const TuneProblem& t, Dev<float>& dq, Dev<float>& dk, Dev<float>& dv,
+             const std::vector<float>& rdq, const std::vector<float>& rdk,
+             const std::vector<float>& rdv, int reps) {
+  auto* kernel = &detail::BackwardKernel<Tr, DType::kBFloat16, false>;
+  BENCH_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes));
+  const AttnParams& p = t.p;
+  const dim3 grid(static_cast<unsigned>((p.seqlen_k + Tr::kBlockN - 1) / Tr::kBlockN),
+                  static_cast<unsigned>(p.num_heads_k), static_cast<unsigned>(p.batch));
+  auto run = [&] {
+    Check(internal::LaunchRowDot(p.dout, p.dout_stride, p.dtype, p.out, p.out_stride, p.out_dtype,
+                                 const_cast<float*>(p.dsum), t.B, t.S, t.H, t.D, nullptr));
+    kernel<<<grid, Tr::kThreads, Tr::kSmemBytes>>>(p, true);
+    BENCH_CHECK(cudaGetLastError());
+  };
+  FillF32(dq, 0.0f);
+  FillF32(dk, 0.0f);
+  FillF32(dv, 0.0f);
+  run();
+  BENCH_CHECK(cudaDeviceSynchronize());
+  const Err eq = Compare(dq.Host(), rdq), ek = Compare(dk.Host(), rdk), ev = Compare(dv.Host(), rdv);
+  const float ms = TimeMs(run, reps);
+  std::printf("TUNE bwd D=%-3d causal=%d w%d m%-3d mb%d | ", t.D, t.causal, Tr::kWarps, Tr::kBlockM,
+              Tr::kMinBlocks);
+  PrintAttrs(kernel, Tr::kSmemBytes);
+  std::printf(" | %8.3f ms %7.1f TFLOP/s | vs launched rel dq %.1e dk %.1e dv %.1e\n", ms,
+              2.5 * t.flops / (ms * 1e-3) / 1e12, eq.rel_l2, ek.rel_l2, ev.rel_l2);
+  std::fflush(stdout);
+}
+
+template <int D, class... Fwd>
+struct FwdList {};
+template <int D, class... Bwd>
+struct BwdList {};
+
+template <int D, class... Fwd, class... Bwd>
+void TuneHeadDim(FwdList<D, Fwd...>, BwdList<D, Bwd...>, int reps) {
+  for (bool causal : {false, true}) {
+    TuneProblem t;
+    t.D = D;
+    t.causal = causal;
+    t.S = 8192;
+    t.B = 2;
+    t.H = 2048 / D;
+    const int64_t n = t.B * t.S * t.H * D;
+    Dev<uint16_t> q(n), k(n), v(n), dout(n), out(n), out2(n);
+    Dev<float> lse(t.B * t.H * t.S), dsum(t.B * t.H * t.S), dq(n), dk(n), dv(n);
+    Random<DType::kBFloat16>(q, 11);
+    Random<DType::kBFloat16>(k, 12);
+    Random<DType::kBFloat16>(v, 13);
+    Random<DType::kBFloat16>(dout, 14);
+    AttnParams& p = t.p;
+    p.q = q.p;
+    p.k = k.p;
+    p.v = v.p;
+    p.q_stride = p.k_stride = p.v_stride = p.out_stride = p.dout_stride =
+        TensorStrides::Contiguous(t.S, t.H, D);
+    p.dtype = p.out_dtype = DType::kBFloat16;
+    p.out = out.p;
+    p.lse = lse.p;
+    p.lse_batch_stride = t.H * t.S;
+    p.lse_head_stride = t.S;
+    p.dout = dout.p;
+    p.dsum = dsum.p;
+    p.dq_accum = dq.p;
+    p.dk_accum = dk.p;
+    p.dv_accum = dv.p;
+    p.batch = t.B;
+    p.seqlen_q = p.seqlen_k = t.S;
+    p.num_heads = p.num_heads_k = t.H;
+    p.head_dim = D;
+    p.scale = 1.0f / std::sqrt(static_cast<float>(D));
+    p.mask = causal ? Mask{true, -1, -1} : Mask{};
+    p.q_pos = p.k_pos = PositionMap::Contiguous(0, t.S);
+    t.flops = 4.0 * t.B * t.H * static_cast<double>(t.S) * t.S * D * (causal ? 0.5 : 1.0);
+
+    // The launched kernels give the reference outputs (out, lse stay for
+    // the backward).
+    Check(internal::LaunchForward<DType::kBFloat16, D>(p, nullptr));
+    BENCH_CHECK(cudaDeviceSynchronize());
+    const std::vector<float> ref_out = ToFloats(out.Host());
+    FillF32(dq, 0.0f);
+    FillF32(dk, 0.0f);
+    FillF32(dv, 0.0f);
+    Check(internal::LaunchRowDot(dout.p, p.dout_stride, p.dtype, out.p, p.out_stride, p.out_dtype,
+                                 dsum.p, t.B, t.S, t.H, D, nullptr));
+    Check(internal::LaunchBackward<DType::kBFloat16, D>(p, false, nullptr));
+    BENCH_CHECK(cudaDeviceSynchronize());
+    const std::vector<float> rdq = dq.Host(), rdk = dk.Host(), rdv = dv.Host();
+
+    AttnParams pf = p;  // variants write a second output buffer
+    pf.out = out2.p;
+    TuneProblem tf = t;
+    tf.p = pf;
+    (TuneFwd<Fwd>(tf, out2, ref_out, reps), ...);
+    (TuneBwd<Bwd>(t, dq, dk, dv, rdq, rdk, rdv, reps), ...);
+  }
+}
+
+int TuneAll(int reps) {
+  cudaDeviceProp prop;
+  BENCH_CHECK(cudaGetDeviceProperties(&prop, 0));
+  std::printf("device: %s, %d SMs, cc %d.%d\n", prop.name, prop.multiProcessorCount, prop.major,
+              prop.minor);
+  // The launched shape comes first in each list (traits.h).
+  TuneHeadDim(FwdList<128, FwdConfig<128, 8, 2, 64, false>, FwdConfig<128, 8, 1, 64, true>,
+                      FwdConfig<128, 8, 2, 32, false>, FwdConfig<128, 4, 2, 32, false>>{},
+              BwdList<128, BwdConfig<128, 8, 64>, BwdConfig<128, 4, 32>, BwdConfig<128, 8, 32>>{},
+              reps);
+  TuneHeadDim(FwdList<64, FwdConfig<64, 4, 2, 64, true>, FwdConfig<64, 4, 2, 32, true>,
+                      FwdConfig<64, 8, 2, 64, true>, FwdConfig<64, 4, 2, 64, false>,
+                      FwdConfig<64, 8, 2, 32, true>>{},
+              BwdList<64, BwdConfig<64, 8, 128>, BwdConfig<64, 4, 64>, BwdConfig<64, 8, 64>>{},
+              reps);
+  return 0;
+}
+#endif  // RINGATTN_TUNE
+
 int BenchAll(const char* csv_path, int reps) {
   FILE* csv = csv_path ? std::fopen(csv_path, "w") : nullptr;
   if (csv_path && !csv) {
@@ -600,7 +781,7 @@ int BenchAll(const char* csv_path, int reps) {
 }  // namespace ringattn::cuda
 
 int main(int argc, char** argv) {
-  bool check = false, bench = false;
+  bool check = false, bench = false, tune = false;
   const char* csv = nullptr;
   int reps = 10;
   for (int i = 1; i < argc; ++i) {
@@ -609,6 +790,10 @@ int main(int argc, char** argv) {
       check = true;
     } else if (a == "--bench") {
       bench = true;
+#ifdef RINGATTN_TUNE
+    } else if (a == "--tune") {
+      tune = true;
+#endif
     } else if (a == "--csv" && i + 1 < argc) {
       csv = argv[++i];
     } else if (a == "--reps" && i + 1 < argc) {
@@ -618,7 +803,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  if (!check && !bench) check = bench = true;
+  if (!check && !bench && !tune) check = bench = true;
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
     std::fprintf(stderr, "no CUDA device\n");
@@ -627,5 +812,8 @@ int main(int argc, char** argv) {
   int rc = 0;
   if (check) rc = ringattn::cuda::CheckAll();
   if (bench) rc = std::max(rc, ringattn::cuda::BenchAll(csv, reps));
+#ifdef RINGATTN_TUNE
+  if (tune) rc = std::max(rc, ringattn::cuda::TuneAll(reps));
+#endif
   return rc;
 }

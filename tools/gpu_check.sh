@@ -21,9 +21,12 @@
 #     3. cuda_attn_bench --bench and tools/sdpa_bench.py (PyTorch SDPA, flash
 #        and cuDNN backends) on the same shapes, and one table of TFLOP/s
 #        with the ratio ours / peer.
-#   Logs go to $OUT (default out/gpu_check): setup.log, tests.log,
-#   check.log, bench.log, ours.csv, sdpa.csv, table.txt. The whole run stays
-#   well inside 8 minutes: each step's timeout is cut to a 450 s budget.
+#     4. memcheck (compute-sanitizer) on a few small cases, beside step 1,
+#        and the tile-shape sweep (cuda_tune --tune) after the timings.
+#   Logs go to $OUT (default out/gpu_check): setup.log, table.txt, and
+#   logs.tgz holding tests.log, memcheck.log, check.log, bench.log,
+#   ours.csv, sdpa.csv and tune.log. The whole run stays well inside 8
+#   minutes: each step's timeout is cut to a 450 s budget.
 #
 # Example (device tool): run(command="tools/gpu_check.sh", carry=["build-carry"],
 #                             timeout_s=540)
@@ -42,10 +45,11 @@ prepare() {
   cmake -S "$ROOT" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
     -DCMAKE_CUDA_ARCHITECTURES=90 -DRINGATTN_CUDA=ON \
     "-DCMAKE_EXE_LINKER_FLAGS=-Wl,--as-needed" || return 1
-  cmake --build "$build" -j"$(nproc)" --target cuda_kernels_test cuda_attn_bench || return 1
+  cmake --build "$build" -j"$(nproc)" --target cuda_kernels_test cuda_attn_bench cuda_tune || return 1
   rm -rf "$CARRY"
   mkdir -p "$CARRY/bin" "$CARRY/lib"
-  cp "$build/tests/attention/cuda_kernels_test" "$build/attention/cuda_attn_bench" "$CARRY/bin/"
+  cp "$build/tests/attention/cuda_kernels_test" "$build/attention/cuda_attn_bench" \
+    "$build/attention/cuda_tune" "$CARRY/bin/"
   # Shared libraries the binaries need, except glibc's own (the GPU
   # machine's newer glibc runs binaries built against this one).
   for bin in "$CARRY"/bin/*; do
@@ -161,6 +165,20 @@ if [[ -z "$BENCH_BIN" ]]; then
 fi
 log "setup done in $(( $(date +%s) - START )) s"
 
+# ---------------------------------------------------------------- memcheck
+# compute-sanitizer's memcheck over a few small cases (forward, backward,
+# merge, odd lengths), beside the test shards; it is waited for before any
+# timing starts.
+SAN_PID=""
+SANITIZER="$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)"
+if [[ -n "$TEST_BIN" && -n "$SANITIZER" ]]; then
+  log "memcheck: $SANITIZER on a few small cases"
+  carried timeout "$(cap 150)" "$SANITIZER" --tool memcheck --error-exitcode 9 "$TEST_BIN" --gtest_brief=1 \
+    '--gtest_filter=*sq7_sk7*:*sq129_sk129_h2_hk1_d*_causal_u_u_bf16*:*sq1_sk1000*:CudaKernel.MergeMatchesHost:CudaKernel.RowDotMatchesHost:CudaKernel.DeterministicModeIsBitwiseReproducible' \
+    >"$OUT/memcheck.log" 2>&1 &
+  SAN_PID=$!
+fi
+
 # ---------------------------------------------------------------- tests
 TESTS_RC=0
 case "$TEST_MODE" in
@@ -194,6 +212,13 @@ sum_of() { grep -oE "^\[  $1 *\] [0-9]+ test" "$OUT/tests.log" | awk '{s += $4} 
 log "gpu tests ($TEST_MODE): rc=$TESTS_RC; passed $(sum_of PASSED), skipped $(sum_of SKIPPED), failed $(grep -cE '^\[  FAILED  \] [A-Za-z]' "$OUT/tests.log")"
 grep -E '^\[  FAILED  \]|Failure|error' "$OUT/tests.log" | head -20 | tee -a "$SETUP"
 
+SAN_RC=none
+if [[ -n "$SAN_PID" ]]; then
+  wait "$SAN_PID"; SAN_RC=$?
+  log "memcheck rc=$SAN_RC: $(grep -E 'ERROR SUMMARY' "$OUT/memcheck.log" | tail -1)"
+  grep -E '^========= (Invalid|Program hit|  at )' "$OUT/memcheck.log" | head -12 | tee -a "$SETUP"
+fi
+
 # ---------------------------------------------------------------- self-check
 CHECK_RC=2
 if [[ -n "$BENCH_BIN" ]]; then
@@ -213,10 +238,22 @@ log "timing PyTorch SDPA"
 PYTHONUNBUFFERED=1 timeout "$(cap 150)" python3 "$ROOT/tools/sdpa_bench.py" --reps 10 --csv "$OUT/sdpa.csv" \
   --ours "$OUT/ours.csv" >"$OUT/table.txt" 2>&1 || log "sdpa_bench rc=$? (see table.txt)"
 
+# ---------------------------------------------------------------- tile sweep
+# The launched tile shapes against their neighbours (attention/cuda/traits.h).
+if [[ -x "$CARRY/bin/cuda_tune" ]]; then
+  log "tile sweep: cuda_tune --tune"
+  carried timeout "$(cap 90)" "$CARRY/bin/cuda_tune" --tune --reps 10 >"$OUT/tune.log" 2>&1 ||
+    log "cuda_tune rc=$? (see tune.log)"
+fi
+
 echo
 cat "$OUT/bench.log" 2>/dev/null | tail -15
 echo
 sed -n '/^TFLOP/,$p' "$OUT/table.txt"
 echo
-log "tests: $TEST_MODE rc=$TESTS_RC | self-check rc=$CHECK_RC | total $(( $(date +%s) - START )) s"
+log "tests: $TEST_MODE rc=$TESTS_RC | memcheck rc=$SAN_RC | self-check rc=$CHECK_RC | total $(( $(date +%s) - START )) s"
+# The device tool brings back at most 8 files: the detailed logs travel as
+# one archive beside setup.log and table.txt.
+(cd "$OUT" && ls | grep -vE '^(setup\.log|table\.txt|logs\.tgz)$' | tar czf logs.tgz -T - &&
+  ls | grep -vE '^(setup\.log|table\.txt|logs\.tgz)$' | xargs -r rm -f)
 [[ $TESTS_RC == 0 && $CHECK_RC == 0 ]]

@@ -10,7 +10,7 @@
 namespace ringattn::cuda::detail {
 
 template <class Tr, DType kT, bool kCap>
-__global__ void __launch_bounds__(Tr::kThreads)
+__global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
     ForwardKernel(const __grid_constant__ AttnParams p) {
   extern __shared__ __align__(128) char smem[];
   ForwardBody<Tr, kT, kCap>(p, smem);

@@ -13,23 +13,23 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 namespace ringattn::cuda {
 
-template <int kHeadDim>
-struct FwdTraits {
+// FwdConfig is the family of forward tile shapes; FwdTraits<D> names the
+// one the library launches (tools/cuda_tune.cu times the others).
+template <int kHeadDim, int kWarps_, int kMTiles_, int kBlockN_, bool kQInRegs_, int kMinBlocks_ = 1>
+struct FwdConfig {
   static constexpr int kD = kHeadDim;
-  // 128 query rows per CTA either way. D=64: 4 warps of 32 rows (each K/V
-  // fragment feeds two mma) over 32-key tiles; D=128: 8 warps of 16 rows
-  // over 64-key tiles, since 32 rows x 128 dims of O alone would take half
-  // the register file. Both fit in 255 registers without spills (ptxas -v).
-  static constexpr int kWarps = kHeadDim <= 64 ? 4 : 8;
-  static constexpr int kMTiles = kHeadDim <= 64 ? 2 : 1;  // m16 row tiles per warp
+  static constexpr int kWarps = kWarps_;
+  static constexpr int kMTiles = kMTiles_;  // m16 row tiles per warp
   static constexpr int kBlockM = 16 * kMTiles * kWarps;
-  static constexpr int kBlockN = kHeadDim <= 64 ? 32 : 64;
+  static constexpr int kBlockN = kBlockN_;
   static constexpr int kThreads = 32 * kWarps;
   static constexpr int kStages = 2;
-  static constexpr bool kQInRegs = true;  // Q fragments loaded once per CTA
+  static constexpr bool kQInRegs = kQInRegs_;  // Q fragments loaded once per CTA
+  static constexpr int kMinBlocks = kMinBlocks_;  // __launch_bounds__ CTAs per SM
 
   static constexpr int kQBytes = kBlockM * kD * 2;
   static constexpr int kTileBytes = kBlockN * kD * 2;  // one K or V tile
@@ -45,12 +45,23 @@ struct FwdTraits {
   static_assert(kStages == 2, "the loop alternates two stages");
 };
 
+// The launched forward shapes, chosen by `cuda_tune --tune` on an H100
+// (bf16, S=8192; docs/PERF.md): D=64: 4 warps of 32 rows over 64-key
+// tiles, Q fragments in registers; D=128: 8 warps of 32 rows (256 query
+// rows per CTA) over 64-key tiles, Q read from shared memory each tile:
+// two m16 tiles per warp halve the K/V fragment loads per mma, which
+// matters more than the few spilled registers (280 B).
 template <int kHeadDim>
-struct BwdTraits {
+using FwdTraits = std::conditional_t<kHeadDim <= 64, FwdConfig<kHeadDim, 4, 2, 64, true>,
+                                     FwdConfig<kHeadDim, 8, 2, 64, false>>;
+
+template <int kHeadDim, int kWarps_, int kBlockM_, int kMinBlocks_ = 1>
+struct BwdConfig {
   static constexpr int kD = kHeadDim;
-  static constexpr int kWarps = 4;
+  static constexpr int kWarps = kWarps_;
+  static constexpr int kMinBlocks = kMinBlocks_;
   static constexpr int kBlockN = 16 * kWarps;               // keys per CTA, 16 per warp
-  static constexpr int kBlockM = kHeadDim <= 64 ? 64 : 32;  // queries per inner tile
+  static constexpr int kBlockM = kBlockM_;  // queries per inner tile
   static constexpr int kThreads = 32 * kWarps;
   static constexpr int kStages = 2;
   // dQ = dS K is split over the warps as row groups x column groups.
@@ -76,6 +87,11 @@ struct BwdTraits {
   static_assert(kBlockM <= kThreads, "one thread per query row loads lse/dsum");
   static_assert(kBlockN <= kThreads, "one thread per key row computes its position");
 };
+
+// The launched backward shapes (same sweep): 8 warps of 16 keys (128 keys
+// per CTA); 128 (D=64) or 64 (D=128) queries per inner tile.
+template <int kHeadDim>
+using BwdTraits = BwdConfig<kHeadDim, 8, kHeadDim <= 64 ? 128 : 64>;
 
 template <int kHeadDim>
 struct BwdDqTraits {
