@@ -13,7 +13,8 @@
 //                                  (CUDA events, after warm-up) and TFLOP/s
 //                                  counting visible pairs (causal: half);
 //                                  backward = RowDot + Backward, 2.5x the
-//                                  forward FLOPs.
+//                                  forward FLOPs. --shape D S causal: that
+//                                  shape alone (for profiling with ncu).
 // It calls the kernel launchers directly (attention/cuda/launch.h).
 #include <cuda_runtime.h>
 
@@ -696,7 +697,7 @@ int TuneAll(int reps) {
 }
 #endif  // RINGATTN_TUNE
 
-int BenchAll(const char* csv_path, int reps) {
+int BenchAll(const char* csv_path, int reps, int only_d, int64_t only_s, int only_causal) {
   FILE* csv = csv_path ? std::fopen(csv_path, "w") : nullptr;
   if (csv_path && !csv) {
     std::fprintf(stderr, "cannot write %s\n", csv_path);
@@ -715,6 +716,9 @@ int BenchAll(const char* csv_path, int reps) {
   for (int D : {64, 128})
     for (int64_t S : {2048, 8192, 16384})
       for (bool causal : {false, true}) {
+        if ((only_d > 0 && D != only_d) || (only_s > 0 && S != only_s) ||
+            (only_causal >= 0 && causal != (only_causal == 1)))
+          continue;
         const int64_t B = 16384 / S, H = 2048 / D;
         Dev<uint16_t> q(B * S * H * D), k(B * S * H * D), v(B * S * H * D), dout(B * S * H * D),
             out(B * S * H * D);
@@ -784,6 +788,8 @@ int main(int argc, char** argv) {
   bool check = false, bench = false, tune = false;
   const char* csv = nullptr;
   int reps = 10;
+  int only_d = 0, only_causal = -1;
+  int64_t only_s = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--check") {
@@ -796,10 +802,14 @@ int main(int argc, char** argv) {
 #endif
     } else if (a == "--csv" && i + 1 < argc) {
       csv = argv[++i];
+    } else if (a == "--shape" && i + 3 < argc) {  // one shape of --bench (for ncu)
+      only_d = std::atoi(argv[++i]);
+      only_s = std::atoll(argv[++i]);
+      only_causal = std::atoi(argv[++i]);
     } else if (a == "--reps" && i + 1 < argc) {
       reps = std::max(1, std::atoi(argv[++i]));
     } else {
-      std::fprintf(stderr, "usage: %s [--check] [--bench] [--csv FILE] [--reps N]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--check] [--bench] [--csv FILE] [--reps N] [--shape D S causal]\n", argv[0]);
       return 2;
     }
   }
@@ -811,7 +821,7 @@ int main(int argc, char** argv) {
   }
   int rc = 0;
   if (check) rc = ringattn::cuda::CheckAll();
-  if (bench) rc = std::max(rc, ringattn::cuda::BenchAll(csv, reps));
+  if (bench) rc = std::max(rc, ringattn::cuda::BenchAll(csv, reps, only_d, only_s, only_causal));
 #ifdef RINGATTN_TUNE
   if (tune) rc = std::max(rc, ringattn::cuda::TuneAll(reps));
 #endif

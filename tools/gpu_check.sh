@@ -22,10 +22,11 @@
 #        and cuDNN backends) on the same shapes, and one table of TFLOP/s
 #        with the ratio ours / peer.
 #     4. memcheck (compute-sanitizer) on a few small cases, beside step 1,
-#        and the tile-shape sweep (cuda_tune --tune) after the timings.
+#        and the tile-shape sweep (cuda_tune --tune) and Nsight Compute on
+#        the D=128 forward and backward after the timings.
 #   Logs go to $OUT (default out/gpu_check): setup.log, table.txt, and
 #   logs.tgz holding tests.log, memcheck.log, check.log, bench.log,
-#   ours.csv, sdpa.csv and tune.log. The whole run stays well inside 8
+#   ours.csv, sdpa.csv, tune.log and ncu.txt. The whole run stays well inside 8
 #   minutes: each step's timeout is cut to a 450 s budget.
 #
 # Example (device tool): run(command="tools/gpu_check.sh", carry=["build-carry"],
@@ -244,6 +245,21 @@ if [[ -x "$CARRY/bin/cuda_tune" ]]; then
   log "tile sweep: cuda_tune --tune"
   carried timeout "$(cap 90)" "$CARRY/bin/cuda_tune" --tune --reps 10 >"$OUT/tune.log" 2>&1 ||
     log "cuda_tune rc=$? (see tune.log)"
+fi
+
+# ---------------------------------------------------------------- profile
+# Nsight Compute on the D=128, S=8192 forward and backward (one launch each):
+# throughput against the ceilings, warp stalls, occupancy. Clocks left alone.
+NCU="$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)"
+if [[ -n "$NCU" && -n "$BENCH_BIN" ]]; then
+  for k in ForwardKernel BackwardKernel; do
+    log "ncu: $k, D=128 S=8192"
+    carried timeout "$(cap 60)" "$NCU" --clock-control none -k "regex:^$k" -c 1 \
+      --section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
+      --section WarpStateStats --section Occupancy --section LaunchStats \
+      "$BENCH_BIN" --bench --reps 1 --shape 128 8192 0 >>"$OUT/ncu.txt" 2>&1 ||
+      log "ncu rc=$? (see ncu.txt)"
+  done
 fi
 
 echo
