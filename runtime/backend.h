@@ -1,10 +1,16 @@
 // KernelBackend: the interface through which the ring reaches the attention
-// kernels and the memory of one device. The CPU backend lives in
-// cpu_backend.cc; a backend that is not built answers Unimplemented.
+// kernels and the memory of one device. Variants:
+//   cpu_backend.cc        attention/cpu kernels, host memory
+//   cuda_backend.cc       attention/cuda kernels, device memory, one CUDA
+//                         stream per backend (per rank); cuda_backend_stub.cc
+//                         answers Unimplemented when CUDA is not built
+// Every call is complete when it returns (the CUDA backend synchronizes its
+// stream), so the ring may hand any buffer to the communicator right after.
 #pragma once
 
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -18,6 +24,18 @@ class KernelBackend {
   virtual ~KernelBackend() = default;
   virtual const char* Name() const = 0;
   virtual Device device() const = 0;
+  // One line for tools: "cpu: 4 threads", "cuda: device 0, NVIDIA H100 ...".
+  virtual std::string Describe() const = 0;
+
+  // What the kernels need of a tensor they read in place (q, dout), beyond
+  // the ring's own checks (shape, dtype, device, innermost stride 1); an
+  // InvalidArgument or Unimplemented naming `name` otherwise. Called before
+  // any allocation or communication.
+  virtual absl::Status CheckKernelInput(const TensorView& t, const char* name) const {
+    (void)t;
+    (void)name;
+    return absl::OkStatus();
+  }
 
   // The block-pair kernels (see attention/params.h for the contract).
   virtual absl::Status Forward(const AttnParams& p) = 0;
@@ -42,5 +60,12 @@ class KernelBackend {
 };
 
 std::unique_ptr<KernelBackend> MakeCpuBackend(int num_threads);
+
+// The CUDA backend on GPU `device_index` with its own stream. `deterministic`
+// selects the bitwise reproducible backward of cuda::Backward. Fails with
+// Unimplemented when CUDA is not built, FailedPrecondition when there is no
+// such device.
+absl::StatusOr<std::unique_ptr<KernelBackend>> MakeCudaBackend(int device_index,
+                                                               bool deterministic);
 
 }  // namespace ringattn

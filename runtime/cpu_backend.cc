@@ -2,7 +2,9 @@
 // threads, host memory.
 #include <cstdlib>
 #include <cstring>
+#include <string>
 
+#include "absl/strings/str_cat.h"
 #include "attention/cpu/kernels.h"
 #include "attention/merge.h"
 #include "runtime/backend.h"
@@ -17,6 +19,7 @@ class CpuBackend final : public KernelBackend {
   explicit CpuBackend(int num_threads) : threads_(num_threads < 1 ? 1 : num_threads) {}
   const char* Name() const override { return "cpu"; }
   Device device() const override { return Device::kCpu; }
+  std::string Describe() const override { return absl::StrCat("cpu: ", threads_, " thread(s)"); }
 
   absl::Status Forward(const AttnParams& p) override { return cpu::Forward(p, threads_); }
   absl::Status Backward(const AttnParams& p) override { return cpu::Backward(p, threads_); }

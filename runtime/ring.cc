@@ -98,6 +98,7 @@ class RingImpl final : public RingAttention {
   const RingStats& LastStats() const override { return stats_; }
   const Layout& layout() const override { return layout_; }
   int64_t ShardLength() const override { return layout_.ShardLength(rank_); }
+  std::string BackendDescription() const override { return backend_->Describe(); }
 
  private:
   struct Dims {
@@ -215,6 +216,7 @@ absl::StatusOr<RingImpl::Dims> RingImpl::Validate(const TensorView& q, const Ten
                                                    " H=", d.H, " Hkv=", d.Hk, " D=", d.D));
   }
   RETURN_IF_ERROR(CheckView(q, "q", opt_.dtype, {d.B, d.S, d.H, d.D}));
+  RETURN_IF_ERROR(backend_->CheckKernelInput(q, "q"));
   RETURN_IF_ERROR(CheckView(k, "k", opt_.dtype, {d.B, d.S, d.Hk, d.D}));
   RETURN_IF_ERROR(CheckView(v, "v", opt_.dtype, {d.B, d.S, d.Hk, d.D}));
   RETURN_IF_ERROR(CheckView(out, "out", opt_.dtype, {d.B, d.S, d.H, d.D}));
@@ -335,6 +337,7 @@ absl::Status RingImpl::Backward(const TensorView& q, const TensorView& k, const 
                                 const TensorView& dk, const TensorView& dv) {
   ASSIGN_OR_RETURN(const Dims d, Validate(q, k, v, out, lse));
   RETURN_IF_ERROR(CheckView(dout, "dout", opt_.dtype, {d.B, d.S, d.H, d.D}));
+  RETURN_IF_ERROR(backend_->CheckKernelInput(dout, "dout"));
   RETURN_IF_ERROR(CheckView(dq, "dq", opt_.dtype, {d.B, d.S, d.H, d.D}));
   RETURN_IF_ERROR(CheckView(dk, "dk", opt_.dtype, {d.B, d.S, d.Hk, d.D}));
   RETURN_IF_ERROR(CheckView(dv, "dv", opt_.dtype, {d.B, d.S, d.Hk, d.D}));
@@ -442,15 +445,39 @@ absl::Status ValidateOptions(const RingOptions& o) {
   if (o.scale.has_value() && (!std::isfinite(*o.scale) || *o.scale <= 0)) {
     return ArgError("scale", "finite > 0", *o.scale);
   }
-  if (o.dtype == DType::kFloat16) {
+  if (o.backend != Backend::kCpu && o.backend != Backend::kCuda) {
+    return ArgError("backend", "kCpu or kCuda", static_cast<int>(o.backend));
+  }
+  if (o.backend == Backend::kCpu && o.dtype == DType::kFloat16) {
     return absl::UnimplementedError("dtype: fp16 needs the CUDA backend; the CPU backend stores fp32 or bf16");
   }
+  if (o.backend == Backend::kCuda && o.dtype == DType::kFloat32) {
+    return absl::UnimplementedError(
+        "dtype: the CUDA backend takes bf16 or fp16 tensors, not fp32 (partial results and "
+        "gradients are still accumulated in fp32)");
+  }
+  if (o.device_index < 0) return ArgError("device_index", ">= 0", o.device_index);
   if (o.timeout < absl::ZeroDuration()) return ArgError("timeout", ">= 0", absl::FormatDuration(o.timeout));
   if (o.num_threads < 0) return ArgError("num_threads", ">= 0", o.num_threads);
   return absl::OkStatus();
 }
 
 }  // namespace
+
+const char* BackendName(Backend b) {
+  switch (b) {
+    case Backend::kCpu: return "cpu";
+    case Backend::kCuda: return "cuda";
+  }
+  return "?";
+}
+
+absl::StatusOr<Backend> ParseBackend(const std::string& name) {
+  for (Backend b : {Backend::kCpu, Backend::kCuda}) {
+    if (name == BackendName(b)) return b;
+  }
+  return ArgError("backend", "cpu or cuda", absl::StrCat("'", name, "'"));
+}
 
 absl::StatusOr<std::unique_ptr<RingAttention>> RingAttention::Create(comm::Communicator* comm,
                                                                      const RingOptions& options) {
@@ -462,12 +489,18 @@ absl::StatusOr<std::unique_ptr<RingAttention>> RingAttention::Create(comm::Commu
   if (timeout == absl::ZeroDuration()) {
     ASSIGN_OR_RETURN(timeout, comm::DefaultTimeout());
   }
-  int threads = options.num_threads;
-  if (threads == 0) {
-    threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / comm->Size());
+  std::unique_ptr<KernelBackend> backend;
+  if (options.backend == Backend::kCuda) {
+    ASSIGN_OR_RETURN(backend, MakeCudaBackend(options.device_index, options.deterministic));
+  } else {
+    int threads = options.num_threads;
+    if (threads == 0) {
+      threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / comm->Size());
+    }
+    backend = MakeCpuBackend(threads);
   }
   return std::unique_ptr<RingAttention>(
-      new RingImpl(comm, options, std::move(layout), MakeCpuBackend(threads), timeout));
+      new RingImpl(comm, options, std::move(layout), std::move(backend), timeout));
 }
 
 }  // namespace ringattn

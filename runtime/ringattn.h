@@ -10,7 +10,14 @@
 // the chosen sharding. Every argument is validated before any allocation or
 // communication; errors name the argument with expected and actual values.
 // Results are bitwise reproducible for a given world size, layout and
-// thread count.
+// thread count (on the CUDA backend: the backward with `deterministic`).
+//
+// Backends: kCpu (host tensors, fp32 or bf16, any head dim up to 512) and
+// kCuda (device tensors on GPU `device_index`, bf16 or fp16, head dim 64 or
+// 128, q and dout with 16-byte aligned rows; the communicator must move
+// device memory, e.g. comm/local/cuda_local.h). Tensors must live on the
+// backend's device (TensorView::device); a backend not built answers
+// Unimplemented from Create.
 //
 // Example (one rank of a W-rank ring):
 //   RingOptions opt;  opt.seqlen = 65536;  opt.sharding = Sharding::kZigzag;
@@ -23,6 +30,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -33,6 +41,11 @@
 #include "runtime/tensor.h"
 
 namespace ringattn {
+
+// Which kernels run the ring, and where its tensors live.
+enum class Backend : uint8_t { kCpu = 0, kCuda = 1 };
+const char* BackendName(Backend b);  // "cpu", "cuda"
+absl::StatusOr<Backend> ParseBackend(const std::string& name);
 
 struct RingOptions {
   int64_t seqlen = 0;  // GLOBAL sequence length (sum of all shards)
@@ -48,6 +61,11 @@ struct RingOptions {
   absl::Duration timeout = absl::ZeroDuration();
   // CPU threads of this rank; 0 means hardware threads / world size (>= 1).
   int num_threads = 0;
+  Backend backend = Backend::kCpu;
+  int device_index = 0;        // kCuda: the GPU of this rank
+  // kCuda: bitwise reproducible backward (dQ without atomics; slower). The
+  // CPU backend is always deterministic.
+  bool deterministic = false;
 };
 
 // Figures of the last Forward or Backward call on this rank.
@@ -79,6 +97,8 @@ class RingAttention {
   virtual const RingStats& LastStats() const = 0;
   virtual const Layout& layout() const = 0;
   virtual int64_t ShardLength() const = 0;
+  // The backend of this rank in one line ("cuda: device 0, NVIDIA H100 ...").
+  virtual std::string BackendDescription() const = 0;
 };
 
 }  // namespace ringattn

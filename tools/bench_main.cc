@@ -14,6 +14,13 @@
 // runs one ring rank per process under mpirun / srun (tools/ranks.h): rank
 // 0 gathers every rank's figures through the communicator, runs the 1-rank
 // comparisons alone, and prints. The summary names the transport path.
+//
+// --backend cuda runs the W ranks as virtual ranks on GPU 0 (--comm
+// cuda-local, the default there; bf16 or fp16): random shards made on the
+// host are copied to the device. The 1-rank comparison is then one rank on
+// the same GPU (the W ranks share it, so the ideal speedup is 1: the ratio
+// shows what the ring costs), and there is no all-cores run. The summary
+// names the backend (device) and the communicator.
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -38,6 +45,7 @@
 #include "runtime/ringattn.h"
 #include "tools/cli.h"
 #include "tools/ranks.h"
+#include "tools/placement.h"
 
 ABSL_FLAG(int64_t, seq, 8192, "global sequence length (tokens)");
 ABSL_FLAG(int64_t, batch, 1, "batch size");
@@ -50,14 +58,17 @@ ABSL_FLAG(int64_t, stripe, 1, "tokens per stripe for --sharding striped");
 ABSL_FLAG(bool, causal, true, "causal mask");
 ABSL_FLAG(std::string, window, "", "sliding window LEFT,RIGHT (-1 = unbounded), e.g. 4096,0");
 ABSL_FLAG(double, softcap, 0.0, "score softcap (0 = off)");
-ABSL_FLAG(std::string, dtype, "fp32", "fp32 | bf16");
+ABSL_FLAG(std::string, dtype, "fp32", "fp32 | bf16 (cpu); bf16 | fp16 (cuda)");
 ABSL_FLAG(int, iters, 2, "timed iterations (the median is reported)");
 ABSL_FLAG(int, warmup, 1, "untimed iterations first");
 ABSL_FLAG(bool, backward, true, "also time the backward");
 ABSL_FLAG(bool, compare, true, "also run one rank on the same problem (speedup, kernel rate)");
 ABSL_FLAG(int, threads, 0, "threads per ring rank (0 = cores / W, at least 1)");
-ABSL_FLAG(std::string, comm, "local", "communicator: local | ucx (one rank per process, under mpirun/srun)");
-ABSL_FLAG(std::string, backend, "cpu", "kernel backend: cpu");
+ABSL_FLAG(std::string, comm, "",
+          "communicator: local | cuda-local | ucx (one rank per process, under mpirun/srun); "
+          "default local for --backend cpu, cuda-local for --backend cuda");
+ABSL_FLAG(std::string, backend, "cpu", "kernel backend: cpu | cuda (W virtual ranks on GPU 0)");
+ABSL_FLAG(bool, deterministic, false, "cuda: bitwise reproducible backward (slower dQ pass)");
 ABSL_FLAG(std::string, json, "", "write the figures to this JSON file");
 
 namespace ringattn::tools {
@@ -74,6 +85,8 @@ struct Config {
   DType dtype;
   int iters, warmup;
   bool backward;
+  Backend backend;
+  bool deterministic;
 };
 
 // Median over iterations of the slowest rank's figures.
@@ -87,6 +100,7 @@ struct RunResult {
   int steps = 0;
   int64_t rank_bytes = 0;                    // tensors + workspace, max over ranks
   double link_gbps = 0;                      // isolated SendRecv of one KV block
+  std::string backend;                       // rank 0's backend, described
 };
 
 double Median(std::vector<double> v) {
@@ -97,16 +111,10 @@ double Median(std::vector<double> v) {
 std::vector<uint8_t> RandomShard(int64_t n, DType t, uint32_t seed) {
   std::mt19937 gen(seed);
   std::normal_distribution<float> dist;
+  std::vector<float> x(n);
+  for (float& f : x) f = dist(gen);
   std::vector<uint8_t> bytes(n * DTypeSize(t));
-  for (int64_t i = 0; i < n; ++i) {
-    const float x = dist(gen);
-    if (t == DType::kFloat32) {
-      std::memcpy(&bytes[i * 4], &x, 4);
-    } else {
-      const uint16_t w = FloatToBF16(x);
-      std::memcpy(&bytes[i * 2], &w, 2);
-    }
-  }
+  EncodeFloats(x.data(), n, t, bytes.data());
   return bytes;
 }
 
@@ -149,6 +157,7 @@ absl::StatusOr<RunResult> Run(const Config& c, Ranks& ranks, int threads, const 
       bwd(world, std::vector<RingStats>(total));
   std::vector<int64_t> rank_bytes(world, 0);
   std::vector<double> link(world, 0);
+  std::string backend_description;
   RETURN_IF_ERROR(ranks.Run([&](comm::Communicator& cm) -> absl::Status {
         const int r = cm.Rank();
         RingOptions opt;
@@ -161,21 +170,38 @@ absl::StatusOr<RunResult> Run(const Config& c, Ranks& ranks, int threads, const 
         opt.softcap = c.softcap;
         opt.dtype = c.dtype;
         opt.num_threads = threads;
+        opt.backend = c.backend;
+        opt.deterministic = c.deterministic;
         ASSIGN_OR_RETURN(auto ring, RingAttention::Create(&cm, opt));
+        if (r == 0) backend_description = ring->BackendDescription();
         const int64_t Sr = ring->ShardLength();
         const int64_t nq = c.B * Sr * c.H * c.D, nk = c.B * Sr * c.Hk * c.D;
         auto q = RandomShard(nq, c.dtype, 10 * r + 1), k = RandomShard(nk, c.dtype, 10 * r + 2),
              v = RandomShard(nk, c.dtype, 10 * r + 3), dout = RandomShard(nq, c.dtype, 10 * r + 4);
         std::vector<uint8_t> out(q.size()), dq(q.size()), dk(k.size()), dv(k.size());
         std::vector<float> lse(c.B * c.H * Sr);
-        auto V = [&](std::vector<uint8_t>& x, int64_t heads) {
-          return TensorView::Contiguous(x.data(), c.dtype, {c.B, Sr, heads, c.D});
+        // The shards where the backend reads them (device copies on cuda).
+        Placement place(c.backend);
+        auto V = [&](std::vector<uint8_t>& x, int64_t heads, bool input) {
+          return place.Place(x, c.dtype, {c.B, Sr, heads, c.D}, input);
         };
-        const TensorView lv = TensorView::Contiguous(lse.data(), DType::kFloat32, {c.B, c.H, Sr});
-        // Isolated bandwidth of one KV block around the ring.
+        ASSIGN_OR_RETURN(const TensorView qv, V(q, c.H, true));
+        ASSIGN_OR_RETURN(const TensorView kv, V(k, c.Hk, true));
+        ASSIGN_OR_RETURN(const TensorView vv, V(v, c.Hk, true));
+        ASSIGN_OR_RETURN(const TensorView dov, V(dout, c.H, true));
+        ASSIGN_OR_RETURN(const TensorView ov, V(out, c.H, false));
+        ASSIGN_OR_RETURN(const TensorView dqv, V(dq, c.H, false));
+        ASSIGN_OR_RETURN(const TensorView dkv, V(dk, c.Hk, false));
+        ASSIGN_OR_RETURN(const TensorView dvv, V(dv, c.Hk, false));
+        ASSIGN_OR_RETURN(const TensorView lv,
+                         place.Place(lse, DType::kFloat32, {c.B, c.H, Sr}, false));
+        // Isolated bandwidth of one KV block around the ring (between
+        // device buffers on cuda).
         if (world > 1) {
           const int64_t bytes = 2 * c.B * ring->layout().MaxShardLength() * c.Hk * c.D * DTypeSize(c.dtype);
           std::vector<uint8_t> a(bytes, 1), b(bytes, 0);
+          ASSIGN_OR_RETURN(const TensorView av, place.Place(a, DType::kFloat32, {bytes / 4}, true));
+          ASSIGN_OR_RETURN(const TensorView bv, place.Place(b, DType::kFloat32, {bytes / 4}, true));
           comm::MessageMeta meta;
           meta.kind = 99;
           meta.ndim = 1;
@@ -185,7 +211,7 @@ absl::StatusOr<RunResult> Run(const Config& c, Ranks& ranks, int threads, const 
             meta.step = rep;
             RETURN_IF_ERROR(cm.Barrier(absl::Seconds(60)));
             const auto t0 = std::chrono::steady_clock::now();
-            ASSIGN_OR_RETURN(auto req, cm.SendRecv(a.data(), bytes, (r + 1) % world, meta, b.data(),
+            ASSIGN_OR_RETURN(auto req, cm.SendRecv(av.data, bytes, (r + 1) % world, meta, bv.data,
                                                    bytes, (r + world - 1) % world, meta));
             RETURN_IF_ERROR(req->Wait(absl::Seconds(60)));
             const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -195,12 +221,11 @@ absl::StatusOr<RunResult> Run(const Config& c, Ranks& ranks, int threads, const 
         }
         for (int it = 0; it < total; ++it) {
           RETURN_IF_ERROR(cm.Barrier(absl::Seconds(600)));
-          RETURN_IF_ERROR(ring->Forward(V(q, c.H), V(k, c.Hk), V(v, c.Hk), V(out, c.H), lv));
+          RETURN_IF_ERROR(ring->Forward(qv, kv, vv, ov, lv));
           fwd[r][it] = ring->LastStats();
           if (c.backward) {
             RETURN_IF_ERROR(cm.Barrier(absl::Seconds(600)));
-            RETURN_IF_ERROR(ring->Backward(V(q, c.H), V(k, c.Hk), V(v, c.Hk), V(out, c.H), lv,
-                                           V(dout, c.H), V(dq, c.H), V(dk, c.Hk), V(dv, c.Hk)));
+            RETURN_IF_ERROR(ring->Backward(qv, kv, vv, ov, lv, dov, dqv, dkv, dvv));
             bwd[r][it] = ring->LastStats();
           }
           if (r == 0) Progress(label, it + 1, total);
@@ -272,6 +297,7 @@ absl::StatusOr<RunResult> Run(const Config& c, Ranks& ranks, int threads, const 
     res.link_gbps = r == 0 ? link[r] : std::min(res.link_gbps, link[r]);
   }
   res.steps = fwd[0].back().steps;
+  res.backend = backend_description;
   return res;
 }
 
@@ -306,10 +332,13 @@ int Main(int argc, char** argv) {
     std::fprintf(stderr, "ringattn-bench: %s\n", std::string(s.message()).c_str());
     return 2;
   };
-  if (absl::GetFlag(FLAGS_backend) != "cpu") {
-    return fail(absl::UnimplementedError(absl::StrCat(
-        "--backend ", absl::GetFlag(FLAGS_backend), ": this build has only the 'cpu' backend")));
-  }
+  auto backend = ParseBackendFlag(absl::GetFlag(FLAGS_backend));
+  if (!backend.ok()) return fail(backend.status());
+  c.backend = *backend;
+  c.deterministic = absl::GetFlag(FLAGS_deterministic);
+  const bool gpu = c.backend == Backend::kCuda;
+  auto comm_name = CommFor(c.backend, absl::GetFlag(FLAGS_comm));
+  if (!comm_name.ok()) return fail(comm_name.status());
   if (c.S < 1) return fail(ArgError("--seq", ">= 1", c.S));
   if (ranks_flag < 1) return fail(ArgError("--ranks", ">= 1", ranks_flag));
   if (c.iters < 1) return fail(ArgError("--iters", ">= 1", c.iters));
@@ -317,16 +346,17 @@ int Main(int argc, char** argv) {
   auto sharding = ParseSharding(absl::GetFlag(FLAGS_sharding));
   if (!sharding.ok()) return fail(sharding.status());
   c.sharding = *sharding;
-  if (!ParseDType(absl::GetFlag(FLAGS_dtype), &c.dtype) || c.dtype == DType::kFloat16) {
-    return fail(ArgError("--dtype", "fp32 or bf16", absl::GetFlag(FLAGS_dtype)));
-  }
+  auto dtype = DTypeFor(c.backend, absl::GetFlag(FLAGS_dtype));
+  if (!dtype.ok()) return fail(dtype.status());
+  c.dtype = *dtype;
+  if (const absl::Status usable = CheckBackendUsable(c.backend); !usable.ok()) return fail(usable);
   c.mask.causal = absl::GetFlag(FLAGS_causal);
   auto window = ParseWindow(absl::GetFlag(FLAGS_window));
   if (!window.ok()) return fail(window.status());
   c.mask.window_left = window->first;
   c.mask.window_right = window->second;
 
-  auto ring_ranks = Ranks::Create(absl::GetFlag(FLAGS_comm), ranks_flag, ranks_given);
+  auto ring_ranks = Ranks::Create(*comm_name, ranks_flag, ranks_given);
   if (!ring_ranks.ok()) return fail(ring_ranks.status());
   Ranks& ranks = **ring_ranks;
   const int world = ranks.world();
@@ -346,16 +376,20 @@ int Main(int argc, char** argv) {
               static_cast<long long>(c.H), static_cast<long long>(c.Hk),
               static_cast<long long>(c.D), DTypeName(c.dtype), MaskName(c.mask).c_str(),
               ShardingName(c.sharding));
-  std::printf("  %d %s x %d threads on %d cores; CPU tiles: %s; visible pairs %.3g\n", world,
-              ranks.one_rank_per_process() ? "processes" : "local ranks", threads, cores,
-              cpu::SmallGemm::Backend(), pairs);
+  if (gpu) {
+    std::printf("  backend cuda: %d virtual ranks on GPU 0; visible pairs %.3g\n", world, pairs);
+  } else {
+    std::printf("  backend cpu: %d %s x %d threads on %d cores; CPU tiles: %s; visible pairs %.3g\n",
+                world, ranks.one_rank_per_process() ? "processes" : "local ranks", threads, cores,
+                cpu::SmallGemm::Backend(), pairs);
+  }
   std::printf("  communicator %s\n", ranks.Describe().c_str());
   std::fflush(stdout);
   }
 
   std::vector<RunResult> runs;
   auto run = [&](int w, int t, const std::string& label) -> absl::Status {
-    ASSIGN_OR_RETURN(auto one, Ranks::Create("local", w, true));
+    ASSIGN_OR_RETURN(auto one, Ranks::Create(gpu ? "cuda-local" : "local", w, true));
     ASSIGN_OR_RETURN(RunResult r, Run(c, *one, t, label));
     runs.push_back(r);
     return absl::OkStatus();
@@ -368,12 +402,18 @@ int Main(int argc, char** argv) {
   }
   if (!root) return s.ok() ? 0 : fail(s);
   if (s.ok() && absl::GetFlag(FLAGS_compare) && world > 1) {
-    s = run(1, threads, absl::StrCat("1 rank, ", threads, " thread(s)"));
-    if (s.ok() && threads != cores) s = run(1, cores, absl::StrCat("1 rank, ", cores, " threads"));
+    if (gpu) {
+      s = run(1, threads, "1 rank, same GPU");
+    } else {
+      s = run(1, threads, absl::StrCat("1 rank, ", threads, " thread(s)"));
+      if (s.ok() && threads != cores) s = run(1, cores, absl::StrCat("1 rank, ", cores, " threads"));
+    }
   }
   if (!s.ok()) return fail(s);
 
   const RunResult& ring = runs[0];
+  std::printf("\n  backend                   %s\n", ring.backend.c_str());
+  std::printf("  communicator              %s\n", ranks.Describe().c_str());
   std::printf("\n  %-24s %12s %12s %14s %10s\n", "run", "fwd ms", "fwd GFLOP/s", "bwd ms",
               "bwd GFLOP/s");
   for (const RunResult& r : runs) {
@@ -390,9 +430,15 @@ int Main(int argc, char** argv) {
   if (runs.size() > 1) {
     speed_f = runs[1].fwd_s / ring.fwd_s;
     speed_b = c.backward ? runs[1].bwd_s / ring.bwd_s : 0;
-    std::printf("  speedup vs 1 rank         fwd %.2fx%s   (1 rank with the share of one ring rank; ideal %d)\n",
-                speed_f, c.backward ? absl::StrFormat("   bwd %.2fx", speed_b).c_str() : "",
-                std::min(world, cores));
+    if (gpu) {
+      std::printf("  speedup vs 1 rank         fwd %.2fx%s   (1 rank on the same GPU; the %d virtual ranks share it: ideal 1)\n",
+                  speed_f, c.backward ? absl::StrFormat("   bwd %.2fx", speed_b).c_str() : "",
+                  world);
+    } else {
+      std::printf("  speedup vs 1 rank         fwd %.2fx%s   (1 rank with the share of one ring rank; ideal %d)\n",
+                  speed_f, c.backward ? absl::StrFormat("   bwd %.2fx", speed_b).c_str() : "",
+                  std::min(world, cores));
+    }
   }
   std::printf("  overlap efficiency        fwd %.3f%s   (compute / wall, min over ranks)\n",
               ring.fwd_overlap, c.backward ? absl::StrFormat("   bwd %.3f", ring.bwd_overlap).c_str() : "");
@@ -425,6 +471,10 @@ int Main(int argc, char** argv) {
     kv("kv_heads", absl::StrCat(c.Hk));
     kv("head_dim", absl::StrCat(c.D));
     kv("dtype", absl::StrCat("\"", DTypeName(c.dtype), "\""));
+    kv("backend", absl::StrCat("\"", BackendName(c.backend), "\""));
+    kv("backend_description", absl::StrCat("\"", ring.backend, "\""));
+    kv("comm", absl::StrCat("\"", *comm_name, "\""));
+    kv("deterministic", c.deterministic ? "true" : "false");
     kv("ranks", absl::StrCat(world));
     kv("threads_per_rank", absl::StrCat(threads));
     kv("sharding", absl::StrCat("\"", ShardingName(c.sharding), "\""));

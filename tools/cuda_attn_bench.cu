@@ -685,12 +685,13 @@ int TuneAll(int reps) {
               prop.minor);
   // The launched shape comes first in each list (traits.h).
   TuneHeadDim(FwdList<128, FwdConfig<128, 8, 2, 64, false>, FwdConfig<128, 8, 1, 64, true>,
-                      FwdConfig<128, 8, 2, 32, false>, FwdConfig<128, 4, 2, 32, false>>{},
+                      FwdConfig<128, 8, 2, 32, false>, FwdConfig<128, 4, 2, 32, false>,
+                      FwdConfig<128, 8, 2, 48, false>, FwdConfig<128, 4, 2, 48, false>>{},
               BwdList<128, BwdConfig<128, 8, 64>, BwdConfig<128, 4, 32>, BwdConfig<128, 8, 32>>{},
               reps);
   TuneHeadDim(FwdList<64, FwdConfig<64, 4, 2, 64, true>, FwdConfig<64, 4, 2, 32, true>,
                       FwdConfig<64, 8, 2, 64, true>, FwdConfig<64, 4, 2, 64, false>,
-                      FwdConfig<64, 8, 2, 32, true>>{},
+                      FwdConfig<64, 8, 2, 32, true>, FwdConfig<64, 4, 2, 48, true>>{},
               BwdList<64, BwdConfig<64, 8, 128>, BwdConfig<64, 4, 64>, BwdConfig<64, 8, 64>>{},
               reps);
   return 0;

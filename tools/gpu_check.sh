@@ -46,11 +46,14 @@ prepare() {
   cmake -S "$ROOT" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
     -DCMAKE_CUDA_ARCHITECTURES=90 -DRINGATTN_CUDA=ON \
     "-DCMAKE_EXE_LINKER_FLAGS=-Wl,--as-needed" || return 1
-  cmake --build "$build" -j"$(nproc)" --target cuda_kernels_test cuda_attn_bench cuda_tune || return 1
+  cmake --build "$build" -j"$(nproc)" --target cuda_kernels_test cuda_attn_bench cuda_tune \
+    cuda_ring_test cuda_local_comm_test run_tool_cuda_test ringattn-run ringattn-bench || return 1
   rm -rf "$CARRY"
   mkdir -p "$CARRY/bin" "$CARRY/lib"
   cp "$build/tests/attention/cuda_kernels_test" "$build/attention/cuda_attn_bench" \
-    "$build/attention/cuda_tune" "$CARRY/bin/"
+    "$build/attention/cuda_tune" "$build/tests/runtime/cuda_ring_test" \
+    "$build/tests/comm/cuda_local_comm_test" "$build/tests/tools/run_tool_cuda_test" \
+    "$build/tools/ringattn-run" "$build/tools/ringattn-bench" "$CARRY/bin/"
   # Shared libraries the binaries need, except glibc's own (the GPU
   # machine's newer glibc runs binaries built against this one).
   for bin in "$CARRY"/bin/*; do
@@ -61,8 +64,14 @@ prepare() {
       *) cp -L "$lib" "$CARRY/lib/" ;;
     esac
   done
-  du -sh "$CARRY"
   ls -la "$CARRY/bin" "$CARRY/lib"
+  # One xz archive: the binaries and libraries (OpenBLAS alone is 35 MB)
+  # would pass the device tool's 64 MiB limit on what travels.
+  tar cf - -C "$CARRY" bin lib | xz -6 -T"$(nproc)" >"$ROOT/carry.tar.xz.tmp" || return 1
+  rm -rf "$CARRY"
+  mkdir -p "$CARRY"
+  mv "$ROOT/carry.tar.xz.tmp" "$CARRY/carry.tar.xz"
+  du -sh "$CARRY"
   echo "ready: carry [\"build-carry\"] and run tools/gpu_check.sh on the GPU machine"
 }
 
@@ -101,6 +110,11 @@ log "repo $ROOT, OUT $OUT"
 } >>"$SETUP" 2>&1
 
 # ---------------------------------------------------------------- binaries
+if [[ -f "$CARRY/carry.tar.xz" && ! -d "$CARRY/bin" ]]; then
+  log "unpacking build-carry/carry.tar.xz"
+  python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' \
+    "$CARRY/carry.tar.xz" "$CARRY" >>"$SETUP" 2>&1 || log "unpacking FAILED (see setup.log)"
+fi
 TEST_BIN=""
 BENCH_BIN=""
 TEST_MODE="not run"
@@ -213,6 +227,33 @@ sum_of() { grep -oE "^\[  $1 *\] [0-9]+ test" "$OUT/tests.log" | awk '{s += $4} 
 log "gpu tests ($TEST_MODE): rc=$TESTS_RC; passed $(sum_of PASSED), skipped $(sum_of SKIPPED), failed $(grep -cE '^\[  FAILED  \] [A-Za-z]' "$OUT/tests.log")"
 grep -E '^\[  FAILED  \]|Failure|error' "$OUT/tests.log" | head -20 | tee -a "$SETUP"
 
+# ---------------------------------------------------------------- ring tests
+# The ring on one GPU (cuda backend, cuda-local communicator), the
+# communicator's conformance suite on device buffers, and ringattn-run
+# --backend cuda against --backend cpu: each in 8 shards.
+RING_RC=none
+if [[ "$TEST_MODE" == "carried binary" ]]; then
+  RING_RC=0
+  for t in cuda_ring_test cuda_local_comm_test run_tool_cuda_test; do
+    [[ -x "$CARRY/bin/$t" ]] || { log "$t: not carried"; RING_RC=1; continue; }
+    log "ring tests: $t in 8 shards"
+    pids=()
+    for i in 0 1 2 3 4 5 6 7; do
+      GTEST_TOTAL_SHARDS=8 GTEST_SHARD_INDEX=$i RINGATTN_RUN_BINARY="$CARRY/bin/ringattn-run" \
+        carried timeout "$(cap 150)" "$CARRY/bin/$t" --gtest_brief=1 >"$OUT/$t.shard$i" 2>&1 &
+      pids+=($!)
+    done
+    for i in 0 1 2 3 4 5 6 7; do
+      wait "${pids[$i]}" || RING_RC=1
+      { echo "=== $t shard $i"; cat "$OUT/$t.shard$i"; } >>"$OUT/ring_tests.log"
+      rm -f "$OUT/$t.shard$i"
+    done
+  done
+  rsum() { grep -oE "^\[  $1 *\] [0-9]+ test" "$OUT/ring_tests.log" | awk '{s += $4} END {print s + 0}'; }
+  log "ring tests: rc=$RING_RC; passed $(rsum PASSED), skipped $(rsum SKIPPED), failed $(grep -cE '^\[  FAILED  \] [A-Za-z]' "$OUT/ring_tests.log")"
+  grep -E '^\[  FAILED  \]|Failure' "$OUT/ring_tests.log" | head -20 | tee -a "$SETUP"
+fi
+
 SAN_RC=none
 if [[ -n "$SAN_PID" ]]; then
   wait "$SAN_PID"; SAN_RC=$?
@@ -247,6 +288,42 @@ if [[ -x "$CARRY/bin/cuda_tune" ]]; then
     log "cuda_tune rc=$? (see tune.log)"
 fi
 
+# ---------------------------------------------------------------- GPU ring
+# The cuda-local ring, W in {1, 2, 4, 8} virtual ranks on this one GPU, on
+# the same total problem (bf16, S=32768, H=16, D=128), against one rank
+# doing all of it (the bench's comparison run): the ring's overhead, since
+# the ranks share the chip.
+if [[ -x "$CARRY/bin/ringattn-bench" ]]; then
+  for causal in false true; do
+    for w in 1 2 4 8; do
+      log "ring bench: cuda-local W=$w causal=$causal"
+      carried timeout "$(cap 60)" "$CARRY/bin/ringattn-bench" --backend cuda --comm cuda-local \
+        --dtype bf16 --ranks "$w" --seq 32768 --heads 16 --kv-heads 16 --head-dim 128 \
+        --sharding zigzag --causal="$causal" --iters 5 --warmup 2 \
+        --json "$OUT/ring_w${w}_causal_${causal}.json" >>"$OUT/ring_bench.log" 2>&1 ||
+        log "ring bench rc=$? (see ring_bench.log)"
+    done
+  done
+  python3 - "$OUT" >"$OUT/ring.txt" 2>&1 <<'PY'
+import glob, json, os, sys
+rows = []
+for f in sorted(glob.glob(os.path.join(sys.argv[1], "ring_w*_causal_*.json"))):
+    try:
+        rows.append(json.load(open(f)))
+    except Exception as e:
+        print(f"{os.path.basename(f)}: unreadable ({e})")
+rows.sort(key=lambda r: (r["causal"], r["ranks"]))
+print("cuda-local ring on one GPU, bf16, S=32768, H=16, D=128, zigzag; speedup = 1 rank / W ranks (ideal 1)")
+print(f"{'causal':>6} {'W':>2} | {'fwd ms':>8} {'bwd ms':>8} | {'fwd x1':>7} {'bwd x1':>7} | {'overlap f':>9} {'overlap b':>9}")
+for r in rows:
+    f = lambda k: float("nan") if r.get(k) is None else r[k]
+    print(f"{str(r['causal']):>6} {r['ranks']:>2} | {f('fwd_ms'):8.2f} {f('bwd_ms'):8.2f} | "
+          f"{f('speedup_vs_1_rank'):7.3f} {f('bwd_speedup_vs_1_rank'):7.3f} | "
+          f"{f('overlap_efficiency'):9.3f} {f('bwd_overlap_efficiency'):9.3f}")
+PY
+  cat "$OUT/ring.txt"
+fi
+
 # ---------------------------------------------------------------- profile
 # Nsight Compute on the D=128, S=8192 forward and backward (one launch each):
 # throughput against the ceilings, warp stalls, occupancy. Clocks left alone.
@@ -267,9 +344,9 @@ cat "$OUT/bench.log" 2>/dev/null | tail -15
 echo
 sed -n '/^TFLOP/,$p' "$OUT/table.txt"
 echo
-log "tests: $TEST_MODE rc=$TESTS_RC | memcheck rc=$SAN_RC | self-check rc=$CHECK_RC | total $(( $(date +%s) - START )) s"
+log "tests: $TEST_MODE rc=$TESTS_RC | ring tests rc=$RING_RC | memcheck rc=$SAN_RC | self-check rc=$CHECK_RC | total $(( $(date +%s) - START )) s"
 # The device tool brings back at most 8 files: the detailed logs travel as
 # one archive beside setup.log and table.txt.
-(cd "$OUT" && ls | grep -vE '^(setup\.log|table\.txt|logs\.tgz)$' | tar czf logs.tgz -T - &&
-  ls | grep -vE '^(setup\.log|table\.txt|logs\.tgz)$' | xargs -r rm -f)
-[[ $TESTS_RC == 0 && $CHECK_RC == 0 ]]
+(cd "$OUT" && ls | grep -vE '^(setup\.log|table\.txt|ring\.txt|logs\.tgz)$' | tar czf logs.tgz -T - &&
+  ls | grep -vE '^(setup\.log|table\.txt|ring\.txt|logs\.tgz)$' | xargs -r rm -f)
+[[ $TESTS_RC == 0 && $CHECK_RC == 0 && ( $RING_RC == 0 || $RING_RC == none ) ]]

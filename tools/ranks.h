@@ -1,8 +1,10 @@
 // The ranks a CLI tool drives in this process, whatever the communicator:
-//   local  W ranks as threads of this process (one LocalWorld)
-//   ucx    one rank per process, launched by mpirun / srun (or with
-//          RINGATTN_RANK / RINGATTN_WORLD_SIZE); the world size comes from
-//          the launcher, and an explicit --ranks must agree with it
+//   local       W ranks as threads of this process (one LocalWorld, memcpy)
+//   cuda-local  the same, copying with the CUDA runtime: buffers may be
+//               device memory (GPU `device`)
+//   ucx         one rank per process, launched by mpirun / srun (or with
+//               RINGATTN_RANK / RINGATTN_WORLD_SIZE); the world size comes
+//               from the launcher, and an explicit --ranks must agree with it
 // Run() runs the per-rank body on each driven rank (a thread each) and, for
 // ucx, aborts the communicator on a rank's error so that its peers stop
 // promptly instead of waiting out their timeouts. GatherToRoot moves one
@@ -21,6 +23,7 @@
 #include "base/status.h"
 #include "comm/bootstrap/bootstrap.h"
 #include "comm/communicator.h"
+#include "comm/local/cuda_local.h"
 #include "comm/local/local_comm.h"
 #include "comm/ucx/ucx_comm.h"
 
@@ -28,21 +31,27 @@ namespace ringattn::tools {
 
 class Ranks {
  public:
-  // `ranks` is --ranks; `ranks_explicit` whether the user gave it.
+  // `ranks` is --ranks; `ranks_explicit` whether the user gave it;
+  // `device` the GPU of cuda-local.
   static absl::StatusOr<std::unique_ptr<Ranks>> Create(const std::string& comm_name, int ranks,
-                                                       bool ranks_explicit) {
+                                                       bool ranks_explicit, int device = 0) {
     auto out = std::unique_ptr<Ranks>(new Ranks);
     out->name_ = comm_name;
-    if (comm_name == "local") {
+    out->device_ = device;
+    if (comm_name == "local" || comm_name == "cuda-local") {
       if (ranks < 1) return ArgError("--ranks", ">= 1", ranks);
-      ASSIGN_OR_RETURN(out->local_, comm::LocalWorld::Create(ranks));
+      if (comm_name == "local") {
+        ASSIGN_OR_RETURN(out->local_, comm::LocalWorld::Create(ranks));
+      } else {
+        ASSIGN_OR_RETURN(out->local_, comm::CreateCudaLocalWorld(ranks, {}, device));
+      }
       for (int r = 0; r < ranks; ++r) out->comms_.push_back(&out->local_->Comm(r));
       out->world_ = ranks;
       return out;
     }
     if (comm_name != "ucx") {
-      return absl::UnimplementedError(
-          absl::StrCat("--comm ", comm_name, ": not a communicator of this build (local, ucx)"));
+      return absl::UnimplementedError(absl::StrCat(
+          "--comm ", comm_name, ": not a communicator of this build (local, cuda-local, ucx)"));
     }
     if (!comm::UcxBuilt()) {
       return comm::CreateUcxCommunicator(nullptr).status();
@@ -82,6 +91,11 @@ class Ranks {
 
   // "ucx: 4 processes (one rank each), bootstrap mpi, UCX 1.13.1 ...".
   std::string Describe() const {
+    if (remote_ == nullptr && name_ == "cuda-local") {
+      return absl::StrCat("cuda-local: ", world_,
+                          " ranks as threads of one process (cudaMemcpyAsync on device ", device_,
+                          ")");
+    }
     if (remote_ == nullptr) {
       return absl::StrCat("local: ", world_, " ranks as threads of one process (memcpy)");
     }
@@ -106,6 +120,7 @@ class Ranks {
  private:
   Ranks() = default;
   std::string name_;
+  int device_ = 0;
   int world_ = 1;
   std::unique_ptr<comm::LocalWorld> local_;
   std::unique_ptr<comm::Bootstrap> bootstrap_;

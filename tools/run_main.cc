@@ -9,6 +9,10 @@
 // process under mpirun / srun: every process reads the inputs and takes its
 // own shard, and rank 0 gathers the outputs and writes the files (bitwise
 // the same as --comm local with the same W and sharding).
+//
+// --backend cuda runs the W ranks on GPU 0 (--comm cuda-local, the default
+// there): each rank's shards go to the device, the results come back, and
+// the same files are written. The CUDA kernels take --dtype bf16 or fp16.
 #include <sys/stat.h>
 
 #include <cstdio>
@@ -26,6 +30,7 @@
 #include "tools/cli.h"
 #include "tools/npy.h"
 #include "tools/ranks.h"
+#include "tools/placement.h"
 
 ABSL_FLAG(std::string, q, "", "query .npy, float32 [B, S, H, D]");
 ABSL_FLAG(std::string, k, "", "key .npy, float32 [B, S, Hkv, D]");
@@ -36,9 +41,13 @@ ABSL_FLAG(bool, causal, false, "causal mask");
 ABSL_FLAG(std::string, window, "", "sliding window LEFT,RIGHT (-1 = unbounded)");
 ABSL_FLAG(double, softcap, 0.0, "score softcap (0 = off)");
 ABSL_FLAG(double, scale, 0.0, "softmax scale (0 = 1/sqrt(D))");
-ABSL_FLAG(std::string, dtype, "fp32", "storage dtype for the computation: fp32 | bf16");
-ABSL_FLAG(std::string, backend, "cpu", "kernel backend: cpu");
-ABSL_FLAG(std::string, comm, "local", "communicator: local | ucx (one rank per process, under mpirun/srun)");
+ABSL_FLAG(std::string, dtype, "fp32",
+          "storage dtype for the computation: fp32 | bf16 (cpu); bf16 | fp16 (cuda)");
+ABSL_FLAG(std::string, backend, "cpu", "kernel backend: cpu | cuda (W ranks on GPU 0)");
+ABSL_FLAG(bool, deterministic, false, "cuda: bitwise reproducible backward (slower dQ pass)");
+ABSL_FLAG(std::string, comm, "",
+          "communicator: local | cuda-local | ucx (one rank per process, under mpirun/srun); "
+          "default local for --backend cpu, cuda-local for --backend cuda");
 ABSL_FLAG(int, ranks, 1, "ring size W (local ranks; with --comm ucx the launched world size)");
 ABSL_FLAG(std::string, sharding, "contiguous", "contiguous | zigzag | striped");
 ABSL_FLAG(int64_t, stripe, 1, "tokens per stripe for --sharding striped");
@@ -70,14 +79,10 @@ absl::Status Main(bool ranks_given) {
   if (stat(out_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
     return absl::InvalidArgumentError(absl::StrCat("--out-dir ", out_dir, ": not a directory"));
   }
-  if (absl::GetFlag(FLAGS_backend) != "cpu") {
-    return absl::UnimplementedError(absl::StrCat("--backend ", absl::GetFlag(FLAGS_backend),
-                                                 ": this build has only the 'cpu' backend"));
-  }
-  DType dtype;
-  if (!ParseDType(absl::GetFlag(FLAGS_dtype), &dtype) || dtype == DType::kFloat16) {
-    return ArgError("--dtype", "fp32 or bf16", absl::GetFlag(FLAGS_dtype));
-  }
+  ASSIGN_OR_RETURN(const Backend backend, ParseBackendFlag(absl::GetFlag(FLAGS_backend)));
+  ASSIGN_OR_RETURN(const std::string comm_name, CommFor(backend, absl::GetFlag(FLAGS_comm)));
+  ASSIGN_OR_RETURN(const DType dtype, DTypeFor(backend, absl::GetFlag(FLAGS_dtype)));
+  RETURN_IF_ERROR(CheckBackendUsable(backend));
   const int ranks_flag = absl::GetFlag(FLAGS_ranks);
   if (ranks_flag < 1) return ArgError("--ranks", ">= 1", ranks_flag);
   ASSIGN_OR_RETURN(const Sharding sharding, ParseSharding(absl::GetFlag(FLAGS_sharding)));
@@ -112,6 +117,8 @@ absl::Status Main(bool ranks_given) {
   if (absl::GetFlag(FLAGS_scale) != 0.0) opt.scale = static_cast<float>(absl::GetFlag(FLAGS_scale));
   opt.dtype = dtype;
   opt.num_threads = absl::GetFlag(FLAGS_threads);
+  opt.backend = backend;
+  opt.deterministic = absl::GetFlag(FLAGS_deterministic);
 
   const int64_t es = DTypeSize(dtype);
   const auto qs = ToStorage(q.data, dtype), ks = ToStorage(k.data, dtype),
@@ -119,7 +126,7 @@ absl::Status Main(bool ranks_given) {
   std::vector<uint8_t> out_full(qs.size()), dq_full(qs.size()), dk_full(ks.size()), dv_full(ks.size());
   std::vector<float> lse_full(B * H * S);
 
-  ASSIGN_OR_RETURN(auto ranks, Ranks::Create(absl::GetFlag(FLAGS_comm), ranks_flag, ranks_given));
+  ASSIGN_OR_RETURN(auto ranks, Ranks::Create(comm_name, ranks_flag, ranks_given));
   ASSIGN_OR_RETURN(const absl::Duration timeout, comm::DefaultTimeout());
   RETURN_IF_ERROR(ranks->Run([&](comm::Communicator& cm) -> absl::Status {
         const int r = cm.Rank();
@@ -132,16 +139,26 @@ absl::Status Main(bool ranks_given) {
         layout.ShardRows(qs.data(), r, B, H * D * es, qr.data());
         layout.ShardRows(ks.data(), r, B, Hk * D * es, kr.data());
         layout.ShardRows(vs.data(), r, B, Hk * D * es, vr.data());
-        auto V = [&](std::vector<uint8_t>& x, int64_t heads) {
-          return TensorView::Contiguous(x.data(), dtype, {B, Sr, heads, D});
+        if (backward) layout.ShardRows(ds.data(), r, B, H * D * es, dor.data());
+        // The shards where the backend reads them (device copies on cuda).
+        Placement place(backend);
+        auto V = [&](std::vector<uint8_t>& x, int64_t heads, bool input) {
+          return place.Place(x, dtype, {B, Sr, heads, D}, input);
         };
-        const TensorView lv = TensorView::Contiguous(lser.data(), DType::kFloat32, {B, H, Sr});
-        RETURN_IF_ERROR(ring->Forward(V(qr, H), V(kr, Hk), V(vr, Hk), V(outr, H), lv));
+        ASSIGN_OR_RETURN(const TensorView qv, V(qr, H, true));
+        ASSIGN_OR_RETURN(const TensorView kv, V(kr, Hk, true));
+        ASSIGN_OR_RETURN(const TensorView vv, V(vr, Hk, true));
+        ASSIGN_OR_RETURN(const TensorView ov, V(outr, H, false));
+        ASSIGN_OR_RETURN(const TensorView lv, place.Place(lser, DType::kFloat32, {B, H, Sr}, false));
+        RETURN_IF_ERROR(ring->Forward(qv, kv, vv, ov, lv));
         if (backward) {
-          layout.ShardRows(ds.data(), r, B, H * D * es, dor.data());
-          RETURN_IF_ERROR(ring->Backward(V(qr, H), V(kr, Hk), V(vr, Hk), V(outr, H), lv,
-                                         V(dor, H), V(dqr, H), V(dkr, Hk), V(dvr, Hk)));
+          ASSIGN_OR_RETURN(const TensorView dov, V(dor, H, true));
+          ASSIGN_OR_RETURN(const TensorView dqv, V(dqr, H, false));
+          ASSIGN_OR_RETURN(const TensorView dkv, V(dkr, Hk, false));
+          ASSIGN_OR_RETURN(const TensorView dvv, V(dvr, Hk, false));
+          RETURN_IF_ERROR(ring->Backward(qv, kv, vv, ov, lv, dov, dqv, dkv, dvv));
         }
+        RETURN_IF_ERROR(place.Download());
         // Distinct rows per rank: gathering concurrently is safe.
         layout.GatherRows(outr.data(), r, B, H * D * es, out_full.data());
         layout.GatherRows(lser.data(), r, B * H, 4, lse_full.data());

@@ -1,6 +1,6 @@
 // The `local` backend (see local_comm.h): W ranks as threads, one copy
-// thread per rank that memcpys matched messages into that rank's receive
-// buffers while the ranks compute.
+// thread per rank that memcpys (or copies through the world's LocalCopier)
+// matched messages into that rank's receive buffers while the ranks compute.
 //
 // All shared state (posted operations, copy queues, barrier, abort) lives
 // under one mutex; the copy threads drop it while they copy. Waiters block
@@ -72,7 +72,7 @@ class LocalComm;
 }  // namespace
 
 struct LocalWorld::Impl {
-  Impl(int world_size, absl::Duration wait_timeout);
+  Impl(int world_size, absl::Duration wait_timeout, std::string comm_name);
 
   // All of these require `mu`.
   void Post(Op* op);
@@ -86,7 +86,11 @@ struct LocalWorld::Impl {
 
   const int size;
   const absl::Duration timeout;
+  const std::string name;
   std::vector<std::unique_ptr<LocalComm>> comms;
+  // [rank]: the receiving rank's copier; null: memcpy. Used only by that
+  // rank's copy thread.
+  std::vector<std::unique_ptr<LocalCopier>> copiers;
   std::vector<std::thread> copy_threads;
 
   std::mutex mu;
@@ -187,7 +191,7 @@ class LocalComm final : public Communicator {
 
   int Rank() const override { return rank_; }
   int Size() const override { return world_->size; }
-  std::string Name() const override { return "local"; }
+  std::string Name() const override { return world_->name; }
 
   absl::StatusOr<std::unique_ptr<Request>> SendRecv(const void* send, int64_t send_bytes, int to,
                                                     const MessageMeta& send_meta, void* recv,
@@ -249,9 +253,11 @@ class LocalComm final : public Communicator {
 
 }  // namespace
 
-LocalWorld::Impl::Impl(int world_size, absl::Duration wait_timeout)
+LocalWorld::Impl::Impl(int world_size, absl::Duration wait_timeout, std::string comm_name)
     : size(world_size),
       timeout(wait_timeout),
+      name(std::move(comm_name)),
+      copiers(world_size),
       rank_cv(world_size),
       copy_cv(world_size),
       sends(static_cast<size_t>(world_size) * world_size),
@@ -327,10 +333,17 @@ void LocalWorld::Impl::CopyLoop(int rank) {
     const auto* src = static_cast<const char*>(job.send->send_buf);
     auto* dst = static_cast<char*>(job.recv->recv_buf);
     const int64_t bytes = job.recv->header.bytes;
+    LocalCopier* copier = copiers[rank].get();
     int64_t copied = 0;
+    absl::Status copy_status;
     while (copied < bytes && !aborted.load(std::memory_order_relaxed)) {
       const int64_t chunk = std::min(kCopyChunkBytes, bytes - copied);
-      std::memcpy(dst + copied, src + copied, static_cast<size_t>(chunk));
+      if (copier == nullptr) {
+        std::memcpy(dst + copied, src + copied, static_cast<size_t>(chunk));
+      } else {
+        copy_status = copier->Copy(dst + copied, src + copied, chunk);
+        if (!copy_status.ok()) break;
+      }
       copied += chunk;
     }
 
@@ -339,6 +352,14 @@ void LocalWorld::Impl::CopyLoop(int rank) {
       comms[job.send->header.src_rank]->bytes_sent_.fetch_add(bytes, std::memory_order_relaxed);
       Complete(job.send, absl::OkStatus());
       Complete(job.recv, absl::OkStatus());
+    } else if (!copy_status.ok()) {
+      const absl::Status failed(
+          copy_status.code(),
+          absl::StrCat(name, ": copying the message from rank ", job.send->header.src_rank,
+                       " to rank ", rank, " for ", Describe(job.recv->header), " (", bytes,
+                       " bytes): ", copy_status.message()));
+      Complete(job.send, failed);
+      Complete(job.recv, failed);
     } else {
       Complete(job.send, abort_status);
       Complete(job.recv, abort_status);
@@ -416,7 +437,12 @@ absl::StatusOr<std::unique_ptr<LocalWorld>> LocalWorld::Create(int size,
   if (timeout == absl::ZeroDuration()) {
     ASSIGN_OR_RETURN(timeout, DefaultTimeout());
   }
-  auto impl = std::make_unique<Impl>(size, timeout);
+  auto impl = std::make_unique<Impl>(size, timeout, options.name);
+  if (options.make_copier) {
+    for (int r = 0; r < size; ++r) {
+      ASSIGN_OR_RETURN(impl->copiers[r], options.make_copier(r));
+    }
+  }
   Impl* state = impl.get();
   for (int r = 0; r < size; ++r) {
     state->copy_threads.emplace_back([state, r] { state->CopyLoop(r); });

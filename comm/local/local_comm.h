@@ -26,20 +26,43 @@
 //
 // The world must outlive its communicators' requests; destroy every
 // request before the world.
+//
+// Variants: how bytes move is a hook (LocalCopier, one per copy thread);
+// the default is memcpy (host memory). `cuda-local` (cuda_local.h) copies
+// with the CUDA runtime, so that message buffers may be device memory.
 #pragma once
 
+#include <cstdint>
+#include <functional>
 #include <memory>
+#include <string>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "comm/communicator.h"
 
 namespace ringattn::comm {
 
+// Moves the bytes of matched messages for one copy thread (one receiving
+// rank). Copy() is called only from that thread, once per chunk of at most
+// a few MiB, and must have finished writing `dst` when it returns OK. An
+// error fails the send and the receive of that message (both ranks see it).
+class LocalCopier {
+ public:
+  virtual ~LocalCopier() = default;
+  virtual absl::Status Copy(void* dst, const void* src, int64_t bytes) = 0;
+};
+
 struct LocalWorldOptions {
   // How long a destroyed pending request waits for its peer before it is
   // cancelled. Zero: DefaultTimeout() (RINGATTN_TIMEOUT_MS, else 60 s).
   absl::Duration timeout = absl::ZeroDuration();
+  // The copier of receiving rank `rank`, made once in Create (an error
+  // fails Create). Null: memcpy.
+  std::function<absl::StatusOr<std::unique_ptr<LocalCopier>>(int rank)> make_copier;
+  // What the communicators' Name() answers.
+  std::string name = "local";
 };
 
 class LocalWorld {

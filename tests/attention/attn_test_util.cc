@@ -22,37 +22,9 @@ std::string Case::Name() const {
                       strided ? "_strided" : "");
 }
 
-uint16_t FloatToHalf(float f) {
-  uint32_t x;
-  std::memcpy(&x, &f, 4);
-  const uint16_t sign = static_cast<uint16_t>((x >> 16) & 0x8000u);
-  const uint32_t ax = x & 0x7fffffffu;
-  if (ax > 0x7f800000u) return sign | 0x7e00u;    // NaN
-  if (ax >= 0x477ff000u) return sign | 0x7c00u;   // rounds to +-inf (65520 and up)
-  if (ax < 0x38800000u) {                          // below 2^-14: subnormal or zero
-    float af;
-    std::memcpy(&af, &ax, 4);
-    // |f| * 2^24 is exact; the default rounding mode rounds half to even.
-    return sign | static_cast<uint16_t>(std::nearbyint(af * 16777216.0f));
-  }
-  uint32_t h = ((ax >> 23) - 112) << 10 | ((ax >> 13) & 0x3ffu);
-  const uint32_t rem = ax & 0x1fffu;
-  if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) ++h;  // carries into the exponent
-  return sign | static_cast<uint16_t>(h);
-}
+uint16_t FloatToHalf(float f) { return ::ringattn::FloatToHalf(f); }
 
-float HalfToFloat(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
-  const uint32_t e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
-  if (e == 0) {
-    const float f = std::ldexp(static_cast<float>(m), -24);
-    return sign ? -f : f;
-  }
-  const uint32_t bits = sign | (e == 31 ? 0x7f800000u | (m << 13) : ((e + 112) << 23) | (m << 13));
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
+float HalfToFloat(uint16_t h) { return ::ringattn::HalfToFloat(h); }
 
 float RoundToDType(DType t, float f) {
   return t == DType::kFloat16 ? HalfToFloat(FloatToHalf(f)) : RoundTo(t, f);

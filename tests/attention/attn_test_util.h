@@ -33,7 +33,7 @@ struct Case {
 inline void PrintTo(const Case& c, std::ostream* os) { *os << c.Name(); }
 
 // IEEE binary16 (fp16) conversions, round to nearest even, for the CUDA
-// kernels' fp16 storage (dtype.h's RoundTo and FloatToBF16 know bf16 only).
+// kernels' fp16 storage (the ones of dtype.h, kept under these names).
 uint16_t FloatToHalf(float f);
 float HalfToFloat(uint16_t h);
 // Value of `f` after a round trip through `t`, fp16 included.

@@ -71,6 +71,12 @@ void Buffer::Fill(uint8_t value) {
   Write(std::vector<uint8_t>(static_cast<size_t>(bytes_), value));
 }
 
+void CommConformanceTest::SetUp() {
+  if (!backend().skip_reason) return;
+  const std::string reason = backend().skip_reason();
+  if (!reason.empty()) GTEST_SKIP() << reason;
+}
+
 void CommConformanceTest::RunWorld(absl::Duration timeout,
                                    const std::function<void(Communicator&)>& body) {
   absl::StatusOr<std::unique_ptr<CommWorld>> made = backend().make_world(size(), timeout);

@@ -82,6 +82,9 @@ struct CommBackend {
   // Whether the SENDING rank's request also fails on a header mismatch
   // (local: yes; a transport where the receiver checks alone: no).
   bool sender_sees_header_mismatch = false;
+  // Non-empty: why this backend cannot run here (e.g. "no CUDA device");
+  // every test of the suite is then skipped with that message.
+  std::function<std::string()> skip_reason;
 };
 
 struct ConformanceParam {
@@ -120,6 +123,8 @@ class Buffer {
 // The fixture of the suite; the tests are in conformance.cc.
 class CommConformanceTest : public ::testing::TestWithParam<ConformanceParam> {
  protected:
+  void SetUp() override;  // skips when the backend's skip_reason says so
+
   int size() const { return GetParam().size; }
   const CommBackend& backend() const { return *GetParam().backend; }
   CommWorld& world() const { return *world_; }

@@ -4,6 +4,7 @@
 // DefaultTimeout).
 #include "comm/local/local_comm.h"
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
@@ -18,6 +19,7 @@
 #include "absl/time/clock.h"
 #include "base/status.h"
 #include "comm/communicator.h"
+#include "comm/local/cuda_local.h"
 #include "gtest/gtest.h"
 #include "tests/comm/conformance.h"
 
@@ -354,6 +356,81 @@ TEST(LocalWorldTest, ManySmallStepsStress) {
       }
     }
   });
+}
+
+// The copier hook (what cuda-local plugs in): used for every chunk of
+// every message on the receiving rank's copy thread, and its error fails
+// both halves, naming the world, the ranks and the step; Name() follows
+// the options.
+class FakeCopier final : public LocalCopier {
+ public:
+  FakeCopier(std::atomic<int>* calls, int fail_at) : calls_(calls), fail_at_(fail_at) {}
+  absl::Status Copy(void* dst, const void* src, int64_t bytes) override {
+    if (calls_->fetch_add(1) + 1 == fail_at_) return absl::DataLossError("fake copy failure");
+    std::memcpy(dst, src, static_cast<size_t>(bytes));
+    return absl::OkStatus();
+  }
+
+ private:
+  std::atomic<int>* calls_;
+  int fail_at_;
+};
+
+TEST(LocalWorldTest, CopierHookCarriesEveryCopyAndItsErrors) {
+  std::atomic<int> calls{0};
+  LocalWorldOptions options;
+  options.timeout = absl::Seconds(5);
+  options.name = "fake-local";
+  options.make_copier = [&calls](int) -> absl::StatusOr<std::unique_ptr<LocalCopier>> {
+    return std::unique_ptr<LocalCopier>(new FakeCopier(&calls, /*fail_at=*/3));
+  };
+  absl::StatusOr<std::unique_ptr<LocalWorld>> world = LocalWorld::Create(2, options);
+  ASSERT_TRUE(world.ok()) << world.status();
+  EXPECT_EQ((*world)->Comm(0).Name(), "fake-local");
+  // Step 0: one 64-byte message each way (2 copies), delivered.
+  RunRanks(**world, [](Communicator& c) {
+    const int peer = 1 - c.Rank();
+    std::vector<uint8_t> a(64, static_cast<uint8_t>(c.Rank() + 1)), b(64, 0);
+    auto request = c.SendRecv(a.data(), 64, peer, Meta(0, 64), b.data(), 64, peer, Meta(0, 64));
+    ASSERT_TRUE(request.ok()) << request.status();
+    ASSERT_TRUE((*request)->Wait(absl::Seconds(5)).ok());
+    EXPECT_EQ(b, std::vector<uint8_t>(64, static_cast<uint8_t>(peer + 1)));
+  });
+  EXPECT_EQ(calls.load(), 2);
+  // Step 1: rank 0 -> rank 1 only; the third copy fails on both ranks.
+  RunRanks(**world, [](Communicator& c) {
+    std::vector<uint8_t> buf(64, 7);
+    auto request = c.Rank() == 0
+                       ? c.SendRecv(buf.data(), 64, 1, Meta(1, 64), nullptr, 0, 0, MessageMeta{})
+                       : c.SendRecv(nullptr, 0, 0, MessageMeta{}, buf.data(), 64, 0, Meta(1, 64));
+    ASSERT_TRUE(request.ok()) << request.status();
+    const absl::Status status = (*request)->Wait(absl::Seconds(5));
+    EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss) << status;
+    EXPECT_TRUE(Contains(status.message(), "fake-local: copying the message from rank 0 to rank 1 "
+                                           "for step 1 (kind 0) (64 bytes): fake copy failure"))
+        << status;
+  });
+  EXPECT_EQ((*world)->Comm(0).BytesSent(), 64);  // the failed message is not counted
+}
+
+TEST(LocalWorldTest, CopierFactoryErrorFailsCreate) {
+  LocalWorldOptions options;
+  options.make_copier = [](int rank) -> absl::StatusOr<std::unique_ptr<LocalCopier>> {
+    return absl::FailedPreconditionError(absl::StrCat("no copier for rank ", rank));
+  };
+  absl::StatusOr<std::unique_ptr<LocalWorld>> world = LocalWorld::Create(2, options);
+  EXPECT_EQ(world.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(Contains(world.status().message(), "no copier for rank 0")) << world.status();
+}
+
+// Without CUDA built, or without a device, cuda-local is a clear error.
+TEST(CudaLocalTest, WithoutDeviceIsAClearError) {
+  absl::StatusOr<std::unique_ptr<LocalWorld>> world = CreateCudaLocalWorld(2);
+  if (world.ok()) GTEST_SKIP() << "a CUDA device is present (cuda_local_comm_test covers it)";
+  EXPECT_EQ(world.status().code(), CudaLocalBuilt() ? absl::StatusCode::kFailedPrecondition
+                                                    : absl::StatusCode::kUnimplemented)
+      << world.status();
+  EXPECT_TRUE(Contains(world.status().message(), "cuda-local")) << world.status();
 }
 
 }  // namespace

@@ -14,135 +14,10 @@
 #include "gtest/gtest.h"
 #include "runtime/ringattn.h"
 #include "tests/attention/attn_test_util.h"
+#include "tests/runtime/ring_test_util.h"
 
 namespace ringattn::testing {
 namespace {
-
-struct RingCase {
-  Case c;  // c.seqlen_q == c.seqlen_k == S, positions from zero
-  int world = 2;
-  Sharding sharding = Sharding::kContiguous;
-  std::string Name() const {
-    return absl::StrCat(c.Name(), "_w", world, "_", ShardingName(sharding));
-  }
-};
-void PrintTo(const RingCase& r, std::ostream* os) { *os << r.Name(); }
-
-struct RingResult {
-  std::vector<float> out, lse, dq, dk, dv;  // full, contiguous, as float
-  std::vector<int64_t> bytes_sent;
-  std::vector<absl::Status> fwd_status, bwd_status;
-};
-
-std::vector<uint8_t> Store(const std::vector<float>& x, DType t) {
-  std::vector<uint8_t> bytes(x.size() * DTypeSize(t));
-  EncodeFloats(x.data(), static_cast<int64_t>(x.size()), t, bytes.data());
-  return bytes;
-}
-std::vector<float> Load(const std::vector<uint8_t>& bytes, DType t) {
-  std::vector<float> x(bytes.size() / DTypeSize(t));
-  DecodeFloats(bytes.data(), static_cast<int64_t>(x.size()), t, x.data());
-  return x;
-}
-
-using RankHook = std::function<bool(int rank)>;  // false: this rank does not take part
-
-RingResult RunRing(const Problem& pr, int world, Sharding sharding, bool backward = true,
-                   absl::Duration timeout = absl::Seconds(20),
-                   const std::function<void(int, RingOptions*, int64_t*)>& tweak = nullptr,
-                   const RankHook& take_part = nullptr) {
-  const Case& c = pr.c;
-  const int64_t B = c.batch, S = c.seqlen_q, H = c.heads, Hk = c.heads_k, D = c.head_dim;
-  const DType t = c.dtype;
-  const int64_t es = DTypeSize(t);
-  auto world_or = comm::LocalWorld::Create(world);
-  EXPECT_TRUE(world_or.ok());
-  auto& lw = **world_or;
-  RingResult res;
-  res.out.assign(B * S * H * D, NAN);
-  res.lse.assign(B * H * S, NAN);
-  res.dq.assign(B * S * H * D, NAN);
-  res.dk.assign(B * S * Hk * D, NAN);
-  res.dv.assign(B * S * Hk * D, NAN);
-  res.bytes_sent.assign(world, 0);
-  res.fwd_status.assign(world, absl::OkStatus());
-  res.bwd_status.assign(world, absl::OkStatus());
-  const auto q_full = Store(pr.q, t), k_full = Store(pr.k, t), v_full = Store(pr.v, t),
-             do_full = Store(pr.dout, t);
-  std::vector<std::vector<uint8_t>> out_b(world), dq_b(world), dk_b(world), dv_b(world);
-  std::vector<std::vector<float>> lse_b(world);
-  std::vector<char> fwd_done(world, 0), bwd_done(world, 0);
-  std::vector<std::thread> threads;
-  for (int r = 0; r < world; ++r) {
-    threads.emplace_back([&, r] {
-      if (take_part && !take_part(r)) return;
-      RingOptions opt;
-      opt.seqlen = S;
-      opt.sharding = sharding;
-      opt.stripe = 2;
-      opt.causal = c.mask.causal;
-      opt.window_left = c.mask.window_left;
-      opt.window_right = c.mask.window_right;
-      opt.softcap = c.softcap;
-      opt.dtype = t;
-      opt.timeout = timeout;
-      opt.num_threads = 1;
-      int64_t d_rank = D;
-      if (tweak) tweak(r, &opt, &d_rank);
-      auto ring = RingAttention::Create(&lw.Comm(r), opt);
-      ASSERT_TRUE(ring.ok()) << ring.status();
-      const Layout& layout = (*ring)->layout();
-      const int64_t Sr = layout.ShardLength(r);
-      std::vector<uint8_t> q(B * Sr * H * d_rank * es), k(B * Sr * Hk * d_rank * es),
-          v(k.size()), dout(q.size());
-      if (d_rank == D) {
-        layout.ShardRows(q_full.data(), r, B, H * D * es, q.data());
-        layout.ShardRows(k_full.data(), r, B, Hk * D * es, k.data());
-        layout.ShardRows(v_full.data(), r, B, Hk * D * es, v.data());
-        layout.ShardRows(do_full.data(), r, B, H * D * es, dout.data());
-      }
-      out_b[r].assign(q.size(), 0xff);
-      lse_b[r].assign(B * H * Sr, NAN);
-      auto view = [&](std::vector<uint8_t>& x, int64_t heads) {
-        return TensorView::Contiguous(x.data(), t, {B, Sr, heads, d_rank});
-      };
-      const TensorView lse_v = TensorView::Contiguous(lse_b[r].data(), DType::kFloat32, {B, H, Sr});
-      res.fwd_status[r] = (*ring)->Forward(view(q, H), view(k, Hk), view(v, Hk), view(out_b[r], H), lse_v);
-      res.bytes_sent[r] = (*ring)->LastStats().bytes_sent;
-      fwd_done[r] = res.fwd_status[r].ok();
-      if (!res.fwd_status[r].ok() || !backward) return;
-      dq_b[r].assign(q.size(), 0xff);
-      dk_b[r].assign(k.size(), 0xff);
-      dv_b[r].assign(k.size(), 0xff);
-      res.bwd_status[r] = (*ring)->Backward(view(q, H), view(k, Hk), view(v, Hk), view(out_b[r], H),
-                                            lse_v, view(dout, H), view(dq_b[r], H),
-                                            view(dk_b[r], Hk), view(dv_b[r], Hk));
-      bwd_done[r] = res.bwd_status[r].ok();
-    });
-  }
-  for (auto& th : threads) th.join();
-  for (int r = 0; r < world; ++r) res.bytes_sent[r] = lw.Comm(r).BytesSent();
-  auto layout = Layout::Create(sharding, S, world, 2);
-  std::vector<uint8_t> full(B * S * H * D * es);
-  auto gather = [&](std::vector<std::vector<uint8_t>>& parts, int64_t heads, std::vector<float>* dst,
-                    const std::vector<char>& done) {
-    std::vector<uint8_t> f(B * S * heads * D * es);
-    for (int r = 0; r < world; ++r) {
-      if (!done[r]) return;
-      layout->GatherRows(parts[r].data(), r, B, heads * D * es, f.data());
-    }
-    *dst = Load(f, t);
-  };
-  gather(out_b, H, &res.out, fwd_done);
-  gather(dq_b, H, &res.dq, bwd_done);
-  gather(dk_b, Hk, &res.dk, bwd_done);
-  gather(dv_b, Hk, &res.dv, bwd_done);
-  for (int r = 0; r < world; ++r) {
-    if (!fwd_done[r]) continue;
-    layout->GatherRows(lse_b[r].data(), r, B * H, 4, res.lse.data());
-  }
-  return res;
-}
 
 std::vector<RingCase> RingCases() {
   std::vector<RingCase> cases;
@@ -194,24 +69,9 @@ class RingTest : public ::testing::TestWithParam<RingCase> {};
 TEST_P(RingTest, MatchesReferenceForwardAndBackward) {
   const RingCase& rc = GetParam();
   const Problem pr = MakeProblem(rc.c, 77);
-  std::vector<double> out_ref, lse_ref, dq_ref, dk_ref, dv_ref;
-  ReferenceForward(pr.ref, pr.q.data(), pr.k.data(), pr.v.data(), &out_ref, &lse_ref);
-  ReferenceBackward(pr.ref, pr.q.data(), pr.k.data(), pr.v.data(), pr.dout.data(), &dq_ref,
-                    &dk_ref, &dv_ref);
-  std::vector<float> out_n, lse_n, dq_n, dk_n, dv_n;
-  NaiveForward(pr, &out_n, &lse_n);
-  NaiveBackward(pr, &dq_n, &dk_n, &dv_n);
   const RingResult r = RunRing(pr, rc.world, rc.sharding);
-  for (int i = 0; i < rc.world; ++i) {
-    ASSERT_TRUE(r.fwd_status[i].ok()) << r.fwd_status[i];
-    ASSERT_TRUE(r.bwd_status[i].ok()) << r.bwd_status[i];
-  }
-  const DType t = rc.c.dtype;
-  EXPECT_LE(MaxError(r.out, out_ref), Tolerance(MaxError(out_n, out_ref), t));
-  EXPECT_LE(MaxError(r.lse, lse_ref), Tolerance(MaxError(lse_n, lse_ref), DType::kFloat32));
-  EXPECT_LE(MaxError(r.dq, dq_ref), Tolerance(MaxError(dq_n, dq_ref), t));
-  EXPECT_LE(MaxError(r.dk, dk_ref), Tolerance(MaxError(dk_n, dk_ref), t));
-  EXPECT_LE(MaxError(r.dv, dv_ref), Tolerance(MaxError(dv_n, dv_ref), t));
+  ASSERT_TRUE(r.Ok().ok()) << r.Ok();
+  ExpectClose(r, Expect(pr));
 }
 
 INSTANTIATE_TEST_SUITE_P(Sweep, RingTest, ::testing::ValuesIn(RingCases()),
@@ -244,8 +104,10 @@ TEST(Ring, DeterministicAcrossRuns) {
 TEST(Ring, WindowEndsTheRingEarly) {
   const Problem narrow = MakeProblem(SmallCase(Mask{false, 10, 0}), 3);
   const Problem full = MakeProblem(SmallCase(Mask{}), 3);
-  const RingResult a = RunRing(narrow, 4, Sharding::kContiguous, /*backward=*/false);
-  const RingResult b = RunRing(full, 4, Sharding::kContiguous, /*backward=*/false);
+  RingRunOptions fwd_only;
+  fwd_only.backward = false;
+  const RingResult a = RunRing(narrow, 4, Sharding::kContiguous, fwd_only);
+  const RingResult b = RunRing(full, 4, Sharding::kContiguous, fwd_only);
   int64_t sent_a = 0, sent_b = 0;
   for (int r = 0; r < 4; ++r) {
     sent_a += a.bytes_sent[r];
@@ -260,10 +122,13 @@ TEST(Ring, WindowEndsTheRingEarly) {
 // shows both sides, none hangs.
 TEST(Ring, ShapeMismatchAcrossRanksIsReportedEverywhere) {
   const Problem pr = MakeProblem(SmallCase(Mask{}), 3);
-  const RingResult r = RunRing(pr, 3, Sharding::kContiguous, false, absl::Seconds(10),
-                               [](int rank, RingOptions*, int64_t* d) {
-                                 if (rank == 1) *d = 64;
-                               });
+  RingRunOptions o;
+  o.backward = false;
+  o.timeout = absl::Seconds(10);
+  o.tweak = [](int rank, RingOptions*, int64_t* d) {
+    if (rank == 1) *d = 64;
+  };
+  const RingResult r = RunRing(pr, 3, Sharding::kContiguous, o);
   for (int i = 0; i < 3; ++i) {
     EXPECT_FALSE(r.fwd_status[i].ok()) << "rank " << i;
     EXPECT_NE(r.fwd_status[i].code(), absl::StatusCode::kDeadlineExceeded) << r.fwd_status[i];
@@ -280,8 +145,11 @@ TEST(Ring, ShapeMismatchAcrossRanksIsReportedEverywhere) {
 TEST(Ring, SilentPeerTimesOut) {
   const Problem pr = MakeProblem(SmallCase(Mask{}), 3);
   const auto t0 = std::chrono::steady_clock::now();
-  const RingResult r = RunRing(pr, 3, Sharding::kContiguous, false, absl::Milliseconds(400),
-                               nullptr, [](int rank) { return rank != 2; });
+  RingRunOptions o;
+  o.backward = false;
+  o.timeout = absl::Milliseconds(400);
+  o.take_part = [](int rank) { return rank != 2; };
+  const RingResult r = RunRing(pr, 3, Sharding::kContiguous, o);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   EXPECT_LT(secs, 5.0);
   for (int i : {0, 1}) {
@@ -437,6 +305,50 @@ TEST(RingApi, ValidatesEveryArgument) {
   null_q.data = nullptr;
   s = fwd(null_q, good_k, good_l);
   EXPECT_TRUE(absl::StrContains(s.message(), "null")) << s;
+}
+
+// The backend options, checked before a backend is made (no device needed).
+TEST(RingApi, BackendOptionsAreValidated) {
+  auto lw = comm::LocalWorld::Create(1);
+  ASSERT_TRUE(lw.ok());
+  RingOptions opt;
+  opt.seqlen = 64;
+  opt.dtype = DType::kFloat16;  // cpu: fp32 or bf16 only
+  auto r = RingAttention::Create(&(*lw)->Comm(0), opt);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnimplemented) << r.status();
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "dtype")) << r.status();
+  opt.backend = Backend::kCuda;
+  opt.dtype = DType::kFloat32;  // cuda: bf16 or fp16 only
+  r = RingAttention::Create(&(*lw)->Comm(0), opt);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnimplemented) << r.status();
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "dtype")) << r.status();
+  opt.dtype = DType::kBFloat16;
+  opt.device_index = -1;
+  r = RingAttention::Create(&(*lw)->Comm(0), opt);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "device_index")) << r.status();
+  EXPECT_EQ(ParseBackend("cuda").value(), Backend::kCuda);
+  EXPECT_EQ(ParseBackend("cpu").value(), Backend::kCpu);
+  EXPECT_FALSE(ParseBackend("tpu").ok());
+}
+
+// Without CUDA built, or without a device, the cuda backend is a clear
+// error from Create (Unimplemented / FailedPrecondition), never a crash.
+TEST(RingApi, CudaBackendWithoutDeviceIsAClearError) {
+  auto lw = comm::LocalWorld::Create(1);
+  ASSERT_TRUE(lw.ok());
+  RingOptions opt;
+  opt.seqlen = 64;
+  opt.dtype = DType::kBFloat16;
+  opt.backend = Backend::kCuda;
+  auto r = RingAttention::Create(&(*lw)->Comm(0), opt);
+  if (r.ok()) GTEST_SKIP() << "a CUDA device is present (cuda_ring_test covers it)";
+  EXPECT_TRUE(r.status().code() == absl::StatusCode::kUnimplemented ||
+              r.status().code() == absl::StatusCode::kFailedPrecondition)
+      << r.status();
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "cuda") ||
+              absl::StrContains(r.status().message(), "CUDA"))
+      << r.status();
 }
 
 }  // namespace

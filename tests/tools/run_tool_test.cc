@@ -13,8 +13,10 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "attention/cuda/kernels.h"
 #include "gtest/gtest.h"
 #include "tests/attention/attn_test_util.h"
+#include "tests/tools/tool_exec.h"
 #include "tools/npy.h"
 
 namespace ringattn::testing {
@@ -22,19 +24,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct Exec {
-  int code;
-  std::string output;
-};
-
 Exec RunTool(const std::string& args) {
-  const std::string cmd = absl::StrCat(RINGATTN_RUN_BINARY, " ", args, " 2>&1");
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[4096];
-  while (size_t n = fread(buf, 1, sizeof(buf), p)) out.append(buf, n);
-  const int status = pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+  return RunCommand(absl::StrCat(RINGATTN_RUN_BINARY, " ", args));
 }
 
 class RunToolTest : public ::testing::Test {
@@ -169,11 +160,29 @@ TEST_F(RunToolTest, RefusesBadFiles) {
 
 TEST_F(RunToolTest, RefusesBadFlags) {
   for (const char* extra : {"--window 3", "--dtype fp64", "--ranks 0", "--sharding diagonal",
-                            "--backend tpu", "--scale nan"}) {
+                            "--backend tpu", "--scale nan", "--dtype fp16",
+                            "--backend cuda --dtype fp32", "--backend cuda --comm ucx --dtype bf16",
+                            "--backend cuda --comm local --dtype bf16", "--comm carrier-pigeon"}) {
     const Exec e = RunTool(Args("q.npy", extra));
     EXPECT_NE(e.code, 0) << extra;
     EXPECT_TRUE(OutputEmpty()) << extra;
   }
+  // The cuda backend's flag errors name the flag to change.
+  Exec e = RunTool(Args("q.npy", "--backend cuda --dtype fp32"));
+  EXPECT_TRUE(absl::StrContains(e.output, "--dtype fp32: the cuda backend takes bf16 or fp16"))
+      << e.output;
+  e = RunTool(Args("q.npy", "--backend cuda --comm local --dtype bf16"));
+  EXPECT_TRUE(absl::StrContains(e.output, "--backend cuda needs --comm cuda-local")) << e.output;
+}
+
+// Without CUDA built, or without a device: a clear error naming --backend
+// cuda, nothing written.
+TEST_F(RunToolTest, CudaBackendWithoutDeviceIsAClearError) {
+  if (cuda::DeviceAvailable()) GTEST_SKIP() << "a CUDA device is present (run_tool_cuda_test)";
+  const Exec e = RunTool(Args("q.npy", "--backend cuda --dtype bf16"));
+  EXPECT_EQ(e.code, 2) << e.output;
+  EXPECT_TRUE(absl::StrContains(e.output, "--backend cuda: ")) << e.output;
+  EXPECT_TRUE(OutputEmpty());
 }
 
 }  // namespace
