@@ -9,8 +9,14 @@
 // and writes DIR/report.md (with verdicts and figures), DIR/report.json and
 // SVG figures. Exit status: 0 all checks pass, 1 a check failed, 2 the eval
 // could not run (bad flags, unusable --out).
+//
+// --comm local runs W ranks as threads of this process; --comm ucx runs one
+// rank per process under mpirun or srun (mpirun -np 4 ringattn-eval --comm
+// ucx --out DIR): rank 0 plans, checks and writes DIR, and every process
+// exits with rank 0's verdict.
 #include <algorithm>
 #include <cstdio>
+#include <memory>
 #include <string>
 #include <vector>
 #if defined(__GLIBC__)
@@ -21,17 +27,21 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "tools/cli.h"
 #include "tools/eval/eval.h"
+#include "tools/ranks.h"
 
 ABSL_FLAG(std::string, out, "",
           "output directory for report.md, report.json and the SVGs (required)");
 ABSL_FLAG(bool, quick, false, "a small run that finishes in about a minute on 2 cores");
-ABSL_FLAG(int, ranks, 4, "ring size W (local ranks in this process); the sweep adds 1, 2, 4");
+ABSL_FLAG(int, ranks, 4,
+          "ring size W (local ranks in this process; the sweep adds 1, 2, 4); under --comm ucx "
+          "the launched world, which --ranks must match when given");
 ABSL_FLAG(std::string, sharding, "zigzag,contiguous,striped",
           "layouts to check, comma-separated; the first is the main one");
 ABSL_FLAG(int64_t, stripe, 1, "tokens per stripe for the striped layout");
@@ -45,7 +55,9 @@ ABSL_FLAG(int64_t, head_dim, 64, "(--head-dim) head dimension D");
 ABSL_FLAG(std::string, dtype, "fp32,bf16",
           "storage dtypes to check, comma-separated; the first is the main one");
 ABSL_FLAG(std::string, backend, "cpu", "kernel backend: cpu");
-ABSL_FLAG(std::string, comm, "local", "communicator: local");
+ABSL_FLAG(std::string, comm, "local",
+          "communicator: local (W ranks as threads of this process) or ucx (one rank per process, "
+          "launched by mpirun or srun; rank 0 writes the report)");
 ABSL_FLAG(int64_t, max_seq, 0,
           "(--max-seq) cap on every context length (0 = memory and time decide)");
 ABSL_FLAG(double, time_budget, 3600,
@@ -96,9 +108,9 @@ absl::StatusOr<eval::EvalOptions> Options() {
     return absl::UnimplementedError(absl::StrCat("--backend ", absl::GetFlag(FLAGS_backend),
                                                  ": this build has only the 'cpu' backend"));
   }
-  if (absl::GetFlag(FLAGS_comm) != "local") {
+  if (absl::GetFlag(FLAGS_comm) != "local" && absl::GetFlag(FLAGS_comm) != "ucx") {
     return absl::UnimplementedError(absl::StrCat("--comm ", absl::GetFlag(FLAGS_comm),
-                                                 ": this build has only the 'local' communicator"));
+                                                 ": the eval runs on 'local' or 'ucx'"));
   }
   o.out_dir = absl::GetFlag(FLAGS_out);
   if (o.out_dir.empty()) return absl::InvalidArgumentError("--out DIR is required");
@@ -159,9 +171,18 @@ int Main(int argc, char** argv) {
   // The command line as typed, for the report (before flag names are normalized).
   std::vector<std::string> typed(argv, argv + argc);
   NormalizeFlagNames(argc, argv);
+  const bool ranks_given = RanksFlagGiven(argc, argv);
   std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
-  auto fail = [](const absl::Status& s) {
-    std::fprintf(stderr, "ringattn-eval: %s\n", std::string(s.message()).c_str());
+  std::unique_ptr<Ranks> ranks;  // --comm ucx: this process's rank
+  auto fail = [&ranks](const absl::Status& s) {
+    // One rank per process: which one says so (the communicator's errors
+    // already start with it).
+    std::string who;
+    if (ranks != nullptr && !ranks->root()) {
+      who = absl::StrCat("rank ", ranks->comms()[0]->Rank(), ": ");
+      if (absl::StartsWith(s.message(), who)) who.clear();
+    }
+    std::fprintf(stderr, "ringattn-eval: %s%s\n", who.c_str(), std::string(s.message()).c_str());
     return 2;
   };
   if (rest.size() > 1) {
@@ -170,16 +191,28 @@ int Main(int argc, char** argv) {
   auto opt = Options();
   if (!opt.ok()) return fail(opt.status());
   opt->command_line = absl::StrJoin(typed, " ");
+  if (absl::GetFlag(FLAGS_comm) == "ucx") {
+    auto created = Ranks::Create("ucx", opt->ranks, ranks_given);
+    if (!created.ok()) return fail(created.status());
+    ranks = *std::move(created);
+    opt->ranks = ranks->world();
+    opt->comm = ranks->comms()[0];
+    opt->comm_description = ranks->Describe();
+  }
 #if defined(__GLIBC__)
   // Large buffers straight from mmap and back to the system on free, so that
   // the cost check's RSS figures are those of each run (glibc otherwise
   // raises this threshold after the first large free and keeps the memory).
   mallopt(M_MMAP_THRESHOLD, 256 * 1024);
 #endif
-  // An unusable --out is an error before any work.
-  if (absl::Status s = eval::PrepareOutDir(opt->out_dir); !s.ok()) return fail(s);
+  // An unusable --out is an error before any work (one rank per process:
+  // rank 0 checks it and tells the others, first thing in RunEval).
+  if (ranks == nullptr) {
+    if (absl::Status s = eval::PrepareOutDir(opt->out_dir); !s.ok()) return fail(s);
+  }
   auto res = eval::RunEval(*opt);
   if (!res.ok()) return fail(res.status());
+  if (ranks != nullptr && !ranks->root()) return res->pass ? 0 : 1;  // rank 0's verdict
   std::printf("ringattn-eval: report in %s/report.md\n", opt->out_dir.c_str());
   for (const eval::Verdict& v : res->verdicts) {
     std::printf("  %-13s %s  %s\n", v.check.c_str(), v.pass ? "PASS" : "FAIL", v.reason.c_str());

@@ -14,10 +14,12 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "comm/local/local_comm.h"
 #include "gtest/gtest.h"
 #include "tools/eval/fit.h"
 #include "tools/eval/harness.h"
@@ -278,6 +280,126 @@ TEST_F(EvalTest, UnusableOutIsAClearErrorBeforeAnyWork) {
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 1.0);
 }
 
+// One rank per process, the processes played by threads over a LocalWorld:
+// every rank calls RunEval with its communicator (as under mpirun).
+std::vector<absl::StatusOr<EvalResult>> RunAsProcesses(const EvalOptions& o) {
+  auto world = comm::LocalWorld::Create(o.ranks);
+  EXPECT_TRUE(world.ok()) << world.status();
+  std::vector<absl::StatusOr<EvalResult>> res(o.ranks, absl::UnknownError("not run"));
+  std::vector<std::thread> threads;
+  for (int r = 0; r < o.ranks; ++r) {
+    threads.emplace_back([&, r] {
+      EvalOptions p = o;
+      p.comm = &(*world)->Comm(r);
+      p.comm_description = "local world, one rank per thread";
+      // Only rank 0 touches --out.
+      if (r != 0) p.out_dir = "/nonexistent/ringattn-eval-out";
+      res[r] = RunEval(p);
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  return res;
+}
+
+TEST_F(EvalTest, OneRankPerProcessMatchesLocalThreadsBitwise) {
+  EvalOptions o = Small();
+  o.ranks = 2;
+  o.out_dir = (dir_ / "local").string();
+  const auto local = RunEval(o);
+  ASSERT_TRUE(local.ok()) << local.status();
+  o.out_dir = (dir_ / "processes").string();
+  const auto res = RunAsProcesses(o);
+  for (int r = 0; r < 2; ++r) {
+    ASSERT_TRUE(res[r].ok()) << "rank " << r << ": " << res[r].status();
+    EXPECT_TRUE(res[r]->pass) << "rank " << r;
+  }
+  EXPECT_EQ(res[0]->verdicts.size(), 3u);
+  EXPECT_TRUE(res[1]->verdicts.empty());  // rank 0 reports
+  EXPECT_FALSE(fs::exists("/nonexistent/ringattn-eval-out"));
+
+  auto a = Json::Parse(ReadFile(dir_ / "local" / "report.json"));
+  auto b = Json::Parse(ReadFile(dir_ / "processes" / "report.json"));
+  ASSERT_TRUE(a.ok() && b.ok());
+  // Every run of the processes is at W = 2, with the local run's errors.
+  const std::vector<Json>& lr = a->Find("exactness")->Find("runs")->items();
+  const std::vector<Json>& pr = b->Find("exactness")->Find("runs")->items();
+  size_t twins = 0;
+  for (const Json& l : lr) twins += l.Find("world")->number() == 2;
+  ASSERT_EQ(pr.size(), twins);
+  for (const Json& p : pr) {
+    EXPECT_EQ(p.Find("world")->number(), 2);
+    const Json* twin = nullptr;
+    for (const Json& l : lr) {
+      bool same = true;
+      for (const char* k : {"phase", "dtype", "sharding", "mask_kind"}) {
+        same = same && l.Find(k)->str() == p.Find(k)->str();
+      }
+      for (const char* k : {"seqlen", "world"}) {
+        same = same && l.Find(k)->number() == p.Find(k)->number();
+      }
+      if (same) twin = &l;
+    }
+    ASSERT_NE(twin, nullptr);
+    for (const char* q : {"out", "lse", "dq", "dk", "dv"}) {
+      EXPECT_EQ(p.Find(q)->Dump(), twin->Find(q)->Dump()) << q;
+    }
+  }
+  EXPECT_TRUE(b->Find("exactness")->Find("growth_with_world")->items().empty());
+  EXPECT_NE(b->Find("exactness")->Find("growth_with_world_not_measured"), nullptr);
+  EXPECT_TRUE(absl::StrContains(ReadFile(dir_ / "processes" / "report.md"),
+                                "Error vs W: **not measured**"));
+  // Reachability: the same probes and scores.
+  const std::vector<Json>& ln = a->Find("reachability")->Find("configurations")->items();
+  const std::vector<Json>& pn = b->Find("reachability")->Find("configurations")->items();
+  ASSERT_EQ(ln.size(), pn.size());
+  for (size_t i = 0; i < ln.size(); ++i) {
+    const std::vector<Json>& x = ln[i].Find("runs")->items();
+    const std::vector<Json>& y = pn[i].Find("runs")->items();
+    ASSERT_EQ(x.size(), y.size());
+    for (size_t j = 0; j < x.size(); ++j) {
+      EXPECT_EQ(x[j].Find("needles")->Dump(), y[j].Find("needles")->Dump());
+    }
+  }
+  // Cost: only W = 2, at every length.
+  for (const Json& p : b->Find("cost")->Find("points")->items()) {
+    EXPECT_EQ(p.Find("world")->number(), 2);
+  }
+  EXPECT_EQ(b->Find("cost")->Find("points")->items().size(), 3u);
+}
+
+TEST_F(EvalTest, OneRankPerProcessFaultFailsOnEveryRank) {
+  EvalOptions o = Small();
+  o.ranks = 2;
+  o.run_exactness = false;
+  o.run_cost = false;
+  o.needle_seqs = {150};
+  o.shardings = {Sharding::kContiguous};
+  o.fault = Fault::kDropRingStep;
+  const auto res = RunAsProcesses(o);
+  for (int r = 0; r < 2; ++r) {
+    ASSERT_TRUE(res[r].ok()) << "rank " << r << ": " << res[r].status();
+    EXPECT_FALSE(res[r]->pass) << "rank " << r;
+  }
+  const Verdict* v = Find(*res[0], "reachability");
+  ASSERT_NE(v, nullptr);
+  EXPECT_FALSE(v->pass);
+}
+
+TEST_F(EvalTest, OneRankPerProcessUnusableOutStopsEveryRankAtOnce) {
+  EvalOptions o = Small();
+  o.ranks = 2;
+  const fs::path file = dir_ / "a_file";
+  std::ofstream(file) << "x";
+  o.out_dir = file.string();
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto res = RunAsProcesses(o);
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 5.0);
+  ASSERT_FALSE(res[0].ok());
+  EXPECT_TRUE(absl::StrContains(res[0].status().message(), "not a directory")) << res[0].status();
+  ASSERT_FALSE(res[1].ok());
+  EXPECT_TRUE(absl::StrContains(res[1].status().message(), "stopped by rank 0")) << res[1].status();
+}
+
 struct Exec {
   int code;
   std::string output;
@@ -305,9 +427,13 @@ TEST_F(EvalTest, BinaryRefusesBadFlagsWithExitStatus2) {
   e = RunTool(absl::StrCat("--quick --backend cuda --out ", dir_.string()));
   EXPECT_EQ(e.code, 2);
   EXPECT_TRUE(absl::StrContains(e.output, "only the 'cpu' backend")) << e.output;
+  e = RunTool(absl::StrCat("--quick --comm nccl --out ", dir_.string()));
+  EXPECT_EQ(e.code, 2);
+  EXPECT_TRUE(absl::StrContains(e.output, "'local' or 'ucx'")) << e.output;
+  // One rank per process needs a launcher (mpirun); alone it is refused.
   e = RunTool(absl::StrCat("--quick --comm ucx --out ", dir_.string()));
   EXPECT_EQ(e.code, 2);
-  EXPECT_TRUE(absl::StrContains(e.output, "'local'")) << e.output;
+  EXPECT_TRUE(absl::StrContains(e.output, "--comm ucx")) << e.output;
   e = RunTool(absl::StrCat("--quick --kv-heads 3 --out ", dir_.string()));
   EXPECT_EQ(e.code, 2);
   EXPECT_TRUE(absl::StrContains(e.output, "--kv-heads")) << e.output;

@@ -3,6 +3,7 @@
 // and their verdicts; see eval.h. The report itself is in report.cc.
 #include "tools/eval/eval.h"
 
+#include <sched.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -76,6 +77,13 @@ double Now() {
 
 int Cores() { return static_cast<int>(std::max(1u, std::thread::hardware_concurrency())); }
 
+// CPUs this process may run on (a launcher may bind it to fewer).
+int BoundCores() {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) != 0) return Cores();
+  return std::max(1, CPU_COUNT(&set));
+}
+
 int64_t MemAvailable() {
   std::ifstream f("/proc/meminfo");
   std::string key;
@@ -120,13 +128,22 @@ double Pairs(int64_t S, const Mask& m) {
 
 double FwdFlop(int64_t S, const Mask& m, int64_t H, int64_t D) { return 4.0 * Pairs(S, m) * D * H; }
 
+std::string HostName() {
+  char buf[256] = {0};
+  if (gethostname(buf, sizeof(buf) - 1) != 0) return "?";
+  return buf;
+}
+
 class Runner {
  public:
-  explicit Runner(const EvalOptions& o) : o_(o), progress_(o.progress) {}
+  explicit Runner(const EvalOptions& o)
+      : o_(o), progress_(o.comm == nullptr || o.comm->Rank() == 0 ? o.progress : nullptr) {}
 
   absl::StatusOr<EvalResult> Run();
 
  private:
+  // Rank 0 of a world of processes, or local: plans, checks and reports.
+  bool root() const { return o_.comm == nullptr || o_.comm->Rank() == 0; }
   // The mask of kind k (index into kMaskKinds) at length S.
   Mask MaskFor(int kind, int64_t S) const {
     const bool user_window = o_.window_left >= 0 || o_.window_right >= 0;
@@ -143,8 +160,13 @@ class Runner {
         return Mask{true, L, -1};
     }
   }
+  // Per rank: the cores of this machine shared by the ranks on it (all W
+  // local ranks, or the processes of the world on this host, each at most
+  // on the cores it is bound to).
   int ThreadsFor(int world) const {
-    return o_.threads > 0 ? o_.threads : std::max(1, Cores() / world);
+    if (o_.threads > 0) return o_.threads;
+    if (o_.comm != nullptr) return std::max(1, std::min(Cores() / ranks_here_, BoundCores()));
+    return std::max(1, Cores() / world);
   }
   RunSpec Spec(int64_t S, DType t, Sharding sh, const Mask& m, int world, bool backward) const {
     RunSpec s;
@@ -159,6 +181,8 @@ class Runner {
     s.world = world;
     s.threads = ThreadsFor(world);
     s.backward = backward;
+    s.comm = o_.comm;
+    s.arrive_timeout = arrive_;
     return s;
   }
 
@@ -174,8 +198,11 @@ class Runner {
   }
 
   absl::Status Validate() const;
+  absl::Status Connect();
   absl::Status Calibrate();
   void Plan();
+  absl::Status SharePlan();
+  absl::Status Finish(EvalResult* res);
   absl::Status RunExactness();
   absl::Status RunReachability();
   absl::Status RunCost();
@@ -191,11 +218,21 @@ class Runner {
   double prep_per_elem_ = 2e-8;             // seconds per input element
   int rows_ = 32;
   int64_t mem_cap_seq_ = 0;
+  std::vector<int> row_worlds_;  // W whose shard edges are sampled (a local run's)
+  int ranks_here_ = 1;           // one rank per process: processes on this host
+  int64_t min_mem_per_rank_ = 0;  // one rank per process: MemAvailable / ranks on a host, min
+  std::vector<std::string> hosts_;
+  absl::Duration arrive_ = absl::Seconds(600);
   std::vector<int64_t> long_seqs_, needle_seqs_, cost_seqs_;
 };
 
 absl::Status Runner::Validate() const {
   if (o_.ranks < 1) return ArgError("--ranks", ">= 1", o_.ranks);
+  if (o_.comm != nullptr && o_.comm->Size() != o_.ranks) {
+    return absl::InvalidArgumentError(absl::StrCat("--ranks ", o_.ranks,
+                                                   " does not match the launched world of ",
+                                                   o_.comm->Size(), " processes"));
+  }
   if (o_.heads < 1) return ArgError("--heads", ">= 1", o_.heads);
   if (o_.kv_heads < 1 || o_.kv_heads > o_.heads || o_.heads % o_.kv_heads != 0) {
     return ArgError("--kv-heads", absl::StrCat("a divisor of --heads ", o_.heads), o_.kv_heads);
@@ -233,7 +270,7 @@ std::vector<int64_t> Runner::SampleRows(int64_t S, uint64_t salt) const {
   // The first and last rows of every shard segment of every layout and W
   // in use: where a bug in the ring's bookkeeping would show first.
   std::set<int64_t> edges = {0, S - 1};
-  std::vector<int> worlds = d_.worlds;
+  std::vector<int> worlds = row_worlds_;
   worlds.push_back(o_.ranks);
   for (Sharding sh : o_.shardings) {
     for (int w : worlds) {
@@ -268,6 +305,7 @@ absl::Status Runner::Calibrate() {
   ASSIGN_OR_RETURN(
       RunStats st,
       RunSynthetic(Spec(S, d_.main_dtype, d_.main_sharding, m, o_.ranks, true), o_.seed));
+  if (!root()) return absl::OkStatus();  // rank 0 plans from its figures
   const double f = FwdFlop(S, m, o_.heads, o_.head_dim);
   rate_fwd_ = f / std::max(st.fwd_seconds, 1e-6);
   rate_bwd_ = 2.5 * f / std::max(st.bwd_seconds, 1e-6);
@@ -332,7 +370,10 @@ void Runner::Plan() {
   const bool grow_needle = o_.needle_seqs.empty() && o_.run_needle;
   const bool grow_cost = o_.cost_seqs.empty() && o_.run_cost;
   const int64_t needle_base = std::min<int64_t>(quick ? 256 : 1024, cap);
-  const int64_t cost_base = std::min<int64_t>(quick ? 512 : 2048, cap);
+  int64_t cost_base = std::min<int64_t>(quick ? 512 : 2048, cap);
+  // A single W (one rank per process): the lengths alone must give the
+  // memory fit its three points.
+  if (d_.worlds.size() == 1) cost_base = std::min(cost_base, std::max<int64_t>(16, cap / 4));
   if (grow_needle) {
     for (int64_t S = needle_base; S <= cap && needle_seqs_.size() < 3; S *= 2)
       needle_seqs_.push_back(S);
@@ -415,7 +456,8 @@ absl::Status Runner::RunExactness() {
         if (!lv.matrix && k != d_.main_kind) continue;
         const Mask m = MaskFor(k, S);
         const double tr = Now();
-        const QueryRef ref = ComputeQueryRef(p, m, rows, cores);
+        QueryRef ref;
+        if (root()) ref = ComputeQueryRef(p, m, rows, cores);
         const double ref_seconds = Now() - tr;
         // (layout, W, phase) runs at this level and mask.
         std::vector<std::tuple<Sharding, int, const char*>> runs;
@@ -434,6 +476,7 @@ absl::Status Runner::RunExactness() {
                           est);
           FullOutputs out;
           ASSIGN_OR_RETURN(RunStats st, RunFull(Spec(S, t, sh, m, w, true), p.in, &out));
+          if (!root()) continue;  // the other ranks only run their ranks
           const double tc = Now();
           ExactRun r;
           r.phase = phase;
@@ -522,6 +565,8 @@ absl::Status Runner::RunReachability() {
       ns.seed = o_.seed;
       ns.fault = o_.fault;
       ns.drop_step = o_.drop_step;
+      ns.comm = o_.comm;
+      ns.arrive_timeout = arrive_;
       progress_.Begin(
           absl::StrFormat("needles %s %s S=%d", ShardingName(c.sharding), c.mask_kind, S),
           EstRing(S, ns.mask, false));
@@ -560,6 +605,7 @@ absl::Status Runner::RunCost() {
       progress_.End();
     }
   }
+  if (!root()) return absl::OkStatus();
   // Memory per rank against tokens per rank, over every (S, W).
   std::vector<double> n, bytes, rss_n, rss;
   c.rss_available = true;
@@ -673,7 +719,12 @@ void Runner::Verdicts() {
       }
     }
     v.pass = bad.empty() && !d_.exact.empty();
-    if (v.pass) {
+    if (v.pass && !d_.sweep_note.empty()) {
+      v.reason = absl::StrFormat(
+          "%d ring runs up to S=%d within flash-attn's tolerance (worst error/tolerance %.2f); "
+          "growth with W not checked: every run has the launched W=%d",
+          d_.exact.size(), longest, worst, o_.ranks);
+    } else if (v.pass) {
       v.reason = absl::StrFormat(
           "%d ring runs up to S=%d within flash-attn's tolerance (worst error/tolerance %.2f); "
           "no growth with W (%s)",
@@ -775,10 +826,131 @@ void Runner::Verdicts() {
   }
 }
 
+// One rank per process: every rank tells rank 0 its host and available
+// memory; rank 0 checks --out and answers with every rank's (for the
+// threads per rank and the memory cap), or with the --out error that stops
+// every rank.
+absl::Status Runner::Connect() {
+  comm::Communicator& c = *o_.comm;
+  Json mine = Json::Object();
+  mine["host"] = HostName();
+  mine["mem_available_bytes"] = MemAvailable();
+  ASSIGN_OR_RETURN(const std::vector<std::string> all, Gather(c, mine.Dump(), arrive_));
+  std::string text;
+  absl::Status out_dir;
+  if (root()) {
+    out_dir = PrepareOutDir(o_.out_dir);
+    Json setup = Json::Object();
+    setup["error"] = std::string(out_dir.message());
+    Json hosts = Json::Array(), mem = Json::Array();
+    for (const std::string& blob : all) {
+      ASSIGN_OR_RETURN(const Json j, Json::Parse(blob));
+      hosts.Push(j.Find("host")->str());
+      mem.Push(static_cast<int64_t>(j.Find("mem_available_bytes")->number()));
+    }
+    setup["hosts"] = hosts;
+    setup["mem_available_bytes"] = mem;
+    text = setup.Dump();
+  }
+  RETURN_IF_ERROR(Broadcast(c, &text, arrive_));
+  RETURN_IF_ERROR(out_dir);
+  ASSIGN_OR_RETURN(const Json setup, Json::Parse(text));
+  if (!setup.Find("error")->str().empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("stopped by rank 0: ", setup.Find("error")->str()));
+  }
+  const std::vector<Json>& hosts = setup.Find("hosts")->items();
+  const std::vector<Json>& mem = setup.Find("mem_available_bytes")->items();
+  std::map<std::string, int> per_host;
+  for (const Json& h : hosts) ++per_host[h.str()];
+  hosts_.clear();
+  for (const auto& [h, n] : per_host) hosts_.push_back(h);
+  ranks_here_ = per_host[hosts[c.Rank()].str()];
+  min_mem_per_rank_ = 0;
+  for (size_t r = 0; r < hosts.size(); ++r) {
+    const int64_t m = static_cast<int64_t>(mem[r].number()) / per_host[hosts[r].str()];
+    if (r == 0 || m < min_mem_per_rank_) min_mem_per_rank_ = m;
+  }
+  return absl::OkStatus();
+}
+
+// One rank per process: rank 0's plan (sizes chosen from its timings and
+// the time budget) to every rank, so that all make the same runs.
+absl::Status Runner::SharePlan() {
+  std::string text;
+  if (root()) {
+    Json p = Json::Object();
+    p["matrix_seq"] = d_.matrix_seq;
+    p["long"] = Json::ArrayOf(long_seqs_);
+    p["needle"] = Json::ArrayOf(needle_seqs_);
+    p["cost"] = Json::ArrayOf(cost_seqs_);
+    text = p.Dump();
+  }
+  RETURN_IF_ERROR(Broadcast(*o_.comm, &text, arrive_));
+  if (root()) return absl::OkStatus();
+  ASSIGN_OR_RETURN(const Json p, Json::Parse(text));
+  auto seqs = [&p](const char* key) {
+    std::vector<int64_t> v;
+    for (const Json& x : p.Find(key)->items()) v.push_back(static_cast<int64_t>(x.number()));
+    return v;
+  };
+  d_.matrix_seq = static_cast<int64_t>(p.Find("matrix_seq")->number());
+  long_seqs_ = seqs("long");
+  needle_seqs_ = seqs("needle");
+  cost_seqs_ = seqs("cost");
+  d_.needle_seqs = needle_seqs_;
+  return absl::OkStatus();
+}
+
+// Verdicts and the report (rank 0); one rank per process, then rank 0's
+// verdict (or its error writing the report) to every rank.
+absl::Status Runner::Finish(EvalResult* res) {
+  absl::Status written;
+  if (root()) {
+    const int64_t top =
+        std::max<int64_t>({d_.matrix_seq, long_seqs_.empty() ? 0 : long_seqs_.back(),
+                           needle_seqs_.empty() ? 0 : needle_seqs_.back(),
+                           cost_seqs_.empty() ? 0 : cost_seqs_.back()});
+    d_.main_mask = MaskFor(d_.main_kind, top);
+    Verdicts();
+    d_.wall_seconds = Now() - start_;
+    progress_.Finish();
+    res->verdicts = d_.verdicts;
+    res->pass = true;
+    for (const Verdict& v : d_.verdicts) res->pass = res->pass && v.pass;
+    auto files = WriteReport(d_, o_.out_dir);
+    if (files.ok()) res->files = *std::move(files);
+    written = files.status();
+  }
+  if (o_.comm == nullptr) return written;
+  std::string text;
+  if (root()) {
+    Json v = Json::Object();
+    v["pass"] = res->pass;
+    v["error"] = std::string(written.message());
+    text = v.Dump();
+  }
+  RETURN_IF_ERROR(Broadcast(*o_.comm, &text, arrive_));
+  RETURN_IF_ERROR(written);
+  ASSIGN_OR_RETURN(const Json v, Json::Parse(text));
+  if (!v.Find("error")->str().empty()) {
+    return absl::InternalError(absl::StrCat("stopped by rank 0: ", v.Find("error")->str()));
+  }
+  res->pass = v.Find("pass")->boolean();
+  return absl::OkStatus();
+}
+
 absl::StatusOr<EvalResult> Runner::Run() {
   start_ = Now();
   RETURN_IF_ERROR(Validate());
-  RETURN_IF_ERROR(PrepareOutDir(o_.out_dir));
+  // One rank per process: every wait for the others allows for rank 0's
+  // checks between runs, which the time budget bounds.
+  if (o_.comm != nullptr) arrive_ = absl::Seconds(std::max(600.0, 2 * o_.time_budget_s));
+  if (o_.comm == nullptr) {
+    RETURN_IF_ERROR(PrepareOutDir(o_.out_dir));
+  } else {
+    RETURN_IF_ERROR(Connect());
+  }
   d_.options = o_;
   d_.main_sharding = o_.shardings.front();
   d_.main_dtype = o_.dtypes.front();
@@ -791,40 +963,50 @@ absl::StatusOr<EvalResult> Runner::Run() {
     std::set<int> w(o_.sweep_ranks.begin(), o_.sweep_ranks.end());
     d_.worlds.assign(w.begin(), w.end());
   }
+  // Shard edges sampled are those of a local run of the same options, so
+  // that the errors of the two compare (bitwise, at the same W).
+  row_worlds_ = d_.worlds;
+  if (o_.comm != nullptr) {
+    d_.worlds = {o_.ranks};
+    d_.sweep_note = absl::StrFormat(
+        "one rank per process (%s): every ring run has the launched W=%d, so error against W "
+        "(W = %s) was not measured; `ringattn-eval --comm local` sweeps W in one process",
+        o_.comm->Name(), o_.ranks, absl::StrJoin(row_worlds_, ", "));
+  }
   d_.depths = o_.depths;
   if (d_.depths.empty()) {
     for (int i = 0; i <= 10; ++i) d_.depths.push_back(i / 10.0);
   }
   rows_ = o_.sample_rows > 0 ? o_.sample_rows : o_.quick ? 12 : 32;
   d_.sample_rows = rows_;
-  const int64_t mem = MemAvailable();
+  const int64_t mem = o_.comm == nullptr ? MemAvailable() : min_mem_per_rank_;
   const double per_token = 40.0 * o_.head_dim * (o_.heads + o_.kv_heads) + 64;
   mem_cap_seq_ = static_cast<int64_t>(0.6 * static_cast<double>(mem) / per_token);
   Json& env = d_.environment;
   env["cores"] = Cores();
   env["cpu"] = CpuModel();
-  env["mem_available_bytes"] = mem;
+  env["mem_available_bytes"] = o_.comm == nullptr ? mem : MemAvailable();
   env["cpu_tiles"] = cpu::SmallGemm::Backend();
   env["backend"] = "cpu";
-  env["comm"] = "local";
+  if (o_.comm == nullptr) {
+    env["comm"] = "local";
+  } else {
+    env["comm"] = o_.comm->Name();
+    env["comm_description"] = o_.comm_description;
+    env["processes"] = o_.ranks;
+    env["hosts"] = Json::ArrayOf(hosts_);
+    env["threads_per_rank"] = ThreadsFor(o_.ranks);
+    env["mem_available_per_rank_bytes"] = mem;
+  }
 
   RETURN_IF_ERROR(Calibrate());
-  Plan();
+  if (root()) Plan();
+  if (o_.comm != nullptr) RETURN_IF_ERROR(SharePlan());
   if (o_.run_exactness) RETURN_IF_ERROR(RunExactness());
   if (o_.run_needle) RETURN_IF_ERROR(RunReachability());
   if (o_.run_cost) RETURN_IF_ERROR(RunCost());
-  const int64_t top = std::max<int64_t>({d_.matrix_seq, long_seqs_.empty() ? 0 : long_seqs_.back(),
-                                         needle_seqs_.empty() ? 0 : needle_seqs_.back(),
-                                         cost_seqs_.empty() ? 0 : cost_seqs_.back()});
-  d_.main_mask = MaskFor(d_.main_kind, top);
-  Verdicts();
-  d_.wall_seconds = Now() - start_;
-  progress_.Finish();
   EvalResult res;
-  res.verdicts = d_.verdicts;
-  res.pass = true;
-  for (const Verdict& v : d_.verdicts) res.pass = res.pass && v.pass;
-  ASSIGN_OR_RETURN(res.files, WriteReport(d_, o_.out_dir));
+  RETURN_IF_ERROR(Finish(&res));
   return res;
 }
 
@@ -832,7 +1014,11 @@ absl::StatusOr<EvalResult> Runner::Run() {
 
 absl::StatusOr<EvalResult> RunEval(const EvalOptions& options) {
   Runner r(options);
-  return r.Run();
+  auto res = r.Run();
+  // An error on one rank of a world of processes stops the others at once
+  // (they would otherwise wait for it at the next run).
+  if (!res.ok() && options.comm != nullptr) options.comm->Abort(res.status());
+  return res;
 }
 
 }  // namespace ringattn::eval

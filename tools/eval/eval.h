@@ -13,6 +13,14 @@
 // left and S/16 to the right of each query at length S. The "main"
 // configuration (--causal, --window, the first --sharding and --dtype) is
 // the one taken to the longest contexts and costed.
+//
+// Ranks: W local threads per ring run (EvalOptions::comm null), or one rank
+// per process under a launcher (--comm ucx): every process calls RunEval
+// with the same options and runs its rank of every ring run in lockstep;
+// rank 0 plans the sizes (and sends them to the others), gathers the
+// outputs and stats, runs the checks and writes the report, and tells the
+// others its verdict. Every ring run then has the launched W: there is no
+// sweep over W, and the report says so.
 #pragma once
 
 #include <cstdint>
@@ -24,6 +32,7 @@
 #include "absl/status/statusor.h"
 #include "attention/dtype.h"
 #include "attention/mask.h"
+#include "comm/communicator.h"
 #include "runtime/layout.h"
 #include "tools/eval/exactness.h"
 #include "tools/eval/fit.h"
@@ -62,8 +71,13 @@ struct EvalOptions {
   Fault fault = Fault::kNone;
   int drop_step = 1;
 
-  std::FILE* progress = stderr;  // null: silent
+  std::FILE* progress = stderr;  // null: silent (always, on ranks != 0)
   std::string command_line;      // shown in the report
+
+  // One rank per process: this process's rank of a launched world of
+  // `ranks` processes (comm->Size() == ranks); not owned. Null: local.
+  comm::Communicator* comm = nullptr;
+  std::string comm_description;  // for the report, e.g. "ucx: 4 processes ..."
 };
 
 struct ExactRun {
@@ -139,6 +153,7 @@ struct Verdict {
   std::string reason;
 };
 
+// One rank per process: on ranks != 0 only `pass` is set (rank 0's).
 struct EvalResult {
   std::vector<Verdict> verdicts;
   bool pass = false;
@@ -153,6 +168,9 @@ absl::Status PrepareOutDir(const std::string& dir);
 // Validates the options, runs the checks and writes the report to
 // options.out_dir. The status is an error only when the eval could not run
 // or write its report; failed checks are in the result (pass = false).
+// One rank per process: collective (every rank calls it); rank 0 alone
+// needs and writes out_dir, and an error on any rank aborts the world, so
+// that every rank returns an error promptly.
 absl::StatusOr<EvalResult> RunEval(const EvalOptions& options);
 
 // Name of a mask kind at a length (the window resolved): "causal",

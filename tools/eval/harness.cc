@@ -1,4 +1,5 @@
-// Runs W local ranks through the public API; see harness.h.
+// Runs the ring's ranks (local threads, or this process's one rank)
+// through the public API; see harness.h.
 #include "tools/eval/harness.h"
 
 #include <algorithm>
@@ -13,6 +14,7 @@
 #include "comm/local/local_comm.h"
 #include "runtime/ringattn.h"
 #include "runtime/tensor.h"
+#include "tools/ranks.h"
 
 namespace ringattn::eval {
 
@@ -158,91 +160,85 @@ struct Shard {
 };
 
 using FillFn = std::function<void(int rank, Shard* s)>;
+// Null: nothing to collect (and, one rank per process, nothing gathered).
 using DrainFn = std::function<void(int rank, const Shard& s)>;
 
-absl::StatusOr<RunStats> RunRanks(const RunSpec& spec, const FillFn& fill, const DrainFn& drain) {
-  const int W = spec.world;
-  ASSIGN_OR_RETURN(auto world, comm::LocalWorld::Create(W));
-  std::vector<absl::Status> status(W);
-  std::vector<RunStats> per(W);
-  const bool rss_ok = ResetPeakRss();
-  const int64_t rss_before = CurrentRss();
-  std::vector<std::thread> threads;
-  for (int r = 0; r < W; ++r) {
-    threads.emplace_back([&, r] {
-      status[r] = [&]() -> absl::Status {
-        comm::Communicator* cm = &world->Comm(r);
-        std::unique_ptr<DroppingComm> dropping;
-        if (spec.fault == Fault::kDropRingStep) {
-          dropping = std::make_unique<DroppingComm>(cm, spec.drop_step);
-          cm = dropping.get();
-        }
-        RingOptions opt;
-        opt.seqlen = spec.seqlen;
-        opt.sharding = spec.sharding;
-        opt.stripe = spec.stripe;
-        const Mask m = spec.fault == Fault::kBrokenMask ? BrokenMask(spec.mask) : spec.mask;
-        opt.causal = m.causal;
-        opt.window_left = m.window_left;
-        opt.window_right = m.window_right;
-        opt.dtype = spec.dtype;
-        opt.num_threads = spec.threads;
-        auto ring_or = RingAttention::Create(cm, opt);
-        if (!ring_or.ok()) {
-          cm->Abort(ring_or.status());
-          return ring_or.status();
-        }
-        auto& ring = *ring_or;
-        Shard s;
-        s.len = ring->ShardLength();
-        s.pos = ring->layout().Positions(r);
-        const int64_t es = DTypeSize(spec.dtype), H = spec.heads, Hk = spec.kv_heads,
-                      D = spec.head_dim, Sr = s.len;
-        s.q.resize(Sr * H * D * es);
-        s.k.resize(Sr * Hk * D * es);
-        s.v.resize(s.k.size());
-        s.out.resize(s.q.size());
-        s.lse.resize(H * Sr);
-        if (spec.backward) {
-          s.dout.resize(s.q.size());
-          s.dq.resize(s.q.size());
-          s.dk.resize(s.k.size());
-          s.dv.resize(s.k.size());
-        }
-        fill(r, &s);
-        auto V = [&](std::vector<uint8_t>& x, int64_t heads) {
-          return TensorView::Contiguous(x.data(), spec.dtype, {1, Sr, heads, D});
-        };
-        const TensorView lv = TensorView::Contiguous(s.lse.data(), DType::kFloat32, {1, H, Sr});
-        RunStats& st = per[r];
-        RETURN_IF_ERROR(cm->Barrier(absl::Seconds(600)));
-        RETURN_IF_ERROR(ring->Forward(V(s.q, H), V(s.k, Hk), V(s.v, Hk), V(s.out, H), lv));
-        const RingStats fs = ring->LastStats();
-        st.fwd_seconds = fs.wall_seconds;
-        st.fwd_compute_seconds = fs.compute_seconds;
-        st.steps = fs.steps;
-        st.bytes_sent = fs.bytes_sent;
-        st.workspace_bytes = fs.workspace_bytes;
-        if (spec.backward) {
-          RETURN_IF_ERROR(cm->Barrier(absl::Seconds(600)));
-          RETURN_IF_ERROR(ring->Backward(V(s.q, H), V(s.k, Hk), V(s.v, Hk), V(s.out, H), lv,
-                                         V(s.dout, H), V(s.dq, H), V(s.dk, Hk), V(s.dv, Hk)));
-          const RingStats bs = ring->LastStats();
-          st.bwd_seconds = bs.wall_seconds;
-          st.bwd_compute_seconds = bs.compute_seconds;
-          st.workspace_bytes = std::max(st.workspace_bytes, bs.workspace_bytes);
-        }
-        st.tensor_bytes = ShardTensorBytes(spec, Sr);
-        st.rank_bytes = st.tensor_bytes + st.workspace_bytes;
-        drain(r, s);
-        return absl::OkStatus();
-      }();
-    });
+// Kinds of the eval's own messages (GatherToRoot adds 1000; Broadcast
+// uses kBroadcastKind), apart from the ring's.
+constexpr int kStatsTag = 1, kShardTag = 2, kSizeTag = 3, kTextTag = 4;
+constexpr int kBroadcastKind = 1100;
+
+// Rank `r`'s part of one run on `cm`: its ring and shard, filled by `fill`,
+// the forward (and backward) and its stats.
+absl::Status RunRank(const RunSpec& spec, comm::Communicator* cm, int r, const FillFn& fill,
+                     Shard* shard, RunStats* stats) {
+  std::unique_ptr<DroppingComm> dropping;
+  if (spec.fault == Fault::kDropRingStep) {
+    dropping = std::make_unique<DroppingComm>(cm, spec.drop_step);
+    cm = dropping.get();
   }
-  for (auto& t : threads) t.join();
-  for (int r = 0; r < W; ++r) {
-    if (!status[r].ok()) return status[r];
+  RingOptions opt;
+  opt.seqlen = spec.seqlen;
+  opt.sharding = spec.sharding;
+  opt.stripe = spec.stripe;
+  const Mask m = spec.fault == Fault::kBrokenMask ? BrokenMask(spec.mask) : spec.mask;
+  opt.causal = m.causal;
+  opt.window_left = m.window_left;
+  opt.window_right = m.window_right;
+  opt.dtype = spec.dtype;
+  opt.num_threads = spec.threads;
+  auto ring_or = RingAttention::Create(cm, opt);
+  if (!ring_or.ok()) {
+    cm->Abort(ring_or.status());
+    return ring_or.status();
   }
+  auto& ring = *ring_or;
+  Shard& s = *shard;
+  s.len = ring->ShardLength();
+  s.pos = ring->layout().Positions(r);
+  const int64_t es = DTypeSize(spec.dtype), H = spec.heads, Hk = spec.kv_heads, D = spec.head_dim,
+                Sr = s.len;
+  s.q.resize(Sr * H * D * es);
+  s.k.resize(Sr * Hk * D * es);
+  s.v.resize(s.k.size());
+  s.out.resize(s.q.size());
+  s.lse.resize(H * Sr);
+  if (spec.backward) {
+    s.dout.resize(s.q.size());
+    s.dq.resize(s.q.size());
+    s.dk.resize(s.k.size());
+    s.dv.resize(s.k.size());
+  }
+  fill(r, &s);
+  auto V = [&](std::vector<uint8_t>& x, int64_t heads) {
+    return TensorView::Contiguous(x.data(), spec.dtype, {1, Sr, heads, D});
+  };
+  const TensorView lv = TensorView::Contiguous(s.lse.data(), DType::kFloat32, {1, H, Sr});
+  RunStats& st = *stats;
+  RETURN_IF_ERROR(cm->Barrier(spec.arrive_timeout));
+  RETURN_IF_ERROR(ring->Forward(V(s.q, H), V(s.k, Hk), V(s.v, Hk), V(s.out, H), lv));
+  const RingStats fs = ring->LastStats();
+  st.fwd_seconds = fs.wall_seconds;
+  st.fwd_compute_seconds = fs.compute_seconds;
+  st.steps = fs.steps;
+  st.bytes_sent = fs.bytes_sent;
+  st.workspace_bytes = fs.workspace_bytes;
+  if (spec.backward) {
+    RETURN_IF_ERROR(cm->Barrier(absl::Seconds(600)));
+    RETURN_IF_ERROR(ring->Backward(V(s.q, H), V(s.k, Hk), V(s.v, Hk), V(s.out, H), lv,
+                                   V(s.dout, H), V(s.dq, H), V(s.dk, Hk), V(s.dv, Hk)));
+    const RingStats bs = ring->LastStats();
+    st.bwd_seconds = bs.wall_seconds;
+    st.bwd_compute_seconds = bs.compute_seconds;
+    st.workspace_bytes = std::max(st.workspace_bytes, bs.workspace_bytes);
+  }
+  st.tensor_bytes = ShardTensorBytes(spec, Sr);
+  st.rank_bytes = st.tensor_bytes + st.workspace_bytes;
+  return absl::OkStatus();
+}
+
+// Times and bytes: max over ranks; steps: rank 0's.
+RunStats Reduce(const std::vector<RunStats>& per) {
   RunStats res;
   res.steps = per[0].steps;
   for (const RunStats& p : per) {
@@ -255,11 +251,179 @@ absl::StatusOr<RunStats> RunRanks(const RunSpec& spec, const FillFn& fill, const
     res.rank_bytes = std::max(res.rank_bytes, p.rank_bytes);
     res.bytes_sent = std::max(res.bytes_sent, p.bytes_sent);
   }
+  return res;
+}
+
+// RunStats as doubles for the gather (every field is an integer below
+// 2^53 or a time).
+constexpr int kStatsFields = 11;
+void PackStats(const RunStats& s, double* d) {
+  const double v[kStatsFields] = {s.fwd_seconds,
+                                  s.bwd_seconds,
+                                  s.fwd_compute_seconds,
+                                  s.bwd_compute_seconds,
+                                  static_cast<double>(s.tensor_bytes),
+                                  static_cast<double>(s.workspace_bytes),
+                                  static_cast<double>(s.rank_bytes),
+                                  static_cast<double>(s.steps),
+                                  static_cast<double>(s.bytes_sent),
+                                  static_cast<double>(s.rss_before),
+                                  static_cast<double>(s.rss_peak_delta)};
+  std::copy(v, v + kStatsFields, d);
+}
+RunStats UnpackStats(const double* d) {
+  RunStats s;
+  s.fwd_seconds = d[0];
+  s.bwd_seconds = d[1];
+  s.fwd_compute_seconds = d[2];
+  s.bwd_compute_seconds = d[3];
+  s.tensor_bytes = static_cast<int64_t>(d[4]);
+  s.workspace_bytes = static_cast<int64_t>(d[5]);
+  s.rank_bytes = static_cast<int64_t>(d[6]);
+  s.steps = static_cast<int>(d[7]);
+  s.bytes_sent = static_cast<int64_t>(d[8]);
+  s.rss_before = static_cast<int64_t>(d[9]);
+  s.rss_peak_delta = static_cast<int64_t>(d[10]);
+  return s;
+}
+
+// A shard's outputs in one buffer, for the gather: out, lse, then (with a
+// backward) dq, dk, dv.
+int64_t OutputBytes(const RunSpec& spec, int64_t shard_len) {
+  const int64_t es = DTypeSize(spec.dtype);
+  const int64_t q = shard_len * spec.heads * spec.head_dim * es;
+  const int64_t k = shard_len * spec.kv_heads * spec.head_dim * es;
+  return q + shard_len * spec.heads * 4 + (spec.backward ? q + 2 * k : 0);
+}
+void PackOutputs(const Shard& s, std::vector<uint8_t>* b) {
+  b->clear();
+  auto add = [b](const void* p, size_t n) {
+    b->insert(b->end(), static_cast<const uint8_t*>(p), static_cast<const uint8_t*>(p) + n);
+  };
+  add(s.out.data(), s.out.size());
+  add(s.lse.data(), s.lse.size() * 4);
+  add(s.dq.data(), s.dq.size());
+  add(s.dk.data(), s.dk.size());
+  add(s.dv.data(), s.dv.size());
+}
+void UnpackOutputs(const RunSpec& spec, const std::vector<uint8_t>& b, Shard* s) {
+  const int64_t es = DTypeSize(spec.dtype), Sr = s->len;
+  const uint8_t* p = b.data();
+  auto take = [&p](std::vector<uint8_t>* x, int64_t n) {
+    x->assign(p, p + n);
+    p += n;
+  };
+  take(&s->out, Sr * spec.heads * spec.head_dim * es);
+  s->lse.resize(Sr * spec.heads);
+  std::memcpy(s->lse.data(), p, s->lse.size() * 4);
+  p += s->lse.size() * 4;
+  if (spec.backward) {
+    take(&s->dq, Sr * spec.heads * spec.head_dim * es);
+    take(&s->dk, Sr * spec.kv_heads * spec.head_dim * es);
+    take(&s->dv, Sr * spec.kv_heads * spec.head_dim * es);
+  }
+}
+
+// W local ranks as threads, a fresh LocalWorld for the run.
+absl::StatusOr<RunStats> RunThreads(const RunSpec& spec, const FillFn& fill, const DrainFn& drain) {
+  const int W = spec.world;
+  ASSIGN_OR_RETURN(auto world, comm::LocalWorld::Create(W));
+  std::vector<absl::Status> status(W);
+  std::vector<RunStats> per(W);
+  const bool rss_ok = ResetPeakRss();
+  const int64_t rss_before = CurrentRss();
+  std::vector<std::thread> threads;
+  for (int r = 0; r < W; ++r) {
+    threads.emplace_back([&, r] {
+      Shard s;
+      status[r] = RunRank(spec, &world->Comm(r), r, fill, &s, &per[r]);
+      if (status[r].ok() && drain) drain(r, s);
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int r = 0; r < W; ++r) {
+    if (!status[r].ok()) return status[r];
+  }
+  RunStats res = Reduce(per);
   if (rss_ok && rss_before > 0) {
     res.rss_before = rss_before;
     res.rss_peak_delta = std::max<int64_t>(0, PeakRss() - rss_before);
   }
   return res;
+}
+
+// This process's rank of the run; stats (and, with a drain, the output
+// shards) gathered to rank 0, which alone drains and returns figures.
+absl::StatusOr<RunStats> RunOwnRank(const RunSpec& spec, const FillFn& fill, const DrainFn& drain) {
+  comm::Communicator& c = *spec.comm;
+  const int W = spec.world, r = c.Rank();
+  if (c.Size() != W) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "eval run for W=", W, " on a launched world of ", c.Size(), " processes"));
+  }
+  const absl::Duration timeout = spec.arrive_timeout;
+  std::vector<RunStats> per(W);
+  absl::Status status = [&]() -> absl::Status {
+    const bool rss_ok = ResetPeakRss();
+    const int64_t rss_before = CurrentRss();
+    Shard s;
+    RETURN_IF_ERROR(RunRank(spec, &c, r, fill, &s, &per[r]));
+    if (rss_ok && rss_before > 0) {
+      per[r].rss_before = rss_before;
+      per[r].rss_peak_delta = std::max<int64_t>(0, PeakRss() - rss_before);
+    }
+    double mine[kStatsFields];
+    PackStats(per[r], mine);
+    std::vector<std::vector<double>> inbox(W, std::vector<double>(kStatsFields));
+    RETURN_IF_ERROR(tools::GatherToRoot(
+        c, kStatsTag, mine, [](int) { return int64_t{kStatsFields} * 8; },
+        [&](int from) { return static_cast<void*>(inbox[from].data()); }, timeout));
+    for (int from = 1; from < W && r == 0; ++from) per[from] = UnpackStats(inbox[from].data());
+    if (!drain) return absl::OkStatus();
+    std::vector<uint8_t> packed;
+    if (r != 0) PackOutputs(s, &packed);
+    ASSIGN_OR_RETURN(const Layout layout,
+                     Layout::Create(spec.sharding, spec.seqlen, W, spec.stripe));
+    std::vector<std::vector<uint8_t>> shards(W);
+    RETURN_IF_ERROR(tools::GatherToRoot(
+        c, kShardTag, packed.data(),
+        [&](int from) { return OutputBytes(spec, layout.ShardLength(from)); },
+        [&](int from) {
+          shards[from].resize(OutputBytes(spec, layout.ShardLength(from)));
+          return static_cast<void*>(shards[from].data());
+        },
+        timeout));
+    if (r != 0) return absl::OkStatus();
+    drain(0, s);
+    for (int from = 1; from < W; ++from) {
+      Shard o;
+      o.len = layout.ShardLength(from);
+      o.pos = layout.Positions(from);
+      UnpackOutputs(spec, shards[from], &o);
+      drain(from, o);
+    }
+    return absl::OkStatus();
+  }();
+  if (!status.ok()) {
+    c.Abort(status);  // the peers stop at once instead of waiting out their timeouts
+    return status;
+  }
+  if (r != 0) return RunStats{};
+  RunStats res = Reduce(per);
+  // Memory of all W ranks together, as with local threads in one process.
+  for (const RunStats& p : per) {
+    if (p.rss_peak_delta < 0) {
+      res.rss_before = res.rss_peak_delta = -1;
+      break;
+    }
+    res.rss_before = std::max<int64_t>(res.rss_before, 0) + p.rss_before;
+    res.rss_peak_delta = std::max<int64_t>(res.rss_peak_delta, 0) + p.rss_peak_delta;
+  }
+  return res;
+}
+
+absl::StatusOr<RunStats> RunRanks(const RunSpec& spec, const FillFn& fill, const DrainFn& drain) {
+  return spec.comm == nullptr ? RunThreads(spec, fill, drain) : RunOwnRank(spec, fill, drain);
 }
 
 // Splitmix64: a cheap, well-mixed stream for the synthetic inputs.
@@ -339,7 +503,59 @@ absl::StatusOr<RunStats> RunSynthetic(const RunSpec& spec, uint64_t seed) {
     fill_bytes(s->v);
     if (spec.backward) fill_bytes(s->dout);
   };
-  return RunRanks(spec, fill, [](int, const Shard&) {});
+  return RunRanks(spec, fill, nullptr);
+}
+
+absl::Status Broadcast(comm::Communicator& c, std::string* text, absl::Duration timeout) {
+  comm::MessageMeta meta;
+  meta.kind = kBroadcastKind;
+  meta.ndim = 1;
+  static char empty = 0;
+  int64_t size = static_cast<int64_t>(text->size());
+  auto one = [&](void* send, void* recv, int64_t bytes, int peer, int step) -> absl::Status {
+    meta.step = step;
+    meta.shape[0] = bytes;
+    void* buf = bytes > 0 ? (send != nullptr ? send : recv) : &empty;
+    ASSIGN_OR_RETURN(auto request,
+                     send != nullptr
+                         ? c.SendRecv(buf, bytes, peer, meta, nullptr, 0, 0, comm::MessageMeta{})
+                         : c.SendRecv(nullptr, 0, 0, comm::MessageMeta{}, buf, bytes, peer, meta));
+    return request->Wait(timeout);
+  };
+  if (c.Rank() == 0) {
+    for (int r = 1; r < c.Size(); ++r) {
+      RETURN_IF_ERROR(one(&size, nullptr, 8, r, 0));
+      RETURN_IF_ERROR(one(text->data(), nullptr, size, r, 1));
+    }
+    return absl::OkStatus();
+  }
+  RETURN_IF_ERROR(one(nullptr, &size, 8, 0, 0));
+  if (size < 0 || size > (int64_t{1} << 30)) {
+    return absl::DataLossError(absl::StrCat("broadcast from rank 0: size ", size));
+  }
+  text->assign(size, '\0');
+  return one(nullptr, text->data(), size, 0, 1);
+}
+
+absl::StatusOr<std::vector<std::string>> Gather(comm::Communicator& c, const std::string& mine,
+                                                absl::Duration timeout) {
+  const int W = c.Size();
+  const int64_t my_size = static_cast<int64_t>(mine.size());
+  std::vector<int64_t> sizes(W, 0);
+  sizes[c.Rank()] = my_size;
+  RETURN_IF_ERROR(tools::GatherToRoot(
+      c, kSizeTag, &my_size, [](int) { return int64_t{8}; },
+      [&](int from) { return static_cast<void*>(&sizes[from]); }, timeout));
+  std::vector<std::string> all(c.Rank() == 0 ? W : 0);
+  if (c.Rank() == 0) all[0] = mine;
+  RETURN_IF_ERROR(tools::GatherToRoot(
+      c, kTextTag, mine.data(), [&](int from) { return c.Rank() == 0 ? sizes[from] : my_size; },
+      [&](int from) {
+        all[from].assign(sizes[from], '\0');
+        return static_cast<void*>(all[from].data());
+      },
+      timeout));
+  return all;
 }
 
 }  // namespace ringattn::eval

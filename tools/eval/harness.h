@@ -1,6 +1,11 @@
-// Runs the ring for ringattn-eval: W `local` ranks as threads of this
-// process, each with its own RingAttention on its shard, through the public
-// API only (runtime/ringattn.h).
+// Runs the ring for ringattn-eval through the public API only
+// (runtime/ringattn.h), each rank with its own RingAttention on its shard:
+//   local  (RunSpec::comm null) W ranks as threads of this process, a fresh
+//          LocalWorld per run
+//   one rank per process (RunSpec::comm set, --comm ucx under mpirun) this
+//          process runs rank comm->Rank() of the run; every process makes
+//          the same runs in the same order, and rank 0 gets the results
+//          (outputs and stats gathered to it)
 //
 // Variants:
 //   RunFull       full [S, ...] float inputs in, full float outputs out
@@ -22,6 +27,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "attention/dtype.h"
 #include "attention/mask.h"
 #include "comm/communicator.h"
@@ -43,6 +49,12 @@ struct RunSpec {
   bool backward = true;
   Fault fault = Fault::kNone;
   int drop_step = 1;  // kDropRingStep: the ring step whose KV block is lost (>= 1)
+  // Null: local threads. Else this process's rank of a launched world of
+  // `world` ranks (comm->Size() == world); not owned.
+  comm::Communicator* comm = nullptr;
+  // How long a rank waits for the others to arrive at a run (rank 0 may
+  // still be checking the previous one).
+  absl::Duration arrive_timeout = absl::Seconds(600);
 };
 
 struct RunStats {
@@ -54,7 +66,8 @@ struct RunStats {
   int steps = 0;                // ring steps of the forward
   int64_t bytes_sent = 0;       // forward, max over ranks
   // Process resident memory: before the run, and the peak during it minus
-  // that (all W ranks together); -1 when the peak cannot be reset here.
+  // that (all W ranks together: one rank per process sums the processes);
+  // -1 when the peak cannot be reset here.
   int64_t rss_before = -1, rss_peak_delta = -1;
 };
 
@@ -68,8 +81,19 @@ struct FullOutputs {
   std::vector<float> out, lse, dq, dk, dv;
 };
 
+// One rank per process: every process passes the same `in` (each fills its
+// own shard from it); the outputs and stats are rank 0's only (`out` is
+// left empty and the stats zero on the other ranks).
 absl::StatusOr<RunStats> RunFull(const RunSpec& spec, const FullTensors& in, FullOutputs* out);
 absl::StatusOr<RunStats> RunSynthetic(const RunSpec& spec, uint64_t seed);
+
+// Small messages between the processes of one eval, outside the ring runs
+// (one rank per process); collective: every rank calls them in the same
+// order. Broadcast replaces `text` on ranks != 0 with rank 0's; Gather
+// returns every rank's `mine` by rank on rank 0 (an empty vector elsewhere).
+absl::Status Broadcast(comm::Communicator& c, std::string* text, absl::Duration timeout);
+absl::StatusOr<std::vector<std::string>> Gather(comm::Communicator& c, const std::string& mine,
+                                                absl::Duration timeout);
 
 // The mask kBrokenMask hands the ring: every edge moved outward by one
 // token (window left L -> L + 1, right R -> R + 1, causal -> sees one future

@@ -203,8 +203,11 @@ absl::StatusOr<NeedleRun> RunNeedles(const NeedleSpec& spec) {
     rs.backward = false;
     rs.fault = spec.fault;
     rs.drop_step = spec.drop_step;
+    rs.comm = spec.comm;
+    rs.arrive_timeout = spec.arrive_timeout;
     FullOutputs out;
     ASSIGN_OR_RETURN(run.stats, RunFull(rs, in, &out));
+    if (spec.comm != nullptr && spec.comm->Rank() != 0) continue;  // rank 0 scores
 
     // Scores.
     for (int64_t i = 0; i < count; ++i) {

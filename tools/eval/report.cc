@@ -203,6 +203,7 @@ Json BuildJson(const EvalData& d) {
     x["check_seconds"] = r.check_seconds;
     ex["runs"].Push(x);
   }
+  if (!d.sweep_note.empty()) ex["growth_with_world_not_measured"] = d.sweep_note;
   ex["growth_with_world"] = Json::Array();
   for (const Growth& g : d.growth) {
     Json x = Json::Object();
@@ -517,16 +518,22 @@ std::string Markdown(const EvalData& d, const std::vector<std::string>& needle_f
   const Json* cores = d.environment.Find("cores");
   const Json* cpu = d.environment.Find("cpu");
   const Json* mem = d.environment.Find("mem_available_bytes");
+  const Json* comm = d.environment.Find("comm_description");
+  const Json* threads = d.environment.Find("threads_per_rank");
+  const bool processes = comm != nullptr;  // one rank per process
   absl::StrAppendFormat(
       &md,
-      "Machine: %d cores (%s), %s available; backend cpu, communicator local (W ranks as "
-      "threads). Heads H=%d, Hkv=%d, D=%d, batch 1. Main configuration: %s layout, mask %s, %s, "
-      "W=%d. Wall time %.0f s (budget %.0f s%s).\n\n",
-      cores ? static_cast<int>(cores->number()) : 0, cpu ? cpu->str() : "?",
-      Bytes(mem ? mem->number() : 0), o.heads, o.kv_heads, o.head_dim,
-      ShardingName(d.main_sharding), MaskLabel(d.main_mask), DTypeName(d.main_dtype), o.ranks,
-      d.wall_seconds, o.quick ? std::min(o.time_budget_s, 40.0) : o.time_budget_s,
-      o.quick ? ", --quick" : "");
+      "%s: %d cores (%s), %s available; backend cpu, communicator %s. Heads H=%d, Hkv=%d, D=%d, "
+      "batch 1. Main configuration: %s layout, mask %s, %s, W=%d. Wall time %.0f s (budget %.0f "
+      "s%s).\n\n",
+      processes ? "Rank 0's machine" : "Machine", cores ? static_cast<int>(cores->number()) : 0,
+      cpu ? cpu->str() : "?", Bytes(mem ? mem->number() : 0),
+      processes ? absl::StrFormat("%s, %d thread(s) per rank", comm->str(),
+                                  threads ? static_cast<int>(threads->number()) : 0)
+                : std::string("local (W ranks as threads)"),
+      o.heads, o.kv_heads, o.head_dim, ShardingName(d.main_sharding), MaskLabel(d.main_mask),
+      DTypeName(d.main_dtype), o.ranks, d.wall_seconds,
+      o.quick ? std::min(o.time_budget_s, 40.0) : o.time_budget_s, o.quick ? ", --quick" : "");
   if (o.fault != Fault::kNone) {
     absl::StrAppend(&md,
                     "**Self-test fault injected into the reachability runs: ", FaultName(o.fault),
@@ -542,7 +549,7 @@ std::string Markdown(const EvalData& d, const std::vector<std::string>& needle_f
     absl::StrAppend(&md, "## 1. Exactness\n\n");
     absl::StrAppendFormat(
         &md,
-        "The ring's forward and backward over W local ranks against float64, on a sample: %d "
+        "The ring's forward and backward over W %s against float64, on a sample: %d "
         "random query rows and %d random key rows per length, plus the first and last row of every "
         "shard segment of every layout and W in use (at most 48 of them), every head. `out`, "
         "`lse`, `dq`: against `ReferenceForwardRow` and its float64 gradient (end to end). "
@@ -551,7 +558,7 @@ std::string Markdown(const EvalData& d, const std::vector<std::string>& needle_f
         "Tolerance (flash-attn's rule): max error ≤ 2 × the error of a naive implementation in "
         "the same precision on the same rows + atol (fp32 1e-5, bf16 1e-3). Error must not grow "
         "with W: error(W) ≤ 2 × error(W=1) + atol/10.\n\n",
-        d.sample_rows, d.sample_rows);
+        processes ? "ranks (one per process)" : "local ranks", d.sample_rows, d.sample_rows);
     absl::StrAppend(
         &md,
         "Cells: max / mean relative error over the sample (max|ring − ref| / max|ref| and "
@@ -572,6 +579,9 @@ std::string Markdown(const EvalData& d, const std::vector<std::string>& needle_f
           r.phase, Tokens(r.seqlen), DTypeName(r.dtype), ShardingName(r.sharding),
           MaskLabel(r.mask), r.world, StatCell(r.err.out), StatCell(r.err.lse), StatCell(r.err.dq),
           StatCell(r.err.dk), StatCell(r.err.dv), worst, r.stats.fwd_seconds, r.stats.bwd_seconds);
+    }
+    if (!d.sweep_note.empty()) {
+      absl::StrAppend(&md, "\nError vs W: **not measured**: ", d.sweep_note, ".\n");
     }
     if (!d.growth.empty()) {
       absl::StrAppendFormat(&md,
@@ -650,10 +660,11 @@ std::string Markdown(const EvalData& d, const std::vector<std::string>& needle_f
         &md,
         "Forward + backward of the main configuration (%s, %s layout, mask %s) on synthetic "
         "shards made on each rank, at several lengths and W. Memory per rank = shard tensors (q, "
-        "k, v, out, lse, dout, dq, dk, dv) + `RingStats.workspace_bytes`; RSS = the process's "
+        "k, v, out, lse, dout, dq, dk, dv) + `RingStats.workspace_bytes`; RSS = the %s "
         "peak resident memory during the run above what it held before, divided by W. FLOPs "
         "count only visible pairs (forward 4·pairs·D·H, backward 2.5×).\n\n",
-        DTypeName(d.main_dtype), ShardingName(d.main_sharding), kMaskKinds[d.main_kind]);
+        DTypeName(d.main_dtype), ShardingName(d.main_sharding), kMaskKinds[d.main_kind],
+        processes ? "sum over the W processes of each one's" : "process's");
     absl::StrAppend(&md,
                     "| S | W | tokens/rank | memory/rank | RSS/rank | fwd s | bwd s | fwd GFLOP/s "
                     "| bwd GFLOP/s |\n|---|---|---|---|---|---|---|---|---|\n");

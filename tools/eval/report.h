@@ -23,6 +23,7 @@ struct EvalData {
   DType main_dtype = DType::kFloat32;
   Mask main_mask;           // at the longest length
   std::vector<int> worlds;  // W of the sweep and the cost check
+  std::string sweep_note;   // why there is no sweep over W (empty: there is)
   int64_t matrix_seq = 0;
   int sample_rows = 0;
   std::vector<ExactRun> exact;
