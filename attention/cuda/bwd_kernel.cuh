@@ -310,19 +310,21 @@ RA_DEVICE void BackwardBody(const AttnParams& p, bool compute_dq, char* smem) {
     }
   };
 
+  // One barrier per tile: wait for this tile's loads, then the barrier
+  // both publishes them and proves every warp is done with the other
+  // stage, so the next tile's loads go there while this one computes.
   int stage = 0;
   while (cur.t >= 0) {
+    CpAsyncWait<0>();
+    __syncthreads();
     const TileStep nxt = next_item(cur);
     if (nxt.t >= 0) load_q(nxt, stage ^ 1);
     CpAsyncCommit();
-    CpAsyncWait<1>();
-    __syncthreads();
     if (cur.masked()) {
       step(std::true_type{}, cur, stage);
     } else {
       step(std::false_type{}, cur, stage);
     }
-    __syncthreads();
     cur = nxt;
     stage ^= 1;
   }
@@ -547,19 +549,21 @@ RA_DEVICE void BackwardDqBody(const AttnParams& p, char* smem) {
     }
   };
 
+  // One barrier per tile: wait for this tile's loads, then the barrier
+  // both publishes them and proves every warp is done with the other
+  // stage, so the next tile's loads go there while this one computes.
   int stage = 0;
   while (cur.t >= 0) {
+    CpAsyncWait<0>();
+    __syncthreads();
     const TileStep nxt = next_tile(cur.t);
     if (nxt.t >= 0) load_kv(nxt, stage ^ 1);
     CpAsyncCommit();
-    CpAsyncWait<1>();
-    __syncthreads();
     if (cur.masked()) {
       tile(std::true_type{}, cur, stage);
     } else {
       tile(std::false_type{}, cur, stage);
     }
-    __syncthreads();
     cur = nxt;
     stage ^= 1;
   }

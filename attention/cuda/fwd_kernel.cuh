@@ -10,7 +10,8 @@
 //     O  = O * 2^(m-m') + P V          P packed to 16 bits in registers
 //   out = O / l, lse = (m*c + log2 l) * ln 2   (c = scale * log2 e)
 //
-// K/V tiles are prefetched with cp.async one tile ahead into two stages.
+// K/V tiles are prefetched with cp.async one tile ahead into two stages, with
+// one barrier per tile.
 // Variants: dtype (bf16, fp16) x D (64, 128) x softcap (template), masked
 // tiles as a template branch inside; out_dtype (fp32, bf16, fp16) is read at
 // run time in the epilogue. GQA maps head h to kv head h / (H / Hkv).
@@ -272,13 +273,16 @@ RA_DEVICE void ForwardBody(const AttnParams& p, char* smem) {
     }
   };
 
+  // One barrier per tile: wait for this tile's loads, then the barrier
+  // both publishes them and proves every warp is done with the other
+  // stage, so the next tile's loads go there while this one computes.
   int stage = 0;
   while (cur.t >= 0) {
+    CpAsyncWait<0>();
+    __syncthreads();
     const TileStep nxt = next_tile(cur.t);
     if (nxt.t >= 0) load_kv(nxt, stage ^ 1);
     CpAsyncCommit();
-    CpAsyncWait<1>();
-    __syncthreads();
     if constexpr (kQInRegs) {
       if (!q_loaded) {
 #pragma unroll
@@ -293,7 +297,6 @@ RA_DEVICE void ForwardBody(const AttnParams& p, char* smem) {
     } else {
       tile(std::false_type{}, cur, stage);
     }
-    __syncthreads();
     cur = nxt;
     stage ^= 1;
   }
