@@ -100,6 +100,7 @@ struct RunResult {
   int steps = 0;
   int64_t rank_bytes = 0;                    // tensors + workspace, max over ranks
   double link_gbps = 0;                      // isolated SendRecv of one KV block
+  double link_one_way_gbps = 0;              // the same block, rank 0 -> 1 alone
   std::string backend;                       // rank 0's backend, described
 };
 
@@ -156,7 +157,7 @@ absl::StatusOr<RunResult> Run(const Config& c, Ranks& ranks, int threads, const 
   std::vector<std::vector<RingStats>> fwd(world, std::vector<RingStats>(total)),
       bwd(world, std::vector<RingStats>(total));
   std::vector<int64_t> rank_bytes(world, 0);
-  std::vector<double> link(world, 0);
+  std::vector<double> link(world, 0), link_one_way(world, 0);
   std::string backend_description;
   RETURN_IF_ERROR(ranks.Run([&](comm::Communicator& cm) -> absl::Status {
         const int r = cm.Rank();
@@ -218,6 +219,23 @@ absl::StatusOr<RunResult> Run(const Config& c, Ranks& ranks, int threads, const 
             best = std::max(best, bytes / dt / 1e9);
           }
           link[r] = best;
+          // One direction only (rank 0 -> rank 1, the others idle): the
+          // figure to set beside a one-way tool such as ucx_perftest tag_bw.
+          best = 0;
+          for (int rep = 0; rep < 4; ++rep) {
+            meta.step = 100 + rep;
+            RETURN_IF_ERROR(cm.Barrier(absl::Seconds(60)));
+            const auto t0 = std::chrono::steady_clock::now();
+            if (r == 0 || r == 1) {
+              ASSIGN_OR_RETURN(
+                  auto req, r == 0 ? cm.SendRecv(av.data, bytes, 1, meta, nullptr, 0, 0, comm::MessageMeta{})
+                                   : cm.SendRecv(nullptr, 0, 0, comm::MessageMeta{}, bv.data, bytes, 0, meta));
+              RETURN_IF_ERROR(req->Wait(absl::Seconds(60)));
+            }
+            const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+            best = std::max(best, bytes / dt / 1e9);
+          }
+          link_one_way[r] = r == 1 ? best : 0;
         }
         for (int it = 0; it < total; ++it) {
           RETURN_IF_ERROR(cm.Barrier(absl::Seconds(600)));
@@ -241,6 +259,7 @@ absl::StatusOr<RunResult> Run(const Config& c, Ranks& ranks, int threads, const 
         }
         mine.push_back(static_cast<double>(rank_bytes[r]));
         mine.push_back(link[r]);
+        mine.push_back(link_one_way[r]);
         const int64_t bytes = static_cast<int64_t>(mine.size() * sizeof(double));
         std::vector<std::vector<double>> inbox(world);
         RETURN_IF_ERROR(GatherToRoot(
@@ -258,6 +277,7 @@ absl::StatusOr<RunResult> Run(const Config& c, Ranks& ranks, int threads, const 
           }
           rank_bytes[from] = static_cast<int64_t>(d[0]);
           link[from] = d[1];
+          link_one_way[from] = d[2];
         }
         return absl::OkStatus();
       }));
@@ -295,6 +315,7 @@ absl::StatusOr<RunResult> Run(const Config& c, Ranks& ranks, int threads, const 
     res.bwd_bytes = std::max(res.bwd_bytes, bwd[r].back().bytes_sent);
     res.rank_bytes = std::max(res.rank_bytes, rank_bytes[r]);
     res.link_gbps = r == 0 ? link[r] : std::min(res.link_gbps, link[r]);
+    res.link_one_way_gbps = std::max(res.link_one_way_gbps, link_one_way[r]);
   }
   res.steps = fwd[0].back().steps;
   res.backend = backend_description;
@@ -449,8 +470,10 @@ int Main(int argc, char** argv) {
                 ring.steps < world ? "window ended the ring early" : "full ring");
     std::printf("  bytes sent per rank       fwd %s%s\n", Bytes(ring.fwd_bytes).c_str(),
                 c.backward ? absl::StrFormat("   bwd %s", Bytes(ring.bwd_bytes)).c_str() : "");
-    std::printf("  rotation bandwidth        %.2f GB/s needed by fwd at this speed; %.2f GB/s link (isolated block transfer)\n",
+    std::printf("  rotation bandwidth        %.2f GB/s needed by fwd at this speed; %.2f GB/s link (isolated block transfer, all ranks at once)\n",
                 ring.fwd_bytes / ring.fwd_s * 1e-9, ring.link_gbps);
+    std::printf("  one-way link              %.2f GB/s (the same block, rank 0 -> rank 1 alone; compare ucx_perftest tag_bw)\n",
+                ring.link_one_way_gbps);
   }
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
@@ -497,6 +520,7 @@ int Main(int argc, char** argv) {
     kv("fwd_bytes_sent_per_rank", absl::StrCat(ring.fwd_bytes));
     kv("bwd_bytes_sent_per_rank", absl::StrCat(ring.bwd_bytes));
     kv("link_gbps", num(ring.link_gbps));
+    kv("link_one_way_gbps", world > 1 ? num(ring.link_one_way_gbps) : "null");
     kv("rank_memory_bytes", absl::StrCat(ring.rank_bytes));
     kv("peak_rss_bytes", absl::StrCat(peak_rss), true);
     j += "}\n";

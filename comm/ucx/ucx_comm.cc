@@ -8,7 +8,10 @@
 // guarded by mu_.
 #include "comm/ucx/ucx_comm.h"
 
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <ucp/api/ucp.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -206,7 +209,13 @@ class UcxComm final : public Communicator {
 
   std::mutex mu_;
   std::condition_variable cv_;      // requests, barriers
-  std::condition_variable cmd_cv_;  // the progress thread
+  std::condition_variable cmd_cv_;  // the progress thread (without wakeup fds)
+  // The progress thread sleeps in ppoll on the worker's event fd (traffic
+  // wakes it at once) and on wake_fd_ (a command was pushed); -1 when the
+  // transports offer no event fd, and then it sleeps on cmd_cv_.
+  int worker_fd_ = -1;
+  int wake_fd_ = -1;
+  void Wake();                      // mu_ held
   std::deque<Command> commands_;
   std::vector<uint64_t> send_seq_;  // [peer]
   std::vector<uint64_t> recv_seq_;  // [peer]
@@ -318,6 +327,11 @@ absl::Status UcxComm::Init(ucp_context_h context, Bootstrap* bootstrap, absl::Du
   wp.thread_mode = UCS_THREAD_MODE_SINGLE;  // only the progress thread uses it
   ucs_status_t st = ucp_worker_create(context, &wp, &worker_);
   if (st != UCS_OK) return UcsError("ucp_worker_create", st);
+  if (ucp_worker_get_efd(worker_, &worker_fd_) != UCS_OK) worker_fd_ = -1;
+  if (worker_fd_ >= 0) {
+    wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (wake_fd_ < 0) worker_fd_ = -1;
+  }
   ucp_address_t* address = nullptr;
   size_t length = 0;
   st = ucp_worker_get_address(worker_, &address, &length);
@@ -358,12 +372,21 @@ UcxComm::~UcxComm() {
     progress_.join();
   }
   if (worker_ != nullptr) ucp_worker_destroy(worker_);
+  if (wake_fd_ >= 0) close(wake_fd_);
+}
+
+void UcxComm::Wake() {
+  if (wake_fd_ >= 0) {
+    const uint64_t one = 1;
+    (void)!write(wake_fd_, &one, sizeof(one));
+  }
+  cmd_cv_.notify_one();
 }
 
 void UcxComm::Push(Command command) {
   std::lock_guard<std::mutex> lock(mu_);
   commands_.push_back(std::move(command));
-  cmd_cv_.notify_one();
+  Wake();
 }
 
 // ---- the progress thread ----------------------------------------------------
@@ -404,8 +427,30 @@ void UcxComm::ProgressLoop() {
     std::unique_lock<std::mutex> lock(mu_);
     const bool busy = !active_.empty() || !barriers_.empty();
     backoff = std::min(backoff * 2, busy ? absl::Microseconds(200) : absl::Milliseconds(2));
-    cmd_cv_.wait_for(lock, absl::ToChronoNanoseconds(backoff),
-                     [this] { return !commands_.empty(); });
+    if (worker_fd_ < 0) {
+      cmd_cv_.wait_for(lock, absl::ToChronoNanoseconds(backoff),
+                       [this] { return !commands_.empty(); });
+      continue;
+    }
+    // Sleep until traffic, a command, or the backoff (for the timers of
+    // Sweep and the abort). ucp_worker_arm answers BUSY when events are
+    // already pending: then progress again at once. A command pushed after
+    // this check leaves wake_fd_ readable, so it is never missed.
+    if (!commands_.empty()) continue;
+    lock.unlock();
+    if (ucp_worker_arm(worker_) == UCS_ERR_BUSY) {
+      backoff = absl::Microseconds(10);
+      continue;
+    }
+    pollfd fds[2] = {{worker_fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
+    const timespec ts = absl::ToTimespec(backoff);
+    if (ppoll(fds, 2, &ts, nullptr) > 0) {
+      if (fds[1].revents & POLLIN) {
+        uint64_t n;
+        (void)!read(wake_fd_, &n, sizeof(n));
+      }
+      backoff = absl::Microseconds(10);
+    }
   }
 
   // Teardown: let what is in flight finish (bounded), then close.
@@ -1021,7 +1066,7 @@ absl::StatusOr<std::unique_ptr<Request>> UcxComm::SendRecv(const void* send, int
       recv_op->seq = recv_seq_[from]++;
       commands_.push_back(Command{Command::kPostRecv, recv_op, nullptr});
     }
-    cmd_cv_.notify_one();
+    Wake();
   }
   return std::unique_ptr<Request>(new UcxRequest(this, std::move(send_op), std::move(recv_op)));
 }
@@ -1041,7 +1086,7 @@ absl::StatusOr<ucp_context_h> Context() {
     ucp_params_t params;
     std::memset(&params, 0, sizeof(params));
     params.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_MT_WORKERS_SHARED;
-    params.features = UCP_FEATURE_TAG;
+    params.features = UCP_FEATURE_TAG | UCP_FEATURE_WAKEUP;
     params.mt_workers_shared = 1;
     st = ucp_init(&params, config, &context);
     ucp_config_release(config);
