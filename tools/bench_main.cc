@@ -15,6 +15,8 @@
 // 0 gathers every rank's figures through the communicator, runs the 1-rank
 // comparisons alone, and prints. The summary names the transport path.
 //
+// --backend cuda --comm nccl runs one rank per process and GPU under
+// mpirun/srun; rank 0 gathers the figures as with ucx.
 // --backend cuda runs the W ranks as virtual ranks on GPU 0 (--comm
 // cuda-local, the default there; bf16 or fp16): random shards made on the
 // host are copied to the device. The 1-rank comparison is then one rank on
@@ -52,7 +54,7 @@ ABSL_FLAG(int64_t, batch, 1, "batch size");
 ABSL_FLAG(int64_t, heads, 8, "query heads H");
 ABSL_FLAG(int64_t, kv_heads, 0, "(--kv-heads) key/value heads Hkv (0 = H; H % Hkv == 0 for GQA/MQA)");
 ABSL_FLAG(int64_t, head_dim, 64, "(--head-dim) head dimension D");
-ABSL_FLAG(int, ranks, 2, "ring size W (local ranks; with --comm ucx the launched world size)");
+ABSL_FLAG(int, ranks, 2, "ring size W (local ranks; with --comm ucx or nccl the launched world size)");
 ABSL_FLAG(std::string, sharding, "zigzag", "contiguous | zigzag | striped");
 ABSL_FLAG(int64_t, stripe, 1, "tokens per stripe for --sharding striped");
 ABSL_FLAG(bool, causal, true, "causal mask");
@@ -65,7 +67,8 @@ ABSL_FLAG(bool, backward, true, "also time the backward");
 ABSL_FLAG(bool, compare, true, "also run one rank on the same problem (speedup, kernel rate)");
 ABSL_FLAG(int, threads, 0, "threads per ring rank (0 = cores / W, at least 1)");
 ABSL_FLAG(std::string, comm, "",
-          "communicator: local | cuda-local | ucx (one rank per process, under mpirun/srun); "
+          "communicator: local | cuda-local | ucx (one rank per process, under mpirun/srun) | "
+          "nccl (--backend cuda, one process per GPU under mpirun/srun); "
           "default local for --backend cpu, cuda-local for --backend cuda");
 ABSL_FLAG(std::string, backend, "cpu", "kernel backend: cpu | cuda (W virtual ranks on GPU 0)");
 ABSL_FLAG(bool, deterministic, false, "cuda: bitwise reproducible backward (slower dQ pass)");
@@ -173,6 +176,7 @@ absl::StatusOr<RunResult> Run(const Config& c, Ranks& ranks, int threads, const 
         opt.num_threads = threads;
         opt.backend = c.backend;
         opt.deterministic = c.deterministic;
+        opt.device_index = ranks.device();  // nccl: this process's GPU (cuda-local: 0)
         ASSIGN_OR_RETURN(auto ring, RingAttention::Create(&cm, opt));
         if (r == 0) backend_description = ring->BackendDescription();
         const int64_t Sr = ring->ShardLength();
@@ -398,7 +402,12 @@ int Main(int argc, char** argv) {
               static_cast<long long>(c.D), DTypeName(c.dtype), MaskName(c.mask).c_str(),
               ShardingName(c.sharding));
   if (gpu) {
-    std::printf("  backend cuda: %d virtual ranks on GPU 0; visible pairs %.3g\n", world, pairs);
+    if (ranks.one_rank_per_process()) {
+      std::printf("  backend cuda: %d processes, one GPU each; visible pairs %.3g\n", world, pairs);
+    } else {
+      std::printf("  backend cuda: %d virtual ranks on GPU %d; visible pairs %.3g\n", world,
+                  ranks.device(), pairs);
+    }
   } else {
     std::printf("  backend cpu: %d %s x %d threads on %d cores; CPU tiles: %s; visible pairs %.3g\n",
                 world, ranks.one_rank_per_process() ? "processes" : "local ranks", threads, cores,
@@ -410,7 +419,7 @@ int Main(int argc, char** argv) {
 
   std::vector<RunResult> runs;
   auto run = [&](int w, int t, const std::string& label) -> absl::Status {
-    ASSIGN_OR_RETURN(auto one, Ranks::Create(gpu ? "cuda-local" : "local", w, true));
+    ASSIGN_OR_RETURN(auto one, Ranks::Create(gpu ? "cuda-local" : "local", w, true, ranks.device()));
     ASSIGN_OR_RETURN(RunResult r, Run(c, *one, t, label));
     runs.push_back(r);
     return absl::OkStatus();

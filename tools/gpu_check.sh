@@ -47,12 +47,13 @@ prepare() {
     -DCMAKE_CUDA_ARCHITECTURES=90 -DRINGATTN_CUDA=ON \
     "-DCMAKE_EXE_LINKER_FLAGS=-Wl,--as-needed" || return 1
   cmake --build "$build" -j"$(nproc)" --target cuda_kernels_test cuda_attn_bench cuda_tune \
-    cuda_ring_test cuda_local_comm_test run_tool_cuda_test ringattn-run ringattn-bench || return 1
+    cuda_ring_test cuda_local_comm_test run_tool_cuda_test nccl_comm_test ringattn-run ringattn-bench || return 1
   rm -rf "$CARRY"
   mkdir -p "$CARRY/bin" "$CARRY/lib"
   cp "$build/tests/attention/cuda_kernels_test" "$build/attention/cuda_attn_bench" \
     "$build/attention/cuda_tune" "$build/tests/runtime/cuda_ring_test" \
     "$build/tests/comm/cuda_local_comm_test" "$build/tests/tools/run_tool_cuda_test" \
+    "$build/tests/comm/nccl_comm_test" \
     "$build/tools/ringattn-run" "$build/tools/ringattn-bench" "$CARRY/bin/"
   # Shared libraries the binaries need, except glibc's own (the GPU
   # machine's newer glibc runs binaries built against this one).
@@ -254,6 +255,24 @@ if [[ "$TEST_MODE" == "carried binary" ]]; then
   grep -E '^\[  FAILED  \]|Failure' "$OUT/ring_tests.log" | head -20 | tee -a "$SETUP"
 fi
 
+# ---------------------------------------------------------------- nccl smoke
+# One GPU cannot hold two NCCL ranks; RINGATTN_NCCL_TEST_ONE_RANK=1 runs the
+# nccl conformance suite as a one-rank world (setup, self-messages,
+# barrier, abort). libnccl comes from PyTorch's wheel (not carried: 218 MB).
+NCCL_RC=none
+if [[ -x "$CARRY/bin/nccl_comm_test" ]]; then
+  NCCL_LIB="${RINGATTN_NCCL_LIBRARY:-$(find /opt /usr /root -name 'libnccl.so.2*' 2>/dev/null | head -1)}"
+  if [[ -n "$NCCL_LIB" ]]; then
+    log "nccl one-rank smoke test with $NCCL_LIB"
+    RINGATTN_NCCL_LIBRARY="$NCCL_LIB" RINGATTN_NCCL_TEST_ONE_RANK=1 carried timeout "$(cap 90)" \
+      "$CARRY/bin/nccl_comm_test" --gtest_brief=1 >"$OUT/nccl.log" 2>&1
+    NCCL_RC=$?
+    log "nccl smoke rc=$NCCL_RC: $(grep -E '^\[  (PASSED|SKIPPED|FAILED) ' "$OUT/nccl.log" | tr '\n' ' ')"
+  else
+    log "nccl smoke: no libnccl.so.2 found here"
+  fi
+fi
+
 SAN_RC=none
 if [[ -n "$SAN_PID" ]]; then
   wait "$SAN_PID"; SAN_RC=$?
@@ -344,7 +363,7 @@ cat "$OUT/bench.log" 2>/dev/null | tail -15
 echo
 sed -n '/^TFLOP/,$p' "$OUT/table.txt"
 echo
-log "tests: $TEST_MODE rc=$TESTS_RC | ring tests rc=$RING_RC | memcheck rc=$SAN_RC | self-check rc=$CHECK_RC | total $(( $(date +%s) - START )) s"
+log "tests: $TEST_MODE rc=$TESTS_RC | ring tests rc=$RING_RC | nccl smoke rc=$NCCL_RC | memcheck rc=$SAN_RC | self-check rc=$CHECK_RC | total $(( $(date +%s) - START )) s"
 # The device tool brings back at most 8 files: the detailed logs travel as
 # one archive beside setup.log and table.txt.
 (cd "$OUT" && ls | grep -vE '^(setup\.log|table\.txt|ring\.txt|logs\.tgz)$' | tar czf logs.tgz -T - &&

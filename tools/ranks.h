@@ -5,10 +5,15 @@
 //   ucx         one rank per process, launched by mpirun / srun (or with
 //               RINGATTN_RANK / RINGATTN_WORLD_SIZE); the world size comes
 //               from the launcher, and an explicit --ranks must agree with it
-// Run() runs the per-rank body on each driven rank (a thread each) and, for
-// ucx, aborts the communicator on a rank's error so that its peers stop
-// promptly instead of waiting out their timeouts. GatherToRoot moves one
-// buffer per rank to rank 0 (so rank 0 prints or writes for everyone).
+//   nccl        the same launch, one GPU per process (comm/nccl/nccl_comm.h
+//               says which GPU: RINGATTN_DEVICE, else the local rank);
+//               device buffers only, so --backend cuda
+// Run() runs the per-rank body on each driven rank (a thread each; for nccl
+// with the rank's GPU made current on it) and, for ucx and nccl, aborts the
+// communicator on a rank's error so that its peers stop promptly instead of
+// waiting out their timeouts. GatherToRoot moves one buffer per rank to
+// rank 0 (so rank 0 prints or writes for everyone); over nccl it stages the
+// host buffers through device memory.
 #pragma once
 
 #include <functional>
@@ -20,11 +25,13 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "attention/cuda/memory.h"
 #include "base/status.h"
 #include "comm/bootstrap/bootstrap.h"
 #include "comm/communicator.h"
 #include "comm/local/cuda_local.h"
 #include "comm/local/local_comm.h"
+#include "comm/nccl/nccl_comm.h"
 #include "comm/ucx/ucx_comm.h"
 
 namespace ringattn::tools {
@@ -32,7 +39,7 @@ namespace ringattn::tools {
 class Ranks {
  public:
   // `ranks` is --ranks; `ranks_explicit` whether the user gave it;
-  // `device` the GPU of cuda-local.
+  // `device` the GPU of cuda-local (nccl picks its own: device()).
   static absl::StatusOr<std::unique_ptr<Ranks>> Create(const std::string& comm_name, int ranks,
                                                        bool ranks_explicit, int device = 0) {
     auto out = std::unique_ptr<Ranks>(new Ranks);
@@ -49,18 +56,23 @@ class Ranks {
       out->world_ = ranks;
       return out;
     }
-    if (comm_name != "ucx") {
+    if (comm_name != "ucx" && comm_name != "nccl") {
       return absl::UnimplementedError(absl::StrCat(
-          "--comm ", comm_name, ": not a communicator of this build (local, cuda-local, ucx)"));
+          "--comm ", comm_name, ": not a communicator of this build (local, cuda-local, ucx, nccl)"));
     }
-    if (!comm::UcxBuilt()) {
+    if (comm_name == "ucx" && !comm::UcxBuilt()) {
       return comm::CreateUcxCommunicator(nullptr).status();
+    }
+    if (comm_name == "nccl" && !comm::NcclBuilt()) {
+      return comm::CreateNcclCommunicator(nullptr).status();
     }
     ASSIGN_OR_RETURN(const comm::LaunchInfo launch, comm::DetectLaunch());
     if (!launch.launched) {
-      return absl::FailedPreconditionError(
-          "--comm ucx: no launcher found: start one process per rank with mpirun or srun, or set "
-          "RINGATTN_RANK, RINGATTN_WORLD_SIZE, RINGATTN_STORE_DIR and RINGATTN_JOB_ID");
+      return absl::FailedPreconditionError(absl::StrCat(
+          "--comm ", comm_name,
+          ": no launcher found: start one process per rank with mpirun or srun",
+          comm_name == "nccl" ? " (one per GPU)" : "",
+          ", or set RINGATTN_RANK, RINGATTN_WORLD_SIZE, RINGATTN_STORE_DIR and RINGATTN_JOB_ID"));
     }
     if (ranks_explicit && ranks != launch.size) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -69,7 +81,17 @@ class Ranks {
     }
     ASSIGN_OR_RETURN(const absl::Duration timeout, comm::DefaultTimeout());
     ASSIGN_OR_RETURN(out->bootstrap_, comm::CreateBootstrapFromEnvironment(timeout));
-    ASSIGN_OR_RETURN(out->remote_, comm::CreateUcxCommunicator(out->bootstrap_.get()));
+    if (comm_name == "nccl") {
+      // The GPU: RINGATTN_DEVICE, else the local rank; fewer GPUs than
+      // ranks on a host is refused on every rank.
+      ASSIGN_OR_RETURN(std::unique_ptr<comm::NcclCommunicator> nccl,
+                       comm::CreateNcclCommunicator(out->bootstrap_.get()));
+      out->nccl_ = nccl.get();
+      out->device_ = nccl->Device();
+      out->remote_ = std::move(nccl);
+    } else {
+      ASSIGN_OR_RETURN(out->remote_, comm::CreateUcxCommunicator(out->bootstrap_.get()));
+    }
     out->comms_.push_back(out->remote_.get());
     out->world_ = out->remote_->Size();
     return out;
@@ -78,8 +100,9 @@ class Ranks {
   ~Ranks() {
     if (remote_ != nullptr) {
       // Nobody closes while a peer still talks to it (rank 0 may still be
-      // printing or running its comparisons); a dead peer ends this at once.
-      (void)remote_->Barrier(absl::Hours(24));
+      // printing or running its comparisons); a dead peer ends this at once
+      // over ucx, and within 10 minutes over nccl (which cannot tell).
+      (void)remote_->Barrier(nccl_ != nullptr ? absl::Minutes(10) : absl::Hours(24));
       remote_.reset();
     }
   }
@@ -88,6 +111,9 @@ class Ranks {
   const std::vector<comm::Communicator*>& comms() const { return comms_; }
   bool one_rank_per_process() const { return remote_ != nullptr; }
   bool root() const { return comms_[0]->Rank() == 0; }
+  // The GPU of this process's ranks: cuda-local's `device`, or the one the
+  // nccl communicator took (pass it as RingOptions::device_index).
+  int device() const { return device_; }
 
   // "ucx: 4 processes (one rank each), bootstrap mpi, UCX 1.13.1 ...".
   std::string Describe() const {
@@ -99,6 +125,11 @@ class Ranks {
     if (remote_ == nullptr) {
       return absl::StrCat("local: ", world_, " ranks as threads of one process (memcpy)");
     }
+    if (nccl_ != nullptr) {
+      return absl::StrCat("nccl: ", world_, " processes (one GPU each), bootstrap ",
+                          bootstrap_->Name(), ", rank ", remote_->Rank(), ": ",
+                          nccl_->Description());
+    }
     return absl::StrCat("ucx: ", world_, " processes (one rank each), bootstrap ",
                         bootstrap_->Name(), ", ", comm::UcxDescription());
   }
@@ -108,7 +139,9 @@ class Ranks {
     std::vector<std::thread> threads;
     for (size_t i = 0; i < comms_.size(); ++i) {
       threads.emplace_back([&, i] {
-        status[i] = body(*comms_[i]);
+        // A new thread's current CUDA device is 0: make it the rank's.
+        status[i] = nccl_ != nullptr ? nccl_->MakeDeviceCurrent() : absl::OkStatus();
+        if (status[i].ok()) status[i] = body(*comms_[i]);
         if (!status[i].ok() && remote_ != nullptr) comms_[i]->Abort(status[i]);
       });
     }
@@ -125,6 +158,7 @@ class Ranks {
   std::unique_ptr<comm::LocalWorld> local_;
   std::unique_ptr<comm::Bootstrap> bootstrap_;
   std::unique_ptr<comm::Communicator> remote_;
+  comm::NcclCommunicator* nccl_ = nullptr;  // remote_, when it is nccl
   std::vector<comm::Communicator*> comms_;
 };
 
@@ -143,7 +177,11 @@ inline bool RanksFlagGiven(int argc, char** argv) {
 }
 
 // Rank r != 0 sends `mine` (bytes_of(r) bytes) to rank 0; rank 0 receives
-// each other rank's into dest_of(r). `tag` tells gathers apart (header kind).
+// each other rank's into dest_of(r), one rank after another (a pattern the
+// nccl backend's in-order requests match). `tag` tells gathers apart
+// (header kind). Buffers are host memory; over nccl, which moves device
+// memory only, each message is staged through a device buffer of the
+// calling thread's current GPU (Ranks::Run makes it the rank's).
 inline absl::Status GatherToRoot(comm::Communicator& c, int tag, const void* mine,
                                  const std::function<int64_t(int)>& bytes_of,
                                  const std::function<void*(int)>& dest_of, absl::Duration timeout) {
@@ -155,18 +193,39 @@ inline absl::Status GatherToRoot(comm::Communicator& c, int tag, const void* min
     return m;
   };
   static char empty = 0;
+  const bool stage = c.Name() == "nccl";
   if (c.Rank() != 0) {
     const int64_t n = bytes_of(c.Rank());
-    ASSIGN_OR_RETURN(auto request, c.SendRecv(n > 0 ? mine : &empty, n, 0, meta(n), nullptr, 0, 0,
+    const void* src = n > 0 ? mine : &empty;
+    cuda::DeviceBuffer staged;
+    if (stage && n > 0) {
+      ASSIGN_OR_RETURN(staged, cuda::DeviceBuffer::Allocate(n));
+      RETURN_IF_ERROR(cuda::CopyToDevice(staged.data(), mine, n));
+      src = staged.data();
+    }
+    ASSIGN_OR_RETURN(auto request, c.SendRecv(src, n, 0, meta(n), nullptr, 0, 0,
                                               comm::MessageMeta{}));
-    return request->Wait(timeout);
+    const absl::Status waited = request->Wait(timeout);
+    // Over nccl a failed transfer ends the world before its buffers go
+    // (NCCL cannot cancel a transfer it was given).
+    if (!waited.ok() && stage) c.Abort(waited);
+    return waited;
   }
   for (int r = 1; r < c.Size(); ++r) {
     const int64_t n = bytes_of(r);
     void* dest = n > 0 ? dest_of(r) : &empty;
-    ASSIGN_OR_RETURN(auto request,
-                     c.SendRecv(nullptr, 0, 0, comm::MessageMeta{}, dest, n, r, meta(n)));
-    RETURN_IF_ERROR(request->Wait(timeout));
+    cuda::DeviceBuffer staged;
+    if (stage && n > 0) {
+      ASSIGN_OR_RETURN(staged, cuda::DeviceBuffer::Allocate(n));
+    }
+    ASSIGN_OR_RETURN(auto request, c.SendRecv(nullptr, 0, 0, comm::MessageMeta{},
+                                              staged.data() != nullptr ? staged.data() : dest, n,
+                                              r, meta(n)));
+    if (const absl::Status waited = request->Wait(timeout); !waited.ok()) {
+      if (stage) c.Abort(waited);
+      return waited;
+    }
+    if (staged.data() != nullptr) RETURN_IF_ERROR(cuda::CopyToHost(dest, staged.data(), n));
   }
   return absl::OkStatus();
 }

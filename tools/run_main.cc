@@ -13,6 +13,8 @@
 // --backend cuda runs the W ranks on GPU 0 (--comm cuda-local, the default
 // there): each rank's shards go to the device, the results come back, and
 // the same files are written. The CUDA kernels take --dtype bf16 or fp16.
+// --backend cuda --comm nccl runs one rank per process and GPU under
+// mpirun / srun, gathering to rank 0 like --comm ucx.
 #include <sys/stat.h>
 
 #include <cstdio>
@@ -46,9 +48,11 @@ ABSL_FLAG(std::string, dtype, "fp32",
 ABSL_FLAG(std::string, backend, "cpu", "kernel backend: cpu | cuda (W ranks on GPU 0)");
 ABSL_FLAG(bool, deterministic, false, "cuda: bitwise reproducible backward (slower dQ pass)");
 ABSL_FLAG(std::string, comm, "",
-          "communicator: local | cuda-local | ucx (one rank per process, under mpirun/srun); "
+          "communicator: local | cuda-local | ucx (one rank per process, under mpirun/srun) | "
+          "nccl (--backend cuda, one process per GPU); "
           "default local for --backend cpu, cuda-local for --backend cuda");
-ABSL_FLAG(int, ranks, 1, "ring size W (local ranks; with --comm ucx the launched world size)");
+ABSL_FLAG(int, ranks, 1,
+          "ring size W (local ranks; with --comm ucx or nccl the launched world size)");
 ABSL_FLAG(std::string, sharding, "contiguous", "contiguous | zigzag | striped");
 ABSL_FLAG(int64_t, stripe, 1, "tokens per stripe for --sharding striped");
 ABSL_FLAG(int, threads, 0, "threads per rank (0 = cores / W)");
@@ -127,6 +131,7 @@ absl::Status Main(bool ranks_given) {
   std::vector<float> lse_full(B * H * S);
 
   ASSIGN_OR_RETURN(auto ranks, Ranks::Create(comm_name, ranks_flag, ranks_given));
+  opt.device_index = ranks->device();  // nccl: this process's GPU
   ASSIGN_OR_RETURN(const absl::Duration timeout, comm::DefaultTimeout());
   RETURN_IF_ERROR(ranks->Run([&](comm::Communicator& cm) -> absl::Status {
         const int r = cm.Rank();

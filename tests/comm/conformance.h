@@ -35,7 +35,9 @@
 // "rank <r>" and the reason, within ~1.5 s; progress while the rank neither
 // tests nor waits; BytesSent counting completed sends' payload (self-sends
 // included); invalid arguments refused by SendRecv before anything is
-// posted; a destroyed pending request waiting for its peer.
+// posted; a destroyed pending request waiting for its peer. CommBackend's
+// flags name the two places where NCCL's model differs (request order,
+// abort), and what the suite checks there instead.
 #pragma once
 
 #include <cstdint>
@@ -82,6 +84,20 @@ struct CommBackend {
   // Whether the SENDING rank's request also fails on a header mismatch
   // (local: yes; a transport where the receiver checks alone: no).
   bool sender_sees_header_mismatch = false;
+  // Whether a rank's requests progress independently of each other, so
+  // that every rank may post "receive from my left" and then, in a second
+  // request, "send to my right". NCCL: no -- a rank's requests run one
+  // after another in posting order, each matched by the peers' requests at
+  // the same place; there the suite posts such half requests with odd
+  // ranks receiving first and even ranks sending first (deadlock-free for
+  // every ring size), and skips half requests to oneself (W = 1) and the
+  // tests built on them.
+  bool independent_requests = true;
+  // Whether Abort() on one rank reaches the others, failing their pending
+  // and later calls promptly with Aborted naming it. NCCL: no (they fail
+  // within their timeout); the suite's abort tests then run at W = 1 only,
+  // and the backend's own tests check the rest.
+  bool abort_reaches_peers = true;
   // Non-empty: why this backend cannot run here (e.g. "no CUDA device");
   // every test of the suite is then skipped with that message.
   std::function<std::string()> skip_reason;

@@ -162,7 +162,8 @@ TEST_F(RunToolTest, RefusesBadFlags) {
   for (const char* extra : {"--window 3", "--dtype fp64", "--ranks 0", "--sharding diagonal",
                             "--backend tpu", "--scale nan", "--dtype fp16",
                             "--backend cuda --dtype fp32", "--backend cuda --comm ucx --dtype bf16",
-                            "--backend cuda --comm local --dtype bf16", "--comm carrier-pigeon"}) {
+                            "--backend cuda --comm local --dtype bf16", "--comm carrier-pigeon",
+                            "--comm nccl"}) {
     const Exec e = RunTool(Args("q.npy", extra));
     EXPECT_NE(e.code, 0) << extra;
     EXPECT_TRUE(OutputEmpty()) << extra;
@@ -173,6 +174,9 @@ TEST_F(RunToolTest, RefusesBadFlags) {
       << e.output;
   e = RunTool(Args("q.npy", "--backend cuda --comm local --dtype bf16"));
   EXPECT_TRUE(absl::StrContains(e.output, "--backend cuda needs --comm cuda-local")) << e.output;
+  // nccl moves device memory only.
+  e = RunTool(Args("q.npy", "--comm nccl"));
+  EXPECT_TRUE(absl::StrContains(e.output, "--comm nccl moves device memory")) << e.output;
 }
 
 // Without CUDA built, or without a device: a clear error naming --backend
