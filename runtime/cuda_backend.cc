@@ -19,35 +19,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "attention/cuda/kernels.h"
+#include "base/cuda_status.h"
 #include "base/status.h"
 #include "runtime/backend.h"
 #include "runtime/cuda_backend_kernels.h"
 
 namespace ringattn {
 namespace {
-
-absl::Status CudaError(cudaError_t e, const char* file, int line, absl::string_view what) {
-  const std::string msg = absl::StrCat(file, ":", line, ": ", what, ": ", cudaGetErrorName(e), " (",
-                                       cudaGetErrorString(e), ")");
-  switch (e) {
-    case cudaErrorMemoryAllocation: return absl::ResourceExhaustedError(msg);
-    case cudaErrorNoDevice:
-    case cudaErrorInsufficientDriver: return absl::FailedPreconditionError(msg);
-    case cudaErrorInvalidDevice: return absl::InvalidArgumentError(msg);
-    case cudaErrorNoKernelImageForDevice:
-    case cudaErrorUnsupportedPtxVersion: return absl::UnimplementedError(msg);
-    default: return absl::InternalError(msg);
-  }
-}
-
-// Returns a Status naming `what` (a string) and the call when `expr` fails.
-#define RINGATTN_CUDA_CHECK(expr, what)                                                   \
-  do {                                                                                    \
-    const cudaError_t ringattn_e_ = (expr);                                               \
-    if (ringattn_e_ != cudaSuccess) {                                                     \
-      return CudaError(ringattn_e_, __FILE__, __LINE__, absl::StrCat(what, ": ", #expr)); \
-    }                                                                                     \
-  } while (0)
 
 // Prefixes an error with the backend operation it came from.
 absl::Status In(absl::string_view op, const absl::Status& s) {
@@ -191,20 +169,7 @@ class CudaBackend final : public KernelBackend {
 
 absl::StatusOr<std::unique_ptr<KernelBackend>> MakeCudaBackend(int device_index,
                                                                bool deterministic) {
-  int count = 0;
-  const cudaError_t e = cudaGetDeviceCount(&count);
-  if (e != cudaSuccess || count == 0) {
-    cudaGetLastError();  // not left behind for the next call to report
-    return absl::FailedPreconditionError(absl::StrCat(
-        "cuda backend: no CUDA device (cudaGetDeviceCount: ",
-        e == cudaSuccess ? "0 devices"
-                         : absl::StrCat(cudaGetErrorName(e), ": ", cudaGetErrorString(e)),
-        ")"));
-  }
-  if (device_index < 0 || device_index >= count) {
-    return ArgError("device_index", absl::StrCat("0..", count - 1, " (CUDA devices present)"),
-                    device_index);
-  }
+  RETURN_IF_ERROR(CheckCudaDevice("cuda backend", "device_index", device_index));
   RINGATTN_CUDA_CHECK(cudaSetDevice(device_index), "cuda backend");
   cudaDeviceProp prop;
   RINGATTN_CUDA_CHECK(cudaGetDeviceProperties(&prop, device_index), "cuda backend");

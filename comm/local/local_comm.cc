@@ -25,6 +25,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "base/status.h"
+#include "comm/backend_util.h"
 
 namespace ringattn::comm {
 namespace {
@@ -35,18 +36,6 @@ constexpr int64_t kCopyChunkBytes = int64_t{4} << 20;
 
 enum class OpState { kPosted, kMatched, kCopying, kDone };
 
-// Waits on `cv` until pred() holds or `timeout` elapsed; returns pred().
-template <typename Pred>
-bool WaitFor(std::condition_variable& cv, std::unique_lock<std::mutex>& lock,
-             absl::Duration timeout, Pred pred) {
-  if (timeout >= absl::Hours(24 * 365)) {  // effectively forever; avoids overflow
-    cv.wait(lock, pred);
-    return true;
-  }
-  if (timeout <= absl::ZeroDuration()) return pred();
-  return cv.wait_until(lock, std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(timeout),
-                       pred);
-}
 
 class LocalRequest;
 
@@ -110,10 +99,6 @@ struct LocalWorld::Impl {
 };
 
 namespace {
-
-std::string Describe(const MessageHeader& h) {
-  return absl::StrCat("step ", h.meta.step, " (kind ", h.meta.kind, ")");
-}
 
 class LocalRequest final : public Request {
  public:

@@ -44,7 +44,9 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "base/cuda_status.h"
 #include "base/status.h"
+#include "comm/backend_util.h"
 
 #ifndef RINGATTN_NCCL_LIBRARY_PATH
 #define RINGATTN_NCCL_LIBRARY_PATH ""
@@ -157,24 +159,7 @@ absl::StatusOr<const NcclApi*> Nccl() {
 
 // ---- errors -------------------------------------------------------------------
 
-absl::Status CudaFailure(cudaError_t e, const char* call, const char* file, int line) {
-  const std::string msg = absl::StrCat(file, ":", line, ": ", call, ": ", cudaGetErrorName(e), " (",
-                                       cudaGetErrorString(e), ")");
-  switch (e) {
-    case cudaErrorNoDevice:
-    case cudaErrorInsufficientDriver: return absl::FailedPreconditionError(msg);
-    case cudaErrorMemoryAllocation: return absl::ResourceExhaustedError(msg);
-    default: return absl::InternalError(msg);
-  }
-}
-
-#define RINGATTN_NCCL_CUDA_CHECK(expr)                            \
-  do {                                                            \
-    const cudaError_t ringattn_e_ = (expr);                       \
-    if (ringattn_e_ != cudaSuccess) {                             \
-      return CudaFailure(ringattn_e_, #expr, __FILE__, __LINE__); \
-    }                                                             \
-  } while (0)
+#define RINGATTN_NCCL_CUDA_CHECK(expr) RINGATTN_CUDA_CHECK(expr, "nccl")
 
 absl::Status NcclFailure(const NcclApi& api, ncclResult_t r, const char* call, const char* file,
                          int line) {
@@ -257,21 +242,6 @@ std::string Text(const char (&src)[N]) {
   return std::string(src, strnlen(src, N));
 }
 
-std::string Describe(const MessageHeader& h) {
-  return absl::StrCat("step ", h.meta.step, " (kind ", h.meta.kind, ")");
-}
-
-template <typename Pred>
-bool WaitFor(std::condition_variable& cv, std::unique_lock<std::mutex>& lock,
-             absl::Duration timeout, Pred pred) {
-  if (timeout >= absl::Hours(24 * 365)) {
-    cv.wait(lock, pred);
-    return true;
-  }
-  if (timeout <= absl::ZeroDuration()) return pred();
-  return cv.wait_until(lock, std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(timeout),
-                       pred);
-}
 
 // ---- the communicator -------------------------------------------------------------
 
@@ -813,7 +783,7 @@ bool NcclComm::StepRound() {
     return false;
   }
   if (q != cudaSuccess) {
-    Fail(CudaFailure(q, "cudaEventQuery (nccl round)", __FILE__, __LINE__));
+    Fail(CudaStatus(q, __FILE__, __LINE__, "cudaEventQuery (nccl round)"));
     return true;
   }
   Phase phase;
@@ -1022,7 +992,7 @@ bool NcclComm::StepBarrier() {
     if (state == ncclInProgress) return false;
     const cudaError_t e = cudaEventRecord(barrier_event_, barrier_stream_);
     if (e != cudaSuccess) {
-      Fail(CudaFailure(e, "cudaEventRecord (barrier)", __FILE__, __LINE__));
+      Fail(CudaStatus(e, __FILE__, __LINE__, "cudaEventRecord (barrier)"));
       return true;
     }
     op.enqueued = true;
@@ -1043,7 +1013,7 @@ bool NcclComm::StepBarrier() {
     return false;
   }
   if (q != cudaSuccess) {
-    Fail(CudaFailure(q, "cudaEventQuery (barrier)", __FILE__, __LINE__));
+    Fail(CudaStatus(q, __FILE__, __LINE__, "cudaEventQuery (barrier)"));
     return true;
   }
   std::lock_guard<std::mutex> lock(mu_);
@@ -1322,7 +1292,7 @@ absl::StatusOr<std::unique_ptr<NcclCommunicator>> CreateNcclCommunicator(
       const cudaError_t e = cudaSetDevice(device);
       const cudaError_t p = e == cudaSuccess ? cudaGetDeviceProperties(&prop, device) : e;
       if (p != cudaSuccess) {
-        chosen = CudaFailure(p, "cudaSetDevice/cudaGetDeviceProperties", __FILE__, __LINE__);
+        chosen = CudaStatus(p, __FILE__, __LINE__, "cudaSetDevice/cudaGetDeviceProperties");
       }
     }
     if (chosen.ok() && rank == 0) {

@@ -32,6 +32,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "base/status.h"
+#include "comm/backend_util.h"
 
 namespace ringattn::comm {
 namespace {
@@ -60,21 +61,6 @@ struct Reply {
   MessageHeader expected;
 };
 
-std::string Describe(const MessageHeader& h) {
-  return absl::StrCat("step ", h.meta.step, " (kind ", h.meta.kind, ")");
-}
-
-template <typename Pred>
-bool WaitFor(std::condition_variable& cv, std::unique_lock<std::mutex>& lock,
-             absl::Duration timeout, Pred pred) {
-  if (timeout >= absl::Hours(24 * 365)) {
-    cv.wait(lock, pred);
-    return true;
-  }
-  if (timeout <= absl::ZeroDuration()) return pred();
-  return cv.wait_until(lock, std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(timeout),
-                       pred);
-}
 
 class UcxComm;
 

@@ -1,0 +1,66 @@
+// absl::Status from a CUDA runtime error: the one mapping of error codes
+// used by the CUDA backend and the CUDA-aware communicators. Include only
+// where the CUDA runtime headers are available.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "base/status.h"
+
+namespace ringattn {
+
+// "file:line: what: cudaErrorX (text)", with a code that says whose fault
+// it is: no device or driver -> FailedPrecondition, out of memory ->
+// ResourceExhausted, a bad device index -> InvalidArgument, no kernel image
+// for this GPU -> Unimplemented, anything else -> Internal.
+inline absl::Status CudaStatus(cudaError_t e, const char* file, int line, absl::string_view what) {
+  const std::string msg = absl::StrCat(file, ":", line, ": ", what, ": ", cudaGetErrorName(e), " (",
+                                       cudaGetErrorString(e), ")");
+  switch (e) {
+    case cudaErrorMemoryAllocation: return absl::ResourceExhaustedError(msg);
+    case cudaErrorNoDevice:
+    case cudaErrorInsufficientDriver: return absl::FailedPreconditionError(msg);
+    case cudaErrorInvalidDevice: return absl::InvalidArgumentError(msg);
+    case cudaErrorNoKernelImageForDevice:
+    case cudaErrorUnsupportedPtxVersion: return absl::UnimplementedError(msg);
+    default: return absl::InternalError(msg);
+  }
+}
+
+// OK when `device` is a CUDA device present here. Otherwise
+// FailedPrecondition "<who>: no CUDA device (...)", or an ArgError naming
+// `arg` with the valid range.
+inline absl::Status CheckCudaDevice(absl::string_view who, absl::string_view arg, int device) {
+  int count = 0;
+  const cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess || count == 0) {
+    cudaGetLastError();  // not left behind for the next call to report
+    return absl::FailedPreconditionError(absl::StrCat(
+        who, ": no CUDA device (cudaGetDeviceCount: ",
+        e == cudaSuccess ? "0 devices"
+                         : absl::StrCat(cudaGetErrorName(e), ": ", cudaGetErrorString(e)),
+        ")"));
+  }
+  if (device < 0 || device >= count) {
+    return ArgError(arg, absl::StrCat("0..", count - 1, " (CUDA devices present)"), device);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace ringattn
+
+// Returns CudaStatus(...) from the enclosing function when `expr` (a CUDA
+// runtime call) fails; `what` (a string) names the operation.
+#define RINGATTN_CUDA_CHECK(expr, what)                                       \
+  do {                                                                        \
+    const cudaError_t ringattn_e_ = (expr);                                   \
+    if (ringattn_e_ != cudaSuccess) {                                         \
+      return ::ringattn::CudaStatus(ringattn_e_, __FILE__, __LINE__,          \
+                                    absl::StrCat(what, ": ", #expr));         \
+    }                                                                         \
+  } while (0)
