@@ -384,6 +384,10 @@ int Main(int argc, char** argv) {
   auto ring_ranks = Ranks::Create(*comm_name, ranks_flag, ranks_given);
   if (!ring_ranks.ok()) return fail(ring_ranks.status());
   Ranks& ranks = **ring_ranks;
+  if (c.backend == Backend::kCuda) {
+    const absl::Status staged = ranks.StageDeviceMemory();  // ucx only
+    if (!staged.ok()) return fail(staged);
+  }
   const int world = ranks.world();
   const bool root = ranks.root();
   // One rank per process: the machine's cores are shared by the processes

@@ -33,12 +33,14 @@ inline absl::StatusOr<Backend> ParseBackendFlag(const std::string& name) {
 
 // --comm, defaulted by the backend; the cuda backend's buffers are device
 // memory, which cuda-local (W ranks on one GPU) and nccl (one process per
-// GPU) move, and nccl moves nothing else.
+// GPU) move, and ucx through pinned host buffers (Ranks::StageDeviceMemory);
+// nccl moves nothing else.
 inline absl::StatusOr<std::string> CommFor(Backend backend, const std::string& flag) {
   if (flag.empty()) return std::string(backend == Backend::kCuda ? "cuda-local" : "local");
-  if (backend == Backend::kCuda && flag != "cuda-local" && flag != "nccl") {
+  if (backend == Backend::kCuda && flag != "cuda-local" && flag != "nccl" && flag != "ucx") {
     return absl::InvalidArgumentError(absl::StrCat(
-        "--comm ", flag, " moves host memory; --backend cuda needs --comm cuda-local or nccl"));
+        "--comm ", flag,
+        " moves host memory; --backend cuda needs --comm cuda-local, nccl or ucx (staged)"));
   }
   if (backend != Backend::kCuda && flag == "nccl") {
     return absl::InvalidArgumentError(

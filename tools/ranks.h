@@ -16,6 +16,7 @@
 // host buffers through device memory.
 #pragma once
 
+#include <cstdlib>
 #include <functional>
 #include <memory>
 #include <string>
@@ -24,6 +25,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "attention/cuda/memory.h"
 #include "base/status.h"
@@ -32,6 +34,7 @@
 #include "comm/local/cuda_local.h"
 #include "comm/local/local_comm.h"
 #include "comm/nccl/nccl_comm.h"
+#include "comm/staged/staged_comm.h"
 #include "comm/ucx/ucx_comm.h"
 
 namespace ringattn::tools {
@@ -103,6 +106,7 @@ class Ranks {
       // printing or running its comparisons); a dead peer ends this at once
       // over ucx, and within 10 minutes over nccl (which cannot tell).
       (void)remote_->Barrier(nccl_ != nullptr ? absl::Minutes(10) : absl::Hours(24));
+      staged_.reset();
       remote_.reset();
     }
   }
@@ -114,6 +118,37 @@ class Ranks {
   // The GPU of this process's ranks: cuda-local's `device`, or the one the
   // nccl communicator took (pass it as RingOptions::device_index).
   int device() const { return device_; }
+
+  // --backend cuda over ucx: this process's GPU is RINGATTN_DEVICE, else
+  // its local rank (OMPI_COMM_WORLD_LOCAL_RANK, SLURM_LOCALID,
+  // MPI_LOCALRANKID) modulo the GPUs; the UCX here moves host memory only,
+  // so device buffers go through pinned host buffers (comm/staged/).
+  absl::Status StageDeviceMemory() {
+    if (remote_ == nullptr || nccl_ != nullptr || staged_ != nullptr) return absl::OkStatus();
+    int device = 0;
+    if (const char* d = std::getenv("RINGATTN_DEVICE"); d != nullptr && *d != '\0') {
+      if (!absl::SimpleAtoi(d, &device) || device < 0) {
+        return ArgError("RINGATTN_DEVICE", "a GPU index >= 0", absl::StrCat("'", d, "'"));
+      }
+    } else {
+      for (const char* var : {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID"}) {
+        const char* v = std::getenv(var);
+        int local = 0;
+        if (v != nullptr && absl::SimpleAtoi(v, &local) && local >= 0) {
+          const int count = comm::CudaDeviceCount();
+          device = count > 0 ? local % count : local;
+          break;
+        }
+      }
+    }
+    ASSIGN_OR_RETURN(std::unique_ptr<comm::Stager> stager, comm::MakeCudaStager(device));
+    staging_ = stager->Describe();
+    ASSIGN_OR_RETURN(const absl::Duration timeout, comm::DefaultTimeout());
+    staged_ = comm::MakeStagedCommunicator(remote_.get(), std::move(stager), timeout);
+    comms_[0] = staged_.get();
+    device_ = device;
+    return absl::OkStatus();
+  }
 
   // "ucx: 4 processes (one rank each), bootstrap mpi, UCX 1.13.1 ...".
   std::string Describe() const {
@@ -131,7 +166,8 @@ class Ranks {
                           nccl_->Description());
     }
     return absl::StrCat("ucx: ", world_, " processes (one rank each), bootstrap ",
-                        bootstrap_->Name(), ", ", comm::UcxDescription());
+                        bootstrap_->Name(), ", ", comm::UcxDescription(),
+                        staged_ != nullptr ? absl::StrCat("; this run: ", staging_) : "");
   }
 
   absl::Status Run(const std::function<absl::Status(comm::Communicator&)>& body) {
@@ -158,6 +194,8 @@ class Ranks {
   std::unique_ptr<comm::LocalWorld> local_;
   std::unique_ptr<comm::Bootstrap> bootstrap_;
   std::unique_ptr<comm::Communicator> remote_;
+  std::unique_ptr<comm::Communicator> staged_;  // over remote_: ucx with device memory
+  std::string staging_;
   comm::NcclCommunicator* nccl_ = nullptr;  // remote_, when it is nccl
   std::vector<comm::Communicator*> comms_;
 };

@@ -131,7 +131,8 @@ absl::Status Main(bool ranks_given) {
   std::vector<float> lse_full(B * H * S);
 
   ASSIGN_OR_RETURN(auto ranks, Ranks::Create(comm_name, ranks_flag, ranks_given));
-  opt.device_index = ranks->device();  // nccl: this process's GPU
+  if (backend == Backend::kCuda) RETURN_IF_ERROR(ranks->StageDeviceMemory());  // ucx only
+  opt.device_index = ranks->device();  // nccl, staged ucx: this process's GPU
   ASSIGN_OR_RETURN(const absl::Duration timeout, comm::DefaultTimeout());
   RETURN_IF_ERROR(ranks->Run([&](comm::Communicator& cm) -> absl::Status {
         const int r = cm.Rank();
