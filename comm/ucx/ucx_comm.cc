@@ -148,6 +148,7 @@ class UcxComm final : public Communicator {
   // Progress thread.
   void ProgressLoop();
   void Execute(Command& command);
+  bool Admit(const std::shared_ptr<Op>& op);
   void StartSend(const std::shared_ptr<Op>& op);
   void StartRecv(const std::shared_ptr<Op>& op);
   void StartBarrier(const std::shared_ptr<BarrierState>& state);
@@ -598,22 +599,27 @@ absl::Status PeerFailed(int me, const Op& op, const absl::Status& failure) {
                                              Describe(op.header), ": ", failure.message()));
 }
 
-void UcxComm::StartSend(const std::shared_ptr<Op>& op) {
+// Registers `op` and settles it at once when the world was aborted or its
+// peer already failed; false then (nothing is posted).
+bool UcxComm::Admit(const std::shared_ptr<Op>& op) {
   active_.push_back(op);
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (!abort_status_.ok()) {
-      op->complete = true;
-      op->status = abort_status_;
-      return;
-    }
-    if (!peer_failed_[op->peer].ok()) {
-      op->complete = true;
-      op->status = PeerFailed(rank_, *op, peer_failed_[op->peer]);
-      cv_.notify_all();
-      return;
-    }
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!abort_status_.ok()) {
+    op->complete = true;
+    op->status = abort_status_;
+    return false;
   }
+  if (!peer_failed_[op->peer].ok()) {
+    op->complete = true;
+    op->status = PeerFailed(rank_, *op, peer_failed_[op->peer]);
+    cv_.notify_all();
+    return false;
+  }
+  return true;
+}
+
+void UcxComm::StartSend(const std::shared_ptr<Op>& op) {
+  if (!Admit(op)) return;
   // The reply receive first, then the header.
   ucs_status_ptr_t r = Recv(&op->reply, sizeof(op->reply), Tag(kReply, op->peer, op->seq),
                             kFullMask, &UcxComm::OnReplyRecv, op.get());
@@ -634,21 +640,7 @@ void UcxComm::StartSend(const std::shared_ptr<Op>& op) {
 }
 
 void UcxComm::StartRecv(const std::shared_ptr<Op>& op) {
-  active_.push_back(op);
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (!abort_status_.ok()) {
-      op->complete = true;
-      op->status = abort_status_;
-      return;
-    }
-    if (!peer_failed_[op->peer].ok()) {
-      op->complete = true;
-      op->status = PeerFailed(rank_, *op, peer_failed_[op->peer]);
-      cv_.notify_all();
-      return;
-    }
-  }
+  if (!Admit(op)) return;
   ucs_status_ptr_t r = Recv(&op->got, sizeof(op->got), Tag(kHeader, op->peer, op->seq), kFullMask,
                             &UcxComm::OnHeaderRecv, op.get());
   if (UCS_PTR_IS_ERR(r)) {
