@@ -525,6 +525,56 @@ float TimeMs(F&& f, int reps) {
 }
 
 
+// A bf16 self-attention problem [B, S, H, D] on the device for the timings:
+// random q, k, v, dout (seeds seed .. seed + 3), zeroed fp32 accumulators,
+// and the AttnParams over them; `flops` counts visible pairs (causal: half).
+struct BenchProblem {
+  BenchProblem(int64_t batch, int64_t seqlen, int64_t heads, int head_dim, bool is_causal,
+               uint32_t seed)
+      : B(batch), S(seqlen), H(heads), D(head_dim), causal(is_causal),
+        q(B * S * H * D), k(B * S * H * D), v(B * S * H * D), dout(B * S * H * D),
+        out(B * S * H * D), lse(B * H * S), dsum(B * H * S), dq(B * S * H * D),
+        dk(B * S * H * D), dv(B * S * H * D) {
+    Random<DType::kBFloat16>(q, seed);
+    Random<DType::kBFloat16>(k, seed + 1);
+    Random<DType::kBFloat16>(v, seed + 2);
+    Random<DType::kBFloat16>(dout, seed + 3);
+    FillF32(dq, 0.0f);
+    FillF32(dk, 0.0f);
+    FillF32(dv, 0.0f);
+    p.q = q.p;
+    p.k = k.p;
+    p.v = v.p;
+    p.q_stride = p.k_stride = p.v_stride = p.out_stride = p.dout_stride =
+        TensorStrides::Contiguous(S, H, D);
+    p.dtype = p.out_dtype = DType::kBFloat16;
+    p.out = out.p;
+    p.lse = lse.p;
+    p.lse_batch_stride = H * S;
+    p.lse_head_stride = S;
+    p.dout = dout.p;
+    p.dsum = dsum.p;
+    p.dq_accum = dq.p;
+    p.dk_accum = dk.p;
+    p.dv_accum = dv.p;
+    p.batch = B;
+    p.seqlen_q = p.seqlen_k = S;
+    p.num_heads = p.num_heads_k = H;
+    p.head_dim = D;
+    p.scale = 1.0f / std::sqrt(static_cast<float>(D));
+    p.mask = causal ? Mask{true, -1, -1} : Mask{};
+    p.q_pos = p.k_pos = PositionMap::Contiguous(0, S);
+    flops = 4.0 * B * H * static_cast<double>(S) * S * D * (causal ? 0.5 : 1.0);
+  }
+  const int64_t B, S, H;
+  const int D;
+  const bool causal;
+  Dev<uint16_t> q, k, v, dout, out;
+  Dev<float> lse, dsum, dq, dk, dv;
+  AttnParams p;
+  double flops = 0;
+};
+
 #ifdef RINGATTN_TUNE
 // ------------------------------------------------- tile-shape sweep
 // cuda_tune --tune: times other FwdConfig / BwdConfig shapes than the
@@ -617,64 +667,26 @@ struct BwdList {};
 template <int D, class... Fwd, class... Bwd>
 void TuneHeadDim(FwdList<D, Fwd...>, BwdList<D, Bwd...>, int reps) {
   for (bool causal : {false, true}) {
-    TuneProblem t;
-    t.D = D;
-    t.causal = causal;
-    t.S = 8192;
-    t.B = 2;
-    t.H = 2048 / D;
-    const int64_t n = t.B * t.S * t.H * D;
-    Dev<uint16_t> q(n), k(n), v(n), dout(n), out(n), out2(n);
-    Dev<float> lse(t.B * t.H * t.S), dsum(t.B * t.H * t.S), dq(n), dk(n), dv(n);
-    Random<DType::kBFloat16>(q, 11);
-    Random<DType::kBFloat16>(k, 12);
-    Random<DType::kBFloat16>(v, 13);
-    Random<DType::kBFloat16>(dout, 14);
-    AttnParams& p = t.p;
-    p.q = q.p;
-    p.k = k.p;
-    p.v = v.p;
-    p.q_stride = p.k_stride = p.v_stride = p.out_stride = p.dout_stride =
-        TensorStrides::Contiguous(t.S, t.H, D);
-    p.dtype = p.out_dtype = DType::kBFloat16;
-    p.out = out.p;
-    p.lse = lse.p;
-    p.lse_batch_stride = t.H * t.S;
-    p.lse_head_stride = t.S;
-    p.dout = dout.p;
-    p.dsum = dsum.p;
-    p.dq_accum = dq.p;
-    p.dk_accum = dk.p;
-    p.dv_accum = dv.p;
-    p.batch = t.B;
-    p.seqlen_q = p.seqlen_k = t.S;
-    p.num_heads = p.num_heads_k = t.H;
-    p.head_dim = D;
-    p.scale = 1.0f / std::sqrt(static_cast<float>(D));
-    p.mask = causal ? Mask{true, -1, -1} : Mask{};
-    p.q_pos = p.k_pos = PositionMap::Contiguous(0, t.S);
-    t.flops = 4.0 * t.B * t.H * static_cast<double>(t.S) * t.S * D * (causal ? 0.5 : 1.0);
+    BenchProblem bp(2, 8192, 2048 / D, D, causal, 11);
+    const AttnParams& p = bp.p;
+    const TuneProblem t{D, causal, bp.B, bp.S, bp.H, p, bp.flops};
 
     // The launched kernels give the reference outputs (out, lse stay for
-    // the backward).
+    // the backward; the accumulators start at zero).
     Check(internal::LaunchForward<DType::kBFloat16, D>(p, nullptr));
     BENCH_CHECK(cudaDeviceSynchronize());
-    const std::vector<float> ref_out = ToFloats(out.Host());
-    FillF32(dq, 0.0f);
-    FillF32(dk, 0.0f);
-    FillF32(dv, 0.0f);
-    Check(internal::LaunchRowDot(dout.p, p.dout_stride, p.dtype, out.p, p.out_stride, p.out_dtype,
-                                 dsum.p, t.B, t.S, t.H, D, nullptr));
+    const std::vector<float> ref_out = ToFloats(bp.out.Host());
+    Check(internal::LaunchRowDot(bp.dout.p, p.dout_stride, p.dtype, bp.out.p, p.out_stride,
+                                 p.out_dtype, bp.dsum.p, t.B, t.S, t.H, D, nullptr));
     Check(internal::LaunchBackward<DType::kBFloat16, D>(p, false, nullptr));
     BENCH_CHECK(cudaDeviceSynchronize());
-    const std::vector<float> rdq = dq.Host(), rdk = dk.Host(), rdv = dv.Host();
+    const std::vector<float> rdq = bp.dq.Host(), rdk = bp.dk.Host(), rdv = bp.dv.Host();
 
-    AttnParams pf = p;  // variants write a second output buffer
-    pf.out = out2.p;
+    Dev<uint16_t> out2(bp.out.n);  // variants write a second output buffer
     TuneProblem tf = t;
-    tf.p = pf;
+    tf.p.out = out2.p;
     (TuneFwd<Fwd>(tf, out2, ref_out, reps), ...);
-    (TuneBwd<Bwd>(t, dq, dk, dv, rdq, rdk, rdv, reps), ...);
+    (TuneBwd<Bwd>(t, bp.dq, bp.dk, bp.dv, rdq, rdk, rdv, reps), ...);
   }
 }
 
@@ -721,53 +733,21 @@ int BenchAll(const char* csv_path, int reps, int only_d, int64_t only_s, int onl
             (only_causal >= 0 && causal != (only_causal == 1)))
           continue;
         const int64_t B = 16384 / S, H = 2048 / D;
-        Dev<uint16_t> q(B * S * H * D), k(B * S * H * D), v(B * S * H * D), dout(B * S * H * D),
-            out(B * S * H * D);
-        Dev<float> lse(B * H * S), dsum(B * H * S);
-        Dev<float> dq(B * S * H * D), dk(B * S * H * D), dv(B * S * H * D);
-        Random<DType::kBFloat16>(q, 1);
-        Random<DType::kBFloat16>(k, 2);
-        Random<DType::kBFloat16>(v, 3);
-        Random<DType::kBFloat16>(dout, 4);
-        FillF32(dq, 0.0f);
-        FillF32(dk, 0.0f);
-        FillF32(dv, 0.0f);
-        AttnParams p;
-        p.q = q.p;
-        p.k = k.p;
-        p.v = v.p;
-        p.q_stride = p.k_stride = p.v_stride = p.out_stride = p.dout_stride =
-            TensorStrides::Contiguous(S, H, D);
-        p.dtype = p.out_dtype = DType::kBFloat16;
-        p.out = out.p;
-        p.lse = lse.p;
-        p.lse_batch_stride = H * S;
-        p.lse_head_stride = S;
-        p.dout = dout.p;
-        p.dsum = dsum.p;
-        p.dq_accum = dq.p;
-        p.dk_accum = dk.p;
-        p.dv_accum = dv.p;
-        p.batch = B;
-        p.seqlen_q = p.seqlen_k = S;
-        p.num_heads = p.num_heads_k = H;
-        p.head_dim = D;
-        p.scale = 1.0f / std::sqrt(static_cast<float>(D));
-        p.mask = causal ? Mask{true, -1, -1} : Mask{};
-        p.q_pos = p.k_pos = PositionMap::Contiguous(0, S);
+        BenchProblem bp(B, S, H, D, causal, 1);
+        const AttnParams& p = bp.p;
         auto fwd = D == 64 ? internal::LaunchForward<DType::kBFloat16, 64>
                            : internal::LaunchForward<DType::kBFloat16, 128>;
         auto bwd = D == 64 ? internal::LaunchBackward<DType::kBFloat16, 64>
                            : internal::LaunchBackward<DType::kBFloat16, 128>;
         const float fwd_ms = TimeMs([&] { Check(fwd(p, nullptr)); }, reps);
         auto backward = [&](bool det) {
-          Check(internal::LaunchRowDot(dout.p, p.dout_stride, p.dtype, out.p, p.out_stride,
-                                       p.out_dtype, dsum.p, B, S, H, D, nullptr));
+          Check(internal::LaunchRowDot(bp.dout.p, p.dout_stride, p.dtype, bp.out.p, p.out_stride,
+                                       p.out_dtype, bp.dsum.p, B, S, H, D, nullptr));
           Check(bwd(p, det, nullptr));
         };
         const float bwd_ms = TimeMs([&] { backward(false); }, reps);
         const float det_ms = TimeMs([&] { backward(true); }, reps);
-        const double flops = 4.0 * B * H * static_cast<double>(S) * S * D * (causal ? 0.5 : 1.0);
+        const double flops = bp.flops;
         const double ft = flops / (fwd_ms * 1e-3) / 1e12, bt = 2.5 * flops / (bwd_ms * 1e-3) / 1e12,
                      dt = 2.5 * flops / (det_ms * 1e-3) / 1e12;
         std::printf("%-4d %-6ld %-3ld %-4ld %-7s | %9.3f %8.1f | %9.3f %8.1f | %9.3f %8.1f\n", D, S,

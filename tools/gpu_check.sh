@@ -196,22 +196,34 @@ if [[ -n "$TEST_BIN" && -n "$SANITIZER" ]]; then
 fi
 
 # ---------------------------------------------------------------- tests
+# run_shards BIN LOG SECONDS: a carried gtest binary in 8 parallel shards,
+# their outputs appended to LOG; non-zero when a shard failed.
+run_shards() {
+  local bin="$1" logf="$2" secs="$3" rc=0 i pids=()
+  for i in 0 1 2 3 4 5 6 7; do
+    GTEST_TOTAL_SHARDS=8 GTEST_SHARD_INDEX=$i RINGATTN_RUN_BINARY="$CARRY/bin/ringattn-run" \
+      carried timeout "$(cap "$secs")" "$bin" --gtest_brief=1 >"$logf.shard$i" 2>&1 &
+    pids+=($!)
+  done
+  for i in 0 1 2 3 4 5 6 7; do
+    wait "${pids[$i]}" || rc=1
+    { echo "=== $(basename "$bin") shard $i"; cat "$logf.shard$i"; } >>"$logf"
+    rm -f "$logf.shard$i"
+  done
+  return $rc
+}
+# summarize LOG: "passed N, skipped N, failed N" over gtest's summaries.
+gtest_count() { grep -oE "^\[  $1 *\] [0-9]+ test" "$2" | awk '{s += $4} END {print s + 0}'; }
+summarize() {
+  echo "passed $(gtest_count PASSED "$1"), skipped $(gtest_count SKIPPED "$1"), failed $(grep -cE '^\[  FAILED  \] [A-Za-z]' "$1")"
+}
+
 TESTS_RC=0
 case "$TEST_MODE" in
   "carried binary")
     log "gpu tests: cuda_kernels_test in 8 shards"
     : >"$OUT/tests.log"
-    pids=()
-    for i in 0 1 2 3 4 5 6 7; do
-      GTEST_TOTAL_SHARDS=8 GTEST_SHARD_INDEX=$i carried timeout "$(cap 180)" "$TEST_BIN" --gtest_brief=1 \
-        >"$OUT/tests.shard$i" 2>&1 &
-      pids+=($!)
-    done
-    for i in 0 1 2 3 4 5 6 7; do
-      wait "${pids[$i]}" || TESTS_RC=1
-      { echo "=== shard $i"; cat "$OUT/tests.shard$i"; } >>"$OUT/tests.log"
-      rm -f "$OUT/tests.shard$i"
-    done
+    run_shards "$TEST_BIN" "$OUT/tests.log" 180 || TESTS_RC=1
     ;;
   "ctest in build-gpu")
     log "gpu tests: ctest -L gpu"
@@ -224,8 +236,7 @@ case "$TEST_MODE" in
     TESTS_RC=2
     ;;
 esac
-sum_of() { grep -oE "^\[  $1 *\] [0-9]+ test" "$OUT/tests.log" | awk '{s += $4} END {print s + 0}'; }
-log "gpu tests ($TEST_MODE): rc=$TESTS_RC; passed $(sum_of PASSED), skipped $(sum_of SKIPPED), failed $(grep -cE '^\[  FAILED  \] [A-Za-z]' "$OUT/tests.log")"
+log "gpu tests ($TEST_MODE): rc=$TESTS_RC; $(summarize "$OUT/tests.log")"
 grep -E '^\[  FAILED  \]|Failure|error' "$OUT/tests.log" | head -20 | tee -a "$SETUP"
 
 # ---------------------------------------------------------------- ring tests
@@ -238,20 +249,9 @@ if [[ "$TEST_MODE" == "carried binary" ]]; then
   for t in cuda_ring_test cuda_local_comm_test run_tool_cuda_test; do
     [[ -x "$CARRY/bin/$t" ]] || { log "$t: not carried"; RING_RC=1; continue; }
     log "ring tests: $t in 8 shards"
-    pids=()
-    for i in 0 1 2 3 4 5 6 7; do
-      GTEST_TOTAL_SHARDS=8 GTEST_SHARD_INDEX=$i RINGATTN_RUN_BINARY="$CARRY/bin/ringattn-run" \
-        carried timeout "$(cap 150)" "$CARRY/bin/$t" --gtest_brief=1 >"$OUT/$t.shard$i" 2>&1 &
-      pids+=($!)
-    done
-    for i in 0 1 2 3 4 5 6 7; do
-      wait "${pids[$i]}" || RING_RC=1
-      { echo "=== $t shard $i"; cat "$OUT/$t.shard$i"; } >>"$OUT/ring_tests.log"
-      rm -f "$OUT/$t.shard$i"
-    done
+    run_shards "$CARRY/bin/$t" "$OUT/ring_tests.log" 150 || RING_RC=1
   done
-  rsum() { grep -oE "^\[  $1 *\] [0-9]+ test" "$OUT/ring_tests.log" | awk '{s += $4} END {print s + 0}'; }
-  log "ring tests: rc=$RING_RC; passed $(rsum PASSED), skipped $(rsum SKIPPED), failed $(grep -cE '^\[  FAILED  \] [A-Za-z]' "$OUT/ring_tests.log")"
+  log "ring tests: rc=$RING_RC; $(summarize "$OUT/ring_tests.log")"
   grep -E '^\[  FAILED  \]|Failure' "$OUT/ring_tests.log" | head -20 | tee -a "$SETUP"
 fi
 
