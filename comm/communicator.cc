@@ -106,4 +106,11 @@ absl::Status ValidateSendRecvPart(int rank, int size, const char* peer_name, int
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::unique_ptr<Request>> Communicator::SendRecvOnStream(
+    void*, const void*, int64_t, int, const MessageMeta&, void*, int64_t, int,
+    const MessageMeta&) {
+  return absl::UnimplementedError(absl::StrCat(
+      Name(), " communicator: not stream ordered (synchronize the stream, then SendRecv)"));
+}
+
 }  // namespace ringattn::comm

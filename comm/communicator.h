@@ -92,6 +92,20 @@ class Communicator {
       const void* send, int64_t send_bytes, int to, const MessageMeta& send_meta, void* recv,
       int64_t recv_bytes, int from, const MessageMeta& recv_meta) = 0;
 
+  // Stream order, for communicators that move device memory. When
+  // StreamOrdered() is true, SendRecvOnStream is SendRecv with one more
+  // guarantee: the transfer reads `send` and writes `recv` only after the
+  // work queued on `stream` (a cudaStream_t of this rank's device) before
+  // the call has finished, so a producer kernel and the transfer need no
+  // host synchronization between them. Completion is still the host's:
+  // once Wait returns OK the bytes are in `recv` for every stream and the
+  // host. Communicators that are not stream ordered answer Unimplemented;
+  // their callers synchronize the stream before SendRecv.
+  virtual bool StreamOrdered() const { return false; }
+  virtual absl::StatusOr<std::unique_ptr<Request>> SendRecvOnStream(
+      void* stream, const void* send, int64_t send_bytes, int to, const MessageMeta& send_meta,
+      void* recv, int64_t recv_bytes, int from, const MessageMeta& recv_meta);
+
   // Blocks until every rank called Barrier or `timeout` elapsed.
   virtual absl::Status Barrier(absl::Duration timeout) = 0;
 

@@ -4,8 +4,12 @@
 //   cuda_backend.cc       attention/cuda kernels, device memory, one CUDA
 //                         stream per backend (per rank); cuda_backend_stub.cc
 //                         answers Unimplemented when CUDA is not built
-// Every call is complete when it returns (the CUDA backend synchronizes its
-// stream), so the ring may hand any buffer to the communicator right after.
+// Order: the CPU backend's calls are complete when they return (Stream()
+// is null). The CUDA backend's calls only ENQUEUE on the rank's compute
+// stream and return at once; the ring orders its transfers after them
+// (Communicator::SendRecvOnStream, or Synchronize first where the
+// communicator is not stream ordered) and waits for the stream once, at the
+// end of a call (or not at all, on a caller's stream).
 #pragma once
 
 #include <cstdint>
@@ -14,6 +18,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "attention/params.h"
 #include "runtime/tensor.h"
 
@@ -57,6 +62,50 @@ class KernelBackend {
   // Contiguous fp32 [B, S, H, D] (or [B, H, S] for 3-d views) -> view,
   // converting to the view's dtype.
   virtual absl::Status Unpack(const float* src, const TensorView& dst) = 0;
+
+  // Stream order (defaults: a backend whose calls complete on return).
+  // The compute stream (a cudaStream_t), or null.
+  virtual void* Stream() const { return nullptr; }
+  // Work enqueued from now on waits for what is queued on `stream` (the
+  // caller's) so far.
+  virtual absl::Status WaitForStream(void* stream) {
+    (void)stream;
+    return absl::OkStatus();
+  }
+  // Work the caller queues on `stream` from now on waits for what this
+  // backend has enqueued so far.
+  virtual absl::Status MakeStreamWait(void* stream) {
+    (void)stream;
+    return absl::OkStatus();
+  }
+  // Blocks until the enqueued work is done, at most `timeout`
+  // (DeadlineExceeded); errors of kernels that ran are reported here.
+  virtual absl::Status Synchronize(absl::Duration timeout) {
+    (void)timeout;
+    return absl::OkStatus();
+  }
+
+  // Compute time: the work enqueued between BeginTimed and EndTimed is
+  // timed (here with the host clock; on CUDA with events on the stream).
+  // StartTiming forgets earlier intervals; TimedSeconds sums the intervals
+  // since then, waiting for them to finish.
+  virtual absl::Status StartTiming() {
+    timed_seconds_ = 0;
+    return absl::OkStatus();
+  }
+  virtual absl::Status BeginTimed() {
+    timed_begin_ = absl::Now();
+    return absl::OkStatus();
+  }
+  virtual absl::Status EndTimed() {
+    timed_seconds_ += absl::ToDoubleSeconds(absl::Now() - timed_begin_);
+    return absl::OkStatus();
+  }
+  virtual absl::StatusOr<double> TimedSeconds() { return timed_seconds_; }
+
+ private:
+  absl::Time timed_begin_;
+  double timed_seconds_ = 0;
 };
 
 std::unique_ptr<KernelBackend> MakeCpuBackend(int num_threads);

@@ -2,18 +2,21 @@
 // one non-blocking CUDA stream per backend instance (one per ring rank, so
 // W virtual ranks on one GPU run their kernels concurrently).
 //
-// Every call enqueues on the stream and then SYNCHRONIZES it before
-// returning. The ring hands its buffers to the communicator right after a
-// backend call, and the cuda-local communicator copies them from its own
-// threads and streams: finishing each call on the host keeps the ring's
-// step logic correct without events. It costs a host round trip per call
-// (a few per ring step); recording events for the communicator to wait on
-// would remove it. Built only with CUDA (cuda_backend_stub.cc otherwise).
+// Every call only ENQUEUES on the stream (after checking the launch) and
+// returns; nothing here waits for the GPU except Synchronize (bounded by a
+// timeout: it polls, so a transfer that never lands becomes an error, not
+// a hang) and TimedSeconds. The ring orders the communicator after the
+// kernels with events (backend.h). Compute time is measured with event
+// pairs on the stream. Built only with CUDA (cuda_backend_stub.cc
+// otherwise).
 #include <cuda_runtime_api.h>
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -47,13 +50,19 @@ TensorStrides Bshd(const TensorView& t) { return {t.strides[0], t.strides[1], t.
 
 class CudaBackend final : public KernelBackend {
  public:
-  CudaBackend(int device, bool deterministic, cudaStream_t stream, std::string description)
+  CudaBackend(int device, bool deterministic, cudaStream_t stream, cudaEvent_t order_event,
+              std::string description)
       : device_(device),
         deterministic_(deterministic),
         stream_(stream),
+        order_event_(order_event),
         description_(std::move(description)) {}
   ~CudaBackend() override {
-    if (cudaSetDevice(device_) == cudaSuccess) cudaStreamDestroy(stream_);
+    if (cudaSetDevice(device_) != cudaSuccess) return;
+    cudaStreamSynchronize(stream_);  // nothing of ours may run after the memory is gone
+    for (cudaEvent_t e : timing_events_) cudaEventDestroy(e);
+    cudaEventDestroy(order_event_);
+    cudaStreamDestroy(stream_);
   }
 
   const char* Name() const override { return "cuda"; }
@@ -85,27 +94,23 @@ class CudaBackend final : public KernelBackend {
 
   absl::Status Forward(const AttnParams& p) override {
     RETURN_IF_ERROR(Enter("forward"));
-    RETURN_IF_ERROR(In("forward", cuda::Forward(p, stream_)));
-    return Sync("forward");
+    return In("forward", cuda::Forward(p, stream_));
   }
   absl::Status Backward(const AttnParams& p) override {
     RETURN_IF_ERROR(Enter("backward"));
-    RETURN_IF_ERROR(In("backward", cuda::Backward(p, deterministic_, stream_)));
-    return Sync("backward");
+    return In("backward", cuda::Backward(p, deterministic_, stream_));
   }
   absl::Status Merge(float* acc_out, float* acc_lse, const float* part_out, const float* part_lse,
                      int64_t batch, int64_t seqlen, int64_t heads, int64_t head_dim) override {
     RETURN_IF_ERROR(Enter("merge"));
-    RETURN_IF_ERROR(In("merge", cuda::MergePartial(acc_out, acc_lse, part_out, part_lse, batch,
-                                                   seqlen, heads, head_dim, stream_)));
-    return Sync("merge");
+    return In("merge", cuda::MergePartial(acc_out, acc_lse, part_out, part_lse, batch, seqlen,
+                                          heads, head_dim, stream_));
   }
   absl::Status RowDot(const TensorView& dout, const TensorView& out, float* dsum) override {
     RETURN_IF_ERROR(Enter("rowdot"));
-    RETURN_IF_ERROR(In("rowdot", cuda::RowDot(dout.data, Bshd(dout), dout.dtype, out.data,
-                                              Bshd(out), out.dtype, dsum, out.shape[0],
-                                              out.shape[1], out.shape[2], out.shape[3], stream_)));
-    return Sync("rowdot");
+    return In("rowdot", cuda::RowDot(dout.data, Bshd(dout), dout.dtype, out.data, Bshd(out),
+                                     out.dtype, dsum, out.shape[0], out.shape[1], out.shape[2],
+                                     out.shape[3], stream_));
   }
 
   absl::StatusOr<void*> Allocate(int64_t bytes) override {
@@ -118,17 +123,18 @@ class CudaBackend final : public KernelBackend {
   }
   void Free(void* ptr) override {
     if (ptr == nullptr || cudaSetDevice(device_) != cudaSuccess) return;
+    cudaStreamSynchronize(stream_);  // kernels still queued may use it
     cudaFree(ptr);
   }
   absl::Status Fill(float* dst, int64_t n, float value) override {
     RETURN_IF_ERROR(Enter("fill"));
     RINGATTN_CUDA_CHECK(cuda_backend::LaunchFill(dst, n, value, stream_), "cuda backend fill");
-    return Sync("fill");
+    return absl::OkStatus();
   }
   absl::Status Add(float* dst, const float* src, int64_t n) override {
     RETURN_IF_ERROR(Enter("add"));
     RINGATTN_CUDA_CHECK(cuda_backend::LaunchAdd(dst, src, n, stream_), "cuda backend add");
-    return Sync("add");
+    return absl::OkStatus();
   }
   absl::Status Pack(const TensorView& src, void* dst) override {
     RETURN_IF_ERROR(Enter("pack"));
@@ -136,13 +142,77 @@ class CudaBackend final : public KernelBackend {
         cuda_backend::LaunchPack(src.data, ViewOf(src), static_cast<int>(DTypeSize(src.dtype)), dst,
                                  stream_),
         "cuda backend pack");
-    return Sync("pack");
+    return absl::OkStatus();
   }
   absl::Status Unpack(const float* src, const TensorView& dst) override {
     RETURN_IF_ERROR(Enter("unpack"));
     RINGATTN_CUDA_CHECK(cuda_backend::LaunchUnpack(src, ViewOf(dst), dst.dtype, dst.data, stream_),
                         "cuda backend unpack");
-    return Sync("unpack");
+    return absl::OkStatus();
+  }
+
+  void* Stream() const override { return stream_; }
+  absl::Status WaitForStream(void* stream) override {
+    RETURN_IF_ERROR(Enter("ordering after the caller's stream"));
+    RINGATTN_CUDA_CHECK(cudaEventRecord(order_event_, static_cast<cudaStream_t>(stream)),
+                        "cuda backend: recording an event on the caller's stream");
+    RINGATTN_CUDA_CHECK(cudaStreamWaitEvent(stream_, order_event_, 0),
+                        "cuda backend: ordering after the caller's stream");
+    return absl::OkStatus();
+  }
+  absl::Status MakeStreamWait(void* stream) override {
+    RETURN_IF_ERROR(Enter("ordering the caller's stream"));
+    RINGATTN_CUDA_CHECK(cudaEventRecord(order_event_, stream_),
+                        "cuda backend: recording an event on the rank's stream");
+    RINGATTN_CUDA_CHECK(cudaStreamWaitEvent(static_cast<cudaStream_t>(stream), order_event_, 0),
+                        "cuda backend: ordering the caller's stream");
+    return absl::OkStatus();
+  }
+  absl::Status Synchronize(absl::Duration timeout) override {
+    RETURN_IF_ERROR(Enter("synchronize"));
+    // Polled, not cudaStreamSynchronize: a stream stuck behind a transfer
+    // that never lands must become an error within the timeout.
+    const auto start = std::chrono::steady_clock::now();
+    const auto limit = absl::ToChronoNanoseconds(timeout);
+    for (int polls = 0;; ++polls) {
+      const cudaError_t e = cudaStreamQuery(stream_);
+      if (e == cudaSuccess) break;
+      if (e != cudaErrorNotReady) {
+        return CudaStatus(e, __FILE__, __LINE__,
+                          "cuda backend: the rank's kernels (reported when completing the stream)");
+      }
+      if (std::chrono::steady_clock::now() - start > limit) {
+        return absl::DeadlineExceededError(absl::StrCat(
+            "cuda backend: the work queued on device ", device_, " did not finish within ",
+            absl::FormatDuration(timeout), " (a transfer it waits for may be stuck)"));
+      }
+      if (polls < 1000) {
+        std::this_thread::yield();
+      } else {
+        std::this_thread::sleep_for(std::chrono::microseconds(50));
+      }
+    }
+    RINGATTN_CUDA_CHECK(cudaGetLastError(), "cuda backend synchronize");
+    return absl::OkStatus();
+  }
+
+  absl::Status StartTiming() override {
+    timed_ = 0;
+    return absl::OkStatus();
+  }
+  absl::Status BeginTimed() override { return RecordTiming(); }
+  absl::Status EndTimed() override { return RecordTiming(); }
+  absl::StatusOr<double> TimedSeconds() override {
+    RETURN_IF_ERROR(Enter("timing"));
+    double seconds = 0;
+    for (size_t i = 0; i + 1 < timed_; i += 2) {
+      RINGATTN_CUDA_CHECK(cudaEventSynchronize(timing_events_[i + 1]), "cuda backend: timing");
+      float ms = 0;
+      RINGATTN_CUDA_CHECK(cudaEventElapsedTime(&ms, timing_events_[i], timing_events_[i + 1]),
+                          "cuda backend: timing");
+      seconds += ms * 1e-3;
+    }
+    return seconds;
   }
 
  private:
@@ -151,18 +221,26 @@ class CudaBackend final : public KernelBackend {
     RINGATTN_CUDA_CHECK(cudaSetDevice(device_), absl::StrCat("cuda backend ", op));
     return absl::OkStatus();
   }
-  // Waits for the stream; an error of a kernel that ran is reported here.
-  absl::Status Sync(const char* op) {
-    RINGATTN_CUDA_CHECK(cudaStreamSynchronize(stream_),
-                        absl::StrCat("cuda backend ", op, " (completing on the stream)"));
-    RINGATTN_CUDA_CHECK(cudaGetLastError(), absl::StrCat("cuda backend ", op));
+  // Records the next event of the timing pool (grown on demand, kept).
+  absl::Status RecordTiming() {
+    RETURN_IF_ERROR(Enter("timing"));
+    if (timed_ == timing_events_.size()) {
+      cudaEvent_t e = nullptr;
+      RINGATTN_CUDA_CHECK(cudaEventCreate(&e), "cuda backend: creating a timing event");
+      timing_events_.push_back(e);
+    }
+    RINGATTN_CUDA_CHECK(cudaEventRecord(timing_events_[timed_], stream_), "cuda backend: timing");
+    ++timed_;
     return absl::OkStatus();
   }
 
   const int device_;
   const bool deterministic_;
   cudaStream_t stream_;
+  cudaEvent_t order_event_;  // caller's stream <-> this stream
   const std::string description_;
+  std::vector<cudaEvent_t> timing_events_;  // begin, end, begin, end, ...
+  size_t timed_ = 0;                        // events recorded since StartTiming
 };
 
 }  // namespace
@@ -181,11 +259,17 @@ absl::StatusOr<std::unique_ptr<KernelBackend>> MakeCudaBackend(int device_index,
   cudaStream_t stream = nullptr;
   RINGATTN_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking),
                       "cuda backend: creating the rank's stream");
+  cudaEvent_t order_event = nullptr;
+  const cudaError_t e = cudaEventCreateWithFlags(&order_event, cudaEventDisableTiming);
+  if (e != cudaSuccess) {
+    cudaStreamDestroy(stream);
+    return CudaStatus(e, __FILE__, __LINE__, "cuda backend: creating an event");
+  }
   std::string description =
       absl::StrFormat("cuda: device %d, %s, sm_%d%d, %.1f GiB", device_index, prop.name, prop.major,
                       prop.minor, prop.totalGlobalMem / 1073741824.0);
   return std::unique_ptr<KernelBackend>(
-      new CudaBackend(device_index, deterministic, stream, std::move(description)));
+      new CudaBackend(device_index, deterministic, stream, order_event, std::move(description)));
 }
 
 }  // namespace ringattn

@@ -12,6 +12,14 @@
 // the accumulator goes straight home to its owner (one hop when the ring
 // ran all W steps, a direct message when a window ended it early).
 // Any error aborts the communicator so that every rank fails promptly.
+//
+// Order on a GPU: backend calls only enqueue on the rank's compute stream.
+// Each transfer is posted with SendRecvOnStream, so it starts on the device
+// once the kernels queued before it are done (its send buffer written, its
+// receive buffer no longer read); the host waits only for transfers to
+// complete, while the GPU runs the step's kernels, and for the stream once
+// at the end (not at all on a caller's stream). A communicator that is not
+// stream ordered gets the stream synchronized before each post.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -90,15 +98,40 @@ class RingImpl final : public RingAttention {
         plan_(layout_, mask_, rank_) {}
 
   absl::Status Forward(const TensorView& q, const TensorView& k, const TensorView& v,
-                       const TensorView& out, const TensorView& lse) override;
+                       const TensorView& out, const TensorView& lse) override {
+    return ForwardOnStream(nullptr, q, k, v, out, lse);
+  }
   absl::Status Backward(const TensorView& q, const TensorView& k, const TensorView& v,
                         const TensorView& out, const TensorView& lse, const TensorView& dout,
                         const TensorView& dq, const TensorView& dk,
-                        const TensorView& dv) override;
-  const RingStats& LastStats() const override { return stats_; }
+                        const TensorView& dv) override {
+    return BackwardOnStream(nullptr, q, k, v, out, lse, dout, dq, dk, dv);
+  }
+  absl::Status ForwardOnStream(void* stream, const TensorView& q, const TensorView& k,
+                               const TensorView& v, const TensorView& out,
+                               const TensorView& lse) override;
+  absl::Status BackwardOnStream(void* stream, const TensorView& q, const TensorView& k,
+                                const TensorView& v, const TensorView& out,
+                                const TensorView& lse, const TensorView& dout,
+                                const TensorView& dq, const TensorView& dk,
+                                const TensorView& dv) override;
+  const RingStats& LastStats() const override {
+    if (timing_pending_) {  // a call on a caller's stream: its kernels' time is known now
+      timing_pending_ = false;
+      auto seconds = backend_->TimedSeconds();
+      if (seconds.ok()) stats_.compute_seconds = *seconds;
+    }
+    return stats_;
+  }
   const Layout& layout() const override { return layout_; }
   int64_t ShardLength() const override { return layout_.ShardLength(rank_); }
-  std::string BackendDescription() const override { return backend_->Describe(); }
+  std::string BackendDescription() const override {
+    if (backend_->Stream() == nullptr) return backend_->Describe();
+    return absl::StrCat(backend_->Describe(), "; ", comm_->Name(),
+                        comm_->StreamOrdered()
+                            ? " transfers ordered on the stream (events, no host sync per step)"
+                            : " transfers after a stream synchronize (not stream ordered)");
+  }
 
  private:
   struct Dims {
@@ -125,6 +158,23 @@ class RingImpl final : public RingAttention {
   // Wraps an error with rank and step, aborts the world, returns it.
   absl::Status Fail(const absl::Status& s, int step, const char* what);
   absl::Status WaitFor(comm::Request* req, int step, const char* what);
+  // Posts one SendRecv after the work enqueued so far: stream ordered where
+  // the communicator can, else after synchronizing the backend.
+  absl::StatusOr<std::unique_ptr<comm::Request>> Post(int step, const char* what,
+                                                      const void* send, int64_t send_bytes,
+                                                      int to, const comm::MessageMeta& send_meta,
+                                                      void* recv, int64_t recv_bytes, int from,
+                                                      const comm::MessageMeta& recv_meta);
+  // Start of a call: a stream is only for stream-ordered backends; the
+  // ring's kernels go after the caller's work on it.
+  absl::Status Begin(void* stream);
+  // End of a call: the caller's stream waits for the ring, or the host
+  // waits for the GPU; then the stats.
+  absl::Status Finish(void* stream, int steps, int64_t sent_before, double t_start);
+  absl::Status Timed(absl::Status s) {
+    absl::Status end = backend_->EndTimed();
+    return s.ok() ? end : s;
+  }
   absl::Status PackKV(const TensorView& k, const TensorView& v, const Dims& d, void* dst);
   int64_t WorkspaceBytes() const {
     int64_t total = 0;
@@ -142,7 +192,8 @@ class RingImpl final : public RingAttention {
   int rank_, world_;
   Mask mask_;
   RingPlan plan_;
-  RingStats stats_;
+  mutable RingStats stats_;
+  mutable bool timing_pending_ = false;
   // Workspace, grown on demand and kept between calls.
   Buffer kv_[2], acc_out_, acc_lse_, part_out_, part_lse_, dsum_, dq_acc_, dkv_[2], dkv_tmp_;
 };
@@ -159,6 +210,55 @@ absl::Status RingImpl::WaitFor(comm::Request* req, int step, const char* what) {
   absl::Status s = req->Wait(timeout_);
   stats_.wait_seconds += Now() - t0;
   if (!s.ok()) return Fail(s, step, what);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<comm::Request>> RingImpl::Post(
+    int step, const char* what, const void* send, int64_t send_bytes, int to,
+    const comm::MessageMeta& send_meta, void* recv, int64_t recv_bytes, int from,
+    const comm::MessageMeta& recv_meta) {
+  void* stream = backend_->Stream();
+  absl::StatusOr<std::unique_ptr<comm::Request>> r;
+  if (stream != nullptr && comm_->StreamOrdered()) {
+    r = comm_->SendRecvOnStream(stream, send, send_bytes, to, send_meta, recv, recv_bytes, from,
+                                recv_meta);
+  } else {
+    if (stream != nullptr) {
+      absl::Status s = backend_->Synchronize(timeout_);
+      if (!s.ok()) return Fail(s, step, what);
+    }
+    r = comm_->SendRecv(send, send_bytes, to, send_meta, recv, recv_bytes, from, recv_meta);
+  }
+  if (!r.ok()) return Fail(r.status(), step, what);
+  return r;
+}
+
+absl::Status RingImpl::Begin(void* stream) {
+  timing_pending_ = false;
+  stats_ = RingStats{};
+  if (stream != nullptr && backend_->Stream() == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "stream: the ", backend_->Name(),
+        " backend has no streams (pass null, or use the cuda backend)"));
+  }
+  RETURN_IF_ERROR(backend_->StartTiming());
+  if (stream != nullptr) RETURN_IF_ERROR(backend_->WaitForStream(stream));
+  return absl::OkStatus();
+}
+
+absl::Status RingImpl::Finish(void* stream, int steps, int64_t sent_before, double t_start) {
+  if (stream != nullptr) {
+    RETURN_IF_ERROR(backend_->MakeStreamWait(stream));
+    timing_pending_ = true;
+  } else {
+    absl::Status s = backend_->Synchronize(timeout_);
+    if (!s.ok()) return Fail(s, steps - 1, "completing the rank's kernels");
+    ASSIGN_OR_RETURN(stats_.compute_seconds, backend_->TimedSeconds());
+  }
+  stats_.steps = steps;
+  stats_.bytes_sent = comm_->BytesSent() - sent_before;
+  stats_.workspace_bytes = WorkspaceBytes();
+  stats_.wall_seconds = Now() - t_start;
   return absl::OkStatus();
 }
 
@@ -264,10 +364,11 @@ absl::Status RingImpl::PackKV(const TensorView& k, const TensorView& v, const Di
   return backend_->Pack(v, static_cast<char*>(dst) + half);
 }
 
-absl::Status RingImpl::Forward(const TensorView& q, const TensorView& k, const TensorView& v,
-                               const TensorView& out, const TensorView& lse) {
+absl::Status RingImpl::ForwardOnStream(void* stream, const TensorView& q, const TensorView& k,
+                                       const TensorView& v, const TensorView& out,
+                                       const TensorView& lse) {
   ASSIGN_OR_RETURN(const Dims d, Validate(q, k, v, out, lse));
-  stats_ = RingStats{};
+  RETURN_IF_ERROR(Begin(stream));
   const double t_start = Now();
   const int64_t sent_before = comm_->BytesSent();
   const int64_t es = DTypeSize(opt_.dtype);
@@ -292,27 +393,25 @@ absl::Status RingImpl::Forward(const TensorView& q, const TensorView& k, const T
     std::unique_ptr<comm::Request> req;
     if (t + 1 < steps) {
       const int src_next = plan_.Source(t + 1);
-      auto r = comm_->SendRecv(kv_[cur].c(), BlockElems(src, d) * es, next,
-                               Meta(t, kKindKV, src, d, opt_.dtype), kv_[1 - cur].c(),
-                               BlockElems(src_next, d) * es, prev,
-                               Meta(t, kKindKV, src_next, d, opt_.dtype));
-      if (!r.ok()) return Fail(r.status(), t, "posting the KV transfer");
-      req = std::move(r).value();
+      ASSIGN_OR_RETURN(req, Post(t, "posting the KV transfer", kv_[cur].c(),
+                                 BlockElems(src, d) * es, next, Meta(t, kKindKV, src, d, opt_.dtype),
+                                 kv_[1 - cur].c(), BlockElems(src_next, d) * es, prev,
+                                 Meta(t, kKindKV, src_next, d, opt_.dtype)));
     }
     const int64_t s_src = layout_.ShardLength(src);
     if (plan_.HasWork(t) && d.S > 0 && s_src > 0) {
-      const double t0 = Now();
       SetKV(&p, kv_[cur].c(), src, d);
       p.out = have_result ? part_out_.f() : acc_out_.f();
       p.lse = have_result ? part_lse_.f() : acc_lse_.f();
-      absl::Status s = backend_->Forward(p);
+      absl::Status s = backend_->BeginTimed();
+      if (s.ok()) s = backend_->Forward(p);
       if (s.ok() && have_result) {
         s = backend_->Merge(acc_out_.f(), acc_lse_.f(), part_out_.f(), part_lse_.f(), d.B, d.S,
                             d.H, d.D);
       }
+      s = Timed(s);
       if (!s.ok()) return Fail(s, t, "attention forward");
       have_result = true;
-      stats_.compute_seconds += Now() - t0;
       ++stats_.steps_with_work;
     }
     if (req) RETURN_IF_ERROR(WaitFor(req.get(), t, "waiting for the KV block"));
@@ -324,24 +423,21 @@ absl::Status RingImpl::Forward(const TensorView& q, const TensorView& k, const T
   }
   RETURN_IF_ERROR(backend_->Unpack(acc_out_.f(), out));
   RETURN_IF_ERROR(backend_->Unpack(acc_lse_.f(), lse));
-  stats_.steps = steps;
-  stats_.bytes_sent = comm_->BytesSent() - sent_before;
-  stats_.workspace_bytes = WorkspaceBytes();
-  stats_.wall_seconds = Now() - t_start;
-  return absl::OkStatus();
+  return Finish(stream, steps, sent_before, t_start);
 }
 
-absl::Status RingImpl::Backward(const TensorView& q, const TensorView& k, const TensorView& v,
-                                const TensorView& out, const TensorView& lse,
-                                const TensorView& dout, const TensorView& dq,
-                                const TensorView& dk, const TensorView& dv) {
+absl::Status RingImpl::BackwardOnStream(void* stream, const TensorView& q, const TensorView& k,
+                                        const TensorView& v, const TensorView& out,
+                                        const TensorView& lse, const TensorView& dout,
+                                        const TensorView& dq, const TensorView& dk,
+                                        const TensorView& dv) {
   ASSIGN_OR_RETURN(const Dims d, Validate(q, k, v, out, lse));
   RETURN_IF_ERROR(CheckView(dout, "dout", opt_.dtype, {d.B, d.S, d.H, d.D}));
   RETURN_IF_ERROR(backend_->CheckKernelInput(dout, "dout"));
   RETURN_IF_ERROR(CheckView(dq, "dq", opt_.dtype, {d.B, d.S, d.H, d.D}));
   RETURN_IF_ERROR(CheckView(dk, "dk", opt_.dtype, {d.B, d.S, d.Hk, d.D}));
   RETURN_IF_ERROR(CheckView(dv, "dv", opt_.dtype, {d.B, d.S, d.Hk, d.D}));
-  stats_ = RingStats{};
+  RETURN_IF_ERROR(Begin(stream));
   const double t_start = Now();
   const int64_t sent_before = comm_->BytesSent();
   const int64_t es = DTypeSize(opt_.dtype);
@@ -377,33 +473,31 @@ absl::Status RingImpl::Backward(const TensorView& q, const TensorView& k, const 
     std::unique_ptr<comm::Request> kv_req;
     if (t + 1 < steps) {
       const int src_next = plan_.Source(t + 1);
-      auto r = comm_->SendRecv(kv_[cur].c(), block * es, next, Meta(t, kKindKV, src, d, opt_.dtype),
-                               kv_[1 - cur].c(), BlockElems(src_next, d) * es, prev,
-                               Meta(t, kKindKV, src_next, d, opt_.dtype));
-      if (!r.ok()) return Fail(r.status(), t, "posting the KV transfer");
-      kv_req = std::move(r).value();
+      ASSIGN_OR_RETURN(kv_req, Post(t, "posting the KV transfer", kv_[cur].c(), block * es, next,
+                                    Meta(t, kKindKV, src, d, opt_.dtype), kv_[1 - cur].c(),
+                                    BlockElems(src_next, d) * es, prev,
+                                    Meta(t, kKindKV, src_next, d, opt_.dtype)));
     }
     // This step's gradient of block src goes to dkv_tmp_ (t > 0) or directly
     // to the accumulator (t == 0, nothing to add to).
     float* grad = t == 0 ? dkv_[acc].f() : dkv_tmp_.f();
     RETURN_IF_ERROR(backend_->Fill(grad, block, 0.0f));
     if (plan_.HasWork(t) && d.S > 0 && s_src > 0) {
-      const double t0 = Now();
       SetKV(&p, kv_[cur].c(), src, d);
       p.dk_accum = grad;
       p.dv_accum = grad + block / 2;
-      absl::Status s = backend_->Backward(p);
+      absl::Status s = backend_->BeginTimed();
+      if (s.ok()) s = Timed(backend_->Backward(p));
       if (!s.ok()) return Fail(s, t, "attention backward");
-      stats_.compute_seconds += Now() - t0;
       ++stats_.steps_with_work;
     }
     if (t > 0) {
       // The accumulator of block src arrived from r-1 into dkv_[acc].
       RETURN_IF_ERROR(WaitFor(dkv_req.get(), t, "waiting for the dK/dV accumulator"));
       dkv_req.reset();
-      const double t0 = Now();
-      RETURN_IF_ERROR(backend_->Add(dkv_[acc].f(), dkv_tmp_.f(), block));
-      stats_.compute_seconds += Now() - t0;
+      absl::Status s = backend_->BeginTimed();
+      if (s.ok()) s = Timed(backend_->Add(dkv_[acc].f(), dkv_tmp_.f(), block));
+      if (!s.ok()) return Fail(s, t, "adding to the dK/dV accumulator");
     }
     // Forward the accumulator: to r+1 for the next step, or home after the last.
     const bool last = t + 1 == steps;
@@ -414,11 +508,10 @@ absl::Status RingImpl::Backward(const TensorView& q, const TensorView& k, const 
     if (to == rank_ && from == rank_) {
       // Home already (a one-step ring): the accumulator stays.
     } else {
-      auto r = comm_->SendRecv(dkv_[acc].c(), block * 4, to, Meta(t, kind, src, d, DType::kFloat32),
-                               dkv_[1 - acc].c(), BlockElems(src_in, d) * 4, from,
-                               Meta(t, kind, src_in, d, DType::kFloat32));
-      if (!r.ok()) return Fail(r.status(), t, "posting the dK/dV transfer");
-      dkv_req = std::move(r).value();
+      ASSIGN_OR_RETURN(dkv_req, Post(t, "posting the dK/dV transfer", dkv_[acc].c(), block * 4, to,
+                                     Meta(t, kind, src, d, DType::kFloat32), dkv_[1 - acc].c(),
+                                     BlockElems(src_in, d) * 4, from,
+                                     Meta(t, kind, src_in, d, DType::kFloat32)));
       acc = 1 - acc;
     }
     if (kv_req) RETURN_IF_ERROR(WaitFor(kv_req.get(), t, "waiting for the KV block"));
@@ -429,11 +522,7 @@ absl::Status RingImpl::Backward(const TensorView& q, const TensorView& k, const 
   RETURN_IF_ERROR(backend_->Unpack(dkv_[acc].f(), dk));
   RETURN_IF_ERROR(backend_->Unpack(dkv_[acc].f() + own / 2, dv));
   RETURN_IF_ERROR(backend_->Unpack(dq_acc_.f(), dq));
-  stats_.steps = steps;
-  stats_.bytes_sent = comm_->BytesSent() - sent_before;
-  stats_.workspace_bytes = WorkspaceBytes();
-  stats_.wall_seconds = Now() - t_start;
-  return absl::OkStatus();
+  return Finish(stream, steps, sent_before, t_start);
 }
 
 absl::Status ValidateOptions(const RingOptions& o) {

@@ -71,7 +71,7 @@ struct RingOptions {
 // Figures of the last Forward or Backward call on this rank.
 struct RingStats {
   double wall_seconds = 0;     // whole call, validation excluded
-  double compute_seconds = 0;  // attention kernels and merges
+  double compute_seconds = 0;  // attention kernels and merges (on CUDA: GPU time, from events)
   double wait_seconds = 0;     // blocked on peers
   int64_t bytes_sent = 0;      // payload bytes this rank sent
   int steps = 0;               // ring steps run (rotations + 1)
@@ -94,6 +94,30 @@ class RingAttention {
                                 const TensorView& dout, const TensorView& dq,
                                 const TensorView& dk, const TensorView& dv) = 0;
 
+  // The same on a caller's CUDA stream (a cudaStream_t; kCuda only, else
+  // InvalidArgument naming `stream`), for training code: the ring's kernels
+  // run after the work already queued on `stream`, and work the caller
+  // queues on it after the call sees the results. The call returns without
+  // waiting for the GPU: the host waits only for the transfers (each one
+  // lands while the next step's kernel runs), so when it returns the last
+  // step's kernels and the final conversions may still be running. Errors of
+  // kernels that ran after the return surface at the next call or at the
+  // caller's own synchronization. Forward and Backward above are these with
+  // a null stream: they wait for the rank's stream (polling, bounded by the
+  // timeout) and return with the results in place. Neither is capturable
+  // in a CUDA graph: the transfers' header checks and progress run on the
+  // host.
+  virtual absl::Status ForwardOnStream(void* stream, const TensorView& q, const TensorView& k,
+                                       const TensorView& v, const TensorView& out,
+                                       const TensorView& lse) = 0;
+  virtual absl::Status BackwardOnStream(void* stream, const TensorView& q, const TensorView& k,
+                                        const TensorView& v, const TensorView& out,
+                                        const TensorView& lse, const TensorView& dout,
+                                        const TensorView& dq, const TensorView& dk,
+                                        const TensorView& dv) = 0;
+
+  // After a call on a caller's stream, the first LastStats waits for that
+  // call's kernels to learn compute_seconds (GPU time, from events).
   virtual const RingStats& LastStats() const = 0;
   virtual const Layout& layout() const = 0;
   virtual int64_t ShardLength() const = 0;

@@ -2,12 +2,18 @@
 // receiving rank; each chunk is a cudaMemcpyAsync (cudaMemcpyDefault: the
 // runtime tells host from device memory) followed by a synchronize, because
 // the receiver's Wait() must mean "the bytes are there" for whatever runs
-// next on any stream or on the host.
+// next on any stream or on the host. Stream order: SendRecvOnStream records
+// an event on the poster's stream (the mark); the copy thread waits for the
+// marks of both sides before the first chunk, so neither rank synchronizes
+// its compute stream to post a transfer.
 #include "comm/local/cuda_local.h"
 
 #include <cuda_runtime_api.h>
 
+#include <atomic>
+#include <chrono>
 #include <string>
+#include <thread>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -36,10 +42,54 @@ class CudaCopier final : public LocalCopier {
     return absl::OkStatus();
   }
 
+  // Polls the marks on the host rather than queueing a device-side wait:
+  // a rank whose stream never gets there (its caller's stream is stuck)
+  // then costs a timeout and an abort, not a copy thread blocked forever
+  // and a copy that lands after its request has failed.
+  absl::Status After(const void* send_mark, const void* recv_mark,
+                     const std::atomic<bool>& aborted) override {
+    RINGATTN_CUDA_LOCAL_CHECK(cudaSetDevice(device_));
+    for (const void* mark : {send_mark, recv_mark}) {
+      if (mark == nullptr) continue;
+      const auto event = static_cast<cudaEvent_t>(const_cast<void*>(mark));
+      for (int polls = 0;; ++polls) {
+        const cudaError_t e = cudaEventQuery(event);
+        if (e == cudaSuccess) break;
+        if (e != cudaErrorNotReady) RINGATTN_CUDA_LOCAL_CHECK(e);
+        if (aborted.load(std::memory_order_relaxed)) {
+          return absl::AbortedError("aborted while waiting for the posting rank's stream");
+        }
+        if (polls < 1000) {
+          std::this_thread::yield();
+        } else {
+          std::this_thread::sleep_for(std::chrono::microseconds(20));
+        }
+      }
+    }
+    return absl::OkStatus();
+  }
+
  private:
   const int device_;
   cudaStream_t stream_;
 };
+
+// An event recorded on `stream` (of `device`), destroyed with the mark. The
+// calling thread's current device is restored.
+absl::StatusOr<std::shared_ptr<void>> MarkStream(int device, void* stream) {
+  int current = 0;
+  RINGATTN_CUDA_CHECK(cudaGetDevice(&current), "cuda-local: marking the stream");
+  RINGATTN_CUDA_CHECK(cudaSetDevice(device), "cuda-local: marking the stream");
+  cudaEvent_t event = nullptr;
+  cudaError_t e = cudaEventCreateWithFlags(&event, cudaEventDisableTiming);
+  if (e == cudaSuccess) {
+    e = cudaEventRecord(event, static_cast<cudaStream_t>(stream));
+    if (e != cudaSuccess) cudaEventDestroy(event);
+  }
+  cudaSetDevice(current);
+  RINGATTN_CUDA_CHECK(e, "cuda-local: recording the stream's event");
+  return std::shared_ptr<void>(event, [](void* ev) { cudaEventDestroy(static_cast<cudaEvent_t>(ev)); });
+}
 
 absl::StatusOr<std::unique_ptr<LocalCopier>> MakeCopier(int device) {
   RINGATTN_CUDA_LOCAL_CHECK(cudaSetDevice(device));
@@ -58,6 +108,7 @@ absl::StatusOr<std::unique_ptr<LocalWorld>> CreateCudaLocalWorld(int size,
   RETURN_IF_ERROR(CheckCudaDevice("cuda-local", "cuda-local device", device));
   options.name = "cuda-local";
   options.make_copier = [device](int) { return MakeCopier(device); };
+  options.mark_stream = [device](int, void* stream) { return MarkStream(device, stream); };
   return LocalWorld::Create(size, options);
 }
 

@@ -3,7 +3,10 @@
 // (cudaMemcpyAsync with cudaMemcpyDefault on one non-blocking stream per
 // receiving rank, then a stream synchronize), so that message buffers may be
 // device memory (any GPU of the process, with unified addressing) or host
-// memory. Everything else (matching, header checks, timeouts, abort) is the
+// memory. It is stream ordered (SendRecvOnStream, communicator.h: the copy
+// thread waits for the work both ranks queued before posting, by polling an
+// event, so an abort still stops it).
+// Everything else (matching, header checks, timeouts, abort) is the
 // local backend's. Built with CUDA; otherwise CreateCudaLocalWorld answers
 // Unimplemented.
 #pragma once

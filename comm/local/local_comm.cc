@@ -47,6 +47,7 @@ struct Op {
   MessageHeader header;  // send: the header sent; receive: the header expected
   const void* send_buf = nullptr;
   void* recv_buf = nullptr;
+  const void* mark = nullptr;  // stream order: the posting rank's mark (held by the request)
   OpState state = OpState::kPosted;
 };
 
@@ -61,7 +62,8 @@ class LocalComm;
 }  // namespace
 
 struct LocalWorld::Impl {
-  Impl(int world_size, absl::Duration wait_timeout, std::string comm_name);
+  Impl(int world_size, absl::Duration wait_timeout, std::string comm_name,
+       std::function<absl::StatusOr<std::shared_ptr<void>>(int, void*)> mark);
 
   // All of these require `mu`.
   void Post(Op* op);
@@ -76,6 +78,7 @@ struct LocalWorld::Impl {
   const int size;
   const absl::Duration timeout;
   const std::string name;
+  const std::function<absl::StatusOr<std::shared_ptr<void>>(int, void*)> mark_stream;
   std::vector<std::unique_ptr<LocalComm>> comms;
   // [rank]: the receiving rank's copier; null: memcpy. Used only by that
   // rank's copy thread.
@@ -142,6 +145,7 @@ class LocalRequest final : public Request {
   const int rank_;
   Op send_;
   Op recv_;
+  std::shared_ptr<void> mark_;  // stream order: what both halves wait for
   int pending_ = 0;      // halves not done
   absl::Status status_;  // the first error of either half
   bool timed_out_ = false;
@@ -182,6 +186,34 @@ class LocalComm final : public Communicator {
                                                     const MessageMeta& send_meta, void* recv,
                                                     int64_t recv_bytes, int from,
                                                     const MessageMeta& recv_meta) override {
+    return Post(nullptr, send, send_bytes, to, send_meta, recv, recv_bytes, from, recv_meta);
+  }
+
+  bool StreamOrdered() const override { return static_cast<bool>(world_->mark_stream); }
+  absl::StatusOr<std::unique_ptr<Request>> SendRecvOnStream(
+      void* stream, const void* send, int64_t send_bytes, int to, const MessageMeta& send_meta,
+      void* recv, int64_t recv_bytes, int from, const MessageMeta& recv_meta) override {
+    if (!StreamOrdered()) {
+      return Communicator::SendRecvOnStream(stream, send, send_bytes, to, send_meta, recv,
+                                            recv_bytes, from, recv_meta);
+    }
+    ASSIGN_OR_RETURN(std::shared_ptr<void> mark, world_->mark_stream(rank_, stream));
+    return Post(std::move(mark), send, send_bytes, to, send_meta, recv, recv_bytes, from,
+                recv_meta);
+  }
+
+  absl::Status Barrier(absl::Duration timeout) override { return world_->Barrier(rank_, timeout); }
+  void Abort(const absl::Status& reason) override { world_->Abort(rank_, reason); }
+  int64_t BytesSent() const override { return bytes_sent_.load(std::memory_order_relaxed); }
+
+  std::atomic<int64_t> bytes_sent_{0};
+
+ private:
+  absl::StatusOr<std::unique_ptr<Request>> Post(std::shared_ptr<void> mark, const void* send,
+                                                int64_t send_bytes, int to,
+                                                const MessageMeta& send_meta, void* recv,
+                                                int64_t recv_bytes, int from,
+                                                const MessageMeta& recv_meta) {
     const bool want_send = !(send == nullptr && send_bytes == 0);
     const bool want_recv = !(recv == nullptr && recv_bytes == 0);
     if (want_send) {
@@ -191,10 +223,12 @@ class LocalComm final : public Communicator {
       RETURN_IF_ERROR(ValidateSendRecvPart(rank_, world_->size, "from", from, recv, recv_bytes, recv_meta));
     }
     auto request = std::make_unique<LocalRequest>(world_, rank_);
+    request->mark_ = std::move(mark);
     if (want_send) {
       Op& op = request->send_;
       op.used = true;
       op.send_buf = send;
+      op.mark = request->mark_.get();
       op.header.src_rank = rank_;
       op.header.dst_rank = to;
       op.header.bytes = send_bytes;
@@ -204,6 +238,7 @@ class LocalComm final : public Communicator {
       Op& op = request->recv_;
       op.used = true;
       op.recv_buf = recv;
+      op.mark = request->mark_.get();
       op.header.src_rank = from;
       op.header.dst_rank = rank_;
       op.header.bytes = recv_bytes;
@@ -225,23 +260,18 @@ class LocalComm final : public Communicator {
     return std::unique_ptr<Request>(std::move(request));
   }
 
-  absl::Status Barrier(absl::Duration timeout) override { return world_->Barrier(rank_, timeout); }
-  void Abort(const absl::Status& reason) override { world_->Abort(rank_, reason); }
-  int64_t BytesSent() const override { return bytes_sent_.load(std::memory_order_relaxed); }
-
-  std::atomic<int64_t> bytes_sent_{0};
-
- private:
   LocalWorld::Impl* const world_;
   const int rank_;
 };
 
 }  // namespace
 
-LocalWorld::Impl::Impl(int world_size, absl::Duration wait_timeout, std::string comm_name)
+LocalWorld::Impl::Impl(int world_size, absl::Duration wait_timeout, std::string comm_name,
+                       std::function<absl::StatusOr<std::shared_ptr<void>>(int, void*)> mark)
     : size(world_size),
       timeout(wait_timeout),
       name(std::move(comm_name)),
+      mark_stream(std::move(mark)),
       copiers(world_size),
       rank_cv(world_size),
       copy_cv(world_size),
@@ -321,7 +351,10 @@ void LocalWorld::Impl::CopyLoop(int rank) {
     LocalCopier* copier = copiers[rank].get();
     int64_t copied = 0;
     absl::Status copy_status;
-    while (copied < bytes && !aborted.load(std::memory_order_relaxed)) {
+    if (copier != nullptr && (job.send->mark != nullptr || job.recv->mark != nullptr)) {
+      copy_status = copier->After(job.send->mark, job.recv->mark, aborted);
+    }
+    while (copy_status.ok() && copied < bytes && !aborted.load(std::memory_order_relaxed)) {
       const int64_t chunk = std::min(kCopyChunkBytes, bytes - copied);
       if (copier == nullptr) {
         std::memcpy(dst + copied, src + copied, static_cast<size_t>(chunk));
@@ -333,11 +366,11 @@ void LocalWorld::Impl::CopyLoop(int rank) {
     }
 
     lock.lock();
-    if (copied == bytes) {
+    if (copy_status.ok() && copied == bytes) {
       comms[job.send->header.src_rank]->bytes_sent_.fetch_add(bytes, std::memory_order_relaxed);
       Complete(job.send, absl::OkStatus());
       Complete(job.recv, absl::OkStatus());
-    } else if (!copy_status.ok()) {
+    } else if (!copy_status.ok() && !aborted.load(std::memory_order_relaxed)) {
       const absl::Status failed(
           copy_status.code(),
           absl::StrCat(name, ": copying the message from rank ", job.send->header.src_rank,
@@ -422,7 +455,7 @@ absl::StatusOr<std::unique_ptr<LocalWorld>> LocalWorld::Create(int size,
   if (timeout == absl::ZeroDuration()) {
     ASSIGN_OR_RETURN(timeout, DefaultTimeout());
   }
-  auto impl = std::make_unique<Impl>(size, timeout, options.name);
+  auto impl = std::make_unique<Impl>(size, timeout, options.name, options.mark_stream);
   if (options.make_copier) {
     for (int r = 0; r < size; ++r) {
       ASSIGN_OR_RETURN(impl->copiers[r], options.make_copier(r));

@@ -32,6 +32,7 @@
 // with the CUDA runtime, so that message buffers may be device memory.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -52,6 +53,18 @@ class LocalCopier {
  public:
   virtual ~LocalCopier() = default;
   virtual absl::Status Copy(void* dst, const void* src, int64_t bytes) = 0;
+  // Stream order: called before the first chunk of a message with the marks
+  // the sender and the receiver took when they posted it (null for a half
+  // posted with plain SendRecv); returns once the work the marks stand for
+  // has finished, or with an error as soon as `aborted` turns true (the
+  // world was aborted: nothing is copied).
+  virtual absl::Status After(const void* send_mark, const void* recv_mark,
+                             const std::atomic<bool>& aborted) {
+    (void)send_mark;
+    (void)recv_mark;
+    (void)aborted;
+    return absl::OkStatus();
+  }
 };
 
 struct LocalWorldOptions {
@@ -61,6 +74,12 @@ struct LocalWorldOptions {
   // The copier of receiving rank `rank`, made once in Create (an error
   // fails Create). Null: memcpy.
   std::function<absl::StatusOr<std::unique_ptr<LocalCopier>>(int rank)> make_copier;
+  // Stream order (cuda-local): marks the work queued so far on `stream`, a
+  // stream of rank `rank` (an event recorded on it). Called by
+  // SendRecvOnStream on the posting thread; the request holds the mark
+  // until it completes and the receiving rank's copier waits for it
+  // (LocalCopier::After). Null: the world is not stream ordered.
+  std::function<absl::StatusOr<std::shared_ptr<void>>(int rank, void* stream)> mark_stream;
   // What the communicators' Name() answers.
   std::string name = "local";
 };

@@ -255,6 +255,9 @@ struct Op {
   int from = 0;
   const void* send_buf = nullptr;
   void* recv_buf = nullptr;
+  // Stream order (SendRecvOnStream): an event on the poster's stream that
+  // the payload group waits for on the device; owned here.
+  cudaEvent_t ready = nullptr;
   MessageHeader send_header;  // the message this rank sends
   MessageHeader recv_header;  // the message this rank expects
   std::vector<int> peers;     // distinct peers of the round: to, then from
@@ -273,6 +276,13 @@ struct Op {
   bool recv_payload = false;
   void* scratch = nullptr;
   absl::Status error;  // the round's first error, reported at completion
+
+  Op() = default;
+  Op(const Op&) = delete;
+  Op& operator=(const Op&) = delete;
+  ~Op() {
+    if (ready != nullptr) cudaEventDestroy(ready);
+  }
 };
 
 struct BarrierOp {
@@ -324,6 +334,10 @@ class NcclComm final : public NcclCommunicator {
                                                     const MessageMeta& send_meta, void* recv,
                                                     int64_t recv_bytes, int from,
                                                     const MessageMeta& recv_meta) override;
+  bool StreamOrdered() const override { return true; }
+  absl::StatusOr<std::unique_ptr<Request>> SendRecvOnStream(
+      void* stream, const void* send, int64_t send_bytes, int to, const MessageMeta& send_meta,
+      void* recv, int64_t recv_bytes, int from, const MessageMeta& recv_meta) override;
   absl::Status Barrier(absl::Duration timeout) override;
   void Abort(const absl::Status& reason) override;
   int64_t BytesSent() const override { return bytes_sent_.load(std::memory_order_relaxed); }
@@ -345,6 +359,11 @@ class NcclComm final : public NcclCommunicator {
   absl::Status StartControl(Op& op);
   absl::Status AfterControlGroup(Op& op);
   absl::Status FinishControl(Op& op);
+  absl::StatusOr<std::unique_ptr<Request>> Post(void* const* stream, const void* send,
+                                                int64_t send_bytes, int to,
+                                                const MessageMeta& send_meta, void* recv,
+                                                int64_t recv_bytes, int from,
+                                                const MessageMeta& recv_meta);
   absl::Status StartPayload(Op& op);
   absl::Status AfterPayloadGroup(Op& op);
   void CompleteRound(Op& op);
@@ -492,6 +511,21 @@ absl::StatusOr<std::unique_ptr<Request>> NcclComm::SendRecv(const void* send, in
                                                             void* recv, int64_t recv_bytes,
                                                             int from,
                                                             const MessageMeta& recv_meta) {
+  return Post(nullptr, send, send_bytes, to, send_meta, recv, recv_bytes, from, recv_meta);
+}
+
+absl::StatusOr<std::unique_ptr<Request>> NcclComm::SendRecvOnStream(
+    void* stream, const void* send, int64_t send_bytes, int to, const MessageMeta& send_meta,
+    void* recv, int64_t recv_bytes, int from, const MessageMeta& recv_meta) {
+  return Post(stream == nullptr ? nullptr : &stream, send, send_bytes, to, send_meta, recv,
+              recv_bytes, from, recv_meta);
+}
+
+absl::StatusOr<std::unique_ptr<Request>> NcclComm::Post(void* const* stream, const void* send,
+                                                        int64_t send_bytes, int to,
+                                                        const MessageMeta& send_meta, void* recv,
+                                                        int64_t recv_bytes, int from,
+                                                        const MessageMeta& recv_meta) {
   const bool want_send = !(send == nullptr && send_bytes == 0);
   const bool want_recv = !(recv == nullptr && recv_bytes == 0);
   if (want_send) {
@@ -528,6 +562,21 @@ absl::StatusOr<std::unique_ptr<Request>> NcclComm::SendRecv(const void* send, in
     op->recv_header.bytes = recv_bytes;
     op->recv_header.meta = recv_meta;
     if (!want_send || from != to) op->peers.push_back(from);
+  }
+  if (stream != nullptr) {
+    // The event lives on this rank's device, whatever the calling thread's
+    // current device is; that is restored.
+    int current = 0;
+    RINGATTN_NCCL_CUDA_CHECK(cudaGetDevice(&current));
+    RINGATTN_NCCL_CUDA_CHECK(cudaSetDevice(device_));
+    cudaError_t e = cudaEventCreateWithFlags(&op->ready, cudaEventDisableTiming);
+    if (e == cudaSuccess) e = cudaEventRecord(op->ready, static_cast<cudaStream_t>(*stream));
+    cudaSetDevice(current);
+    if (e != cudaSuccess) {
+      return CudaStatus(e, __FILE__, __LINE__,
+                        absl::StrCat("rank ", rank_, ": recording the stream's event for ",
+                                     DescribeRound(*op)));
+    }
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -923,6 +972,8 @@ absl::Status NcclComm::StartPayload(Op& op) {
         cudaMallocAsync(&op.scratch, static_cast<size_t>(op.recv_header.bytes), stream_));
     recv_into = op.scratch;
   }
+  // Stream order: the payload waits for the poster's producers.
+  if (op.ready != nullptr) RINGATTN_NCCL_CUDA_CHECK(cudaStreamWaitEvent(stream_, op.ready, 0));
   ncclResult_t r = api_->GroupStart();
   if (r == ncclSuccess && op.send_payload) {
     r = api_->Send(op.send_buf, static_cast<size_t>(op.send_header.bytes), ncclUint8, op.to,

@@ -33,6 +33,11 @@
 //   3. payloads: one NCCL group of the agreed ncclSend / ncclRecv on the
 //      user's device buffers, then an event; the request completes when
 //      it has passed.
+// Stream order (SendRecvOnStream, communicator.h): the poster records an
+// event on its stream and the payload group waits for it on the device
+// (cudaStreamWaitEvent on the communication stream), so the ring posts a
+// transfer right after queueing the kernel that produces its bytes; the
+// control messages, which touch no user buffer, need not wait.
 // Waits and tests poll the state the progress thread keeps (events,
 // ncclCommGetAsyncError); so a transfer progresses while the rank
 // computes. Message bytes travel as ncclUint8.

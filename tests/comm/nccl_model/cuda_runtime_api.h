@@ -1,10 +1,13 @@
-// A CPU model of the few CUDA runtime calls comm/nccl/nccl_comm.cc makes,
-// for nccl_model_test (see nccl_model.cc): "device" memory is host memory
-// with a recorded device, streams are in-order queues run by a thread each,
-// events mark a place in a stream. Not CUDA: only what the model needs.
+// A CPU model of the few CUDA runtime calls comm/nccl/nccl_comm.cc,
+// comm/local/cuda_local.cc and runtime/cuda_backend.cc make, for
+// nccl_model_test and ring_model_test (see nccl_model.cc): "device" memory
+// is host memory with a recorded device, streams are in-order queues run
+// by a thread each, events mark a place in a stream. Not CUDA: only what
+// the model needs.
 #pragma once
 
 #include <cstddef>
+#include <functional>
 
 enum cudaError_t {
   cudaSuccess = 0,
@@ -47,6 +50,9 @@ struct cudaUUID_t {
 struct cudaDeviceProp {
   char name[256];
   cudaUUID_t uuid;
+  size_t totalGlobalMem;
+  int major;
+  int minor;
 };
 
 struct ModelStream;
@@ -74,6 +80,10 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned flags);
 cudaError_t cudaEventDestroy(cudaEvent_t event);
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream);
 cudaError_t cudaEventQuery(cudaEvent_t event);
+cudaError_t cudaEventCreate(cudaEvent_t* event);
+cudaError_t cudaEventSynchronize(cudaEvent_t event);
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end);
+cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned flags);
 cudaError_t cudaMalloc(void** ptr, size_t bytes);
 cudaError_t cudaFree(void* ptr);
 cudaError_t cudaMallocHost(void** ptr, size_t bytes);
@@ -93,3 +103,11 @@ template <typename T>
 cudaError_t cudaMallocHost(T** ptr, size_t bytes) {
   return cudaMallocHost(reinterpret_cast<void**>(ptr), bytes);
 }
+
+// Model only (no CUDA counterpart): "launches a kernel", i.e. runs `op` on
+// the stream's thread in stream order; and a random delay of up to
+// `max_us` microseconds before every operation any stream runs from now
+// on (0: none), so that work missing a dependency on another stream
+// shows up as wrong results instead of passing by luck.
+void ModelLaunch(cudaStream_t stream, std::function<void()> op);
+void ModelSetJitter(int max_us);

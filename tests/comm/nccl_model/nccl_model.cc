@@ -10,7 +10,11 @@
 //   host memory is recorded as such. The model has RINGATTN_MODEL_GPUS
 //   devices (default 8).
 // - A stream is an in-order queue executed by its own thread; an event
-//   marks a place in it; cudaStreamQuery / cudaEventQuery poll.
+//   marks a place in it; cudaStreamQuery / cudaEventQuery poll;
+//   cudaStreamWaitEvent queues a wait for the event's latest record, as
+//   CUDA does. ModelLaunch runs a "kernel" (any function) in stream order
+//   and ModelSetJitter delays every stream operation by a random amount,
+//   so that a missing cross-stream dependency races for real.
 // - NCCL: communicators of one clique meet by unique id; non-blocking
 //   ones report ncclInProgress until every rank has joined. ncclGroupEnd
 //   and ncclAllReduce return ncclInProgress every other call and enqueue
@@ -29,7 +33,10 @@
 // Communicator objects are never freed (operations queued on a stream may
 // still name them).
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -38,6 +45,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -46,6 +54,10 @@
 #include "nccl.h"
 
 // ---- CUDA ----------------------------------------------------------------------
+
+namespace {
+std::atomic<int> g_jitter_us{0};
+}  // namespace
 
 struct ModelStream {
   std::mutex mu;
@@ -57,6 +69,7 @@ struct ModelStream {
 
   ModelStream() {
     worker = std::thread([this] {
+      std::minstd_rand rng(static_cast<unsigned>(reinterpret_cast<uintptr_t>(this)));
       std::unique_lock<std::mutex> lock(mu);
       for (;;) {
         cv.wait(lock, [this] { return stop || !queue.empty(); });
@@ -65,6 +78,9 @@ struct ModelStream {
         queue.pop_front();
         busy = true;
         lock.unlock();
+        if (const int jitter = g_jitter_us.load(std::memory_order_relaxed); jitter > 0) {
+          std::this_thread::sleep_for(std::chrono::microseconds(rng() % (jitter + 1)));
+        }
         op();
         lock.lock();
         busy = false;
@@ -98,9 +114,24 @@ struct ModelStream {
 
 struct ModelEvent {
   std::mutex mu;
+  std::condition_variable cv;
   unsigned long recorded = 0;
   unsigned long reached = 0;
+  std::chrono::steady_clock::time_point at;  // when the latest record was reached
+  // As in CUDA, an event destroyed while stream operations still name it
+  // (a record not reached, a wait not passed) goes when the last one ends.
+  int users = 0;
+  bool destroyed = false;
 };
+
+namespace {
+// Ends one stream operation's use of `event`; `lock` holds event->mu.
+void EndUse(ModelEvent* event, std::unique_lock<std::mutex>& lock) {
+  const bool last = --event->users == 0 && event->destroyed;
+  lock.unlock();
+  if (last) delete event;
+}
+}  // namespace
 
 namespace {
 
@@ -165,6 +196,9 @@ cudaError_t cudaGetDevice(int* device) {
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
   std::memset(prop, 0, sizeof(*prop));
   std::snprintf(prop->name, sizeof(prop->name), "Model GPU");
+  prop->major = 9;
+  prop->minor = 0;
+  prop->totalGlobalMem = size_t{80} << 30;
   prop->uuid.bytes[0] = static_cast<char>(device + 1);
   return cudaSuccess;
 }
@@ -197,6 +231,10 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned) {
   return cudaSuccess;
 }
 cudaError_t cudaEventDestroy(cudaEvent_t event) {
+  std::unique_lock<std::mutex> lock(event->mu);
+  event->destroyed = true;
+  if (event->users > 0) return cudaSuccess;
+  lock.unlock();
   delete event;
   return cudaSuccess;
 }
@@ -205,13 +243,58 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   {
     std::lock_guard<std::mutex> lock(event->mu);
     mark = ++event->recorded;
+    ++event->users;
   }
   stream->Push([event, mark] {
-    std::lock_guard<std::mutex> lock(event->mu);
-    if (event->reached < mark) event->reached = mark;
+    std::unique_lock<std::mutex> lock(event->mu);
+    if (event->reached < mark) {
+      event->reached = mark;
+      event->at = std::chrono::steady_clock::now();
+    }
+    event->cv.notify_all();
+    EndUse(event, lock);
   });
   return cudaSuccess;
 }
+cudaError_t cudaEventCreate(cudaEvent_t* event) { return cudaEventCreateWithFlags(event, 0); }
+cudaError_t cudaEventSynchronize(cudaEvent_t event) {
+  std::unique_lock<std::mutex> lock(event->mu);
+  const unsigned long mark = event->recorded;
+  event->cv.wait(lock, [&] { return event->reached >= mark; });
+  return cudaSuccess;
+}
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
+  std::chrono::steady_clock::time_point a, b;
+  {
+    std::lock_guard<std::mutex> lock(start->mu);
+    if (start->reached != start->recorded || start->recorded == 0) return cudaErrorNotReady;
+    a = start->at;
+  }
+  {
+    std::lock_guard<std::mutex> lock(end->mu);
+    if (end->reached != end->recorded || end->recorded == 0) return cudaErrorNotReady;
+    b = end->at;
+  }
+  *ms = std::chrono::duration<float, std::milli>(b - a).count();
+  return cudaSuccess;
+}
+cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned) {
+  unsigned long mark;
+  {
+    std::lock_guard<std::mutex> lock(event->mu);
+    mark = event->recorded;  // the latest record at the call, as in CUDA
+    if (mark == 0) return cudaSuccess;  // never recorded: nothing to wait for
+    ++event->users;
+  }
+  stream->Push([event, mark] {
+    std::unique_lock<std::mutex> lock(event->mu);
+    event->cv.wait(lock, [&] { return event->reached >= mark; });
+    EndUse(event, lock);
+  });
+  return cudaSuccess;
+}
+void ModelLaunch(cudaStream_t stream, std::function<void()> op) { stream->Push(std::move(op)); }
+void ModelSetJitter(int max_us) { g_jitter_us.store(max_us < 0 ? 0 : max_us); }
 cudaError_t cudaEventQuery(cudaEvent_t event) {
   std::lock_guard<std::mutex> lock(event->mu);
   return event->reached == event->recorded ? cudaSuccess : cudaErrorNotReady;
