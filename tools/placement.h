@@ -105,9 +105,18 @@ class Placement {
     return Place(host.data(), static_cast<int64_t>(host.size() * sizeof(T)), dtype, shape, upload);
   }
 
-  // Device copies -> their host vectors (nothing to do on the cpu).
-  absl::Status Download() {
-    for (Item& it : items_) RETURN_IF_ERROR(cuda::CopyToHost(it.host, it.buf.data(), it.bytes));
+  // Device copies -> their host vectors (nothing to do on the cpu); with a
+  // stream, the copies are queued on it (after the work already there) and
+  // waited for.
+  absl::Status Download(void* stream = nullptr) {
+    for (Item& it : items_) {
+      if (stream == nullptr) {
+        RETURN_IF_ERROR(cuda::CopyToHost(it.host, it.buf.data(), it.bytes));
+      } else {
+        RETURN_IF_ERROR(cuda::CopyAsync(it.host, it.buf.data(), it.bytes, stream));
+      }
+    }
+    if (stream != nullptr && !items_.empty()) return cuda::Synchronize(stream);
     return absl::OkStatus();
   }
 

@@ -306,4 +306,40 @@ absl::Status Synchronize(void* stream) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<Stream> Stream::Create() {
+  cudaStream_t s = nullptr;
+  RINGATTN_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  Stream stream;
+  stream.stream_ = s;
+  return stream;
+}
+
+Stream& Stream::operator=(Stream&& o) noexcept {
+  if (this != &o) {
+    this->~Stream();
+    stream_ = o.stream_;
+    o.stream_ = nullptr;
+  }
+  return *this;
+}
+
+Stream::~Stream() {
+  if (stream_ == nullptr) return;
+  cudaStreamSynchronize(AsStream(stream_));
+  cudaStreamDestroy(AsStream(stream_));
+}
+
+absl::Status CopyAsync(void* dst, const void* src, int64_t bytes, void* stream) {
+  if (bytes <= 0) return absl::OkStatus();
+  RINGATTN_CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, AsStream(stream)));
+  return absl::OkStatus();
+}
+
+absl::Status FillAsync(void* dst, int value, int64_t bytes, void* stream) {
+  if (bytes <= 0) return absl::OkStatus();
+  RINGATTN_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(dst, value, bytes, AsStream(stream)));
+  return absl::OkStatus();
+}
+
 }  // namespace ringattn::cuda

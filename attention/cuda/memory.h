@@ -46,4 +46,26 @@ absl::Status Fill(void* dst, int value, int64_t bytes);
 // raised by the work queued on it.
 absl::Status Synchronize(void* stream);
 
+// A non-blocking stream of the current device, destroyed (after it drains)
+// with the object: what a caller of RingAttention::ForwardOnStream holds.
+class Stream {
+ public:
+  Stream() = default;
+  static absl::StatusOr<Stream> Create();
+  Stream(Stream&& o) noexcept : stream_(o.stream_) { o.stream_ = nullptr; }
+  Stream& operator=(Stream&& o) noexcept;
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+  ~Stream();
+  void* get() const { return stream_; }  // a cudaStream_t
+
+ private:
+  void* stream_ = nullptr;
+};
+
+// Enqueued on `stream`: a copy (host or device memory on either side; host
+// memory not pinned makes the call wait for its part) and a memset.
+absl::Status CopyAsync(void* dst, const void* src, int64_t bytes, void* stream);
+absl::Status FillAsync(void* dst, int value, int64_t bytes, void* stream);
+
 }  // namespace ringattn::cuda

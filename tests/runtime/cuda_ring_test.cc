@@ -3,7 +3,8 @@
 // for W in {1, 2, 3, 4, 8}, every layout and mask (none, causal, window,
 // causal + window), bf16 and fp16, head dims 64 and 128, MHA and GQA
 // (H = 4, Hkv = 2 and 1), uneven lengths, batch 2, softcap, empty shards;
-// the deterministic backward bitwise equal run after run; the refusals of
+// the deterministic backward bitwise equal run after run; the calls on
+// callers' streams (inputs written late on them); the refusals of
 // tensors the CUDA backend cannot take. Label gpu: without a device every
 // test is skipped with "no CUDA device".
 #include <cstring>
@@ -174,6 +175,39 @@ TEST(CudaRing, DeterministicBackwardIsBitwiseReproducible) {
     ExpectBitwiseEqual(a.dk, b.dk, "dk");
     ExpectBitwiseEqual(a.dv, b.dv, "dv");
     ExpectClose(a, Expect(pr));
+  }
+}
+
+// On callers' streams (ForwardOnStream / BackwardOnStream): the inputs
+// arrive on each caller's stream after a delay, over poisoned tensors, and
+// the results are read back on that stream; the deterministic backward
+// gives the same bits as the synchronous calls.
+TEST(CudaRing, CallersStreamsOrderTheRing) {
+  SKIP_WITHOUT_DEVICE();
+  struct Setup {
+    Case c;
+    int world;
+    Sharding sharding;
+  };
+  const Setup setups[] = {
+      {DeterminismCase(DType::kBFloat16, 128, 1, Mask{true, -1, -1}), 4, Sharding::kZigzag},
+      {DeterminismCase(DType::kFloat16, 64, 2, Mask{false, 64, 16}), 3, Sharding::kContiguous},
+  };
+  for (const Setup& s : setups) {
+    SCOPED_TRACE(s.c.Name());
+    const Problem pr = MakeProblem(s.c, 6);
+    RingRunOptions on_stream = OnCuda(/*deterministic=*/true);
+    on_stream.caller_stream = true;
+    const RingResult a = RunRing(pr, s.world, s.sharding, on_stream);
+    const RingResult b = RunRing(pr, s.world, s.sharding, OnCuda(/*deterministic=*/true));
+    ASSERT_TRUE(a.Ok().ok()) << a.Ok();
+    ASSERT_TRUE(b.Ok().ok()) << b.Ok();
+    ExpectClose(a, Expect(pr));
+    ExpectBitwiseEqual(a.out, b.out, "out");
+    ExpectBitwiseEqual(a.lse, b.lse, "lse");
+    ExpectBitwiseEqual(a.dq, b.dq, "dq");
+    ExpectBitwiseEqual(a.dk, b.dk, "dk");
+    ExpectBitwiseEqual(a.dv, b.dv, "dv");
   }
 }
 

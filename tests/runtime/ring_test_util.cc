@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "attention/cuda/memory.h"
 #include "comm/local/cuda_local.h"
 #include "comm/local/local_comm.h"
 #include "gtest/gtest.h"
@@ -125,10 +126,36 @@ RingResult RunRing(const Problem& pr, int world, Sharding sharding, const RingRu
       auto lse_or = place.Place(lse_b[r], DType::kFloat32, {B, H, Sr}, /*upload=*/true);
       ASSERT_TRUE(lse_or.ok()) << lse_or.status();
       const TensorView qv = view(q, H), kv = view(k, Hk), vv = view(v, Hk), ov = view(out_b[r], H);
-      res.fwd_status[r] = (*ring)->Forward(qv, kv, vv, ov, *lse_or);
+      // On a caller's stream: the device inputs are poisoned now and get
+      // their bytes on the stream after a delay, from device copies.
+      cuda::Stream stream;
+      std::vector<cuda::DeviceBuffer> originals;
+      cuda::DeviceBuffer scratch;
+      auto late = [&](const TensorView& t) {
+        const int64_t bytes = t.shape[0] * t.shape[1] * t.shape[2] * t.shape[3] * es;
+        auto copy = cuda::DeviceBuffer::Allocate(bytes);
+        ASSERT_TRUE(copy.ok()) << copy.status();
+        ASSERT_TRUE(cuda::CopyDeviceToDevice(copy->data(), t.data, bytes).ok());
+        ASSERT_TRUE(cuda::Fill(t.data, 0xff, bytes).ok());
+        ASSERT_TRUE(cuda::CopyAsync(t.data, copy->data(), bytes, stream.get()).ok());
+        originals.push_back(std::move(copy).value());
+      };
+      if (o.caller_stream) {
+        auto s = cuda::Stream::Create();
+        ASSERT_TRUE(s.ok()) << s.status();
+        stream = std::move(s).value();
+        auto buf = cuda::DeviceBuffer::Allocate(int64_t{256} << 20);
+        ASSERT_TRUE(buf.ok()) << buf.status();
+        scratch = std::move(buf).value();
+        for (int i = 0; i < 8; ++i) {  // about a millisecond of the stream's time
+          ASSERT_TRUE(cuda::FillAsync(scratch.data(), i, scratch.size(), stream.get()).ok());
+        }
+        for (const TensorView* t : {&qv, &kv, &vv}) late(*t);
+      }
+      res.fwd_status[r] = (*ring)->ForwardOnStream(stream.get(), qv, kv, vv, ov, *lse_or);
       res.bytes_sent[r] = (*ring)->LastStats().bytes_sent;
       if (!res.fwd_status[r].ok()) return;
-      const absl::Status fetched = place.Download();
+      const absl::Status fetched = place.Download(stream.get());
       ASSERT_TRUE(fetched.ok()) << fetched;
       fwd_done[r] = 1;
       if (!o.backward) return;
@@ -137,9 +164,11 @@ RingResult RunRing(const Problem& pr, int world, Sharding sharding, const RingRu
       dv_b[r].assign(k.size(), 0xff);
       const TensorView dov = view(dout, H), dqv = view(dq_b[r], H), dkv = view(dk_b[r], Hk),
                        dvv = view(dv_b[r], Hk);
-      res.bwd_status[r] = (*ring)->Backward(qv, kv, vv, ov, *lse_or, dov, dqv, dkv, dvv);
+      if (o.caller_stream) late(dov);
+      res.bwd_status[r] =
+          (*ring)->BackwardOnStream(stream.get(), qv, kv, vv, ov, *lse_or, dov, dqv, dkv, dvv);
       if (!res.bwd_status[r].ok()) return;
-      const absl::Status fetched_b = place.Download();
+      const absl::Status fetched_b = place.Download(stream.get());
       ASSERT_TRUE(fetched_b.ok()) << fetched_b;
       bwd_done[r] = 1;
     });

@@ -42,6 +42,10 @@ struct RingRunOptions {
   absl::Duration timeout = absl::Seconds(20);
   // Per rank: changes to the options and to that rank's head dim.
   std::function<void(int rank, RingOptions*, int64_t* head_dim)> tweak;
+  // kCuda: every rank calls ForwardOnStream / BackwardOnStream on a stream
+  // of its own (the caller's), whose work writes the inputs late (after a
+  // delay, over poisoned device tensors) and reads the results back.
+  bool caller_stream = false;
   // False: this rank does not take part.
   std::function<bool(int rank)> take_part;
 };
