@@ -47,13 +47,14 @@ prepare() {
     -DCMAKE_CUDA_ARCHITECTURES=90 -DRINGATTN_CUDA=ON \
     "-DCMAKE_EXE_LINKER_FLAGS=-Wl,--as-needed" || return 1
   cmake --build "$build" -j"$(nproc)" --target cuda_kernels_test cuda_attn_bench cuda_tune \
-    cuda_ring_test cuda_local_comm_test run_tool_cuda_test nccl_comm_test ringattn-run ringattn-bench || return 1
+    cuda_ring_test cuda_local_comm_test run_tool_cuda_test nccl_comm_test nccl_ring_test \
+    ringattn-run ringattn-bench || return 1
   rm -rf "$CARRY"
   mkdir -p "$CARRY/bin" "$CARRY/lib"
   cp "$build/tests/attention/cuda_kernels_test" "$build/attention/cuda_attn_bench" \
     "$build/attention/cuda_tune" "$build/tests/runtime/cuda_ring_test" \
     "$build/tests/comm/cuda_local_comm_test" "$build/tests/tools/run_tool_cuda_test" \
-    "$build/tests/comm/nccl_comm_test" \
+    "$build/tests/comm/nccl_comm_test" "$build/tests/runtime/nccl_ring_test" \
     "$build/tools/ringattn-run" "$build/tools/ringattn-bench" "$CARRY/bin/"
   # Shared libraries the binaries need, except glibc's own (the GPU
   # machine's newer glibc runs binaries built against this one).
@@ -268,6 +269,13 @@ if [[ -x "$CARRY/bin/nccl_comm_test" ]]; then
       "$CARRY/bin/nccl_comm_test" --gtest_brief=1 >"$OUT/nccl.log" 2>&1
     NCCL_RC=$?
     log "nccl smoke rc=$NCCL_RC: $(grep -E '^\[  (PASSED|SKIPPED|FAILED) ' "$OUT/nccl.log" | tr '\n' ' ')"
+    if [[ -x "$CARRY/bin/nccl_ring_test" ]]; then
+      # The ring over a one-rank NCCL world (no transfer; the harness, the
+      # caller's-stream path and the checks on the GPU).
+      RINGATTN_NCCL_LIBRARY="$NCCL_LIB" RINGATTN_NCCL_TEST_ONE_RANK=1 carried timeout "$(cap 90)" \
+        "$CARRY/bin/nccl_ring_test" --gtest_brief=1 >>"$OUT/nccl.log" 2>&1 || NCCL_RC=$?
+      log "nccl ring one-rank: $(grep -E '^\[  (PASSED|SKIPPED|FAILED) ' "$OUT/nccl.log" | tail -n +2 | tr '\n' ' ')"
+    fi
   else
     log "nccl smoke: no libnccl.so.2 found here"
   fi

@@ -7,7 +7,9 @@
 #   1. build: cmake (Release, RINGATTN_CUDA=ON, RINGATTN_NCCL=ON), all targets
 #   2. ctest -L gpu: the one-GPU tests (kernels, the ring on cuda-local)
 #   3. for N in 2 4 8 (as many as the GPUs allow): the nccl tests under
-#      mpirun -np N (the conformance suite on device buffers, fault tests);
+#      mpirun -np N: nccl_comm_test (the conformance suite on device
+#      buffers, fault tests) and nccl_ring_test (the ring against float64,
+#      every layout and mask, dtypes, GQA, callers' streams, determinism);
 #      a test that skips there is a failure
 #   4. for the same N: ringattn-bench --backend cuda --comm nccl under
 #      mpirun with --json, weak scaling (N * SEQ_PER_GPU tokens, causal,
@@ -118,6 +120,7 @@ else
   finish
 fi
 NCCL_TEST="$BUILD/tests/comm/nccl_comm_test"
+NCCL_RING_TEST="$BUILD/tests/runtime/nccl_ring_test"
 BENCH="$BUILD/tools/ringattn-bench"
 
 # ---- 2. one-GPU tests -----------------------------------------------------------------
@@ -136,18 +139,21 @@ for n in 2 4 8; do
   [[ "$n" -le "$GPUS" ]] && SIZES+=("$n")
 done
 for n in "${SIZES[@]}"; do
-  log="$LOG_DIR/nccl_test_np$n.log"
-  if timeout 1200 "${LAUNCH[@]}" -np "$n" "$NCCL_TEST" --gtest_color=no >"$log" 2>&1; then
-    # Under mpirun with a GPU per rank nothing may skip for want of GPUs.
-    if grep -Eq "needs 2 GPUs|needs one process per GPU|NCCL not built" "$log"; then
-      fail "nccl tests, $n ranks: tests skipped for want of GPUs or NCCL (see $(basename "$log"))"
+  for test in "$NCCL_TEST" "$NCCL_RING_TEST"; do
+    name="$(basename "$test")"
+    log="$LOG_DIR/${name}_np$n.log"
+    if timeout 1200 "${LAUNCH[@]}" -np "$n" "$test" --gtest_color=no >"$log" 2>&1; then
+      # Under mpirun with a GPU per rank nothing may skip for want of GPUs.
+      if grep -Eq "needs 2 GPUs|needs one process per GPU|NCCL not built" "$log"; then
+        fail "$name, $n ranks: tests skipped for want of GPUs or NCCL (see $(basename "$log"))"
+      else
+        pass "$name, $n ranks ($(grep -c '^\[       OK \]' "$log") passed over all ranks)"
+      fi
     else
-      pass "nccl tests, $n ranks ($(grep -c '^\[       OK \]' "$log") passed over all ranks)"
+      grep -E "^\[  FAILED  \]|Failure|error" "$log" | head -n 20
+      fail "$name, $n ranks (see $(basename "$log"))"
     fi
-  else
-    grep -E "^\[  FAILED  \]|Failure|error" "$log" | head -n 20
-    fail "nccl tests, $n ranks (see $(basename "$log"))"
-  fi
+  done
 done
 
 # ---- 4. throughput against the baseline --------------------------------------------------------

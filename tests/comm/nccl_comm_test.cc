@@ -39,6 +39,7 @@
 #include "comm/communicator.h"
 #include "gtest/gtest.h"
 #include "tests/comm/conformance.h"
+#include "tests/comm/nccl_process.h"
 
 namespace ringattn::comm {
 namespace {
@@ -47,44 +48,6 @@ using conformance::CommConformanceTest;
 
 bool Contains(absl::string_view text, absl::string_view part) {
   return text.find(part) != absl::string_view::npos;
-}
-
-int LaunchedSize() {
-  absl::StatusOr<LaunchInfo> info = DetectLaunch();
-  return info.ok() && info->launched ? info->size : 1;
-}
-
-bool OneRankSmoke() {
-  const char* v = std::getenv("RINGATTN_NCCL_TEST_ONE_RANK");
-  return v != nullptr && std::string(v) == "1";
-}
-
-// Why the multi-GPU tests cannot run in this process ("" when they can).
-std::string SkipReason() {
-  if (!NcclBuilt()) return "NCCL not built";
-  const int gpus = VisibleGpuCount();
-  const int world = LaunchedSize();
-  if (world == 1 && gpus >= 1 && OneRankSmoke()) return "";
-  if (gpus < 1 || (world == 1 && gpus < 2)) return absl::StrCat("needs 2 GPUs: found ", gpus);
-  if (world == 1) {
-    return absl::StrCat("needs one process per GPU: run it under mpirun -np N (2 <= N <= ", gpus,
-                        ")");
-  }
-  return "";
-}
-
-// The process's bootstrap (MPI under mpirun), made on first use and kept.
-Bootstrap* ProcessBootstrap() {
-  static Bootstrap* bootstrap = [] {
-    absl::StatusOr<std::unique_ptr<Bootstrap>> made =
-        CreateBootstrapFromEnvironment(absl::Seconds(60));
-    if (!made.ok()) {
-      std::fprintf(stderr, "bootstrap: %s\n", made.status().ToString().c_str());
-      std::exit(2);
-    }
-    return made->release();
-  }();
-  return bootstrap;
 }
 
 // This process's rank, on its GPU. Message memory is device memory,

@@ -11,6 +11,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "comm/local/local_comm.h"
+#include "gtest/gtest-spi.h"
 #include "gtest/gtest.h"
 #include "runtime/ringattn.h"
 #include "tests/attention/attn_test_util.h"
@@ -97,6 +98,26 @@ TEST(Ring, DeterministicAcrossRuns) {
     EXPECT_EQ(0, std::memcmp(a.dk.data(), b.dk.data(), a.dk.size() * 4));
     EXPECT_EQ(0, std::memcmp(a.dv.data(), b.dv.data(), a.dv.size() * 4));
   }
+}
+
+// The per-rank check nccl_ring_test uses (one process per rank, no
+// gather): every rank's rows meet the reference, and a wrong row fails it.
+TEST(Ring, PerRankCheckOfRunRank) {
+  const Problem pr = MakeProblem(SmallCase(Mask{true, -1, -1}), 4);
+  const RingExpectation e = Expect(pr);
+  auto world = comm::LocalWorld::Create(3);
+  ASSERT_TRUE(world.ok());
+  std::vector<RankOutput> ranks(3);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < 3; ++r) {
+    threads.emplace_back([&, r] { ranks[r] = RunRank(pr, (*world)->Comm(r), Sharding::kZigzag); });
+  }
+  for (auto& t : threads) t.join();
+  auto layout = Layout::Create(Sharding::kZigzag, pr.c.seqlen_q, 3, 2);
+  ASSERT_TRUE(layout.ok());
+  for (int r = 0; r < 3; ++r) ExpectRankClose(pr, e, *layout, r, ranks[r]);
+  ranks[1].dk[7] ^= 0x40;  // an exponent bit of one element (fp32 or bf16)
+  EXPECT_NONFATAL_FAILURE(ExpectRankClose(pr, e, *layout, 1, ranks[1]), "dk of rank 1");
 }
 
 // A window narrower than a shard needs one rotation: the other W-2 blocks

@@ -53,6 +53,116 @@ absl::Status RingResult::Ok() const {
   return absl::OkStatus();
 }
 
+RankOutput RunRank(const Problem& pr, comm::Communicator& comm, Sharding sharding,
+                   const RingRunOptions& o) {
+  const Case& c = pr.c;
+  const int64_t B = c.batch, S = c.seqlen_q, H = c.heads, Hk = c.heads_k, D = c.head_dim;
+  const DType t = c.dtype;
+  const int64_t es = DTypeSize(t);
+  const int r = comm.Rank();
+  RankOutput res;
+  RingOptions opt;
+  opt.seqlen = S;
+  opt.sharding = sharding;
+  opt.stripe = 2;
+  opt.causal = c.mask.causal;
+  opt.window_left = c.mask.window_left;
+  opt.window_right = c.mask.window_right;
+  opt.softcap = c.softcap;
+  opt.dtype = t;
+  opt.timeout = o.timeout;
+  opt.num_threads = 1;
+  opt.backend = o.backend;
+  opt.deterministic = o.deterministic;
+  int64_t d_rank = D;
+  if (o.tweak) o.tweak(r, &opt, &d_rank);
+  auto ring = RingAttention::Create(&comm, opt);
+  if (!ring.ok()) {
+    res.fwd = ring.status();
+    ADD_FAILURE() << "rank " << r << ": " << ring.status();
+    return res;
+  }
+  const Layout& layout = (*ring)->layout();
+  const int64_t Sr = layout.ShardLength(r);
+  std::vector<uint8_t> q(B * Sr * H * d_rank * es), k(B * Sr * Hk * d_rank * es), v(k.size()),
+      dout(q.size());
+  if (d_rank == D) {
+    layout.ShardRows(Store(pr.q, t).data(), r, B, H * D * es, q.data());
+    layout.ShardRows(Store(pr.k, t).data(), r, B, Hk * D * es, k.data());
+    layout.ShardRows(Store(pr.v, t).data(), r, B, Hk * D * es, v.data());
+    layout.ShardRows(Store(pr.dout, t).data(), r, B, H * D * es, dout.data());
+  }
+  res.out.assign(q.size(), 0xff);
+  res.lse.assign(B * H * Sr, NAN);
+  // Every tensor where the backend reads it (device copies on cuda,
+  // uploaded from the host vectors, poison included).
+  tools::Placement place(o.backend);
+  auto view = [&](std::vector<uint8_t>& x, int64_t heads) -> TensorView {
+    auto v_or = place.Place(x, t, {B, Sr, heads, d_rank}, /*upload=*/true);
+    EXPECT_TRUE(v_or.ok()) << v_or.status();
+    return v_or.ok() ? *v_or : TensorView{};
+  };
+  auto lse_or = place.Place(res.lse, DType::kFloat32, {B, H, Sr}, /*upload=*/true);
+  if (!lse_or.ok()) {
+    res.fwd = lse_or.status();
+    ADD_FAILURE() << lse_or.status();
+    return res;
+  }
+  const TensorView qv = view(q, H), kv = view(k, Hk), vv = view(v, Hk), ov = view(res.out, H);
+  // On a caller's stream: the device inputs are poisoned now and get
+  // their bytes on the stream after a delay, from device copies.
+  cuda::Stream stream;
+  std::vector<cuda::DeviceBuffer> originals;
+  cuda::DeviceBuffer scratch;
+  auto late = [&](const TensorView& x) {
+    const int64_t bytes = x.shape[0] * x.shape[1] * x.shape[2] * x.shape[3] * es;
+    auto copy = cuda::DeviceBuffer::Allocate(bytes);
+    ASSERT_TRUE(copy.ok()) << copy.status();
+    ASSERT_TRUE(cuda::CopyDeviceToDevice(copy->data(), x.data, bytes).ok());
+    ASSERT_TRUE(cuda::Fill(x.data, 0xff, bytes).ok());
+    ASSERT_TRUE(cuda::CopyAsync(x.data, copy->data(), bytes, stream.get()).ok());
+    originals.push_back(std::move(copy).value());
+  };
+  if (o.caller_stream) {
+    auto made = cuda::Stream::Create();
+    if (!made.ok()) {
+      res.fwd = made.status();
+      ADD_FAILURE() << made.status();
+      return res;
+    }
+    stream = std::move(made).value();
+    auto buf = cuda::DeviceBuffer::Allocate(int64_t{256} << 20);
+    EXPECT_TRUE(buf.ok()) << buf.status();
+    if (buf.ok()) {
+      scratch = std::move(buf).value();
+      for (int i = 0; i < 8; ++i) {  // about a millisecond of the stream's time
+        EXPECT_TRUE(cuda::FillAsync(scratch.data(), i, scratch.size(), stream.get()).ok());
+      }
+    }
+    for (const TensorView* x : {&qv, &kv, &vv}) late(*x);
+  }
+  res.fwd = (*ring)->ForwardOnStream(stream.get(), qv, kv, vv, ov, *lse_or);
+  res.bytes_sent = (*ring)->LastStats().bytes_sent;
+  if (!res.fwd.ok()) return res;
+  const absl::Status fetched = place.Download(stream.get());
+  EXPECT_TRUE(fetched.ok()) << fetched;
+  if (!fetched.ok()) return res;
+  res.fwd_done = true;
+  if (!o.backward) return res;
+  res.dq.assign(q.size(), 0xff);
+  res.dk.assign(k.size(), 0xff);
+  res.dv.assign(k.size(), 0xff);
+  const TensorView dov = view(dout, H), dqv = view(res.dq, H), dkv = view(res.dk, Hk),
+                   dvv = view(res.dv, Hk);
+  if (o.caller_stream) late(dov);
+  res.bwd = (*ring)->BackwardOnStream(stream.get(), qv, kv, vv, ov, *lse_or, dov, dqv, dkv, dvv);
+  if (!res.bwd.ok()) return res;
+  const absl::Status fetched_b = place.Download(stream.get());
+  EXPECT_TRUE(fetched_b.ok()) << fetched_b;
+  res.bwd_done = fetched_b.ok();
+  return res;
+}
+
 RingResult RunRing(const Problem& pr, int world, Sharding sharding, const RingRunOptions& o) {
   const Case& c = pr.c;
   const int64_t B = c.batch, S = c.seqlen_q, H = c.heads, Hk = c.heads_k, D = c.head_dim;
@@ -74,126 +184,63 @@ RingResult RunRing(const Problem& pr, int world, Sharding sharding, const RingRu
     return res;
   }
   comm::LocalWorld& lw = **world_or;
-  const auto q_full = Store(pr.q, t), k_full = Store(pr.k, t), v_full = Store(pr.v, t),
-             do_full = Store(pr.dout, t);
-  std::vector<std::vector<uint8_t>> out_b(world), dq_b(world), dk_b(world), dv_b(world);
-  std::vector<std::vector<float>> lse_b(world);
-  std::vector<char> fwd_done(world, 0), bwd_done(world, 0);
+  std::vector<RankOutput> ranks(world);
   std::vector<std::thread> threads;
   for (int r = 0; r < world; ++r) {
     threads.emplace_back([&, r] {
       if (o.take_part && !o.take_part(r)) return;
-      RingOptions opt;
-      opt.seqlen = S;
-      opt.sharding = sharding;
-      opt.stripe = 2;
-      opt.causal = c.mask.causal;
-      opt.window_left = c.mask.window_left;
-      opt.window_right = c.mask.window_right;
-      opt.softcap = c.softcap;
-      opt.dtype = t;
-      opt.timeout = o.timeout;
-      opt.num_threads = 1;
-      opt.backend = o.backend;
-      opt.deterministic = o.deterministic;
-      int64_t d_rank = D;
-      if (o.tweak) o.tweak(r, &opt, &d_rank);
-      auto ring = RingAttention::Create(&lw.Comm(r), opt);
-      if (!ring.ok()) {
-        res.fwd_status[r] = ring.status();
-        FAIL() << "rank " << r << ": " << ring.status();
-      }
-      const Layout& layout = (*ring)->layout();
-      const int64_t Sr = layout.ShardLength(r);
-      std::vector<uint8_t> q(B * Sr * H * d_rank * es), k(B * Sr * Hk * d_rank * es), v(k.size()),
-          dout(q.size());
-      if (d_rank == D) {
-        layout.ShardRows(q_full.data(), r, B, H * D * es, q.data());
-        layout.ShardRows(k_full.data(), r, B, Hk * D * es, k.data());
-        layout.ShardRows(v_full.data(), r, B, Hk * D * es, v.data());
-        layout.ShardRows(do_full.data(), r, B, H * D * es, dout.data());
-      }
-      out_b[r].assign(q.size(), 0xff);
-      lse_b[r].assign(B * H * Sr, NAN);
-      // Every tensor where the backend reads it (device copies on cuda,
-      // uploaded from the host vectors, poison included).
-      tools::Placement place(o.backend);
-      auto view = [&](std::vector<uint8_t>& x, int64_t heads) -> TensorView {
-        auto v_or = place.Place(x, t, {B, Sr, heads, d_rank}, /*upload=*/true);
-        EXPECT_TRUE(v_or.ok()) << v_or.status();
-        return v_or.ok() ? *v_or : TensorView{};
-      };
-      auto lse_or = place.Place(lse_b[r], DType::kFloat32, {B, H, Sr}, /*upload=*/true);
-      ASSERT_TRUE(lse_or.ok()) << lse_or.status();
-      const TensorView qv = view(q, H), kv = view(k, Hk), vv = view(v, Hk), ov = view(out_b[r], H);
-      // On a caller's stream: the device inputs are poisoned now and get
-      // their bytes on the stream after a delay, from device copies.
-      cuda::Stream stream;
-      std::vector<cuda::DeviceBuffer> originals;
-      cuda::DeviceBuffer scratch;
-      auto late = [&](const TensorView& t) {
-        const int64_t bytes = t.shape[0] * t.shape[1] * t.shape[2] * t.shape[3] * es;
-        auto copy = cuda::DeviceBuffer::Allocate(bytes);
-        ASSERT_TRUE(copy.ok()) << copy.status();
-        ASSERT_TRUE(cuda::CopyDeviceToDevice(copy->data(), t.data, bytes).ok());
-        ASSERT_TRUE(cuda::Fill(t.data, 0xff, bytes).ok());
-        ASSERT_TRUE(cuda::CopyAsync(t.data, copy->data(), bytes, stream.get()).ok());
-        originals.push_back(std::move(copy).value());
-      };
-      if (o.caller_stream) {
-        auto s = cuda::Stream::Create();
-        ASSERT_TRUE(s.ok()) << s.status();
-        stream = std::move(s).value();
-        auto buf = cuda::DeviceBuffer::Allocate(int64_t{256} << 20);
-        ASSERT_TRUE(buf.ok()) << buf.status();
-        scratch = std::move(buf).value();
-        for (int i = 0; i < 8; ++i) {  // about a millisecond of the stream's time
-          ASSERT_TRUE(cuda::FillAsync(scratch.data(), i, scratch.size(), stream.get()).ok());
-        }
-        for (const TensorView* t : {&qv, &kv, &vv}) late(*t);
-      }
-      res.fwd_status[r] = (*ring)->ForwardOnStream(stream.get(), qv, kv, vv, ov, *lse_or);
-      res.bytes_sent[r] = (*ring)->LastStats().bytes_sent;
-      if (!res.fwd_status[r].ok()) return;
-      const absl::Status fetched = place.Download(stream.get());
-      ASSERT_TRUE(fetched.ok()) << fetched;
-      fwd_done[r] = 1;
-      if (!o.backward) return;
-      dq_b[r].assign(q.size(), 0xff);
-      dk_b[r].assign(k.size(), 0xff);
-      dv_b[r].assign(k.size(), 0xff);
-      const TensorView dov = view(dout, H), dqv = view(dq_b[r], H), dkv = view(dk_b[r], Hk),
-                       dvv = view(dv_b[r], Hk);
-      if (o.caller_stream) late(dov);
-      res.bwd_status[r] =
-          (*ring)->BackwardOnStream(stream.get(), qv, kv, vv, ov, *lse_or, dov, dqv, dkv, dvv);
-      if (!res.bwd_status[r].ok()) return;
-      const absl::Status fetched_b = place.Download(stream.get());
-      ASSERT_TRUE(fetched_b.ok()) << fetched_b;
-      bwd_done[r] = 1;
+      ranks[r] = RunRank(pr, lw.Comm(r), sharding, o);
     });
   }
   for (auto& th : threads) th.join();
-  for (int r = 0; r < world; ++r) res.bytes_sent[r] = lw.Comm(r).BytesSent();
+  for (int r = 0; r < world; ++r) {
+    res.fwd_status[r] = ranks[r].fwd;
+    res.bwd_status[r] = ranks[r].bwd;
+    res.bytes_sent[r] = lw.Comm(r).BytesSent();
+  }
   auto layout = Layout::Create(sharding, S, world, 2);
-  auto gather = [&](std::vector<std::vector<uint8_t>>& parts, int64_t heads,
-                    std::vector<float>* dst, const std::vector<char>& done) {
+  auto gather = [&](std::vector<uint8_t> RankOutput::*part, int64_t heads, std::vector<float>* dst,
+                    bool RankOutput::*done) {
     std::vector<uint8_t> f(B * S * heads * D * es);
     for (int r = 0; r < world; ++r) {
-      if (!done[r]) return;
-      layout->GatherRows(parts[r].data(), r, B, heads * D * es, f.data());
+      if (!(ranks[r].*done)) return;
+      layout->GatherRows((ranks[r].*part).data(), r, B, heads * D * es, f.data());
     }
     *dst = Load(f, t);
   };
-  gather(out_b, H, &res.out, fwd_done);
-  gather(dq_b, H, &res.dq, bwd_done);
-  gather(dk_b, Hk, &res.dk, bwd_done);
-  gather(dv_b, Hk, &res.dv, bwd_done);
+  gather(&RankOutput::out, H, &res.out, &RankOutput::fwd_done);
+  gather(&RankOutput::dq, H, &res.dq, &RankOutput::bwd_done);
+  gather(&RankOutput::dk, Hk, &res.dk, &RankOutput::bwd_done);
+  gather(&RankOutput::dv, Hk, &res.dv, &RankOutput::bwd_done);
   for (int r = 0; r < world; ++r) {
-    if (!fwd_done[r]) continue;
-    layout->GatherRows(lse_b[r].data(), r, B * H, 4, res.lse.data());
+    if (!ranks[r].fwd_done) continue;
+    layout->GatherRows(ranks[r].lse.data(), r, B * H, 4, res.lse.data());
   }
   return res;
+}
+
+void ExpectRankClose(const Problem& pr, const RingExpectation& e, const Layout& layout, int rank,
+                     const RankOutput& got, bool backward) {
+  const Case& c = pr.c;
+  const int64_t B = c.batch, H = c.heads, Hk = c.heads_k, D = c.head_dim;
+  const int64_t Sr = layout.ShardLength(rank);
+  auto rows = [&](const std::vector<double>& full, int64_t batch, int64_t row_elems) {
+    std::vector<double> mine(batch * Sr * row_elems);
+    layout.ShardRows(full.data(), rank, batch, row_elems * 8, mine.data());
+    return mine;
+  };
+  ASSERT_TRUE(got.fwd_done) << "rank " << rank << " forward: " << got.fwd;
+  EXPECT_LE(MaxError(Load(got.out, c.dtype), rows(e.out, B, H * D)), e.tol_out)
+      << "out of rank " << rank;
+  EXPECT_LE(MaxError(got.lse, rows(e.lse, B * H, 1)), e.tol_lse) << "lse of rank " << rank;
+  if (!backward) return;
+  ASSERT_TRUE(got.bwd_done) << "rank " << rank << " backward: " << got.bwd;
+  EXPECT_LE(MaxError(Load(got.dq, c.dtype), rows(e.dq, B, H * D)), e.tol_dq)
+      << "dq of rank " << rank;
+  EXPECT_LE(MaxError(Load(got.dk, c.dtype), rows(e.dk, B, Hk * D)), e.tol_dk)
+      << "dk of rank " << rank;
+  EXPECT_LE(MaxError(Load(got.dv, c.dtype), rows(e.dv, B, Hk * D)), e.tol_dv)
+      << "dv of rank " << rank;
 }
 
 RingExpectation Expect(const Problem& pr, bool backward) {

@@ -13,6 +13,8 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "comm/communicator.h"
+#include "runtime/layout.h"
 #include "runtime/ringattn.h"
 #include "tests/attention/attn_test_util.h"
 
@@ -55,6 +57,19 @@ struct RingRunOptions {
 RingResult RunRing(const Problem& pr, int world, Sharding sharding,
                    const RingRunOptions& options = {});
 
+// One rank's part of RunRing on any communicator (nccl_ring_test: one
+// process per GPU): its shard of `pr` through RingAttention, its outputs
+// as stored (dtype bytes; lse fp32), poisoned where not written.
+struct RankOutput {
+  std::vector<uint8_t> out, dq, dk, dv;
+  std::vector<float> lse;
+  absl::Status fwd, bwd;
+  bool fwd_done = false, bwd_done = false;  // ran and came back
+  int64_t bytes_sent = 0;
+};
+RankOutput RunRank(const Problem& pr, comm::Communicator& comm, Sharding sharding,
+                   const RingRunOptions& options = {});
+
 // The float64 reference of a problem and the naive same-precision errors
 // against it, which set the tolerances.
 struct RingExpectation {
@@ -65,5 +80,8 @@ RingExpectation Expect(const Problem& pr, bool backward = true);
 
 // gtest expectations of `r` against `e` (flash-attn's rule, per tensor).
 void ExpectClose(const RingResult& r, const RingExpectation& e, bool backward = true);
+// The same for one rank's output against its rows of `e`.
+void ExpectRankClose(const Problem& pr, const RingExpectation& e, const Layout& layout, int rank,
+                     const RankOutput& got, bool backward = true);
 
 }  // namespace ringattn::testing
