@@ -355,7 +355,8 @@ void LocalWorld::Impl::CopyLoop(int rank) {
       copy_status = copier->After(job.send->mark, job.recv->mark, aborted);
     }
     while (copy_status.ok() && copied < bytes && !aborted.load(std::memory_order_relaxed)) {
-      const int64_t chunk = std::min(kCopyChunkBytes, bytes - copied);
+      const int64_t chunk =
+          std::min(copier == nullptr ? kCopyChunkBytes : copier->MaxChunkBytes(), bytes - copied);
       if (copier == nullptr) {
         std::memcpy(dst + copied, src + copied, static_cast<size_t>(chunk));
       } else {

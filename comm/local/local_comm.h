@@ -47,12 +47,16 @@ namespace ringattn::comm {
 
 // Moves the bytes of matched messages for one copy thread (one receiving
 // rank). Copy() is called only from that thread, once per chunk of at most
-// a few MiB, and must have finished writing `dst` when it returns OK. An
+// MaxChunkBytes(), and must have finished writing `dst` when it returns OK. An
 // error fails the send and the receive of that message (both ranks see it).
 class LocalCopier {
  public:
   virtual ~LocalCopier() = default;
   virtual absl::Status Copy(void* dst, const void* src, int64_t bytes) = 0;
+  // The largest chunk Copy() is given: an abort waits for at most one
+  // chunk, and each chunk costs one call (for a device copy, a launch and a
+  // synchronize, which at a few MiB would cost more than the copy).
+  virtual int64_t MaxChunkBytes() const { return int64_t{4} << 20; }
   // Stream order: called before the first chunk of a message with the marks
   // the sender and the receiver took when they posted it (null for a half
   // posted with plain SendRecv); returns once the work the marks stand for
