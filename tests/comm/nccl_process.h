@@ -1,26 +1,16 @@
 // One rank per process over NCCL, for the multigpu tests (nccl_comm_test,
-// nccl_ring_test) run by tools/multigpu_ci.sh under mpirun -np N: the
-// launched world size, why the tests cannot run in this process (they
-// skip with that reason), and the process's bootstrap.
+// nccl_ring_test) run by tools/multigpu_ci.sh under mpirun -np N: why the
+// tests cannot run in this process (they skip with that reason).
 #pragma once
 
-#include <cstdio>
 #include <cstdlib>
-#include <memory>
 #include <string>
 
-#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
-#include "absl/time/time.h"
-#include "comm/bootstrap/bootstrap.h"
 #include "comm/nccl/nccl_comm.h"
+#include "tests/comm/process_bootstrap.h"
 
 namespace ringattn::comm {
-
-inline int LaunchedSize() {
-  absl::StatusOr<LaunchInfo> info = DetectLaunch();
-  return info.ok() && info->launched ? info->size : 1;
-}
 
 inline bool OneRankSmoke() {
   const char* v = std::getenv("RINGATTN_NCCL_TEST_ONE_RANK");
@@ -39,20 +29,6 @@ inline std::string SkipReason() {
                         ")");
   }
   return "";
-}
-
-// The process's bootstrap (MPI under mpirun), made on first use and kept.
-inline Bootstrap* ProcessBootstrap() {
-  static Bootstrap* bootstrap = [] {
-    absl::StatusOr<std::unique_ptr<Bootstrap>> made =
-        CreateBootstrapFromEnvironment(absl::Seconds(60));
-    if (!made.ok()) {
-      std::fprintf(stderr, "bootstrap: %s\n", made.status().ToString().c_str());
-      std::exit(2);
-    }
-    return made->release();
-  }();
-  return bootstrap;
 }
 
 }  // namespace ringattn::comm

@@ -37,6 +37,7 @@
 #include "comm/communicator.h"
 #include "gtest/gtest.h"
 #include "tests/comm/conformance.h"
+#include "tests/comm/process_bootstrap.h"
 
 extern char** environ;
 
@@ -50,25 +51,6 @@ bool Contains(absl::string_view text, absl::string_view part) {
 }
 
 // ---- the conformance suite, one rank per process ---------------------------
-
-// The process's bootstrap, made on first use and kept.
-Bootstrap* ProcessBootstrap() {
-  static Bootstrap* bootstrap = [] {
-    absl::StatusOr<std::unique_ptr<Bootstrap>> made =
-        CreateBootstrapFromEnvironment(absl::Seconds(60));
-    if (!made.ok()) {
-      std::fprintf(stderr, "bootstrap: %s\n", made.status().ToString().c_str());
-      std::exit(2);
-    }
-    return made->release();
-  }();
-  return bootstrap;
-}
-
-int LaunchedSize() {
-  absl::StatusOr<LaunchInfo> info = DetectLaunch();
-  return info.ok() && info->launched ? info->size : 1;
-}
 
 class UcxCommWorld : public conformance::CommWorld {
  public:

@@ -149,32 +149,37 @@ void ExpectBitwiseEqual(const std::vector<float>& a, const std::vector<float>& b
   EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float))) << what;
 }
 
+struct DeterminismSetup {
+  Case c;
+  int world;
+  Sharding sharding;
+};
+const DeterminismSetup kDeterminismSetups[] = {
+    {DeterminismCase(DType::kBFloat16, 128, 1, Mask{true, -1, -1}), 4, Sharding::kZigzag},
+    {DeterminismCase(DType::kFloat16, 64, 2, Mask{false, 64, 16}), 3, Sharding::kStriped},
+};
+
+// Both ran, met the reference, and gave the same bits.
+void ExpectSameBitsAndClose(const Problem& pr, const RingResult& a, const RingResult& b) {
+  ASSERT_TRUE(a.Ok().ok()) << a.Ok();
+  ASSERT_TRUE(b.Ok().ok()) << b.Ok();
+  ExpectBitwiseEqual(a.out, b.out, "out");
+  ExpectBitwiseEqual(a.lse, b.lse, "lse");
+  ExpectBitwiseEqual(a.dq, b.dq, "dq");
+  ExpectBitwiseEqual(a.dk, b.dk, "dk");
+  ExpectBitwiseEqual(a.dv, b.dv, "dv");
+  ExpectClose(a, Expect(pr));
+}
+
 // deterministic = true: two runs give the same bits (dQ without atomics),
 // and the results still meet the reference.
 TEST(CudaRing, DeterministicBackwardIsBitwiseReproducible) {
   SKIP_WITHOUT_DEVICE();
-  struct Setup {
-    Case c;
-    int world;
-    Sharding sharding;
-  };
-  const Setup setups[] = {
-      {DeterminismCase(DType::kBFloat16, 128, 1, Mask{true, -1, -1}), 4, Sharding::kZigzag},
-      {DeterminismCase(DType::kFloat16, 64, 2, Mask{false, 64, 16}), 3, Sharding::kStriped},
-  };
-  for (const Setup& s : setups) {
+  for (const DeterminismSetup& s : kDeterminismSetups) {
     SCOPED_TRACE(s.c.Name());
     const Problem pr = MakeProblem(s.c, 5);
-    const RingResult a = RunRing(pr, s.world, s.sharding, OnCuda(/*deterministic=*/true));
-    const RingResult b = RunRing(pr, s.world, s.sharding, OnCuda(/*deterministic=*/true));
-    ASSERT_TRUE(a.Ok().ok()) << a.Ok();
-    ASSERT_TRUE(b.Ok().ok()) << b.Ok();
-    ExpectBitwiseEqual(a.out, b.out, "out");
-    ExpectBitwiseEqual(a.lse, b.lse, "lse");
-    ExpectBitwiseEqual(a.dq, b.dq, "dq");
-    ExpectBitwiseEqual(a.dk, b.dk, "dk");
-    ExpectBitwiseEqual(a.dv, b.dv, "dv");
-    ExpectClose(a, Expect(pr));
+    ExpectSameBitsAndClose(pr, RunRing(pr, s.world, s.sharding, OnCuda(/*deterministic=*/true)),
+                           RunRing(pr, s.world, s.sharding, OnCuda(/*deterministic=*/true)));
   }
 }
 
@@ -184,30 +189,13 @@ TEST(CudaRing, DeterministicBackwardIsBitwiseReproducible) {
 // gives the same bits as the synchronous calls.
 TEST(CudaRing, CallersStreamsOrderTheRing) {
   SKIP_WITHOUT_DEVICE();
-  struct Setup {
-    Case c;
-    int world;
-    Sharding sharding;
-  };
-  const Setup setups[] = {
-      {DeterminismCase(DType::kBFloat16, 128, 1, Mask{true, -1, -1}), 4, Sharding::kZigzag},
-      {DeterminismCase(DType::kFloat16, 64, 2, Mask{false, 64, 16}), 3, Sharding::kContiguous},
-  };
-  for (const Setup& s : setups) {
+  for (const DeterminismSetup& s : kDeterminismSetups) {
     SCOPED_TRACE(s.c.Name());
     const Problem pr = MakeProblem(s.c, 6);
     RingRunOptions on_stream = OnCuda(/*deterministic=*/true);
     on_stream.caller_stream = true;
-    const RingResult a = RunRing(pr, s.world, s.sharding, on_stream);
-    const RingResult b = RunRing(pr, s.world, s.sharding, OnCuda(/*deterministic=*/true));
-    ASSERT_TRUE(a.Ok().ok()) << a.Ok();
-    ASSERT_TRUE(b.Ok().ok()) << b.Ok();
-    ExpectClose(a, Expect(pr));
-    ExpectBitwiseEqual(a.out, b.out, "out");
-    ExpectBitwiseEqual(a.lse, b.lse, "lse");
-    ExpectBitwiseEqual(a.dq, b.dq, "dq");
-    ExpectBitwiseEqual(a.dk, b.dk, "dk");
-    ExpectBitwiseEqual(a.dv, b.dv, "dv");
+    ExpectSameBitsAndClose(pr, RunRing(pr, s.world, s.sharding, on_stream),
+                           RunRing(pr, s.world, s.sharding, OnCuda(/*deterministic=*/true)));
   }
 }
 
