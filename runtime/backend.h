@@ -12,6 +12,7 @@
 // end of a call (or not at all, on a caller's stream).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -67,7 +68,7 @@ class KernelBackend {
   // The compute stream (a cudaStream_t), or null.
   virtual void* Stream() const { return nullptr; }
   // Work enqueued from now on waits for what is queued on `stream` (the
-  // caller's) so far.
+  // caller's; null: the legacy default stream) so far.
   virtual absl::Status WaitForStream(void* stream) {
     (void)stream;
     return absl::OkStatus();
@@ -88,23 +89,28 @@ class KernelBackend {
   // Compute time: the work enqueued between BeginTimed and EndTimed is
   // timed (here with the host clock; on CUDA with events on the stream).
   // StartTiming forgets earlier intervals; TimedSeconds sums the intervals
-  // since then, waiting for them to finish.
+  // since then, waiting for them to finish (DeadlineExceeded after
+  // `timeout`).
   virtual absl::Status StartTiming() {
     timed_seconds_ = 0;
     return absl::OkStatus();
   }
   virtual absl::Status BeginTimed() {
-    timed_begin_ = absl::Now();
+    timed_begin_ = std::chrono::steady_clock::now();
     return absl::OkStatus();
   }
   virtual absl::Status EndTimed() {
-    timed_seconds_ += absl::ToDoubleSeconds(absl::Now() - timed_begin_);
+    timed_seconds_ +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - timed_begin_).count();
     return absl::OkStatus();
   }
-  virtual absl::StatusOr<double> TimedSeconds() { return timed_seconds_; }
+  virtual absl::StatusOr<double> TimedSeconds(absl::Duration timeout) {
+    (void)timeout;
+    return timed_seconds_;
+  }
 
  private:
-  absl::Time timed_begin_;
+  std::chrono::steady_clock::time_point timed_begin_;
   double timed_seconds_ = 0;
 };
 

@@ -3,9 +3,11 @@
 // W virtual ranks on one GPU run their kernels concurrently).
 //
 // Every call only ENQUEUES on the stream (after checking the launch) and
-// returns; nothing here waits for the GPU except Synchronize (bounded by a
-// timeout: it polls, so a transfer that never lands becomes an error, not
-// a hang) and TimedSeconds. The ring orders the communicator after the
+// returns; the waits for the GPU are Synchronize and TimedSeconds, which
+// poll within a timeout (so a stream stuck behind a transfer that never
+// lands becomes an error, not a hang), and Free and the destructor, which
+// wait for the stream without a limit (freeing memory that queued kernels
+// still use would be worse). The ring orders the communicator after the
 // kernels with events (backend.h). Compute time is measured with event
 // pairs on the stream. Built only with CUDA (cuda_backend_stub.cc
 // otherwise).
@@ -170,28 +172,8 @@ class CudaBackend final : public KernelBackend {
   }
   absl::Status Synchronize(absl::Duration timeout) override {
     RETURN_IF_ERROR(Enter("synchronize"));
-    // Polled, not cudaStreamSynchronize: a stream stuck behind a transfer
-    // that never lands must become an error within the timeout.
-    const auto start = std::chrono::steady_clock::now();
-    const auto limit = absl::ToChronoNanoseconds(timeout);
-    for (int polls = 0;; ++polls) {
-      const cudaError_t e = cudaStreamQuery(stream_);
-      if (e == cudaSuccess) break;
-      if (e != cudaErrorNotReady) {
-        return CudaStatus(e, __FILE__, __LINE__,
-                          "cuda backend: the rank's kernels (reported when completing the stream)");
-      }
-      if (std::chrono::steady_clock::now() - start > limit) {
-        return absl::DeadlineExceededError(absl::StrCat(
-            "cuda backend: the work queued on device ", device_, " did not finish within ",
-            absl::FormatDuration(timeout), " (a transfer it waits for may be stuck)"));
-      }
-      if (polls < 1000) {
-        std::this_thread::yield();
-      } else {
-        std::this_thread::sleep_for(std::chrono::microseconds(50));
-      }
-    }
+    RETURN_IF_ERROR(Poll([this] { return cudaStreamQuery(stream_); }, timeout,
+                         "the rank's kernels (reported when completing the stream)"));
     RINGATTN_CUDA_CHECK(cudaGetLastError(), "cuda backend synchronize");
     return absl::OkStatus();
   }
@@ -202,11 +184,12 @@ class CudaBackend final : public KernelBackend {
   }
   absl::Status BeginTimed() override { return RecordTiming(); }
   absl::Status EndTimed() override { return RecordTiming(); }
-  absl::StatusOr<double> TimedSeconds() override {
+  absl::StatusOr<double> TimedSeconds(absl::Duration timeout) override {
     RETURN_IF_ERROR(Enter("timing"));
     double seconds = 0;
     for (size_t i = 0; i + 1 < timed_; i += 2) {
-      RINGATTN_CUDA_CHECK(cudaEventSynchronize(timing_events_[i + 1]), "cuda backend: timing");
+      const cudaEvent_t end = timing_events_[i + 1];
+      RETURN_IF_ERROR(Poll([end] { return cudaEventQuery(end); }, timeout, "timing"));
       float ms = 0;
       RINGATTN_CUDA_CHECK(cudaEventElapsedTime(&ms, timing_events_[i], timing_events_[i + 1]),
                           "cuda backend: timing");
@@ -220,6 +203,31 @@ class CudaBackend final : public KernelBackend {
   absl::Status Enter(const char* op) {
     RINGATTN_CUDA_CHECK(cudaSetDevice(device_), absl::StrCat("cuda backend ", op));
     return absl::OkStatus();
+  }
+  // Polls `query` (cudaStreamQuery or cudaEventQuery) until it answers
+  // cudaSuccess, an error, or `timeout` passes (DeadlineExceeded).
+  template <typename Query>
+  absl::Status Poll(Query query, absl::Duration timeout, const char* what) {
+    const auto start = std::chrono::steady_clock::now();
+    const auto limit = absl::ToChronoNanoseconds(timeout);
+    for (int polls = 0;; ++polls) {
+      const cudaError_t e = query();
+      if (e == cudaSuccess) return absl::OkStatus();
+      if (e != cudaErrorNotReady) {
+        return CudaStatus(e, __FILE__, __LINE__, absl::StrCat("cuda backend: ", what));
+      }
+      if (std::chrono::steady_clock::now() - start > limit) {
+        return absl::DeadlineExceededError(absl::StrCat(
+            "cuda backend: ", what, ": the work queued on device ", device_,
+            " did not finish within ", absl::FormatDuration(timeout),
+            " (a transfer or a caller's stream it waits for may be stuck)"));
+      }
+      if (polls < 1000) {
+        std::this_thread::yield();
+      } else {
+        std::this_thread::sleep_for(std::chrono::microseconds(50));
+      }
+    }
   }
   // Records the next event of the timing pool (grown on demand, kept).
   absl::Status RecordTiming() {

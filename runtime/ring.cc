@@ -109,17 +109,21 @@ class RingImpl final : public RingAttention {
   }
   absl::Status ForwardOnStream(void* stream, const TensorView& q, const TensorView& k,
                                const TensorView& v, const TensorView& out,
-                               const TensorView& lse) override;
+                               const TensorView& lse) override {
+    return Settled(stream, RunForward(stream, q, k, v, out, lse));
+  }
   absl::Status BackwardOnStream(void* stream, const TensorView& q, const TensorView& k,
                                 const TensorView& v, const TensorView& out,
                                 const TensorView& lse, const TensorView& dout,
                                 const TensorView& dq, const TensorView& dk,
-                                const TensorView& dv) override;
+                                const TensorView& dv) override {
+    return Settled(stream, RunBackward(stream, q, k, v, out, lse, dout, dq, dk, dv));
+  }
   const RingStats& LastStats() const override {
     if (timing_pending_) {  // a call on a caller's stream: its kernels' time is known now
       timing_pending_ = false;
-      auto seconds = backend_->TimedSeconds();
-      if (seconds.ok()) stats_.compute_seconds = *seconds;
+      auto seconds = backend_->TimedSeconds(timeout_);
+      stats_.compute_seconds = seconds.ok() ? *seconds : NAN;  // NaN: not known in time
     }
     return stats_;
   }
@@ -165,9 +169,31 @@ class RingImpl final : public RingAttention {
                                                       int to, const comm::MessageMeta& send_meta,
                                                       void* recv, int64_t recv_bytes, int from,
                                                       const comm::MessageMeta& recv_meta);
-  // Start of a call: a stream is only for stream-ordered backends; the
-  // ring's kernels go after the caller's work on it.
+  absl::Status RunForward(void* stream, const TensorView& q, const TensorView& k,
+                          const TensorView& v, const TensorView& out, const TensorView& lse);
+  absl::Status RunBackward(void* stream, const TensorView& q, const TensorView& k,
+                           const TensorView& v, const TensorView& out, const TensorView& lse,
+                           const TensorView& dout, const TensorView& dq, const TensorView& dk,
+                           const TensorView& dv);
+  // A caller's stream is only for a backend with streams.
+  absl::Status CheckStream(void* stream) const;
+  // Start of a call, after the workspace is reserved (growing it waits for
+  // the rank's stream, which must not yet wait for the caller's): the
+  // ring's kernels go after the work on the caller's stream, null meaning
+  // the legacy default stream (what PyTorch's default stream is).
   absl::Status Begin(void* stream);
+  // A call that failed after enqueueing work: that work still reads the
+  // caller's tensors, so the caller's stream waits for it (or, on the
+  // synchronous API, the host does, within the timeout).
+  absl::Status Settled(void* stream, absl::Status s) {
+    if (s.ok() || backend_->Stream() == nullptr) return s;
+    if (stream != nullptr) {
+      (void)backend_->MakeStreamWait(stream);
+    } else {
+      (void)backend_->Synchronize(timeout_);
+    }
+    return s;
+  }
   // End of a call: the caller's stream waits for the ring, or the host
   // waits for the GPU; then the stats.
   absl::Status Finish(void* stream, int steps, int64_t sent_before, double t_start);
@@ -233,16 +259,18 @@ absl::StatusOr<std::unique_ptr<comm::Request>> RingImpl::Post(
   return r;
 }
 
-absl::Status RingImpl::Begin(void* stream) {
-  timing_pending_ = false;
-  stats_ = RingStats{};
+absl::Status RingImpl::CheckStream(void* stream) const {
   if (stream != nullptr && backend_->Stream() == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat(
         "stream: the ", backend_->Name(),
         " backend has no streams (pass null, or use the cuda backend)"));
   }
+  return absl::OkStatus();
+}
+
+absl::Status RingImpl::Begin(void* stream) {
   RETURN_IF_ERROR(backend_->StartTiming());
-  if (stream != nullptr) RETURN_IF_ERROR(backend_->WaitForStream(stream));
+  if (backend_->Stream() != nullptr) RETURN_IF_ERROR(backend_->WaitForStream(stream));
   return absl::OkStatus();
 }
 
@@ -253,7 +281,7 @@ absl::Status RingImpl::Finish(void* stream, int steps, int64_t sent_before, doub
   } else {
     absl::Status s = backend_->Synchronize(timeout_);
     if (!s.ok()) return Fail(s, steps - 1, "completing the rank's kernels");
-    ASSIGN_OR_RETURN(stats_.compute_seconds, backend_->TimedSeconds());
+    ASSIGN_OR_RETURN(stats_.compute_seconds, backend_->TimedSeconds(timeout_));
   }
   stats_.steps = steps;
   stats_.bytes_sent = comm_->BytesSent() - sent_before;
@@ -364,11 +392,13 @@ absl::Status RingImpl::PackKV(const TensorView& k, const TensorView& v, const Di
   return backend_->Pack(v, static_cast<char*>(dst) + half);
 }
 
-absl::Status RingImpl::ForwardOnStream(void* stream, const TensorView& q, const TensorView& k,
-                                       const TensorView& v, const TensorView& out,
-                                       const TensorView& lse) {
+absl::Status RingImpl::RunForward(void* stream, const TensorView& q, const TensorView& k,
+                                  const TensorView& v, const TensorView& out,
+                                  const TensorView& lse) {
   ASSIGN_OR_RETURN(const Dims d, Validate(q, k, v, out, lse));
-  RETURN_IF_ERROR(Begin(stream));
+  RETURN_IF_ERROR(CheckStream(stream));
+  timing_pending_ = false;
+  stats_ = RingStats{};
   const double t_start = Now();
   const int64_t sent_before = comm_->BytesSent();
   const int64_t es = DTypeSize(opt_.dtype);
@@ -379,6 +409,7 @@ absl::Status RingImpl::ForwardOnStream(void* stream, const TensorView& q, const 
   RETURN_IF_ERROR(acc_lse_.Reserve(backend_.get(), l_elems * 4));
   RETURN_IF_ERROR(part_out_.Reserve(backend_.get(), o_elems * 4));
   RETURN_IF_ERROR(part_lse_.Reserve(backend_.get(), l_elems * 4));
+  RETURN_IF_ERROR(Begin(stream));
   RETURN_IF_ERROR(PackKV(k, v, d, kv_[0].c()));
 
   const int next = (rank_ + 1) % world_, prev = (rank_ - 1 + world_) % world_;
@@ -426,18 +457,20 @@ absl::Status RingImpl::ForwardOnStream(void* stream, const TensorView& q, const 
   return Finish(stream, steps, sent_before, t_start);
 }
 
-absl::Status RingImpl::BackwardOnStream(void* stream, const TensorView& q, const TensorView& k,
-                                        const TensorView& v, const TensorView& out,
-                                        const TensorView& lse, const TensorView& dout,
-                                        const TensorView& dq, const TensorView& dk,
-                                        const TensorView& dv) {
+absl::Status RingImpl::RunBackward(void* stream, const TensorView& q, const TensorView& k,
+                                   const TensorView& v, const TensorView& out,
+                                   const TensorView& lse, const TensorView& dout,
+                                   const TensorView& dq, const TensorView& dk,
+                                   const TensorView& dv) {
   ASSIGN_OR_RETURN(const Dims d, Validate(q, k, v, out, lse));
   RETURN_IF_ERROR(CheckView(dout, "dout", opt_.dtype, {d.B, d.S, d.H, d.D}));
   RETURN_IF_ERROR(backend_->CheckKernelInput(dout, "dout"));
   RETURN_IF_ERROR(CheckView(dq, "dq", opt_.dtype, {d.B, d.S, d.H, d.D}));
   RETURN_IF_ERROR(CheckView(dk, "dk", opt_.dtype, {d.B, d.S, d.Hk, d.D}));
   RETURN_IF_ERROR(CheckView(dv, "dv", opt_.dtype, {d.B, d.S, d.Hk, d.D}));
-  RETURN_IF_ERROR(Begin(stream));
+  RETURN_IF_ERROR(CheckStream(stream));
+  timing_pending_ = false;
+  stats_ = RingStats{};
   const double t_start = Now();
   const int64_t sent_before = comm_->BytesSent();
   const int64_t es = DTypeSize(opt_.dtype);
@@ -449,6 +482,7 @@ absl::Status RingImpl::BackwardOnStream(void* stream, const TensorView& q, const
   }
   RETURN_IF_ERROR(dsum_.Reserve(backend_.get(), l_elems * 4));
   RETURN_IF_ERROR(dq_acc_.Reserve(backend_.get(), q_elems * 4));
+  RETURN_IF_ERROR(Begin(stream));
   RETURN_IF_ERROR(PackKV(k, v, d, kv_[0].c()));
   RETURN_IF_ERROR(backend_->RowDot(dout, out, dsum_.f()));
   RETURN_IF_ERROR(backend_->Fill(dq_acc_.f(), q_elems, 0.0f));

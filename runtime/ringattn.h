@@ -72,7 +72,10 @@ struct RingOptions {
 struct RingStats {
   double wall_seconds = 0;     // whole call, validation excluded
   double compute_seconds = 0;  // attention kernels and merges (on CUDA: GPU time, from events)
-  double wait_seconds = 0;     // blocked on peers
+  // Blocked on peers. On CUDA a transfer also waits for the kernels queued
+  // before it (the previous step's), so this includes any part of them that
+  // outlasts the current step's enqueueing.
+  double wait_seconds = 0;
   int64_t bytes_sent = 0;      // payload bytes this rank sent
   int steps = 0;               // ring steps run (rotations + 1)
   int steps_with_work = 0;     // steps where this rank computed
@@ -102,11 +105,14 @@ class RingAttention {
   // lands while the next step's kernel runs), so when it returns the last
   // step's kernels and the final conversions may still be running. Errors of
   // kernels that ran after the return surface at the next call or at the
-  // caller's own synchronization. Forward and Backward above are these with
-  // a null stream: they wait for the rank's stream (polling, bounded by the
-  // timeout) and return with the results in place. Neither is capturable
-  // in a CUDA graph: the transfers' header checks and progress run on the
-  // host.
+  // caller's own synchronization; a call that fails makes `stream` wait for
+  // the work it had enqueued. Forward and Backward above are these with a
+  // null stream: the legacy default stream (PyTorch's default stream), and
+  // the call waits for the rank's stream (polling, within the timeout) and
+  // returns with the results in place. The timeout also covers the
+  // caller's work queued before the call, which the first transfer waits
+  // for. Neither is capturable in a CUDA graph: the transfers' header
+  // checks and progress run on the host.
   virtual absl::Status ForwardOnStream(void* stream, const TensorView& q, const TensorView& k,
                                        const TensorView& v, const TensorView& out,
                                        const TensorView& lse) = 0;

@@ -316,17 +316,20 @@ absl::StatusOr<Stream> Stream::Create() {
 
 Stream& Stream::operator=(Stream&& o) noexcept {
   if (this != &o) {
-    this->~Stream();
+    Reset();
     stream_ = o.stream_;
     o.stream_ = nullptr;
   }
   return *this;
 }
 
-Stream::~Stream() {
+Stream::~Stream() { Reset(); }
+
+void Stream::Reset() {
   if (stream_ == nullptr) return;
   cudaStreamSynchronize(AsStream(stream_));
   cudaStreamDestroy(AsStream(stream_));
+  stream_ = nullptr;
 }
 
 absl::Status CopyAsync(void* dst, const void* src, int64_t bytes, void* stream) {

@@ -60,6 +60,7 @@ class Stream {
   void* get() const { return stream_; }  // a cudaStream_t
 
  private:
+  void Reset();  // waits for the stream, destroys it
   void* stream_ = nullptr;
 };
 

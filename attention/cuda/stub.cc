@@ -48,6 +48,7 @@ Stream& Stream::operator=(Stream&& o) noexcept {
   return *this;
 }
 Stream::~Stream() = default;
+void Stream::Reset() { stream_ = nullptr; }
 absl::Status CopyAsync(void*, const void*, int64_t, void*) { return NotBuilt(); }
 absl::Status FillAsync(void*, int, int64_t, void*) { return NotBuilt(); }
 

@@ -53,8 +53,9 @@ class CudaCopier final : public LocalCopier {
   int64_t MaxChunkBytes() const override { return int64_t{1} << 30; }
 
   absl::Status After(const void* send_mark, const void* recv_mark,
-                     const std::atomic<bool>& aborted) override {
+                     const std::atomic<bool>& aborted, absl::Duration timeout) override {
     RINGATTN_CUDA_LOCAL_CHECK(cudaSetDevice(device_));
+    const auto deadline = std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(timeout);
     for (const void* mark : {send_mark, recv_mark}) {
       if (mark == nullptr) continue;
       const auto event = static_cast<cudaEvent_t>(const_cast<void*>(mark));
@@ -64,6 +65,11 @@ class CudaCopier final : public LocalCopier {
         if (e != cudaErrorNotReady) RINGATTN_CUDA_LOCAL_CHECK(e);
         if (aborted.load(std::memory_order_relaxed)) {
           return absl::AbortedError("aborted while waiting for the posting rank's stream");
+        }
+        if (std::chrono::steady_clock::now() > deadline) {
+          return absl::DeadlineExceededError(absl::StrCat(
+              "the ", mark == send_mark ? "sender" : "receiver",
+              "'s stream did not reach the transfer within ", absl::FormatDuration(timeout)));
         }
         if (polls < 1000) {
           std::this_thread::yield();

@@ -5,7 +5,8 @@
 // device memory (any GPU of the process, with unified addressing) or host
 // memory. It is stream ordered (SendRecvOnStream, communicator.h: the copy
 // thread waits for the work both ranks queued before posting, by polling an
-// event, so an abort still stops it).
+// event, so an abort or the world's timeout still stops it); the streams
+// passed to SendRecvOnStream must belong to the world's `device`.
 // Everything else (matching, header checks, timeouts, abort) is the
 // local backend's. Built with CUDA; otherwise CreateCudaLocalWorld answers
 // Unimplemented.

@@ -352,7 +352,7 @@ void LocalWorld::Impl::CopyLoop(int rank) {
     int64_t copied = 0;
     absl::Status copy_status;
     if (copier != nullptr && (job.send->mark != nullptr || job.recv->mark != nullptr)) {
-      copy_status = copier->After(job.send->mark, job.recv->mark, aborted);
+      copy_status = copier->After(job.send->mark, job.recv->mark, aborted, timeout);
     }
     while (copy_status.ok() && copied < bytes && !aborted.load(std::memory_order_relaxed)) {
       const int64_t chunk =

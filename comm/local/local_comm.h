@@ -21,7 +21,8 @@
 //   timeout, unless the world was aborted or a Wait() on it already ran out
 //   of time; what never matched is then cancelled (its peer sees nothing)
 //   and a copy already running is waited for, so no buffer is touched after
-//   the destructor returns.
+//   the destructor returns. (A copy waiting for a stream-ordered poster's
+//   stream gives up after the world's timeout, or at an abort.)
 // - BytesSent() counts a send's payload once its copy completed.
 //
 // The world must outlive its communicators' requests; destroy every
@@ -61,12 +62,13 @@ class LocalCopier {
   // the sender and the receiver took when they posted it (null for a half
   // posted with plain SendRecv); returns once the work the marks stand for
   // has finished, or with an error as soon as `aborted` turns true (the
-  // world was aborted: nothing is copied).
+  // world was aborted) or `timeout` has passed; then nothing is copied.
   virtual absl::Status After(const void* send_mark, const void* recv_mark,
-                             const std::atomic<bool>& aborted) {
+                             const std::atomic<bool>& aborted, absl::Duration timeout) {
     (void)send_mark;
     (void)recv_mark;
     (void)aborted;
+    (void)timeout;
     return absl::OkStatus();
   }
 };

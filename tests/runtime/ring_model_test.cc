@@ -114,6 +114,9 @@ struct CallerStreams {
   // Before the call: may queue work on `stream` (e.g. late inputs).
   std::function<void(int rank, cudaStream_t stream, Shard& shard)> before;
   bool enabled = false;
+  // The synchronous calls (null stream), with `before` given the legacy
+  // default stream (null), which they must follow.
+  bool legacy_default = false;
 };
 
 // Runs forward and backward on every rank as threads, over `comm`.
@@ -177,6 +180,8 @@ RingRun RunRing(const Case& c, Backend backend, Comm comm, const CallerStreams& 
       if (callers.enabled) {
         ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
         if (callers.before) callers.before(r, stream, sh);
+      } else if (callers.legacy_default && callers.before) {
+        callers.before(r, nullptr, sh);
       }
       run.fwd[r] = (*ring)->ForwardOnStream(stream, view(sh.q, c.heads), view(sh.k, c.heads_k),
                                             view(sh.v, c.heads_k), view(sh.out, c.heads), lse);
@@ -304,6 +309,17 @@ TEST(RingModel, CallerStreamNccl) {
   const Case c{2, Sharding::kStriped, false};
   ExpectSameBits(RunRing(c, Backend::kCuda, Comm::kNccl, LateInputs()), Want(c),
                  "nccl on callers' streams");
+}
+
+// The synchronous API follows the legacy default stream (PyTorch's default
+// stream), on which the inputs here are written late.
+TEST(RingModel, SynchronousCallsFollowTheLegacyDefaultStream) {
+  const Case c{3, Sharding::kStriped, true};
+  CallerStreams legacy = LateInputs();
+  legacy.enabled = false;
+  legacy.legacy_default = true;
+  ExpectSameBits(RunRing(c, Backend::kCuda, Comm::kCudaLocal, legacy), Want(c),
+                 "cuda-local after the legacy stream");
 }
 
 TEST(RingModel, StreamOnCpuBackendIsRefused) {

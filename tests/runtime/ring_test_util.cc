@@ -120,6 +120,8 @@ RankOutput RunRank(const Problem& pr, comm::Communicator& comm, Sharding shardin
     ASSERT_TRUE(copy.ok()) << copy.status();
     ASSERT_TRUE(cuda::CopyDeviceToDevice(copy->data(), x.data, bytes).ok());
     ASSERT_TRUE(cuda::Fill(x.data, 0xff, bytes).ok());
+    // Those ran on the legacy stream, which the caller's does not follow.
+    ASSERT_TRUE(cuda::Synchronize(nullptr).ok());
     ASSERT_TRUE(cuda::CopyAsync(x.data, copy->data(), bytes, stream.get()).ok());
     originals.push_back(std::move(copy).value());
   };

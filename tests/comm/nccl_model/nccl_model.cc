@@ -60,6 +60,7 @@ std::atomic<int> g_jitter_us{0};
 }  // namespace
 
 struct ModelStream {
+  int device = -1;  // -1: the legacy default stream, of every device
   std::mutex mu;
   std::condition_variable cv;
   std::deque<std::function<void()>> queue;
@@ -113,6 +114,7 @@ struct ModelStream {
 };
 
 struct ModelEvent {
+  int device = 0;
   std::mutex mu;
   std::condition_variable cv;
   unsigned long recorded = 0;
@@ -145,6 +147,13 @@ std::mutex g_mem_mu;
 std::map<const char*, Allocation> g_allocations;
 thread_local int t_device = 0;
 
+// Stream 0: the legacy default stream (one for all devices here; made on
+// first use and never destroyed).
+ModelStream* Legacy(cudaStream_t stream) {
+  static ModelStream* legacy = new ModelStream;
+  return stream != nullptr ? stream : legacy;
+}
+
 int ModelGpus() {
   const char* v = std::getenv("RINGATTN_MODEL_GPUS");
   return v != nullptr ? std::atoi(v) : 8;
@@ -174,6 +183,7 @@ const char* cudaGetErrorName(cudaError_t e) {
     case cudaErrorNotReady: return "cudaErrorNotReady";
     case cudaErrorNoDevice: return "cudaErrorNoDevice";
     case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
+    case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
     default: return "cudaErrorInvalidValue";
   }
 }
@@ -209,10 +219,12 @@ cudaError_t cudaDeviceGetStreamPriorityRange(int* least, int* greatest) {
 }
 cudaError_t cudaStreamCreateWithPriority(cudaStream_t* stream, unsigned, int) {
   *stream = new ModelStream;
+  (*stream)->device = t_device;
   return cudaSuccess;
 }
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned) {
   *stream = new ModelStream;
+  (*stream)->device = t_device;
   return cudaSuccess;
 }
 cudaError_t cudaStreamDestroy(cudaStream_t stream) {
@@ -220,14 +232,15 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream) {
   return cudaSuccess;
 }
 cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
-  stream->Sync();
+  Legacy(stream)->Sync();
   return cudaSuccess;
 }
 cudaError_t cudaStreamQuery(cudaStream_t stream) {
-  return stream->Idle() ? cudaSuccess : cudaErrorNotReady;
+  return Legacy(stream)->Idle() ? cudaSuccess : cudaErrorNotReady;
 }
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned) {
   *event = new ModelEvent;
+  (*event)->device = t_device;
   return cudaSuccess;
 }
 cudaError_t cudaEventDestroy(cudaEvent_t event) {
@@ -239,6 +252,9 @@ cudaError_t cudaEventDestroy(cudaEvent_t event) {
   return cudaSuccess;
 }
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
+  stream = Legacy(stream);
+  // As in CUDA: an event is recorded only on a stream of its own device.
+  if (stream->device >= 0 && stream->device != event->device) return cudaErrorInvalidResourceHandle;
   unsigned long mark;
   {
     std::lock_guard<std::mutex> lock(event->mu);
@@ -279,6 +295,7 @@ cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) 
   return cudaSuccess;
 }
 cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned) {
+  stream = Legacy(stream);
   unsigned long mark;
   {
     std::lock_guard<std::mutex> lock(event->mu);
@@ -293,7 +310,9 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned
   });
   return cudaSuccess;
 }
-void ModelLaunch(cudaStream_t stream, std::function<void()> op) { stream->Push(std::move(op)); }
+void ModelLaunch(cudaStream_t stream, std::function<void()> op) {
+  Legacy(stream)->Push(std::move(op));
+}
 void ModelSetJitter(int max_us) { g_jitter_us.store(max_us < 0 ? 0 : max_us); }
 cudaError_t cudaEventQuery(cudaEvent_t event) {
   std::lock_guard<std::mutex> lock(event->mu);
@@ -320,7 +339,7 @@ cudaError_t cudaMallocAsync(void** ptr, size_t bytes, cudaStream_t) {
   return cudaSuccess;
 }
 cudaError_t cudaFreeAsync(void* ptr, cudaStream_t stream) {
-  stream->Push([ptr] { Release(ptr); });
+  Legacy(stream)->Push([ptr] { Release(ptr); });
   return cudaSuccess;
 }
 cudaError_t cudaMemset(void* ptr, int value, size_t bytes) {
@@ -329,7 +348,7 @@ cudaError_t cudaMemset(void* ptr, int value, size_t bytes) {
 }
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind,
                             cudaStream_t stream) {
-  stream->Push([dst, src, bytes] { std::memcpy(dst, src, bytes); });
+  Legacy(stream)->Push([dst, src, bytes] { std::memcpy(dst, src, bytes); });
   return cudaSuccess;
 }
 cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* attr, const void* ptr) {
