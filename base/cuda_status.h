@@ -1,11 +1,15 @@
 // absl::Status from a CUDA runtime error: the one mapping of error codes
-// used by the CUDA backend and the CUDA-aware communicators. Include only
-// where the CUDA runtime headers are available.
+// used by the CUDA backend and the CUDA-aware communicators; and the two
+// small pieces their stream-ordered code shares (an event marking a
+// stream, a bounded poll). Include only where the CUDA runtime headers are
+// available.
 #pragma once
 
 #include <cuda_runtime_api.h>
 
+#include <chrono>
 #include <string>
+#include <thread>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -50,6 +54,46 @@ inline absl::Status CheckCudaDevice(absl::string_view who, absl::string_view arg
     return ArgError(arg, absl::StrCat("0..", count - 1, " (CUDA devices present)"), device);
   }
   return absl::OkStatus();
+}
+
+// A new event (timing off) of CUDA device `device`, recorded on `stream`
+// (a stream of that device): the mark a stream-ordered transfer waits for.
+// The calling thread's current device is restored; on error no event is
+// left behind.
+inline cudaError_t RecordNewEvent(int device, cudaStream_t stream, cudaEvent_t* event) {
+  *event = nullptr;
+  int current = 0;
+  cudaError_t e = cudaGetDevice(&current);
+  if (e == cudaSuccess) e = cudaSetDevice(device);
+  if (e != cudaSuccess) return e;
+  e = cudaEventCreateWithFlags(event, cudaEventDisableTiming);
+  if (e == cudaSuccess) {
+    e = cudaEventRecord(*event, stream);
+    if (e != cudaSuccess) {
+      cudaEventDestroy(*event);
+      *event = nullptr;
+    }
+  }
+  cudaSetDevice(current);
+  return e;
+}
+
+// Polls `query()` (a cudaStreamQuery or cudaEventQuery) until it answers
+// anything but cudaErrorNotReady, `stop()` turns true, or `deadline`
+// passes; yields at first, then naps 20 us between polls. Returns the last
+// answer: cudaErrorNotReady when it stopped or ran out of time.
+template <typename Query, typename Stop>
+cudaError_t PollCuda(Query query, std::chrono::steady_clock::time_point deadline, Stop stop) {
+  for (int polls = 0;; ++polls) {
+    const cudaError_t e = query();
+    if (e != cudaErrorNotReady) return e;
+    if (stop() || std::chrono::steady_clock::now() > deadline) return e;
+    if (polls < 1000) {
+      std::this_thread::yield();
+    } else {
+      std::this_thread::sleep_for(std::chrono::microseconds(20));
+    }
+  }
 }
 
 }  // namespace ringattn

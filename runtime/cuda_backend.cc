@@ -17,7 +17,6 @@
 #include <cstdint>
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -208,26 +207,15 @@ class CudaBackend final : public KernelBackend {
   // cudaSuccess, an error, or `timeout` passes (DeadlineExceeded).
   template <typename Query>
   absl::Status Poll(Query query, absl::Duration timeout, const char* what) {
-    const auto start = std::chrono::steady_clock::now();
-    const auto limit = absl::ToChronoNanoseconds(timeout);
-    for (int polls = 0;; ++polls) {
-      const cudaError_t e = query();
-      if (e == cudaSuccess) return absl::OkStatus();
-      if (e != cudaErrorNotReady) {
-        return CudaStatus(e, __FILE__, __LINE__, absl::StrCat("cuda backend: ", what));
-      }
-      if (std::chrono::steady_clock::now() - start > limit) {
-        return absl::DeadlineExceededError(absl::StrCat(
-            "cuda backend: ", what, ": the work queued on device ", device_,
-            " did not finish within ", absl::FormatDuration(timeout),
-            " (a transfer or a caller's stream it waits for may be stuck)"));
-      }
-      if (polls < 1000) {
-        std::this_thread::yield();
-      } else {
-        std::this_thread::sleep_for(std::chrono::microseconds(50));
-      }
+    const auto deadline = std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(timeout);
+    const cudaError_t e = PollCuda(query, deadline, [] { return false; });
+    if (e == cudaSuccess) return absl::OkStatus();
+    if (e != cudaErrorNotReady) {
+      return CudaStatus(e, __FILE__, __LINE__, absl::StrCat("cuda backend: ", what));
     }
+    return absl::DeadlineExceededError(absl::StrCat(
+        "cuda backend: ", what, ": the work queued on device ", device_, " did not finish within ",
+        absl::FormatDuration(timeout), " (a transfer or a caller's stream it waits for may be stuck)"));
   }
   // Records the next event of the timing pool (grown on demand, kept).
   absl::Status RecordTiming() {

@@ -13,7 +13,6 @@
 #include <atomic>
 #include <chrono>
 #include <string>
-#include <thread>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -59,24 +58,16 @@ class CudaCopier final : public LocalCopier {
     for (const void* mark : {send_mark, recv_mark}) {
       if (mark == nullptr) continue;
       const auto event = static_cast<cudaEvent_t>(const_cast<void*>(mark));
-      for (int polls = 0;; ++polls) {
-        const cudaError_t e = cudaEventQuery(event);
-        if (e == cudaSuccess) break;
-        if (e != cudaErrorNotReady) RINGATTN_CUDA_LOCAL_CHECK(e);
-        if (aborted.load(std::memory_order_relaxed)) {
-          return absl::AbortedError("aborted while waiting for the posting rank's stream");
-        }
-        if (std::chrono::steady_clock::now() > deadline) {
-          return absl::DeadlineExceededError(absl::StrCat(
-              "the ", mark == send_mark ? "sender" : "receiver",
-              "'s stream did not reach the transfer within ", absl::FormatDuration(timeout)));
-        }
-        if (polls < 1000) {
-          std::this_thread::yield();
-        } else {
-          std::this_thread::sleep_for(std::chrono::microseconds(20));
-        }
+      const cudaError_t e = PollCuda([event] { return cudaEventQuery(event); }, deadline,
+                                     [&aborted] { return aborted.load(std::memory_order_relaxed); });
+      if (e == cudaSuccess) continue;
+      if (e != cudaErrorNotReady) RINGATTN_CUDA_LOCAL_CHECK(e);
+      if (aborted.load(std::memory_order_relaxed)) {
+        return absl::AbortedError("aborted while waiting for the posting rank's stream");
       }
+      return absl::DeadlineExceededError(absl::StrCat(
+          "the ", mark == send_mark ? "sender" : "receiver",
+          "'s stream did not reach the transfer within ", absl::FormatDuration(timeout)));
     }
     return absl::OkStatus();
   }
@@ -89,17 +80,9 @@ class CudaCopier final : public LocalCopier {
 // An event recorded on `stream` (of `device`), destroyed with the mark. The
 // calling thread's current device is restored.
 absl::StatusOr<std::shared_ptr<void>> MarkStream(int device, void* stream) {
-  int current = 0;
-  RINGATTN_CUDA_CHECK(cudaGetDevice(&current), "cuda-local: marking the stream");
-  RINGATTN_CUDA_CHECK(cudaSetDevice(device), "cuda-local: marking the stream");
   cudaEvent_t event = nullptr;
-  cudaError_t e = cudaEventCreateWithFlags(&event, cudaEventDisableTiming);
-  if (e == cudaSuccess) {
-    e = cudaEventRecord(event, static_cast<cudaStream_t>(stream));
-    if (e != cudaSuccess) cudaEventDestroy(event);
-  }
-  cudaSetDevice(current);
-  RINGATTN_CUDA_CHECK(e, "cuda-local: recording the stream's event");
+  RINGATTN_CUDA_CHECK(RecordNewEvent(device, static_cast<cudaStream_t>(stream), &event),
+                      "cuda-local: marking the stream");
   return std::shared_ptr<void>(event, [](void* ev) { cudaEventDestroy(static_cast<cudaEvent_t>(ev)); });
 }
 

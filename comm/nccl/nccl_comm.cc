@@ -564,14 +564,9 @@ absl::StatusOr<std::unique_ptr<Request>> NcclComm::Post(void* const* stream, con
     if (!want_send || from != to) op->peers.push_back(from);
   }
   if (stream != nullptr) {
-    // The event lives on this rank's device, whatever the calling thread's
-    // current device is; that is restored.
-    int current = 0;
-    RINGATTN_NCCL_CUDA_CHECK(cudaGetDevice(&current));
-    RINGATTN_NCCL_CUDA_CHECK(cudaSetDevice(device_));
-    cudaError_t e = cudaEventCreateWithFlags(&op->ready, cudaEventDisableTiming);
-    if (e == cudaSuccess) e = cudaEventRecord(op->ready, static_cast<cudaStream_t>(*stream));
-    cudaSetDevice(current);
+    // On this rank's device, whatever the calling thread's current one is.
+    const cudaError_t e =
+        RecordNewEvent(device_, static_cast<cudaStream_t>(*stream), &op->ready);
     if (e != cudaSuccess) {
       return CudaStatus(e, __FILE__, __LINE__,
                         absl::StrCat("rank ", rank_, ": recording the stream's event for ",
