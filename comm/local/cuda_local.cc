@@ -41,16 +41,16 @@ class CudaCopier final : public LocalCopier {
     return absl::OkStatus();
   }
 
-  // Polls the marks on the host rather than queueing a device-side wait:
-  // a rank whose stream never gets there (its caller's stream is stuck)
-  // then costs a timeout and an abort, not a copy thread blocked forever
-  // and a copy that lands after its request has failed.
   // Whole messages, up to 1 GiB: a device-to-device copy of that size takes
   // about a millisecond; 4 MiB chunks meant 32 launches and synchronizes
   // per 128 MiB block (the isolated block transfer reached only 225 GB/s
   // on an H100 that way; not yet measured without the chunks).
   int64_t MaxChunkBytes() const override { return int64_t{1} << 30; }
 
+  // Polls the marks on the host rather than queueing a device-side wait:
+  // a rank whose stream never gets there (its caller's stream is stuck)
+  // then costs a timeout and an abort, not a copy thread blocked forever
+  // and a copy that lands after its request has failed.
   absl::Status After(const void* send_mark, const void* recv_mark,
                      const std::atomic<bool>& aborted, absl::Duration timeout) override {
     RINGATTN_CUDA_LOCAL_CHECK(cudaSetDevice(device_));
@@ -103,7 +103,7 @@ absl::StatusOr<std::unique_ptr<LocalWorld>> CreateCudaLocalWorld(int size,
   RETURN_IF_ERROR(CheckCudaDevice("cuda-local", "cuda-local device", device));
   options.name = "cuda-local";
   options.make_copier = [device](int) { return MakeCopier(device); };
-  options.mark_stream = [device](int, void* stream) { return MarkStream(device, stream); };
+  options.mark_stream = [device](void* stream) { return MarkStream(device, stream); };
   return LocalWorld::Create(size, options);
 }
 

@@ -63,7 +63,7 @@ class LocalComm;
 
 struct LocalWorld::Impl {
   Impl(int world_size, absl::Duration wait_timeout, std::string comm_name,
-       std::function<absl::StatusOr<std::shared_ptr<void>>(int, void*)> mark);
+       std::function<absl::StatusOr<std::shared_ptr<void>>(void*)> mark);
 
   // All of these require `mu`.
   void Post(Op* op);
@@ -78,7 +78,7 @@ struct LocalWorld::Impl {
   const int size;
   const absl::Duration timeout;
   const std::string name;
-  const std::function<absl::StatusOr<std::shared_ptr<void>>(int, void*)> mark_stream;
+  const std::function<absl::StatusOr<std::shared_ptr<void>>(void*)> mark_stream;
   std::vector<std::unique_ptr<LocalComm>> comms;
   // [rank]: the receiving rank's copier; null: memcpy. Used only by that
   // rank's copy thread.
@@ -197,7 +197,7 @@ class LocalComm final : public Communicator {
       return Communicator::SendRecvOnStream(stream, send, send_bytes, to, send_meta, recv,
                                             recv_bytes, from, recv_meta);
     }
-    ASSIGN_OR_RETURN(std::shared_ptr<void> mark, world_->mark_stream(rank_, stream));
+    ASSIGN_OR_RETURN(std::shared_ptr<void> mark, world_->mark_stream(stream));
     return Post(std::move(mark), send, send_bytes, to, send_meta, recv, recv_bytes, from,
                 recv_meta);
   }
@@ -267,7 +267,7 @@ class LocalComm final : public Communicator {
 }  // namespace
 
 LocalWorld::Impl::Impl(int world_size, absl::Duration wait_timeout, std::string comm_name,
-                       std::function<absl::StatusOr<std::shared_ptr<void>>(int, void*)> mark)
+                       std::function<absl::StatusOr<std::shared_ptr<void>>(void*)> mark)
     : size(world_size),
       timeout(wait_timeout),
       name(std::move(comm_name)),

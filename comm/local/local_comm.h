@@ -81,11 +81,11 @@ struct LocalWorldOptions {
   // fails Create). Null: memcpy.
   std::function<absl::StatusOr<std::unique_ptr<LocalCopier>>(int rank)> make_copier;
   // Stream order (cuda-local): marks the work queued so far on `stream`, a
-  // stream of rank `rank` (an event recorded on it). Called by
+  // stream of the posting rank (an event recorded on it). Called by
   // SendRecvOnStream on the posting thread; the request holds the mark
   // until it completes and the receiving rank's copier waits for it
   // (LocalCopier::After). Null: the world is not stream ordered.
-  std::function<absl::StatusOr<std::shared_ptr<void>>(int rank, void* stream)> mark_stream;
+  std::function<absl::StatusOr<std::shared_ptr<void>>(void* stream)> mark_stream;
   // What the communicators' Name() answers.
   std::string name = "local";
 };

@@ -359,7 +359,9 @@ class NcclComm final : public NcclCommunicator {
   absl::Status StartControl(Op& op);
   absl::Status AfterControlGroup(Op& op);
   absl::Status FinishControl(Op& op);
-  absl::StatusOr<std::unique_ptr<Request>> Post(void* const* stream, const void* send,
+  // SendRecv, or (ordered) SendRecvOnStream on `stream` (null: the legacy
+  // default stream).
+  absl::StatusOr<std::unique_ptr<Request>> Post(bool ordered, void* stream, const void* send,
                                                 int64_t send_bytes, int to,
                                                 const MessageMeta& send_meta, void* recv,
                                                 int64_t recv_bytes, int from,
@@ -511,18 +513,19 @@ absl::StatusOr<std::unique_ptr<Request>> NcclComm::SendRecv(const void* send, in
                                                             void* recv, int64_t recv_bytes,
                                                             int from,
                                                             const MessageMeta& recv_meta) {
-  return Post(nullptr, send, send_bytes, to, send_meta, recv, recv_bytes, from, recv_meta);
+  return Post(/*ordered=*/false, nullptr, send, send_bytes, to, send_meta, recv, recv_bytes, from,
+              recv_meta);
 }
 
 absl::StatusOr<std::unique_ptr<Request>> NcclComm::SendRecvOnStream(
     void* stream, const void* send, int64_t send_bytes, int to, const MessageMeta& send_meta,
     void* recv, int64_t recv_bytes, int from, const MessageMeta& recv_meta) {
-  return Post(stream == nullptr ? nullptr : &stream, send, send_bytes, to, send_meta, recv,
-              recv_bytes, from, recv_meta);
+  return Post(/*ordered=*/true, stream, send, send_bytes, to, send_meta, recv, recv_bytes, from,
+              recv_meta);
 }
 
-absl::StatusOr<std::unique_ptr<Request>> NcclComm::Post(void* const* stream, const void* send,
-                                                        int64_t send_bytes, int to,
+absl::StatusOr<std::unique_ptr<Request>> NcclComm::Post(bool ordered, void* stream,
+                                                        const void* send, int64_t send_bytes, int to,
                                                         const MessageMeta& send_meta, void* recv,
                                                         int64_t recv_bytes, int from,
                                                         const MessageMeta& recv_meta) {
@@ -563,10 +566,9 @@ absl::StatusOr<std::unique_ptr<Request>> NcclComm::Post(void* const* stream, con
     op->recv_header.meta = recv_meta;
     if (!want_send || from != to) op->peers.push_back(from);
   }
-  if (stream != nullptr) {
+  if (ordered) {
     // On this rank's device, whatever the calling thread's current one is.
-    const cudaError_t e =
-        RecordNewEvent(device_, static_cast<cudaStream_t>(*stream), &op->ready);
+    const cudaError_t e = RecordNewEvent(device_, static_cast<cudaStream_t>(stream), &op->ready);
     if (e != cudaSuccess) {
       return CudaStatus(e, __FILE__, __LINE__,
                         absl::StrCat("rank ", rank_, ": recording the stream's event for ",
