@@ -69,6 +69,23 @@ class Request {
   // Blocks until complete, failed, or `timeout` elapsed (DeadlineExceeded
   // naming the peer and the step).
   virtual absl::Status Wait(absl::Duration timeout) = 0;
+  // Stream order, for the receiver of a transfer posted with
+  // SendRecvOnStream: work queued on `stream` (a cudaStream_t of this
+  // rank's device; null = the legacy default stream) after this call runs
+  // only once the transfer has completed on the device -- the bytes are in
+  // the receive buffer and the send buffer has been read -- while the host
+  // does not wait for the bytes themselves. The host waits only until the
+  // transfer is matched, its headers checked and its copy queued on the
+  // device (or it completed, or failed), within `timeout` (DeadlineExceeded
+  // naming the peer and the step). Returns the error of a half that has
+  // already failed. A failure after that (a device fault, an abort) is
+  // reported by Test, Wait and the destructor, which still waits for the
+  // transfer: keep the request until the stream has passed it. The default
+  // is Wait(timeout), which satisfies all of this for any stream.
+  virtual absl::Status WaitOnStream(void* stream, absl::Duration timeout) {
+    (void)stream;
+    return Wait(timeout);
+  }
 };
 
 class Communicator {

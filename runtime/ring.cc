@@ -16,10 +16,14 @@
 // Order on a GPU: backend calls only enqueue on the rank's compute stream.
 // Each transfer is posted with SendRecvOnStream, so it starts on the device
 // once the kernels queued before it are done (its send buffer written, its
-// receive buffer no longer read); the host waits only for transfers to
-// complete, while the GPU runs the step's kernels, and for the stream once
-// at the end (not at all on a caller's stream). A communicator that is not
-// stream ordered gets the stream synchronized before each post.
+// receive buffer no longer read), and the stream waits for it on the device
+// (Request::WaitOnStream) before the kernels that read what it brings. The
+// host waits only until each transfer is matched, its headers checked and
+// its copy queued -- which is where a silent peer or a mismatch becomes an
+// error naming the step -- never for the bytes, and for the stream once at
+// the end (not at all on a caller's stream: the requests then stay in
+// flight until the next call). A communicator that is not stream ordered
+// gets the stream synchronized before each post and host waits.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -133,7 +137,8 @@ class RingImpl final : public RingAttention {
     if (backend_->Stream() == nullptr) return backend_->Describe();
     return absl::StrCat(backend_->Describe(), "; ", comm_->Name(),
                         comm_->StreamOrdered()
-                            ? " transfers ordered on the stream (events, no host sync per step)"
+                            ? " transfers ordered on the stream both ways (events; the host "
+                              "never waits for the bytes)"
                             : " transfers after a stream synchronize (not stream ordered)");
   }
 
@@ -162,6 +167,13 @@ class RingImpl final : public RingAttention {
   // Wraps an error with rank and step, aborts the world, returns it.
   absl::Status Fail(const absl::Status& s, int step, const char* what);
   absl::Status WaitFor(comm::Request* req, int step, const char* what);
+  // The bytes of `req` are needed from here on: the rank's stream waits for
+  // them on the device where the communicator can (the request is kept in
+  // inflight_ until it completes), else the host waits.
+  absl::Status Arrive(std::unique_ptr<comm::Request> req, int step, const char* what);
+  // Host waits for the requests in flight (all done once the stream is),
+  // reporting the first failure; forgets them all.
+  absl::Status Drain();
   // Posts one SendRecv after the work enqueued so far: stream ordered where
   // the communicator can, else after synchronizing the backend.
   absl::StatusOr<std::unique_ptr<comm::Request>> Post(int step, const char* what,
@@ -192,11 +204,12 @@ class RingImpl final : public RingAttention {
     } else {
       (void)backend_->Synchronize(timeout_);
     }
+    inflight_.clear();  // the world was aborted: they settle promptly
     return s;
   }
   // End of a call: the caller's stream waits for the ring, or the host
   // waits for the GPU; then the stats.
-  absl::Status Finish(void* stream, int steps, int64_t sent_before, double t_start);
+  absl::Status Finish(void* stream, int steps, double t_start);
   absl::Status Timed(absl::Status s) {
     absl::Status end = backend_->EndTimed();
     return s.ok() ? end : s;
@@ -222,6 +235,15 @@ class RingImpl final : public RingAttention {
   mutable bool timing_pending_ = false;
   // Workspace, grown on demand and kept between calls.
   Buffer kv_[2], acc_out_, acc_lse_, part_out_, part_lse_, dsum_, dq_acc_, dkv_[2], dkv_tmp_;
+  // Transfers the rank's stream waits for on the device, oldest first, with
+  // the step and what they were for. Declared after the workspace, so that
+  // they are destroyed (each waiting for its transfer) before it is freed.
+  struct Inflight {
+    std::unique_ptr<comm::Request> req;
+    int step;
+    const char* what;
+  };
+  std::vector<Inflight> inflight_;
 };
 
 absl::Status RingImpl::Fail(const absl::Status& s, int step, const char* what) {
@@ -237,6 +259,34 @@ absl::Status RingImpl::WaitFor(comm::Request* req, int step, const char* what) {
   stats_.wait_seconds += Now() - t0;
   if (!s.ok()) return Fail(s, step, what);
   return absl::OkStatus();
+}
+
+absl::Status RingImpl::Arrive(std::unique_ptr<comm::Request> req, int step, const char* what) {
+  void* stream = backend_->Stream();
+  if (stream == nullptr || !comm_->StreamOrdered()) return WaitFor(req.get(), step, what);
+  const double t0 = Now();
+  absl::Status s = req->WaitOnStream(stream, timeout_);
+  stats_.wait_seconds += Now() - t0;
+  if (!s.ok()) return Fail(s, step, what);
+  inflight_.push_back(Inflight{std::move(req), step, what});
+  // Forget those that completed (in order), and fail early on a failed one.
+  size_t done = 0;
+  for (; done < inflight_.size(); ++done) {
+    absl::StatusOr<bool> test = inflight_[done].req->Test();
+    if (!test.ok()) return Fail(test.status(), inflight_[done].step, inflight_[done].what);
+    if (!*test) break;
+  }
+  inflight_.erase(inflight_.begin(), inflight_.begin() + static_cast<std::ptrdiff_t>(done));
+  return absl::OkStatus();
+}
+
+absl::Status RingImpl::Drain() {
+  absl::Status first;
+  for (Inflight& f : inflight_) {
+    if (first.ok()) first = WaitFor(f.req.get(), f.step, f.what);
+  }
+  inflight_.clear();
+  return first;
 }
 
 absl::StatusOr<std::unique_ptr<comm::Request>> RingImpl::Post(
@@ -256,6 +306,9 @@ absl::StatusOr<std::unique_ptr<comm::Request>> RingImpl::Post(
     r = comm_->SendRecv(send, send_bytes, to, send_meta, recv, recv_bytes, from, recv_meta);
   }
   if (!r.ok()) return Fail(r.status(), step, what);
+  // Counted when posted: on a caller's stream the call may return before
+  // the communicator has seen the last transfers complete.
+  stats_.bytes_sent += send_bytes;
   return r;
 }
 
@@ -274,17 +327,17 @@ absl::Status RingImpl::Begin(void* stream) {
   return absl::OkStatus();
 }
 
-absl::Status RingImpl::Finish(void* stream, int steps, int64_t sent_before, double t_start) {
+absl::Status RingImpl::Finish(void* stream, int steps, double t_start) {
   if (stream != nullptr) {
     RETURN_IF_ERROR(backend_->MakeStreamWait(stream));
     timing_pending_ = true;
   } else {
     absl::Status s = backend_->Synchronize(timeout_);
     if (!s.ok()) return Fail(s, steps - 1, "completing the rank's kernels");
+    RETURN_IF_ERROR(Drain());
     ASSIGN_OR_RETURN(stats_.compute_seconds, backend_->TimedSeconds(timeout_));
   }
   stats_.steps = steps;
-  stats_.bytes_sent = comm_->BytesSent() - sent_before;
   stats_.workspace_bytes = WorkspaceBytes();
   stats_.wall_seconds = Now() - t_start;
   return absl::OkStatus();
@@ -397,10 +450,12 @@ absl::Status RingImpl::RunForward(void* stream, const TensorView& q, const Tenso
                                   const TensorView& lse) {
   ASSIGN_OR_RETURN(const Dims d, Validate(q, k, v, out, lse));
   RETURN_IF_ERROR(CheckStream(stream));
+  // A previous call on a caller's stream may have left transfers in flight;
+  // the workspace they use is about to be reused or grown.
+  RETURN_IF_ERROR(Drain());
   timing_pending_ = false;
   stats_ = RingStats{};
   const double t_start = Now();
-  const int64_t sent_before = comm_->BytesSent();
   const int64_t es = DTypeSize(opt_.dtype);
   const int64_t kv_bytes = 2 * d.B * layout_.MaxShardLength() * d.Hk * d.D * es;
   const int64_t o_elems = d.B * d.S * d.H * d.D, l_elems = d.B * d.H * d.S;
@@ -445,7 +500,7 @@ absl::Status RingImpl::RunForward(void* stream, const TensorView& q, const Tenso
       have_result = true;
       ++stats_.steps_with_work;
     }
-    if (req) RETURN_IF_ERROR(WaitFor(req.get(), t, "waiting for the KV block"));
+    if (req) RETURN_IF_ERROR(Arrive(std::move(req), t, "waiting for the KV block"));
     cur = 1 - cur;
   }
   if (!have_result) {  // no visible key at all: out 0, lse -inf
@@ -454,7 +509,7 @@ absl::Status RingImpl::RunForward(void* stream, const TensorView& q, const Tenso
   }
   RETURN_IF_ERROR(backend_->Unpack(acc_out_.f(), out));
   RETURN_IF_ERROR(backend_->Unpack(acc_lse_.f(), lse));
-  return Finish(stream, steps, sent_before, t_start);
+  return Finish(stream, steps, t_start);
 }
 
 absl::Status RingImpl::RunBackward(void* stream, const TensorView& q, const TensorView& k,
@@ -469,10 +524,12 @@ absl::Status RingImpl::RunBackward(void* stream, const TensorView& q, const Tens
   RETURN_IF_ERROR(CheckView(dk, "dk", opt_.dtype, {d.B, d.S, d.Hk, d.D}));
   RETURN_IF_ERROR(CheckView(dv, "dv", opt_.dtype, {d.B, d.S, d.Hk, d.D}));
   RETURN_IF_ERROR(CheckStream(stream));
+  // A previous call on a caller's stream may have left transfers in flight;
+  // the workspace they use is about to be reused or grown.
+  RETURN_IF_ERROR(Drain());
   timing_pending_ = false;
   stats_ = RingStats{};
   const double t_start = Now();
-  const int64_t sent_before = comm_->BytesSent();
   const int64_t es = DTypeSize(opt_.dtype);
   const int64_t max_block = 2 * d.B * layout_.MaxShardLength() * d.Hk * d.D;
   const int64_t q_elems = d.B * d.S * d.H * d.D, l_elems = d.B * d.H * d.S;
@@ -527,8 +584,7 @@ absl::Status RingImpl::RunBackward(void* stream, const TensorView& q, const Tens
     }
     if (t > 0) {
       // The accumulator of block src arrived from r-1 into dkv_[acc].
-      RETURN_IF_ERROR(WaitFor(dkv_req.get(), t, "waiting for the dK/dV accumulator"));
-      dkv_req.reset();
+      RETURN_IF_ERROR(Arrive(std::move(dkv_req), t, "waiting for the dK/dV accumulator"));
       absl::Status s = backend_->BeginTimed();
       if (s.ok()) s = Timed(backend_->Add(dkv_[acc].f(), dkv_tmp_.f(), block));
       if (!s.ok()) return Fail(s, t, "adding to the dK/dV accumulator");
@@ -548,15 +604,15 @@ absl::Status RingImpl::RunBackward(void* stream, const TensorView& q, const Tens
                                      Meta(t, kind, src_in, d, DType::kFloat32)));
       acc = 1 - acc;
     }
-    if (kv_req) RETURN_IF_ERROR(WaitFor(kv_req.get(), t, "waiting for the KV block"));
+    if (kv_req) RETURN_IF_ERROR(Arrive(std::move(kv_req), t, "waiting for the KV block"));
     cur = 1 - cur;
   }
-  if (dkv_req) RETURN_IF_ERROR(WaitFor(dkv_req.get(), steps - 1, "waiting for the home dK/dV"));
+  if (dkv_req) RETURN_IF_ERROR(Arrive(std::move(dkv_req), steps - 1, "waiting for the home dK/dV"));
   const int64_t own = BlockElems(rank_, d);
   RETURN_IF_ERROR(backend_->Unpack(dkv_[acc].f(), dk));
   RETURN_IF_ERROR(backend_->Unpack(dkv_[acc].f() + own / 2, dv));
   RETURN_IF_ERROR(backend_->Unpack(dq_acc_.f(), dq));
-  return Finish(stream, steps, sent_before, t_start);
+  return Finish(stream, steps, t_start);
 }
 
 absl::Status ValidateOptions(const RingOptions& o) {

@@ -72,11 +72,12 @@ struct RingOptions {
 struct RingStats {
   double wall_seconds = 0;     // whole call, validation excluded
   double compute_seconds = 0;  // attention kernels and merges (on CUDA: GPU time, from events)
-  // Blocked on peers. On CUDA a transfer also waits for the kernels queued
-  // before it (the previous step's), so this includes any part of them that
-  // outlasts the current step's enqueueing.
+  // Host time blocked on peers. On CUDA with a stream-ordered communicator
+  // the host waits until each transfer is queued on the device, which may
+  // be after the kernels queued before it (the previous step's), so this
+  // includes any part of them that outlasts the current step's enqueueing.
   double wait_seconds = 0;
-  int64_t bytes_sent = 0;      // payload bytes this rank sent
+  int64_t bytes_sent = 0;      // payload bytes this rank posted (sent, once the call succeeded)
   int steps = 0;               // ring steps run (rotations + 1)
   int steps_with_work = 0;     // steps where this rank computed
   int64_t workspace_bytes = 0;  // ring buffers held by this rank (KV, accumulators)
@@ -101,12 +102,15 @@ class RingAttention {
   // InvalidArgument naming `stream`), for training code: the ring's kernels
   // run after the work already queued on `stream`, and work the caller
   // queues on it after the call sees the results. The call returns without
-  // waiting for the GPU: the host waits only for the transfers (each one
-  // lands while the next step's kernel runs), so when it returns the last
-  // step's kernels and the final conversions may still be running. Errors of
-  // kernels that ran after the return surface at the next call or at the
-  // caller's own synchronization; a call that fails makes `stream` wait for
-  // the work it had enqueued. Forward and Backward above are these with a
+  // waiting for the GPU: with a stream-ordered communicator (cuda-local,
+  // nccl) the host waits only until each transfer is matched, its headers
+  // checked and its copy queued, and the rank's stream waits for the bytes;
+  // so when it returns, kernels and transfers may still be running. The
+  // ring keeps those transfers' requests and waits for them at the start of
+  // its next call (or when destroyed): a transfer or kernel that fails after
+  // the return surfaces there or at the caller's own synchronization. A
+  // call that fails makes `stream` wait for the work it had enqueued.
+  // Forward and Backward above are these with a
   // null stream: the legacy default stream (PyTorch's default stream), and
   // the call waits for the rank's stream (polling, within the timeout) and
   // returns with the results in place. The timeout also covers the

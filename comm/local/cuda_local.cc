@@ -1,11 +1,13 @@
 // The cuda-local copier (see cuda_local.h): one non-blocking stream per
-// receiving rank; each chunk is a cudaMemcpyAsync (cudaMemcpyDefault: the
-// runtime tells host from device memory) followed by a synchronize, because
-// the receiver's Wait() must mean "the bytes are there" for whatever runs
-// next on any stream or on the host. Stream order: SendRecvOnStream records
-// an event on the poster's stream (the mark); the copy thread waits for the
-// marks of both sides before the first chunk, so neither rank synchronizes
-// its compute stream to post a transfer.
+// receiving rank; a message is one cudaMemcpyAsync (cudaMemcpyDefault: the
+// runtime tells host from device memory), then an event (the copier's mark)
+// and a synchronize, because a request completes only when the bytes are
+// there for whatever runs next on any stream or on the host. Stream order:
+// SendRecvOnStream records an event on the poster's stream (the poster's
+// mark); the copy thread waits for the marks of both sides before the
+// copy, so neither rank synchronizes its compute stream to post a
+// transfer; and Request::WaitOnStream makes a rank's stream wait for the
+// copier's mark, so no rank's host waits for the bytes either.
 #include "comm/local/cuda_local.h"
 
 #include <cuda_runtime_api.h>
@@ -25,6 +27,15 @@ namespace {
 
 #define RINGATTN_CUDA_LOCAL_CHECK(expr) RINGATTN_CUDA_CHECK(expr, "cuda-local copy")
 
+// An event recorded on `stream` (of `device`), destroyed with the mark. The
+// calling thread's current device is restored.
+absl::StatusOr<std::shared_ptr<void>> MarkStream(int device, void* stream) {
+  cudaEvent_t event = nullptr;
+  RINGATTN_CUDA_CHECK(RecordNewEvent(device, static_cast<cudaStream_t>(stream), &event),
+                      "cuda-local: marking the stream");
+  return std::shared_ptr<void>(event, [](void* ev) { cudaEventDestroy(static_cast<cudaEvent_t>(ev)); });
+}
+
 class CudaCopier final : public LocalCopier {
  public:
   CudaCopier(int device, cudaStream_t stream) : device_(device), stream_(stream) {}
@@ -37,9 +48,15 @@ class CudaCopier final : public LocalCopier {
     RINGATTN_CUDA_LOCAL_CHECK(cudaSetDevice(device_));
     RINGATTN_CUDA_LOCAL_CHECK(
         cudaMemcpyAsync(dst, src, static_cast<size_t>(bytes), cudaMemcpyDefault, stream_));
+    return absl::OkStatus();
+  }
+
+  absl::Status Flush() override {
     RINGATTN_CUDA_LOCAL_CHECK(cudaStreamSynchronize(stream_));
     return absl::OkStatus();
   }
+
+  absl::StatusOr<std::shared_ptr<void>> Mark() override { return MarkStream(device_, stream_); }
 
   // Whole messages, up to 1 GiB: a device-to-device copy of that size takes
   // about a millisecond; 4 MiB chunks meant 32 launches and synchronizes
@@ -77,15 +94,6 @@ class CudaCopier final : public LocalCopier {
   cudaStream_t stream_;
 };
 
-// An event recorded on `stream` (of `device`), destroyed with the mark. The
-// calling thread's current device is restored.
-absl::StatusOr<std::shared_ptr<void>> MarkStream(int device, void* stream) {
-  cudaEvent_t event = nullptr;
-  RINGATTN_CUDA_CHECK(RecordNewEvent(device, static_cast<cudaStream_t>(stream), &event),
-                      "cuda-local: marking the stream");
-  return std::shared_ptr<void>(event, [](void* ev) { cudaEventDestroy(static_cast<cudaEvent_t>(ev)); });
-}
-
 absl::StatusOr<std::unique_ptr<LocalCopier>> MakeCopier(int device) {
   RINGATTN_CUDA_LOCAL_CHECK(cudaSetDevice(device));
   cudaStream_t stream = nullptr;
@@ -104,6 +112,13 @@ absl::StatusOr<std::unique_ptr<LocalWorld>> CreateCudaLocalWorld(int size,
   options.name = "cuda-local";
   options.make_copier = [device](int) { return MakeCopier(device); };
   options.mark_stream = [device](void* stream) { return MarkStream(device, stream); };
+  options.wait_mark = [](void* stream, const void* mark) -> absl::Status {
+    RINGATTN_CUDA_CHECK(
+        cudaStreamWaitEvent(static_cast<cudaStream_t>(stream),
+                            static_cast<cudaEvent_t>(const_cast<void*>(mark)), 0),
+        "cuda-local: making a rank's stream wait for a copy");
+    return absl::OkStatus();
+  };
   return LocalWorld::Create(size, options);
 }
 

@@ -5,8 +5,10 @@
 // device memory (any GPU of the process, with unified addressing) or host
 // memory. It is stream ordered (SendRecvOnStream, communicator.h: the copy
 // thread waits for the work both ranks queued before posting, by polling an
-// event, so an abort or the world's timeout still stops it); the streams
-// passed to SendRecvOnStream must belong to the world's `device`.
+// event, so an abort or the world's timeout still stops it; and
+// Request::WaitOnStream makes a rank's stream wait for an event after the
+// queued copy, so no host waits for the bytes); the streams passed to
+// SendRecvOnStream and WaitOnStream must belong to the world's `device`.
 // Everything else (matching, header checks, timeouts, abort) is the
 // local backend's. Built with CUDA; otherwise CreateCudaLocalWorld answers
 // Unimplemented.

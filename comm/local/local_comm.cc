@@ -48,6 +48,7 @@ struct Op {
   const void* send_buf = nullptr;
   void* recv_buf = nullptr;
   const void* mark = nullptr;  // stream order: the posting rank's mark (held by the request)
+  std::shared_ptr<void> landed;  // stream order: the copier's mark after the copy is queued
   OpState state = OpState::kPosted;
 };
 
@@ -62,8 +63,7 @@ class LocalComm;
 }  // namespace
 
 struct LocalWorld::Impl {
-  Impl(int world_size, absl::Duration wait_timeout, std::string comm_name,
-       std::function<absl::StatusOr<std::shared_ptr<void>>(void*)> mark);
+  Impl(int world_size, absl::Duration wait_timeout, const LocalWorldOptions& options);
 
   // All of these require `mu`.
   void Post(Op* op);
@@ -79,6 +79,7 @@ struct LocalWorld::Impl {
   const absl::Duration timeout;
   const std::string name;
   const std::function<absl::StatusOr<std::shared_ptr<void>>(void*)> mark_stream;
+  const std::function<absl::Status(void*, const void*)> wait_mark;
   std::vector<std::unique_ptr<LocalComm>> comms;
   // [rank]: the receiving rank's copier; null: memcpy. Used only by that
   // rank's copy thread.
@@ -138,6 +139,31 @@ class LocalRequest final : public Request {
       return absl::DeadlineExceededError(DescribePending(timeout));
     }
     return status_;
+  }
+
+  absl::Status WaitOnStream(void* stream, absl::Duration timeout) override {
+    if (!world_->wait_mark) return Wait(timeout);
+    std::vector<std::shared_ptr<void>> marks;
+    {
+      std::unique_lock<std::mutex> lock(world_->mu);
+      // Each half: done (landed; the host saw it), or its copy queued.
+      auto queued = [](const Op& op) {
+        return !op.used || op.state == OpState::kDone || op.landed != nullptr;
+      };
+      auto ready = [&] { return !status_.ok() || (queued(send_) && queued(recv_)); };
+      if (!WaitFor(world_->rank_cv[rank_], lock, timeout, ready)) {
+        timed_out_ = true;
+        return absl::DeadlineExceededError(DescribePending(timeout));
+      }
+      if (!status_.ok()) return status_;
+      for (const Op* op : {&send_, &recv_}) {
+        if (op->used && op->state != OpState::kDone) marks.push_back(op->landed);
+      }
+    }
+    for (const std::shared_ptr<void>& mark : marks) {
+      RETURN_IF_ERROR(world_->wait_mark(stream, mark.get()));
+    }
+    return absl::OkStatus();
   }
 
   // Guarded by world_->mu once posted.
@@ -266,12 +292,13 @@ class LocalComm final : public Communicator {
 
 }  // namespace
 
-LocalWorld::Impl::Impl(int world_size, absl::Duration wait_timeout, std::string comm_name,
-                       std::function<absl::StatusOr<std::shared_ptr<void>>(void*)> mark)
+LocalWorld::Impl::Impl(int world_size, absl::Duration wait_timeout,
+                       const LocalWorldOptions& options)
     : size(world_size),
       timeout(wait_timeout),
-      name(std::move(comm_name)),
-      mark_stream(std::move(mark)),
+      name(options.name),
+      mark_stream(options.mark_stream),
+      wait_mark(options.mark_stream ? options.wait_mark : nullptr),
       copiers(world_size),
       rank_cv(world_size),
       copy_cv(world_size),
@@ -365,6 +392,26 @@ void LocalWorld::Impl::CopyLoop(int rank) {
       }
       copied += chunk;
     }
+    if (copier != nullptr && copied > 0) {
+      // Stream order: once the whole message is queued, the ranks' streams
+      // may wait for it on the device (Request::WaitOnStream); the host
+      // still learns of completion below.
+      if (wait_mark && copy_status.ok() && copied == bytes) {
+        absl::StatusOr<std::shared_ptr<void>> landed = copier->Mark();
+        if (!landed.ok()) {
+          copy_status = landed.status();
+        } else if (*landed != nullptr) {
+          std::lock_guard<std::mutex> published(mu);
+          job.send->landed = *landed;
+          job.recv->landed = std::move(landed).value();
+          rank_cv[job.send->request->rank_].notify_all();
+          rank_cv[job.recv->request->rank_].notify_all();
+        }
+      }
+      // Whatever was queued lands before the requests complete.
+      const absl::Status flushed = copier->Flush();
+      if (copy_status.ok()) copy_status = flushed;
+    }
 
     lock.lock();
     if (copy_status.ok() && copied == bytes) {
@@ -456,7 +503,7 @@ absl::StatusOr<std::unique_ptr<LocalWorld>> LocalWorld::Create(int size,
   if (timeout == absl::ZeroDuration()) {
     ASSIGN_OR_RETURN(timeout, DefaultTimeout());
   }
-  auto impl = std::make_unique<Impl>(size, timeout, options.name, options.mark_stream);
+  auto impl = std::make_unique<Impl>(size, timeout, options);
   if (options.make_copier) {
     for (int r = 0; r < size; ++r) {
       ASSIGN_OR_RETURN(impl->copiers[r], options.make_copier(r));

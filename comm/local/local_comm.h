@@ -24,6 +24,9 @@
 //   the destructor returns. (A copy waiting for a stream-ordered poster's
 //   stream gives up after the world's timeout, or at an abort.)
 // - BytesSent() counts a send's payload once its copy completed.
+// - WaitOnStream() (stream ordered worlds with a wait_mark) returns once
+//   the copies of both halves are queued on their copiers' streams, having
+//   made the stream wait for them; the halves complete when they landed.
 //
 // The world must outlive its communicators' requests; destroy every
 // request before the world.
@@ -47,13 +50,23 @@
 namespace ringattn::comm {
 
 // Moves the bytes of matched messages for one copy thread (one receiving
-// rank). Copy() is called only from that thread, once per chunk of at most
-// MaxChunkBytes(), and must have finished writing `dst` when it returns OK. An
-// error fails the send and the receive of that message (both ranks see it).
+// rank). Its calls come only from that thread. Per message: After(), then
+// Copy() once per chunk of at most MaxChunkBytes(), then Mark() (stream
+// ordered worlds only), then Flush(). An error fails the send and the
+// receive of that message (both ranks see it).
 class LocalCopier {
  public:
   virtual ~LocalCopier() = default;
+  // Copies one chunk, or only queues its copy (a device copy on a stream):
+  // the bytes must be in `dst` once Flush() has returned OK.
   virtual absl::Status Copy(void* dst, const void* src, int64_t bytes) = 0;
+  // Waits until every copy queued so far has landed.
+  virtual absl::Status Flush() { return absl::OkStatus(); }
+  // Stream order: a mark of the copies queued so far (an event after them
+  // on the copier's stream), taken before Flush, which the ranks' streams
+  // can be made to wait for (LocalWorldOptions::wait_mark); Request::
+  // WaitOnStream then needs no host wait for the bytes. Null: none.
+  virtual absl::StatusOr<std::shared_ptr<void>> Mark() { return std::shared_ptr<void>(); }
   // The largest chunk Copy() is given: an abort waits for at most one
   // chunk, and each chunk costs one call (for a device copy, a launch and a
   // synchronize, which at a few MiB would cost more than the copy).
@@ -86,6 +99,10 @@ struct LocalWorldOptions {
   // until it completes and the receiving rank's copier waits for it
   // (LocalCopier::After). Null: the world is not stream ordered.
   std::function<absl::StatusOr<std::shared_ptr<void>>(void* stream)> mark_stream;
+  // Stream order for the receiver (cuda-local): makes `stream`, a stream of
+  // a rank, wait for a copier's Mark(). With it, Request::WaitOnStream waits
+  // on the device for a message whose copy is queued; without it, on the host.
+  std::function<absl::Status(void* stream, const void* mark)> wait_mark;
   // What the communicators' Name() answers.
   std::string name = "local";
 };

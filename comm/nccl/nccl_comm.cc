@@ -5,7 +5,9 @@
 // Threads: the progress thread is the only one that calls NCCL or touches
 // the communicator's streams, events and staging memory ([pt] below). The
 // user's threads post requests and barriers into queues and wait on state
-// the progress thread updates under mu_. A round (one request) is in one
+// the progress thread updates under mu_ (Request::WaitOnStream's
+// cudaStreamWaitEvent on the user's stream, once the payload is on the
+// communication stream, is the one CUDA call a user's thread makes). A round (one request) is in one
 // of three phases: queued (nothing given to NCCL), control (the
 // ControlMsg group), payload (the agreed ncclSend / ncclRecv group). Each
 // phase's NCCL group is "enqueued" once NCCL has put it on the stream
@@ -258,6 +260,9 @@ struct Op {
   // Stream order (SendRecvOnStream): an event on the poster's stream that
   // the payload group waits for on the device; owned here.
   cudaEvent_t ready = nullptr;
+  // Recorded on the communication stream after the payload group, for
+  // Request::WaitOnStream; owned here.
+  cudaEvent_t done = nullptr;
   MessageHeader send_header;  // the message this rank sends
   MessageHeader recv_header;  // the message this rank expects
   std::vector<int> peers;     // distinct peers of the round: to, then from
@@ -265,6 +270,7 @@ struct Op {
   // Guarded by mu_.
   Phase phase = Phase::kQueued;
   bool complete = false;  // the user-visible outcome is known (status)
+  bool on_stream = false;  // the payload group and `done` are on the stream
   bool settled = false;   // nothing of NCCL's touches the user's buffers any more
   bool orphaned = false;  // destroyed while exchanging control: payload to scratch
   bool dropped = false;   // destroyed before it started: never given to NCCL
@@ -282,6 +288,7 @@ struct Op {
   Op& operator=(const Op&) = delete;
   ~Op() {
     if (ready != nullptr) cudaEventDestroy(ready);
+    if (done != nullptr) cudaEventDestroy(done);
   }
 };
 
@@ -299,6 +306,7 @@ class NcclRequest final : public Request {
   ~NcclRequest() override;
   absl::StatusOr<bool> Test() override;
   absl::Status Wait(absl::Duration timeout) override;
+  absl::Status WaitOnStream(void* stream, absl::Duration timeout) override;
 
  private:
   NcclComm* const comm_;
@@ -345,6 +353,7 @@ class NcclComm final : public NcclCommunicator {
   // For requests.
   absl::StatusOr<bool> TestOp(const Op& op);
   absl::Status WaitOp(const Op& op, absl::Duration timeout);
+  absl::Status WaitOpOnStream(const Op& op, void* stream, absl::Duration timeout);
   void ReleaseOp(const std::shared_ptr<Op>& op);
 
  private:
@@ -628,6 +637,24 @@ absl::Status NcclComm::WaitOp(const Op& op, absl::Duration timeout) {
   return op.complete ? op.status : abort_status_;
 }
 
+// The host waits for the payload group to be on the communication stream
+// (the control round trip and the header check), not for the bytes.
+absl::Status NcclComm::WaitOpOnStream(const Op& op, void* stream, absl::Duration timeout) {
+  cudaEvent_t done = nullptr;
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (!WaitFor(cv_, lock, timeout,
+                 [&] { return op.complete || op.on_stream || !abort_status_.ok(); })) {
+      return absl::DeadlineExceededError(DescribePending(op, timeout));
+    }
+    if (op.complete) return op.status;
+    if (!abort_status_.ok()) return abort_status_;
+    done = op.done;  // recorded once, destroyed with the op, which the request holds
+  }
+  RINGATTN_NCCL_CUDA_CHECK(cudaStreamWaitEvent(static_cast<cudaStream_t>(stream), done, 0));
+  return absl::OkStatus();
+}
+
 void NcclComm::ReleaseOp(const std::shared_ptr<Op>& op) {
   std::unique_lock<std::mutex> lock(mu_);
   auto done = [&] { return op->complete || !abort_status_.ok(); };
@@ -670,6 +697,11 @@ absl::StatusOr<bool> NcclRequest::Test() {
 absl::Status NcclRequest::Wait(absl::Duration timeout) {
   if (!op_) return absl::OkStatus();
   return comm_->WaitOp(*op_, timeout);
+}
+
+absl::Status NcclRequest::WaitOnStream(void* stream, absl::Duration timeout) {
+  if (!op_) return absl::OkStatus();
+  return comm_->WaitOpOnStream(*op_, stream, timeout);
 }
 
 absl::Status NcclComm::Barrier(absl::Duration timeout) {
@@ -998,7 +1030,16 @@ absl::Status NcclComm::AfterPayloadGroup(Op& op) {
     op.scratch = nullptr;
   }
   RINGATTN_NCCL_CUDA_CHECK(cudaEventRecord(event_, stream_));
+  if (op.done == nullptr) {
+    RINGATTN_NCCL_CUDA_CHECK(cudaEventCreateWithFlags(&op.done, cudaEventDisableTiming));
+  }
+  RINGATTN_NCCL_CUDA_CHECK(cudaEventRecord(op.done, stream_));
   op.enqueued = true;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    op.on_stream = true;
+  }
+  cv_.notify_all();
   return absl::OkStatus();
 }
 

@@ -38,6 +38,9 @@
 // (cudaStreamWaitEvent on the communication stream), so the ring posts a
 // transfer right after queueing the kernel that produces its bytes; the
 // control messages, which touch no user buffer, need not wait.
+// Request::WaitOnStream makes the user's stream wait for an event after the
+// payload group: the host waits for the control round trip and the header
+// check, not for the bytes.
 // Waits and tests poll the state the progress thread keeps (events,
 // ncclCommGetAsyncError); so a transfer progresses while the rank
 // computes. Message bytes travel as ncclUint8.

@@ -44,6 +44,7 @@ namespace {
 [[maybe_unused]] const bool kModelLibrary = [] {
   setenv("RINGATTN_NCCL_LIBRARY", RINGATTN_NCCL_MODEL_LIBRARY, 1);
   ModelSetJitter(200);
+  ModelSetCopyTime(3000);  // transfers as slow as kernels, at times
   return true;
 }();
 
@@ -338,6 +339,97 @@ TEST(RingModel, StreamOnCpuBackendIsRefused) {
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
   EXPECT_NE(s.message().find("stream"), absl::string_view::npos) << s;
   cudaStreamDestroy(stream);
+}
+
+// Request::WaitOnStream, below the ring: the host waits until the transfer
+// is queued, not for its bytes, and the stream waits for the bytes. The
+// bytes are held back until both ranks have returned from WaitOnStream and
+// tested the request (still pending); then a stream operation queued after
+// WaitOnStream must see them. `hold` holds them on one rank (before it
+// posts), `release` lets them go.
+void ExpectStreamWaitsForTheBytes(const std::vector<comm::Communicator*>& comms,
+                                  const std::function<void(int, cudaStream_t)>& hold,
+                                  const std::function<void()>& release,
+                                  const std::function<void(int)>& make_current) {
+  static constexpr int64_t kBytes = 1 << 16;
+  const int world = static_cast<int>(comms.size());
+  std::atomic<int> tested{0};
+  std::vector<std::thread> threads;
+  for (int r = 0; r < world; ++r) {
+    threads.emplace_back([&, r] {
+      make_current(r);
+      cudaStream_t stream = nullptr;
+      ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+      unsigned char* send = nullptr;
+      unsigned char* recv = nullptr;
+      ASSERT_EQ(cudaMalloc(&send, kBytes), cudaSuccess);
+      ASSERT_EQ(cudaMalloc(&recv, kBytes), cudaSuccess);
+      for (int64_t i = 0; i < kBytes; ++i) send[i] = static_cast<unsigned char>(i * 7 + r);
+      std::memset(recv, 0xee, kBytes);  // the model's device memory is host memory
+      hold(r, stream);
+      comm::MessageMeta meta;
+      meta.ndim = 1;
+      meta.shape[0] = kBytes;
+      const int to = (r + 1) % world, from = (r + world - 1) % world;
+      auto req = comms[r]->SendRecvOnStream(stream, send, kBytes, to, meta, recv, kBytes, from, meta);
+      ASSERT_TRUE(req.ok()) << req.status();
+      EXPECT_TRUE((*req)->WaitOnStream(stream, absl::Seconds(10)).ok());
+      auto done = (*req)->Test();
+      ASSERT_TRUE(done.ok()) << done.status();
+      EXPECT_FALSE(*done) << "rank " << r << ": the bytes were held back, yet the request completed";
+      std::vector<unsigned char> seen;
+      ModelLaunch(stream, [&seen, recv] { seen.assign(recv, recv + kBytes); });
+      ++tested;
+      ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+      ASSERT_EQ(seen.size(), static_cast<size_t>(kBytes));
+      for (int64_t i = 0; i < kBytes; ++i) {
+        ASSERT_EQ(seen[i], static_cast<unsigned char>(i * 7 + from)) << "rank " << r << " byte " << i;
+      }
+      EXPECT_TRUE((*req)->Wait(absl::Seconds(10)).ok());
+      req->reset();
+      cudaFree(send);
+      cudaFree(recv);
+      cudaStreamDestroy(stream);
+    });
+  }
+  while (tested.load() < world) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // the snapshots are queued
+  release();
+  for (auto& t : threads) t.join();
+}
+
+TEST(RingModel, CudaLocalWaitOnStreamQueuesTheWaitNotTheHost) {
+  auto world = comm::CreateCudaLocalWorld(3, {}, 0);
+  ASSERT_TRUE(world.ok()) << world.status();
+  std::vector<comm::Communicator*> comms;
+  for (int r = 0; r < 3; ++r) comms.push_back(&(*world)->Comm(r));
+  ModelHoldCopies(true);  // the copier queues the copy, which then waits
+  ExpectStreamWaitsForTheBytes(
+      comms, [](int, cudaStream_t) {}, [] { ModelHoldCopies(false); }, [](int) {});
+  ModelHoldCopies(false);
+}
+
+TEST(RingModel, NcclWaitOnStreamQueuesTheWaitNotTheHost) {
+  std::vector<std::unique_ptr<comm::NcclCommunicator>> nccl;
+  for (auto& made : comm::MakeComms(2, absl::Seconds(10))) {
+    ASSERT_TRUE(made.ok()) << made.status();
+    nccl.push_back(std::move(made).value());
+  }
+  std::vector<comm::Communicator*> comms{nccl[0].get(), nccl[1].get()};
+  // Rank 0's stream is stuck before its post: the payload, which waits for
+  // it on the device, cannot move; the control messages and the header
+  // check need no stream.
+  auto gate = std::make_shared<std::atomic<bool>>(false);
+  ExpectStreamWaitsForTheBytes(
+      comms,
+      [gate](int rank, cudaStream_t stream) {
+        if (rank != 0) return;
+        ModelLaunch(stream, [gate] {
+          while (!gate->load()) std::this_thread::sleep_for(std::chrono::microseconds(100));
+        });
+      },
+      [gate] { gate->store(true); },
+      [&nccl](int rank) { ASSERT_TRUE(nccl[rank]->MakeDeviceCurrent().ok()); });
 }
 
 // A caller's stream that never gets to the ring's work (blocked here until

@@ -112,3 +112,11 @@ cudaError_t cudaMallocHost(T** ptr, size_t bytes) {
 // shows up as wrong results instead of passing by luck.
 void ModelLaunch(cudaStream_t stream, std::function<void()> op);
 void ModelSetJitter(int max_us);
+// Model only: every cudaMemcpyAsync copies its first half, sleeps up to
+// `max_us` microseconds at random, then copies its second half: a slow
+// link, so that a buffer reused while a copy still reads or writes it
+// shows up. 0 (the default): one memcpy.
+void ModelSetCopyTime(int max_us);
+// Model only: while held, every cudaMemcpyAsync that reaches the head of
+// its stream waits (and its stream with it) until released.
+void ModelHoldCopies(bool hold);

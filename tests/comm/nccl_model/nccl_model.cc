@@ -57,6 +57,8 @@
 
 namespace {
 std::atomic<int> g_jitter_us{0};
+std::atomic<int> g_copy_us{0};
+std::atomic<bool> g_copies_held{false};
 }  // namespace
 
 struct ModelStream {
@@ -314,6 +316,8 @@ void ModelLaunch(cudaStream_t stream, std::function<void()> op) {
   Legacy(stream)->Push(std::move(op));
 }
 void ModelSetJitter(int max_us) { g_jitter_us.store(max_us < 0 ? 0 : max_us); }
+void ModelSetCopyTime(int max_us) { g_copy_us.store(max_us < 0 ? 0 : max_us); }
+void ModelHoldCopies(bool hold) { g_copies_held.store(hold); }
 cudaError_t cudaEventQuery(cudaEvent_t event) {
   std::lock_guard<std::mutex> lock(event->mu);
   return event->reached == event->recorded ? cudaSuccess : cudaErrorNotReady;
@@ -348,7 +352,20 @@ cudaError_t cudaMemset(void* ptr, int value, size_t bytes) {
 }
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind,
                             cudaStream_t stream) {
-  Legacy(stream)->Push([dst, src, bytes] { std::memcpy(dst, src, bytes); });
+  Legacy(stream)->Push([dst, src, bytes] {
+    while (g_copies_held.load()) std::this_thread::sleep_for(std::chrono::microseconds(100));
+    const int copy_us = g_copy_us.load(std::memory_order_relaxed);
+    if (copy_us == 0 || bytes < 2) {
+      std::memcpy(dst, src, bytes);
+      return;
+    }
+    // A copy that takes a while: its second half is read and written later.
+    thread_local std::minstd_rand rng(std::random_device{}());
+    const size_t half = bytes / 2;
+    std::memcpy(dst, src, half);
+    std::this_thread::sleep_for(std::chrono::microseconds(rng() % (copy_us + 1)));
+    std::memcpy(static_cast<char*>(dst) + half, static_cast<const char*>(src) + half, bytes - half);
+  });
   return cudaSuccess;
 }
 cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* attr, const void* ptr) {
