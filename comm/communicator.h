@@ -77,11 +77,14 @@ class Request {
   // does not wait for the bytes themselves. The host waits only until the
   // transfer is matched, its headers checked and its copy queued on the
   // device (or it completed, or failed), within `timeout` (DeadlineExceeded
-  // naming the peer and the step). Returns the error of a half that has
-  // already failed. A failure after that (a device fault, an abort) is
-  // reported by Test, Wait and the destructor, which still waits for the
-  // transfer: keep the request until the stream has passed it. The default
-  // is Wait(timeout), which satisfies all of this for any stream.
+  // naming the peer and the step); a backend whose requests run one after
+  // another (nccl) queues a transfer only once the one before it has
+  // landed. Returns the error of a half that has already failed. A failure
+  // after that (a device fault, an abort) is reported by Test and Wait; the
+  // destructor still waits for the transfer (and reports nothing): keep the
+  // request until the stream has passed it, and Wait or Test it to learn
+  // the outcome. The default is Wait(timeout), which satisfies all of this
+  // for any stream.
   virtual absl::Status WaitOnStream(void* stream, absl::Duration timeout) {
     (void)stream;
     return Wait(timeout);

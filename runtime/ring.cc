@@ -20,8 +20,8 @@
 // (Request::WaitOnStream) before the kernels that read what it brings. The
 // host waits only until each transfer is matched, its headers checked and
 // its copy queued -- which is where a silent peer or a mismatch becomes an
-// error naming the step -- never for the bytes, and for the stream once at
-// the end (not at all on a caller's stream: the requests then stay in
+// error naming the step -- not for its bytes (nccl queues a transfer once
+// the one before it has landed), and for the stream once at the end (not at all on a caller's stream: the requests then stay in
 // flight until the next call). A communicator that is not stream ordered
 // gets the stream synchronized before each post and host waits.
 #include <algorithm>
@@ -137,8 +137,8 @@ class RingImpl final : public RingAttention {
     if (backend_->Stream() == nullptr) return backend_->Describe();
     return absl::StrCat(backend_->Describe(), "; ", comm_->Name(),
                         comm_->StreamOrdered()
-                            ? " transfers ordered on the stream both ways (events; the host "
-                              "never waits for the bytes)"
+                            ? " transfers ordered on the stream both ways (events, no host "
+                              "wait per step for the step's own bytes)"
                             : " transfers after a stream synchronize (not stream ordered)");
   }
 
@@ -204,7 +204,9 @@ class RingImpl final : public RingAttention {
     } else {
       (void)backend_->Synchronize(timeout_);
     }
-    inflight_.clear();  // the world was aborted: they settle promptly
+    // After an abort they settle promptly; otherwise (a bad argument, a
+    // failed enqueue) the next call's Drain waits for them and reports.
+    if (aborted_) inflight_.clear();
     return s;
   }
   // End of a call: the caller's stream waits for the ring, or the host
@@ -233,6 +235,7 @@ class RingImpl final : public RingAttention {
   RingPlan plan_;
   mutable RingStats stats_;
   mutable bool timing_pending_ = false;
+  bool aborted_ = false;  // Fail aborted the communicator
   // Workspace, grown on demand and kept between calls.
   Buffer kv_[2], acc_out_, acc_lse_, part_out_, part_lse_, dsum_, dq_acc_, dkv_[2], dkv_tmp_;
   // Transfers the rank's stream waits for on the device, oldest first, with
@@ -250,6 +253,7 @@ absl::Status RingImpl::Fail(const absl::Status& s, int step, const char* what) {
   absl::Status wrapped(s.code(), absl::StrCat("rank ", rank_, ", ring step ", step, " (", what,
                                               "): ", s.message()));
   comm_->Abort(wrapped);
+  aborted_ = true;
   return wrapped;
 }
 

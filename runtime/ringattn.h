@@ -77,7 +77,9 @@ struct RingStats {
   // be after the kernels queued before it (the previous step's), so this
   // includes any part of them that outlasts the current step's enqueueing.
   double wait_seconds = 0;
-  int64_t bytes_sent = 0;      // payload bytes this rank posted (sent, once the call succeeded)
+  // Payload bytes this rank posted (on the synchronous calls, sent once the
+  // call returned OK; on a caller's stream, the last may still be moving).
+  int64_t bytes_sent = 0;
   int steps = 0;               // ring steps run (rotations + 1)
   int steps_with_work = 0;     // steps where this rank computed
   int64_t workspace_bytes = 0;  // ring buffers held by this rank (KV, accumulators)

@@ -1,6 +1,6 @@
 // The cuda-local copier (see cuda_local.h): one non-blocking stream per
-// receiving rank; a message is one cudaMemcpyAsync (cudaMemcpyDefault: the
-// runtime tells host from device memory), then an event (the copier's mark)
+// receiving rank; a message is one cudaMemcpyAsync per GiB (cudaMemcpyDefault:
+// the runtime tells host from device memory), then an event (the copier's mark)
 // and a synchronize, because a request completes only when the bytes are
 // there for whatever runs next on any stream or on the host. Stream order:
 // SendRecvOnStream records an event on the poster's stream (the poster's

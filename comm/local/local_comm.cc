@@ -396,7 +396,8 @@ void LocalWorld::Impl::CopyLoop(int rank) {
       // Stream order: once the whole message is queued, the ranks' streams
       // may wait for it on the device (Request::WaitOnStream); the host
       // still learns of completion below.
-      if (wait_mark && copy_status.ok() && copied == bytes) {
+      const bool ordered = job.send->mark != nullptr || job.recv->mark != nullptr;
+      if (wait_mark && ordered && copy_status.ok() && copied == bytes) {
         absl::StatusOr<std::shared_ptr<void>> landed = copier->Mark();
         if (!landed.ok()) {
           copy_status = landed.status();

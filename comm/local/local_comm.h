@@ -67,9 +67,10 @@ class LocalCopier {
   // can be made to wait for (LocalWorldOptions::wait_mark); Request::
   // WaitOnStream then needs no host wait for the bytes. Null: none.
   virtual absl::StatusOr<std::shared_ptr<void>> Mark() { return std::shared_ptr<void>(); }
-  // The largest chunk Copy() is given: an abort waits for at most one
-  // chunk, and each chunk costs one call (for a device copy, a launch and a
-  // synchronize, which at a few MiB would cost more than the copy).
+  // The largest chunk Copy() is given: an abort stops a memcpy at the next
+  // chunk (a queued device copy runs to its end: Flush waits for all of a
+  // message's chunks), and each chunk costs one call (for a device copy,
+  // a launch, which at a few MiB would cost more than the copy).
   virtual int64_t MaxChunkBytes() const { return int64_t{4} << 20; }
   // Stream order: called before the first chunk of a message with the marks
   // the sender and the receiver took when they posted it (null for a half

@@ -5,9 +5,10 @@
 // Threads: the progress thread is the only one that calls NCCL or touches
 // the communicator's streams, events and staging memory ([pt] below). The
 // user's threads post requests and barriers into queues and wait on state
-// the progress thread updates under mu_ (Request::WaitOnStream's
-// cudaStreamWaitEvent on the user's stream, once the payload is on the
-// communication stream, is the one CUDA call a user's thread makes). A round (one request) is in one
+// the progress thread updates under mu_. The CUDA calls a user's thread
+// makes touch only its own stream and per-request events: SendRecvOnStream
+// records `ready` on the user's stream, Request::WaitOnStream makes the
+// user's stream wait for `done`, and a request's end may destroy both. A round (one request) is in one
 // of three phases: queued (nothing given to NCCL), control (the
 // ControlMsg group), payload (the agreed ncclSend / ncclRecv group). Each
 // phase's NCCL group is "enqueued" once NCCL has put it on the stream
@@ -261,7 +262,8 @@ struct Op {
   // the payload group waits for on the device; owned here.
   cudaEvent_t ready = nullptr;
   // Recorded on the communication stream after the payload group, for
-  // Request::WaitOnStream; owned here.
+  // Request::WaitOnStream; owned here. Written by [pt] before `on_stream`
+  // is set under mu_, read by the user's thread after it.
   cudaEvent_t done = nullptr;
   MessageHeader send_header;  // the message this rank sends
   MessageHeader recv_header;  // the message this rank expects
@@ -638,7 +640,9 @@ absl::Status NcclComm::WaitOp(const Op& op, absl::Duration timeout) {
 }
 
 // The host waits for the payload group to be on the communication stream
-// (the control round trip and the header check), not for the bytes.
+// (the control round trip and the header check), not for this round's
+// bytes; rounds run one after another, so that is once the previous
+// round's bytes have landed.
 absl::Status NcclComm::WaitOpOnStream(const Op& op, void* stream, absl::Duration timeout) {
   cudaEvent_t done = nullptr;
   {

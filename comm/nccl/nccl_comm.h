@@ -40,7 +40,8 @@
 // control messages, which touch no user buffer, need not wait.
 // Request::WaitOnStream makes the user's stream wait for an event after the
 // payload group: the host waits for the control round trip and the header
-// check, not for the bytes.
+// check, not for the round's bytes (but, rounds being sequential, for the
+// previous round's).
 // Waits and tests poll the state the progress thread keeps (events,
 // ncclCommGetAsyncError); so a transfer progresses while the rank
 // computes. Message bytes travel as ncclUint8.

@@ -29,6 +29,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "attention/dtype.h"
+#include "base/status.h"
 #include "comm/local/cuda_local.h"
 #include "comm/local/local_comm.h"
 #include "comm/nccl/nccl_comm.h"
@@ -357,6 +358,16 @@ void ExpectStreamWaitsForTheBytes(const std::vector<comm::Communicator*>& comms,
   std::vector<std::thread> threads;
   for (int r = 0; r < world; ++r) {
     threads.emplace_back([&, r] {
+      // A rank that stops early (a failed ASSERT) still counts as tested,
+      // so that the bytes are released and the other ranks end.
+      bool counted = false;
+      struct Count {
+        std::atomic<int>& n;
+        bool& done;
+        ~Count() {
+          if (!done) ++n;
+        }
+      } count{tested, counted};
       make_current(r);
       cudaStream_t stream = nullptr;
       ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
@@ -379,6 +390,7 @@ void ExpectStreamWaitsForTheBytes(const std::vector<comm::Communicator*>& comms,
       EXPECT_FALSE(*done) << "rank " << r << ": the bytes were held back, yet the request completed";
       std::vector<unsigned char> seen;
       ModelLaunch(stream, [&seen, recv] { seen.assign(recv, recv + kBytes); });
+      counted = true;
       ++tested;
       ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
       ASSERT_EQ(seen.size(), static_cast<size_t>(kBytes));
@@ -392,7 +404,11 @@ void ExpectStreamWaitsForTheBytes(const std::vector<comm::Communicator*>& comms,
       cudaStreamDestroy(stream);
     });
   }
-  while (tested.load() < world) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (tested.load() < world && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_EQ(tested.load(), world) << "ranks still in WaitOnStream after 30 s";
   std::this_thread::sleep_for(std::chrono::milliseconds(20));  // the snapshots are queued
   release();
   for (auto& t : threads) t.join();
@@ -404,9 +420,11 @@ TEST(RingModel, CudaLocalWaitOnStreamQueuesTheWaitNotTheHost) {
   std::vector<comm::Communicator*> comms;
   for (int r = 0; r < 3; ++r) comms.push_back(&(*world)->Comm(r));
   ModelHoldCopies(true);  // the copier queues the copy, which then waits
+  struct Release {
+    ~Release() { ModelHoldCopies(false); }  // whatever happens, no later test is held
+  } release;
   ExpectStreamWaitsForTheBytes(
       comms, [](int, cudaStream_t) {}, [] { ModelHoldCopies(false); }, [](int) {});
-  ModelHoldCopies(false);
 }
 
 TEST(RingModel, NcclWaitOnStreamQueuesTheWaitNotTheHost) {
@@ -430,6 +448,105 @@ TEST(RingModel, NcclWaitOnStreamQueuesTheWaitNotTheHost) {
       },
       [gate] { gate->store(true); },
       [&nccl](int rank) { ASSERT_TRUE(nccl[rank]->MakeDeviceCurrent().ok()); });
+}
+
+// A communicator whose first stream-ordered request fails after the ring's
+// stream was made to wait for it: Test says pending, Wait the error. On a
+// caller's stream the call returns first; the next call must report it.
+class LateFailureComm final : public comm::Communicator {
+ public:
+  explicit LateFailureComm(comm::Communicator* inner) : inner_(inner) {}
+  int Rank() const override { return inner_->Rank(); }
+  int Size() const override { return inner_->Size(); }
+  std::string Name() const override { return inner_->Name(); }
+  absl::StatusOr<std::unique_ptr<comm::Request>> SendRecv(
+      const void* send, int64_t send_bytes, int to, const comm::MessageMeta& send_meta, void* recv,
+      int64_t recv_bytes, int from, const comm::MessageMeta& recv_meta) override {
+    return inner_->SendRecv(send, send_bytes, to, send_meta, recv, recv_bytes, from, recv_meta);
+  }
+  bool StreamOrdered() const override { return inner_->StreamOrdered(); }
+  absl::StatusOr<std::unique_ptr<comm::Request>> SendRecvOnStream(
+      void* stream, const void* send, int64_t send_bytes, int to,
+      const comm::MessageMeta& send_meta, void* recv, int64_t recv_bytes, int from,
+      const comm::MessageMeta& recv_meta) override {
+    auto r = inner_->SendRecvOnStream(stream, send, send_bytes, to, send_meta, recv, recv_bytes,
+                                      from, recv_meta);
+    if (!r.ok() || failed_once_) return r;
+    failed_once_ = true;
+    return std::unique_ptr<comm::Request>(new Failing(std::move(r).value()));
+  }
+  absl::Status Barrier(absl::Duration timeout) override { return inner_->Barrier(timeout); }
+  void Abort(const absl::Status& reason) override { inner_->Abort(reason); }
+  int64_t BytesSent() const override { return inner_->BytesSent(); }
+
+ private:
+  class Failing final : public comm::Request {
+   public:
+    explicit Failing(std::unique_ptr<comm::Request> inner) : inner_(std::move(inner)) {}
+    absl::StatusOr<bool> Test() override { return false; }
+    absl::Status Wait(absl::Duration timeout) override {
+      RETURN_IF_ERROR(inner_->Wait(timeout));
+      return absl::DataLossError("injected: the transfer failed after it was queued");
+    }
+    absl::Status WaitOnStream(void* stream, absl::Duration timeout) override {
+      return inner_->WaitOnStream(stream, timeout);
+    }
+
+   private:
+    std::unique_ptr<comm::Request> inner_;
+  };
+  comm::Communicator* inner_;
+  bool failed_once_ = false;
+};
+
+TEST(RingModel, TransferFailingAfterACallOnAStreamIsReportedByTheNextCall) {
+  const Case c{2, Sharding::kContiguous, false};
+  auto world = comm::CreateCudaLocalWorld(c.world, {}, 0);
+  ASSERT_TRUE(world.ok()) << world.status();
+  std::vector<Shard> shards = MakeShards(c);
+  std::vector<absl::Status> first(c.world), second(c.world);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < c.world; ++r) {
+    threads.emplace_back([&, r] {
+      LateFailureComm cm(&(*world)->Comm(r));
+      RingOptions opt;
+      opt.seqlen = SeqLen(c);
+      opt.dtype = DType::kBFloat16;
+      opt.backend = Backend::kCuda;
+      opt.timeout = absl::Seconds(10);
+      auto ring = RingAttention::Create(&cm, opt);
+      ASSERT_TRUE(ring.ok()) << ring.status();
+      Shard& sh = shards[r];
+      const int64_t s = (*ring)->ShardLength();
+      auto view = [&](std::vector<uint16_t>& x, int64_t h) {
+        return TensorView::Contiguous(x.data(), DType::kBFloat16, {1, s, h, kD}, Device::kCuda);
+      };
+      const TensorView lse =
+          TensorView::Contiguous(sh.lse.data(), DType::kFloat32, {1, c.heads, s}, Device::kCuda);
+      cudaStream_t stream = nullptr;
+      ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+      for (absl::Status* st : {&first[r], &second[r]}) {
+        *st = (*ring)->ForwardOnStream(stream, view(sh.q, c.heads), view(sh.k, c.heads_k),
+                                       view(sh.v, c.heads_k), view(sh.out, c.heads), lse);
+      }
+      ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+      ring->reset();
+      cudaStreamDestroy(stream);
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int r = 0; r < c.world; ++r) {
+    EXPECT_TRUE(first[r].ok()) << "rank " << r << ": " << first[r];
+    // This rank's own failed transfer, or its peer's abort.
+    EXPECT_FALSE(second[r].ok()) << "rank " << r;
+  }
+  for (int r = 0; r < c.world; ++r) {
+    if (second[r].code() != absl::StatusCode::kDataLoss) continue;
+    EXPECT_NE(second[r].message().find("ring step 0"), absl::string_view::npos) << second[r];
+    EXPECT_NE(second[r].message().find("injected"), absl::string_view::npos) << second[r];
+    return;
+  }
+  ADD_FAILURE() << "no rank reported the injected failure: " << second[0] << " / " << second[1];
 }
 
 // A caller's stream that never gets to the ring's work (blocked here until
