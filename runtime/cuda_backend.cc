@@ -77,9 +77,9 @@ class CudaBackend final : public KernelBackend {
       return absl::UnimplementedError(absl::StrCat(
           name, " dtype: the CUDA kernels take bf16 or fp16, not ", DTypeName(t.dtype)));
     }
-    if (t.ndim == 4 && t.shape[3] != 64 && t.shape[3] != 128) {
+    if (t.ndim == 4 && t.shape[3] != 64 && t.shape[3] != 128 && t.shape[3] != 256) {
       return absl::UnimplementedError(absl::StrCat(
-          name, " head dim: the CUDA kernels are built for 64 and 128, not ", t.shape[3]));
+          name, " head dim: the CUDA kernels are built for 64, 128 and 256, not ", t.shape[3]));
     }
     const bool aligned = reinterpret_cast<uintptr_t>(t.data) % 16 == 0;
     if (!aligned || t.strides[0] % 8 != 0 || t.strides[1] % 8 != 0 || t.strides[2] % 8 != 0) {

@@ -13,8 +13,8 @@
 // thread count (on the CUDA backend: the backward with `deterministic`).
 //
 // Backends: kCpu (host tensors, fp32 or bf16, any head dim up to 512) and
-// kCuda (device tensors on GPU `device_index`, bf16 or fp16, head dim 64 or
-// 128, q and dout with 16-byte aligned rows; the communicator must move
+// kCuda (device tensors on GPU `device_index`, bf16 or fp16, head dim 64,
+// 128 or 256, q and dout with 16-byte aligned rows; the communicator must move
 // device memory, e.g. comm/local/cuda_local.h). Tensors must live on the
 // backend's device (TensorView::device); a backend not built answers
 // Unimplemented from Create.

@@ -7,7 +7,7 @@
 //                                  mismatch. Needs no Abseil or GoogleTest,
 //                                  so it also runs where only nvcc exists.
 //   cuda_attn_bench --bench [--csv FILE] [--reps N]
-//                                  bf16, D in {64, 128}, S in {2048, 8192,
+//                                  bf16, D in {64, 128, 256}, S in {2048, 8192,
 //                                  16384}, causal and not, B = 16384 / S,
 //                                  H = 2048 / D: median time over N runs
 //                                  (CUDA events, after warm-up) and TFLOP/s
@@ -70,6 +70,9 @@ struct Dev {
     return h;
   }
 };
+
+// The naive reference kernels keep one row of D floats per thread.
+constexpr int kMaxD = 256;
 
 // Approximately normal values (sum of four hashed uniforms), 16-bit.
 template <DType kT>
@@ -135,7 +138,7 @@ __global__ void NaiveForwardKernel(const AttnParams p, float* out, float* lse) {
   if (r >= p.batch * Sq * H) return;
   const int64_t h = r % H, i = (r / H) % Sq, b = r / (H * Sq), hk = h / (H / p.num_heads_k);
   const int64_t qp = detail::GlobalPos(p.q_pos, i);
-  float m = -INFINITY, l = 0.0f, o[128];
+  float m = -INFINITY, l = 0.0f, o[kMaxD];
   for (int d = 0; d < 128; ++d) o[d] = 0.0f;
   for (int64_t j = 0; j < p.seqlen_k; ++j) {
     if (!p.mask.Visible(qp, detail::GlobalPos(p.k_pos, j))) continue;
@@ -188,7 +191,7 @@ __global__ void NaiveDqKernel(const AttnParams p, float* dq) {
   const int64_t li = b * p.lse_batch_stride + h * p.lse_head_stride + i;
   const float lse = p.lse[li], dsum = p.dsum[li];
   const int64_t qp = detail::GlobalPos(p.q_pos, i);
-  float acc[128];
+  float acc[kMaxD];
   for (int d = 0; d < 128; ++d) acc[d] = 0.0f;
   for (int64_t j = 0; j < p.seqlen_k; ++j) {
     if (!p.mask.Visible(qp, detail::GlobalPos(p.k_pos, j))) continue;
@@ -208,7 +211,7 @@ __global__ void NaiveDkvKernel(const AttnParams p, float* dk, float* dv) {
   if (r >= p.batch * Sk * Hk) return;
   const int64_t hk = r % Hk, j = (r / Hk) % Sk, b = r / (Hk * Sk);
   const int64_t kp = detail::GlobalPos(p.k_pos, j);
-  float ak[128], av[128];
+  float ak[kMaxD], av[kMaxD];
   for (int d = 0; d < 128; ++d) ak[d] = av[d] = 0.0f;
   for (int64_t h = hk * G; h < (hk + 1) * G; ++h)
     for (int64_t i = 0; i < p.seqlen_q; ++i) {
@@ -292,6 +295,10 @@ struct CheckCase {
 };
 
 bool RunCheck(const CheckCase& c, int idx) {
+  if (c.D > kMaxD) {
+    std::fprintf(stderr, "check case %d: head dim %d above the naive kernels' %d\n", idx, c.D, kMaxD);
+    return false;
+  }
   const int64_t B = c.B, Sq = c.Sq, Sk = c.Sk, H = c.H, Hk = c.Hk, D = c.D;
   Dev<uint16_t> q(B * Sq * H * D), k(B * Sk * Hk * D), v(B * Sk * Hk * D), dout(B * Sq * H * D);
   Dev<uint16_t> out(B * Sq * H * D);
@@ -340,16 +347,22 @@ bool RunCheck(const CheckCase& c, int idx) {
   // Poison, then ours; then the naive reference.
   BENCH_CHECK(cudaMemset(out.p, 0xff, out.n * 2));
   BENCH_CHECK(cudaMemset(lse.p, 0xff, lse.n * 4));
-  auto fwd = c.D == 64
-                 ? (c.dtype == DType::kBFloat16 ? internal::LaunchForward<DType::kBFloat16, 64>
-                                                : internal::LaunchForward<DType::kFloat16, 64>)
-                 : (c.dtype == DType::kBFloat16 ? internal::LaunchForward<DType::kBFloat16, 128>
-                                                : internal::LaunchForward<DType::kFloat16, 128>);
-  auto bwd = c.D == 64
-                 ? (c.dtype == DType::kBFloat16 ? internal::LaunchBackward<DType::kBFloat16, 64>
-                                                : internal::LaunchBackward<DType::kFloat16, 64>)
-                 : (c.dtype == DType::kBFloat16 ? internal::LaunchBackward<DType::kBFloat16, 128>
-                                                : internal::LaunchBackward<DType::kFloat16, 128>);
+  const bool bf16 = c.dtype == DType::kBFloat16;
+  auto pick = [&](auto d64, auto d128, auto d256) {
+    return c.D == 64 ? d64 : c.D == 128 ? d128 : d256;
+  };
+  auto fwd = bf16 ? pick(internal::LaunchForward<DType::kBFloat16, 64>,
+                         internal::LaunchForward<DType::kBFloat16, 128>,
+                         internal::LaunchForward<DType::kBFloat16, 256>)
+                  : pick(internal::LaunchForward<DType::kFloat16, 64>,
+                         internal::LaunchForward<DType::kFloat16, 128>,
+                         internal::LaunchForward<DType::kFloat16, 256>);
+  auto bwd = bf16 ? pick(internal::LaunchBackward<DType::kBFloat16, 64>,
+                         internal::LaunchBackward<DType::kBFloat16, 128>,
+                         internal::LaunchBackward<DType::kBFloat16, 256>)
+                  : pick(internal::LaunchBackward<DType::kFloat16, 64>,
+                         internal::LaunchBackward<DType::kFloat16, 128>,
+                         internal::LaunchBackward<DType::kFloat16, 256>);
   Check(fwd(p, nullptr));
   const int threads = 128;
   NaiveForwardKernel<<<static_cast<unsigned>((B * Sq * H + threads - 1) / threads), threads>>>(
@@ -475,11 +488,11 @@ int CheckAll() {
   std::vector<CheckCase> cases;
   const Mask none{}, causal{true, -1, -1}, window{false, 100, 20}, causal_window{true, 77, -1};
   for (DType t : {DType::kBFloat16, DType::kFloat16})
-    for (int D : {64, 128}) {
+    for (int D : {64, 128, 256}) {
       cases.push_back({t, D, 2, 129, 129, 4, 2, none, 0, 0, 0.0f});
       cases.push_back({t, D, 1, 1000, 1000, 2, 1, causal, 0, 0, 0.0f});
     }
-  for (int D : {64, 128}) {
+  for (int D : {64, 128, 256}) {
     cases.push_back({DType::kBFloat16, D, 1, 7, 300, 8, 1, window, 0, 0, 0.0f});
     cases.push_back({DType::kBFloat16, D, 2, 300, 65, 4, 4, causal_window, 250, 0, 0.0f});
     cases.push_back(
@@ -651,8 +664,8 @@ void TuneBwd(const TuneProblem& t, Dev<float>& dq, Dev<float>& dk, Dev<float>& d
   BENCH_CHECK(cudaDeviceSynchronize());
   const Err eq = Compare(dq.Host(), rdq), ek = Compare(dk.Host(), rdk), ev = Compare(dv.Host(), rdv);
   const float ms = TimeMs(run, reps);
-  std::printf("TUNE bwd D=%-3d causal=%d w%d m%-3d mb%d | ", t.D, t.causal, Tr::kWarps, Tr::kBlockM,
-              Tr::kMinBlocks);
+  std::printf("TUNE bwd D=%-3d causal=%d w%d m%-3d mb%d ds%d | ", t.D, t.causal, Tr::kWarps,
+              Tr::kBlockM, Tr::kMinBlocks, Tr::kDSplit);
   PrintAttrs(kernel, Tr::kSmemBytes);
   std::printf(" | %8.3f ms %7.1f TFLOP/s | vs launched rel dq %.1e dk %.1e dv %.1e\n", ms,
               2.5 * t.flops / (ms * 1e-3) / 1e12, eq.rel_l2, ek.rel_l2, ev.rel_l2);
@@ -706,6 +719,15 @@ int TuneAll(int reps) {
                       FwdConfig<64, 8, 2, 32, true>, FwdConfig<64, 4, 2, 48, true>>{},
               BwdList<64, BwdConfig<64, 8, 128>, BwdConfig<64, 4, 64>, BwdConfig<64, 8, 64>>{},
               reps);
+  // D=256: never timed yet; the neighbours of the launched shapes (16 or
+  // 32 rows per warp cannot both fit: the output accumulator is 128
+  // registers at 16 rows), and for the backward 4 keys groups of 2 warps
+  // against 2 groups of 4 and 64 queries per tile (sm_90's shared memory).
+  TuneHeadDim(FwdList<256, FwdConfig<256, 8, 1, 32, false>, FwdConfig<256, 8, 1, 64, false>,
+                      FwdConfig<256, 4, 1, 32, false>, FwdConfig<256, 4, 1, 64, false>>{},
+              BwdList<256, BwdConfig<256, 8, 32, 1, 2>, BwdConfig<256, 8, 64, 1, 2>,
+                      BwdConfig<256, 8, 32, 1, 4>, BwdConfig<256, 4, 32, 1, 2>>{},
+              reps);
   return 0;
 }
 #endif  // RINGATTN_TUNE
@@ -726,7 +748,7 @@ int BenchAll(const char* csv_path, int reps, int only_d, int64_t only_s, int onl
               prop.minor);
   std::printf("%-4s %-6s %-3s %-4s %-7s | %9s %8s | %9s %8s | %9s %8s\n", "D", "S", "B", "H",
               "causal", "fwd ms", "TFLOP/s", "bwd ms", "TFLOP/s", "det ms", "TFLOP/s");
-  for (int D : {64, 128})
+  for (int D : {64, 128, 256})
     for (int64_t S : {2048, 8192, 16384})
       for (bool causal : {false, true}) {
         if ((only_d > 0 && D != only_d) || (only_s > 0 && S != only_s) ||
@@ -735,10 +757,12 @@ int BenchAll(const char* csv_path, int reps, int only_d, int64_t only_s, int onl
         const int64_t B = 16384 / S, H = 2048 / D;
         BenchProblem bp(B, S, H, D, causal, 1);
         const AttnParams& p = bp.p;
-        auto fwd = D == 64 ? internal::LaunchForward<DType::kBFloat16, 64>
-                           : internal::LaunchForward<DType::kBFloat16, 128>;
-        auto bwd = D == 64 ? internal::LaunchBackward<DType::kBFloat16, 64>
-                           : internal::LaunchBackward<DType::kBFloat16, 128>;
+        auto fwd = D == 64    ? internal::LaunchForward<DType::kBFloat16, 64>
+                   : D == 128 ? internal::LaunchForward<DType::kBFloat16, 128>
+                              : internal::LaunchForward<DType::kBFloat16, 256>;
+        auto bwd = D == 64    ? internal::LaunchBackward<DType::kBFloat16, 64>
+                   : D == 128 ? internal::LaunchBackward<DType::kBFloat16, 128>
+                              : internal::LaunchBackward<DType::kBFloat16, 256>;
         const float fwd_ms = TimeMs([&] { Check(fwd(p, nullptr)); }, reps);
         auto backward = [&](bool det) {
           Check(internal::LaunchRowDot(bp.dout.p, p.dout_stride, p.dtype, bp.out.p, p.out_stride,

@@ -39,7 +39,8 @@ MODE="${1:-run}"
 CARRY="$ROOT/build-carry"
 NVCC="${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}"
 CUDA_SOURCES=(attention/cuda/fwd_bf16.cu attention/cuda/fwd_fp16.cu attention/cuda/bwd_bf16.cu
-              attention/cuda/bwd_fp16.cu attention/cuda/merge.cu)
+              attention/cuda/bwd_fp16.cu attention/cuda/fwd_d256.cu attention/cuda/bwd_d256.cu
+              attention/cuda/merge.cu)
 
 prepare() {
   local build="$ROOT/build-gpu-prep"
@@ -300,11 +301,11 @@ fi
 # ---------------------------------------------------------------- timing
 if [[ -n "$BENCH_BIN" ]]; then
   log "timing ours"
-  carried timeout "$(cap 120)" "$BENCH_BIN" --bench --reps 10 --csv "$OUT/ours.csv" >"$OUT/bench.log" 2>&1 ||
+  carried timeout "$(cap 160)" "$BENCH_BIN" --bench --reps 10 --csv "$OUT/ours.csv" >"$OUT/bench.log" 2>&1 ||
     log "ours: bench rc=$? (see bench.log)"
 fi
 log "timing PyTorch SDPA"
-PYTHONUNBUFFERED=1 timeout "$(cap 150)" python3 "$ROOT/tools/sdpa_bench.py" --reps 10 --csv "$OUT/sdpa.csv" \
+PYTHONUNBUFFERED=1 timeout "$(cap 190)" python3 "$ROOT/tools/sdpa_bench.py" --reps 10 --csv "$OUT/sdpa.csv" \
   --ours "$OUT/ours.csv" >"$OUT/table.txt" 2>&1 || log "sdpa_bench rc=$? (see table.txt)"
 
 # ---------------------------------------------------------------- tile sweep

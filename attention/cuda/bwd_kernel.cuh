@@ -3,7 +3,8 @@
 // query rows and dsum = rowsum(dO * O) from the RowDot pre-pass.
 //
 // BackwardKernel: a CTA owns BwdTraits::kBlockN keys of one (batch, kv
-// head), 16 per warp, and loops over the query heads of its group and the
+// head), 16 per warp (per group of kDSplit warps at D=256, each owning a
+// slice of dK/dV's columns), and loops over the query heads of its group and the
 // query tiles that may see its keys, recomputing P from lse. It works in
 // the transposed score domain, so that P^T and dS^T sit in registers as the
 // A operands of dV and dK:
@@ -18,8 +19,8 @@
 // loops over key tiles like the forward, recomputing S and dP, and adds
 // dQ = dS K to the accumulator once at the end: no atomics, fixed order.
 //
-// Variants: dtype (bf16, fp16) x D (64, 128) x softcap (template); masked
-// tiles as a template branch inside.
+// Variants: dtype (bf16, fp16) x D (64, 128, 256) x softcap (template);
+// masked tiles as a template branch inside.
 #pragma once
 
 #include <cmath>
@@ -138,11 +139,14 @@ RA_DEVICE void BackwardBody(const AttnParams& p, bool compute_dq, char* smem) {
   const float cap_in = kCap ? p.scale / p.softcap : 0.0f;
   const float cap2 = kCap ? p.softcap * kLog2e : 0.0f;
   const float scale = p.scale;
-  const int key_row0 = warp * 16;
+  // This warp's 16 keys, and its columns [d0, d0 + kDP) of their dK, dV.
+  constexpr int kDP = Tr::kDPart;
+  const int key_row0 = (warp % Tr::kKeyWarps) * 16;
+  const int d0 = (warp / Tr::kKeyWarps) * kDP;
 
-  float acc_dk[kD / 8][4], acc_dv[kD / 8][4];
+  float acc_dk[kDP / 8][4], acc_dv[kDP / 8][4];
 #pragma unroll
-  for (int nd = 0; nd < kD / 8; ++nd)
+  for (int nd = 0; nd < kDP / 8; ++nd)
 #pragma unroll
     for (int c = 0; c < 4; ++c) {
       acc_dk[nd][c] = 0.0f;
@@ -244,9 +248,9 @@ RA_DEVICE void BackwardBody(const AttnParams& p, bool compute_dq, char* smem) {
       as[2] = PackPair<kT>(acc_dp[2 * kq + 1][0], acc_dp[2 * kq + 1][1]);
       as[3] = PackPair<kT>(acc_dp[2 * kq + 1][2], acc_dp[2 * kq + 1][3]);
 #pragma unroll
-      for (int nd = 0; nd < kD / 16; ++nd) {
-        const int b_off =
-            Swz<kD>(kq * 16 + (lane & 7) + (((lane >> 3) & 1) << 3), nd * 16 + ((lane >> 4) << 3));
+      for (int nd = 0; nd < kDP / 16; ++nd) {
+        const int b_off = Swz<kD>(kq * 16 + (lane & 7) + (((lane >> 3) & 1) << 3),
+                                  d0 + nd * 16 + ((lane >> 4) << 3));
         uint32_t bo[4], bq[4];
         LdMatrixX4Trans(bo, SmemAddr(sdOs + b_off));
         LdMatrixX4Trans(bq, SmemAddr(sQs + b_off));
@@ -258,16 +262,19 @@ RA_DEVICE void BackwardBody(const AttnParams& p, bool compute_dq, char* smem) {
     }
 
     if (!compute_dq) return;
-      // dS^T -> shared [keys][queries], rounded like the dK operand.
+    // dS^T -> shared [keys][queries], rounded like the dK operand (by one
+    // warp of each group sharing keys: the others hold the same values).
+    if (warp < Tr::kKeyWarps) {
 #pragma unroll
-    for (int nt = 0; nt < kM / 8; ++nt)
+      for (int nt = 0; nt < kM / 8; ++nt)
 #pragma unroll
-      for (int hf = 0; hf < 2; ++hf) {
-        const int kr = key_row0 + (lane >> 2) + hf * 8;
-        const int qc = nt * 8 + 2 * (lane & 3);
-        *reinterpret_cast<uint32_t*>(sdS + Swz<kM>(kr, nt * 8) + (qc & 7)) =
-            PackPair<kT>(acc_dp[nt][2 * hf], acc_dp[nt][2 * hf + 1]);
-      }
+        for (int hf = 0; hf < 2; ++hf) {
+          const int kr = key_row0 + (lane >> 2) + hf * 8;
+          const int qc = nt * 8 + 2 * (lane & 3);
+          *reinterpret_cast<uint32_t*>(sdS + Swz<kM>(kr, nt * 8) + (qc & 7)) =
+              PackPair<kT>(acc_dp[nt][2 * hf], acc_dp[nt][2 * hf + 1]);
+        }
+    }
     __syncthreads();
     // dQ [kM x kD] = dS [kM x kN] K [kN x kD]; this warp: 16 query rows x
     // kDqCols columns, kDqChunk at a time, added with fp32 atomics.
@@ -335,9 +342,9 @@ RA_DEVICE void BackwardBody(const AttnParams& p, bool compute_dq, char* smem) {
   for (int hf = 0; hf < 2; ++hf) {
     const int kr = key_row0 + (lane >> 2) + hf * 8;
     if (kr >= n) continue;
-    const int64_t off = ((b * Sk + j0 + kr) * Hk + hk) * kD + 2 * (lane & 3);
+    const int64_t off = ((b * Sk + j0 + kr) * Hk + hk) * kD + d0 + 2 * (lane & 3);
 #pragma unroll
-    for (int nd = 0; nd < kD / 8; ++nd) {
+    for (int nd = 0; nd < kDP / 8; ++nd) {
       float2* pk = reinterpret_cast<float2*>(p.dk_accum + off + nd * 8);
       float2* pv = reinterpret_cast<float2*>(p.dv_accum + off + nd * 8);
       float2 vk = *pk, vv = *pv;

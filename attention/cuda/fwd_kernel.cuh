@@ -12,7 +12,7 @@
 //
 // K/V tiles are prefetched with cp.async one tile ahead into two stages, with
 // one barrier per tile.
-// Variants: dtype (bf16, fp16) x D (64, 128) x softcap (template), masked
+// Variants: dtype (bf16, fp16) x D (64, 128, 256) x softcap (template), masked
 // tiles as a template branch inside; out_dtype (fp32, bf16, fp16) is read at
 // run time in the epilogue. GQA maps head h to kv head h / (H / Hkv).
 #pragma once

@@ -8,6 +8,7 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <cstdint>
 
@@ -22,11 +23,20 @@ namespace ringattn::cuda {
 namespace internal {
 
 int ForwardSmemBytes(int head_dim) {
-  return head_dim == 64 ? FwdTraits<64>::kSmemBytes : FwdTraits<128>::kSmemBytes;
+  switch (head_dim) {
+    case 64: return FwdTraits<64>::kSmemBytes;
+    case 128: return FwdTraits<128>::kSmemBytes;
+    case 256: return FwdTraits<256>::kSmemBytes;
+    default: return INT_MAX;  // no kernel: never fits (CheckParams refuses first)
+  }
 }
 int BackwardSmemBytes(int head_dim) {
-  return head_dim == 64 ? std::max(BwdTraits<64>::kSmemBytes, BwdDqTraits<64>::kSmemBytes)
-                        : std::max(BwdTraits<128>::kSmemBytes, BwdDqTraits<128>::kSmemBytes);
+  switch (head_dim) {
+    case 64: return std::max(BwdTraits<64>::kSmemBytes, BwdDqTraits<64>::kSmemBytes);
+    case 128: return std::max(BwdTraits<128>::kSmemBytes, BwdDqTraits<128>::kSmemBytes);
+    case 256: return std::max(BwdTraits<256>::kSmemBytes, BwdDqTraits<256>::kSmemBytes);
+    default: return INT_MAX;  // no kernel: never fits (CheckParams refuses first)
+  }
 }
 
 }  // namespace internal
@@ -146,9 +156,9 @@ absl::Status CheckParams(const AttnParams& p, bool backward) {
     return absl::UnimplementedError(
         absl::StrCat("CUDA kernels take bf16 or fp16 inputs, not ", DTypeName(p.dtype)));
   }
-  if (p.head_dim != 64 && p.head_dim != 128) {
+  if (p.head_dim != 64 && p.head_dim != 128 && p.head_dim != 256) {
     return absl::UnimplementedError(
-        absl::StrCat("CUDA kernels are built for head dim 64 and 128, not ", p.head_dim));
+        absl::StrCat("CUDA kernels are built for head dim 64, 128 and 256, not ", p.head_dim));
   }
   if (!(p.scale > 0.0f) || !std::isfinite(p.scale)) return ArgError("scale", "finite > 0", p.scale);
   if (!(p.softcap >= 0.0f) || !std::isfinite(p.softcap)) {
@@ -194,12 +204,19 @@ absl::Status Forward(const AttnParams& p, void* stream) {
   RETURN_IF_ERROR(CheckDevice(internal::ForwardSmemBytes(static_cast<int>(p.head_dim))));
   const cudaStream_t s = AsStream(stream);
   const bool bf16 = p.dtype == DType::kBFloat16;
-  if (p.head_dim == 64) {
-    return ToStatus(bf16 ? internal::LaunchForward<DType::kBFloat16, 64>(p, s)
-                         : internal::LaunchForward<DType::kFloat16, 64>(p, s));
+  switch (p.head_dim) {
+    case 64:
+      return ToStatus(bf16 ? internal::LaunchForward<DType::kBFloat16, 64>(p, s)
+                           : internal::LaunchForward<DType::kFloat16, 64>(p, s));
+    case 128:
+      return ToStatus(bf16 ? internal::LaunchForward<DType::kBFloat16, 128>(p, s)
+                           : internal::LaunchForward<DType::kFloat16, 128>(p, s));
+    case 256:
+      return ToStatus(bf16 ? internal::LaunchForward<DType::kBFloat16, 256>(p, s)
+                           : internal::LaunchForward<DType::kFloat16, 256>(p, s));
+    default:
+      return absl::InternalError(absl::StrCat("no forward kernel for head dim ", p.head_dim));
   }
-  return ToStatus(bf16 ? internal::LaunchForward<DType::kBFloat16, 128>(p, s)
-                       : internal::LaunchForward<DType::kFloat16, 128>(p, s));
 }
 
 absl::Status Backward(const AttnParams& p, bool deterministic, void* stream) {
@@ -208,12 +225,19 @@ absl::Status Backward(const AttnParams& p, bool deterministic, void* stream) {
   RETURN_IF_ERROR(CheckDevice(internal::BackwardSmemBytes(static_cast<int>(p.head_dim))));
   const cudaStream_t s = AsStream(stream);
   const bool bf16 = p.dtype == DType::kBFloat16;
-  if (p.head_dim == 64) {
-    return ToStatus(bf16 ? internal::LaunchBackward<DType::kBFloat16, 64>(p, deterministic, s)
-                         : internal::LaunchBackward<DType::kFloat16, 64>(p, deterministic, s));
+  switch (p.head_dim) {
+    case 64:
+      return ToStatus(bf16 ? internal::LaunchBackward<DType::kBFloat16, 64>(p, deterministic, s)
+                           : internal::LaunchBackward<DType::kFloat16, 64>(p, deterministic, s));
+    case 128:
+      return ToStatus(bf16 ? internal::LaunchBackward<DType::kBFloat16, 128>(p, deterministic, s)
+                           : internal::LaunchBackward<DType::kFloat16, 128>(p, deterministic, s));
+    case 256:
+      return ToStatus(bf16 ? internal::LaunchBackward<DType::kBFloat16, 256>(p, deterministic, s)
+                           : internal::LaunchBackward<DType::kFloat16, 256>(p, deterministic, s));
+    default:
+      return absl::InternalError(absl::StrCat("no backward kernel for head dim ", p.head_dim));
   }
-  return ToStatus(bf16 ? internal::LaunchBackward<DType::kBFloat16, 128>(p, deterministic, s)
-                       : internal::LaunchBackward<DType::kFloat16, 128>(p, deterministic, s));
 }
 
 absl::Status MergePartial(float* acc_out, float* acc_lse, const float* part_out,

@@ -11,7 +11,7 @@
 //             gradients are bitwise identical run after run (see
 //             docs/CUDA_KERNELS.md for the cost).
 // Inputs are bf16 or fp16 with 16-byte aligned rows (strides multiples of 8
-// elements), head dim 64 or 128, on a device of compute capability 8.0 or
+// elements), head dim 64, 128 or 256, on a device of compute capability 8.0 or
 // newer; anything else is refused with a Status before any launch.
 // `stream` is a cudaStream_t (nullptr: the default stream); every call is
 // asynchronous on it, and launch errors come back as Status with file:line.

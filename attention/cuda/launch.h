@@ -6,6 +6,7 @@
 // Families (one .cu each):
 //   fwd_bf16.cu, fwd_fp16.cu        Forward<dtype, D in {64, 128}>
 //   bwd_bf16.cu, bwd_fp16.cu        Backward and the deterministic dQ pass
+//   fwd_d256.cu, bwd_d256.cu        the same at D = 256, both dtypes
 //   merge.cu                        MergePartial, RowDot
 #pragma once
 

@@ -4,8 +4,9 @@
 //   FwdTraits<D>    forward: a CTA owns kBlockM query rows (each warp
 //                   16 * kMTiles of them) and streams kBlockN-key tiles of K
 //                   and V through a kStages-deep cp.async ring.
-//   BwdTraits<D>    backward: a CTA owns kBlockN keys (each warp 16) and
-//                   streams kBlockM-query tiles of Q, dO, lse, dsum.
+//   BwdTraits<D>    backward: a CTA owns kBlockN keys (16 per group of
+//                   kDSplit warps, which split dK/dV along D) and streams
+//                   kBlockM-query tiles of Q, dO, lse, dsum.
 //   BwdDqTraits<D>  deterministic dQ: a CTA owns kBlockM query rows and
 //                   streams key tiles, like the forward.
 // Shared memory is laid out as the byte offsets below; every 16-bit tile is
@@ -50,17 +51,28 @@ struct FwdConfig {
 // tiles, Q fragments in registers; D=128: 8 warps of 32 rows (256 query
 // rows per CTA) over 64-key tiles, Q read from shared memory each tile:
 // two m16 tiles per warp halve the K/V fragment loads per mma, which
-// matters more than the few spilled registers (280 B).
+// matters more than the few spilled registers (280 B). D=256 (not tuned on
+// a GPU yet): 8 warps of 16 rows over 32-key tiles, Q in shared memory --
+// the output accumulator alone is 128 registers per thread, and the
+// 130 KB of shared memory fit an A100 (163 KB per block) as well.
 template <int kHeadDim>
-using FwdTraits = std::conditional_t<kHeadDim <= 64, FwdConfig<kHeadDim, 4, 2, 64, true>,
-                                     FwdConfig<kHeadDim, 8, 2, 64, false>>;
+using FwdTraits = std::conditional_t<
+    kHeadDim <= 64, FwdConfig<kHeadDim, 4, 2, 64, true>,
+    std::conditional_t<kHeadDim <= 128, FwdConfig<kHeadDim, 8, 2, 64, false>,
+                       FwdConfig<kHeadDim, 8, 1, 32, false>>>;
 
-template <int kHeadDim, int kWarps_, int kBlockM_, int kMinBlocks_ = 1>
+template <int kHeadDim, int kWarps_, int kBlockM_, int kMinBlocks_ = 1, int kDSplit_ = 1>
 struct BwdConfig {
   static constexpr int kD = kHeadDim;
   static constexpr int kWarps = kWarps_;
   static constexpr int kMinBlocks = kMinBlocks_;
-  static constexpr int kBlockN = 16 * kWarps;               // keys per CTA, 16 per warp
+  // kDSplit warps share 16 keys: each computes their S^T and dP^T (the
+  // work is repeated) and owns kD / kDSplit columns of their dK and dV, so
+  // that the accumulators fit in registers at large head dims.
+  static constexpr int kDSplit = kDSplit_;
+  static constexpr int kKeyWarps = kWarps / kDSplit;        // warps with distinct keys
+  static constexpr int kDPart = kD / kDSplit;               // dK/dV columns per warp
+  static constexpr int kBlockN = 16 * kKeyWarps;            // keys per CTA, 16 per key warp
   static constexpr int kBlockM = kBlockM_;  // queries per inner tile
   static constexpr int kThreads = 32 * kWarps;
   static constexpr int kStages = 2;
@@ -79,6 +91,9 @@ struct BwdConfig {
   static constexpr int kSmemBytes = kFixedBytes + kStages * kQStageBytes;
 
   static_assert(kD % 64 == 0, "rows are whole 8-chunk swizzle groups");
+  static_assert(kWarps % kDSplit == 0 && kD % kDSplit == 0 && kDPart % 16 == 0,
+                "dK/dV columns split evenly");
+  static_assert(kD % kDqColGroups == 0, "dQ columns split evenly");
   static_assert(kBlockM % 64 == 0 || kBlockM == 32, "dS^T rows fit the swizzle");
   static_assert(kWarps % kDqRowGroups == 0, "dQ warp grid");
   static_assert(kDqCols % kDqChunk == 0 && kDqChunk % 16 == 0, "dQ chunks");
@@ -89,16 +104,23 @@ struct BwdConfig {
 };
 
 // The launched backward shapes (same sweep): 8 warps of 16 keys (128 keys
-// per CTA); 128 (D=64) or 64 (D=128) queries per inner tile.
+// per CTA); 128 (D=64) or 64 (D=128) queries per inner tile. D=256 (not
+// tuned on a GPU yet): pairs of warps share 16 keys and split dK/dV into
+// two halves of 128 columns (16 keys x 256 columns of dK and dV would be
+// 256 accumulator registers per thread), so 64 keys per CTA, and 32
+// queries per inner tile (134 KB of shared memory, within an A100's).
 template <int kHeadDim>
-using BwdTraits = BwdConfig<kHeadDim, 8, kHeadDim <= 64 ? 128 : 64>;
+using BwdTraits = std::conditional_t<
+    kHeadDim <= 64, BwdConfig<kHeadDim, 8, 128>,
+    std::conditional_t<kHeadDim <= 128, BwdConfig<kHeadDim, 8, 64>,
+                       BwdConfig<kHeadDim, 8, 32, 1, 2>>>;
 
 template <int kHeadDim>
 struct BwdDqTraits {
   static constexpr int kD = kHeadDim;
   static constexpr int kWarps = 4;
   static constexpr int kBlockM = 16 * kWarps;  // 16 query rows per warp
-  static constexpr int kBlockN = kHeadDim <= 64 ? 64 : 32;
+  static constexpr int kBlockN = kHeadDim <= 64 ? 64 : kHeadDim <= 128 ? 32 : 16;
   static constexpr int kThreads = 32 * kWarps;
   static constexpr int kStages = 2;
 

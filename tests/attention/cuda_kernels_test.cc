@@ -1,7 +1,7 @@
 // CUDA kernels against the float64 reference, with flash-attn's tolerance
 // rule (error <= 2x the error of a naive same-precision implementation +
 // atol): forward and backward (fast and deterministic) over dtypes (bf16,
-// fp16), head dims (64, 128), masks, GQA ratios, odd lengths, S_q != S_k,
+// fp16), head dims (64, 128, 256), masks, GQA ratios, odd lengths, S_q != S_k,
 // global offsets, softcap, aligned non-contiguous strides and 64-bit
 // offsets; fp32 partial outputs merged on the device; fully masked rows;
 // NaN at masked keys; poisoned outputs; bitwise determinism; RowDot; the
@@ -175,7 +175,7 @@ std::vector<Case> SweepCases() {
   std::vector<Case> cases;
   // Every dtype, head dim and mask.
   for (DType t : {DType::kBFloat16, DType::kFloat16})
-    for (int64_t d : {64, 128})
+    for (int64_t d : {64, 128, 256})
       for (Mask m : {Mask{}, Causal(), Window(40, 8), CausalWindow(33)}) {
         Case c;
         c.seqlen_q = 129;
@@ -197,7 +197,7 @@ std::vector<Case> SweepCases() {
       c.seqlen_k = sk;
       c.heads = 1;
       c.heads_k = 1;
-      c.head_dim = sq >= 1000 ? 64 : 128;
+      c.head_dim = sq >= 1000 ? (sq == 1000 && m.causal ? 256 : 64) : sq == 7 ? 256 : 128;
       c.dtype = DType::kBFloat16;
       c.mask = m;
       cases.push_back(c);
@@ -210,24 +210,26 @@ std::vector<Case> SweepCases() {
     c.heads_k = 8 / ratio;
     c.seqlen_q = 97;
     c.seqlen_k = 150;
-    c.head_dim = ratio == 4 ? 128 : 64;
+    c.head_dim = ratio == 4 ? 128 : ratio == 2 ? 256 : 64;
     c.dtype = DType::kBFloat16;
     c.mask = Window(40, 3);
     cases.push_back(c);
   }
-  // Softcap and batch, both dtypes.
+  // Softcap and batch, both dtypes; D=256 with softcap is Gemma's shape
+  // (unmasked: full tiles; causal: masked ones).
   for (DType t : {DType::kBFloat16, DType::kFloat16})
-    for (Mask m : {Mask{}, Causal()}) {
-      Case c;
-      c.batch = 2;
-      c.seqlen_q = 150;
-      c.seqlen_k = 150;
-      c.head_dim = 128;
-      c.softcap = 1.5f;
-      c.dtype = t;
-      c.mask = m;
-      cases.push_back(c);
-    }
+    for (Mask m : {Mask{}, Causal()})
+      for (int64_t d : {128, 256}) {
+        Case c;
+        c.batch = 2;
+        c.seqlen_q = 150;
+        c.seqlen_k = 150;
+        c.head_dim = d;
+        c.softcap = 1.5f;
+        c.dtype = t;
+        c.mask = m;
+        cases.push_back(c);
+      }
   // Global offsets as a sharded rank sees them: offsets, zigzag, striped.
   for (PosKind qk : {PosKind::kOffset, PosKind::kTwoRanges, PosKind::kStriped})
     for (PosKind kk : {PosKind::kFromZero, PosKind::kTwoRanges, PosKind::kStriped})
@@ -235,7 +237,7 @@ std::vector<Case> SweepCases() {
         Case c;
         c.seqlen_q = 150;
         c.seqlen_k = 170;
-        c.head_dim = 64;
+        c.head_dim = kk == PosKind::kStriped ? 256 : 64;
         c.dtype = DType::kBFloat16;
         c.q_pos = qk;
         c.k_pos = kk;
@@ -281,7 +283,7 @@ INSTANTIATE_TEST_SUITE_P(Sweep, CudaKernelTest, ::testing::ValuesIn(SweepCases()
 // device, must match the whole.
 TEST(CudaKernel, Fp32PartialsMergeToTheWhole) {
   SKIP_WITHOUT_DEVICE();
-  for (int64_t d : {64, 128}) {
+  for (int64_t d : {64, 128, 256}) {
     Case c;
     c.seqlen_q = 200;
     c.seqlen_k = 300;
@@ -385,7 +387,7 @@ TEST(CudaKernel, HeadMajorStrides) {
 
 TEST(CudaKernel, FullyMaskedRowsGiveZeroAndNegInf) {
   SKIP_WITHOUT_DEVICE();
-  for (int64_t d : {64, 128}) {
+  for (int64_t d : {64, 128, 256}) {
     Case c;
     c.seqlen_q = 170;
     c.seqlen_k = 90;
@@ -463,7 +465,7 @@ TEST(CudaKernel, NonFiniteAtMaskedKeysStaysOut) {
 
 TEST(CudaKernel, DeterministicModeIsBitwiseReproducible) {
   SKIP_WITHOUT_DEVICE();
-  for (int64_t d : {64, 128}) {
+  for (int64_t d : {64, 128, 256}) {
     Case c;
     c.heads = 4;
     c.heads_k = 1;

@@ -1,7 +1,8 @@
 // The ring on the CUDA backend over `cuda-local` (W virtual ranks on GPU 0)
 // against the float64 reference, by flash-attn's rule: forward and backward
 // for W in {1, 2, 3, 4, 8}, every layout and mask (none, causal, window,
-// causal + window), bf16 and fp16, head dims 64 and 128, MHA and GQA
+// causal + window), bf16 and fp16, head dims 64 and 128 (and 256 with
+// softcap), MHA and GQA
 // (H = 4, Hkv = 2 and 1), uneven lengths, batch 2, softcap, empty shards;
 // the deterministic backward bitwise equal run after run; the calls on
 // callers' streams (inputs written late on them); the refusals of
@@ -81,6 +82,8 @@ std::vector<RingCase> CudaRingCases() {
     rc.c.softcap = 5.0f;
     rc.c.dtype = DType::kBFloat16;
     cases.push_back(rc);
+    rc.c.head_dim = 256;  // Gemma's shape: head dim 256 with softcap
+    cases.push_back(rc);
     rc.world = 3;
     rc.sharding = Sharding::kStriped;
     rc.c.seqlen_q = rc.c.seqlen_k = SeqLen(3);
@@ -157,6 +160,7 @@ struct DeterminismSetup {
 const DeterminismSetup kDeterminismSetups[] = {
     {DeterminismCase(DType::kBFloat16, 128, 1, Mask{true, -1, -1}), 4, Sharding::kZigzag},
     {DeterminismCase(DType::kFloat16, 64, 2, Mask{false, 64, 16}), 3, Sharding::kStriped},
+    {DeterminismCase(DType::kBFloat16, 256, 2, Mask{true, 100, -1}), 2, Sharding::kZigzag},
 };
 
 // Both ran, met the reference, and gave the same bits.

@@ -57,33 +57,34 @@ void BackwardT(const AttnParams& p, bool deterministic) {
               [&](char* s) { detail::BackwardDqBody<TrQ, kT, kCap>(p, s); });
 }
 
+template <int kD>
+void RunForwardD(const AttnParams& p) {
+  p.dtype == DType::kBFloat16 ? Forward<DType::kBFloat16, kD>(p) : Forward<DType::kFloat16, kD>(p);
+}
+
 void RunForward(const AttnParams& p) {
-  const bool bf16 = p.dtype == DType::kBFloat16;
-  if (p.head_dim == 64) {
-    bf16 ? Forward<DType::kBFloat16, 64>(p) : Forward<DType::kFloat16, 64>(p);
+  switch (p.head_dim) {
+    case 64: return RunForwardD<64>(p);
+    case 128: return RunForwardD<128>(p);
+    default: return RunForwardD<256>(p);
+  }
+}
+
+template <int kD>
+void RunBackwardD(const AttnParams& p, bool det) {
+  const bool bf16 = p.dtype == DType::kBFloat16, cap = p.softcap > 0.0f;
+  if (bf16) {
+    cap ? BackwardT<DType::kBFloat16, kD, true>(p, det) : BackwardT<DType::kBFloat16, kD, false>(p, det);
   } else {
-    bf16 ? Forward<DType::kBFloat16, 128>(p) : Forward<DType::kFloat16, 128>(p);
+    cap ? BackwardT<DType::kFloat16, kD, true>(p, det) : BackwardT<DType::kFloat16, kD, false>(p, det);
   }
 }
 
 void RunBackward(const AttnParams& p, bool det) {
-  const bool bf16 = p.dtype == DType::kBFloat16, cap = p.softcap > 0.0f;
-  if (p.head_dim == 64) {
-    if (bf16) {
-      cap ? BackwardT<DType::kBFloat16, 64, true>(p, det)
-          : BackwardT<DType::kBFloat16, 64, false>(p, det);
-    } else {
-      cap ? BackwardT<DType::kFloat16, 64, true>(p, det)
-          : BackwardT<DType::kFloat16, 64, false>(p, det);
-    }
-  } else {
-    if (bf16) {
-      cap ? BackwardT<DType::kBFloat16, 128, true>(p, det)
-          : BackwardT<DType::kBFloat16, 128, false>(p, det);
-    } else {
-      cap ? BackwardT<DType::kFloat16, 128, true>(p, det)
-          : BackwardT<DType::kFloat16, 128, false>(p, det);
-    }
+  switch (p.head_dim) {
+    case 64: return RunBackwardD<64>(p, det);
+    case 128: return RunBackwardD<128>(p, det);
+    default: return RunBackwardD<256>(p, det);
   }
 }
 
@@ -202,7 +203,7 @@ void CheckCase(const Case& c, DType out_dtype) {
 void CheckNanAtMaskedKeys() {
   const float nan = std::numeric_limits<float>::quiet_NaN();
   for (Mask m : {Mask{true, -1, -1}, Mask{false, 10, 0}, Mask{true, 5, -1}})
-    for (int64_t d : {64, 128}) {
+    for (int64_t d : {64, 128, 256}) {
       Case c;
       c.seqlen_q = 100;
       c.seqlen_k = 300;  // keys 100.. are in every query's future
@@ -249,7 +250,7 @@ std::vector<std::pair<Case, DType>> Cases() {
   c.heads_k = 1;
   c.dtype = DType::kBFloat16;
   for (DType t : {DType::kBFloat16, DType::kFloat16})
-    for (int64_t d : {64, 128})
+    for (int64_t d : {64, 128, 256})
       for (Mask m : {Mask{}, Mask{true, -1, -1}, Mask{false, 40, 8}, Mask{true, 33, -1}}) {
         c.dtype = t;
         c.head_dim = d;
@@ -264,7 +265,7 @@ std::vector<std::pair<Case, DType>> Cases() {
     for (Mask m : {Mask{}, Mask{true, -1, -1}}) {
       c.seqlen_q = sq;
       c.seqlen_k = sk;
-      c.head_dim = sq == 300 ? 64 : 128;
+      c.head_dim = sq == 300 ? 64 : sq == 7 ? 256 : 128;
       c.mask = m;
       add(c, c.dtype);
     }
@@ -276,7 +277,7 @@ std::vector<std::pair<Case, DType>> Cases() {
   c.mask = Mask{false, 40, 3};
   for (int64_t ratio : {1, 2, 4, 8}) {
     c.heads_k = 8 / ratio;
-    c.head_dim = ratio == 4 ? 128 : 64;
+    c.head_dim = ratio == 4 ? 128 : ratio == 2 ? 256 : 64;
     add(c, c.dtype);
   }
   c = Case{};
@@ -289,6 +290,8 @@ std::vector<std::pair<Case, DType>> Cases() {
       c.mask = m;
       c.head_dim = t == DType::kBFloat16 ? 128 : 64;
       add(c, t);
+      c.head_dim = 256;  // Gemma's shape: full tiles unmasked, masked ones causal
+      add(c, t);
     }
   c = Case{};
   c.seqlen_q = 150;
@@ -300,7 +303,7 @@ std::vector<std::pair<Case, DType>> Cases() {
         c.q_pos = qk;
         c.k_pos = kk;
         c.mask = m;
-        c.head_dim = qk == PosKind::kStriped ? 128 : 64;
+        c.head_dim = qk == PosKind::kStriped ? 128 : kk == PosKind::kStriped ? 256 : 64;
         add(c, c.dtype);
       }
   c = Case{};
