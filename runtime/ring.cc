@@ -21,9 +21,10 @@
 // host waits only until each transfer is matched, its headers checked and
 // its copy queued -- which is where a silent peer or a mismatch becomes an
 // error naming the step -- not for its bytes (nccl queues a transfer once
-// the one before it has landed), and for the stream once at the end (not at all on a caller's stream: the requests then stay in
-// flight until the next call). A communicator that is not stream ordered
-// gets the stream synchronized before each post and host waits.
+// the one before it has landed), and for the stream once at the end (not
+// at all on a caller's stream: the requests then stay in flight until the
+// next call). A communicator that is not stream ordered gets the stream
+// synchronized before each post and host waits.
 #include <algorithm>
 #include <chrono>
 #include <cmath>

@@ -24,6 +24,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "attention/cuda/device.cuh"
@@ -70,6 +71,18 @@ struct Dev {
     return h;
   }
 };
+
+// The launchers of one dtype and head dim (64, 128 or 256).
+using FwdLauncher = LaunchResult (*)(const AttnParams&, cudaStream_t);
+using BwdLauncher = LaunchResult (*)(const AttnParams&, bool, cudaStream_t);
+template <DType kT>
+std::pair<FwdLauncher, BwdLauncher> LaunchersFor(int D) {
+  switch (D) {
+    case 64: return {internal::LaunchForward<kT, 64>, internal::LaunchBackward<kT, 64>};
+    case 128: return {internal::LaunchForward<kT, 128>, internal::LaunchBackward<kT, 128>};
+    default: return {internal::LaunchForward<kT, 256>, internal::LaunchBackward<kT, 256>};
+  }
+}
 
 // The naive reference kernels keep one row of D floats per thread.
 constexpr int kMaxD = 256;
@@ -296,7 +309,8 @@ struct CheckCase {
 
 bool RunCheck(const CheckCase& c, int idx) {
   if (c.D > kMaxD) {
-    std::fprintf(stderr, "check case %d: head dim %d above the naive kernels' %d\n", idx, c.D, kMaxD);
+    std::fprintf(stderr, "check case %d: head dim %d above the naive kernels' %d\n", idx, c.D,
+                 kMaxD);
     return false;
   }
   const int64_t B = c.B, Sq = c.Sq, Sk = c.Sk, H = c.H, Hk = c.Hk, D = c.D;
@@ -347,22 +361,10 @@ bool RunCheck(const CheckCase& c, int idx) {
   // Poison, then ours; then the naive reference.
   BENCH_CHECK(cudaMemset(out.p, 0xff, out.n * 2));
   BENCH_CHECK(cudaMemset(lse.p, 0xff, lse.n * 4));
-  const bool bf16 = c.dtype == DType::kBFloat16;
-  auto pick = [&](auto d64, auto d128, auto d256) {
-    return c.D == 64 ? d64 : c.D == 128 ? d128 : d256;
-  };
-  auto fwd = bf16 ? pick(internal::LaunchForward<DType::kBFloat16, 64>,
-                         internal::LaunchForward<DType::kBFloat16, 128>,
-                         internal::LaunchForward<DType::kBFloat16, 256>)
-                  : pick(internal::LaunchForward<DType::kFloat16, 64>,
-                         internal::LaunchForward<DType::kFloat16, 128>,
-                         internal::LaunchForward<DType::kFloat16, 256>);
-  auto bwd = bf16 ? pick(internal::LaunchBackward<DType::kBFloat16, 64>,
-                         internal::LaunchBackward<DType::kBFloat16, 128>,
-                         internal::LaunchBackward<DType::kBFloat16, 256>)
-                  : pick(internal::LaunchBackward<DType::kFloat16, 64>,
-                         internal::LaunchBackward<DType::kFloat16, 128>,
-                         internal::LaunchBackward<DType::kFloat16, 256>);
+  const auto launchers = c.dtype == DType::kBFloat16 ? LaunchersFor<DType::kBFloat16>(c.D)
+                                                     : LaunchersFor<DType::kFloat16>(c.D);
+  const FwdLauncher fwd = launchers.first;
+  const BwdLauncher bwd = launchers.second;
   Check(fwd(p, nullptr));
   const int threads = 128;
   NaiveForwardKernel<<<static_cast<unsigned>((B * Sq * H + threads - 1) / threads), threads>>>(
@@ -757,12 +759,8 @@ int BenchAll(const char* csv_path, int reps, int only_d, int64_t only_s, int onl
         const int64_t B = 16384 / S, H = 2048 / D;
         BenchProblem bp(B, S, H, D, causal, 1);
         const AttnParams& p = bp.p;
-        auto fwd = D == 64    ? internal::LaunchForward<DType::kBFloat16, 64>
-                   : D == 128 ? internal::LaunchForward<DType::kBFloat16, 128>
-                              : internal::LaunchForward<DType::kBFloat16, 256>;
-        auto bwd = D == 64    ? internal::LaunchBackward<DType::kBFloat16, 64>
-                   : D == 128 ? internal::LaunchBackward<DType::kBFloat16, 128>
-                              : internal::LaunchBackward<DType::kBFloat16, 256>;
+        const FwdLauncher fwd = LaunchersFor<DType::kBFloat16>(D).first;
+        const BwdLauncher bwd = LaunchersFor<DType::kBFloat16>(D).second;
         const float fwd_ms = TimeMs([&] { Check(fwd(p, nullptr)); }, reps);
         auto backward = [&](bool det) {
           Check(internal::LaunchRowDot(bp.dout.p, p.dout_stride, p.dtype, bp.out.p, p.out_stride,

@@ -8,14 +8,14 @@
 // the progress thread updates under mu_. The CUDA calls a user's thread
 // makes touch only its own stream and per-request events: SendRecvOnStream
 // records `ready` on the user's stream, Request::WaitOnStream makes the
-// user's stream wait for `done`, and a request's end may destroy both. A round (one request) is in one
-// of three phases: queued (nothing given to NCCL), control (the
-// ControlMsg group), payload (the agreed ncclSend / ncclRecv group). Each
-// phase's NCCL group is "enqueued" once NCCL has put it on the stream
-// (a non-blocking communicator may return ncclInProgress from
-// ncclGroupEnd: then ncclCommGetAsyncError is polled until it is not, and
-// only then is anything else put on that stream); then an event marks its
-// end.
+// user's stream wait for `done`, and a request's end may destroy both. A
+// round (one request) is in one of three phases: queued (nothing given to
+// NCCL), control (the ControlMsg group), payload (the agreed ncclSend /
+// ncclRecv group). Each phase's NCCL group is "enqueued" once NCCL has put
+// it on the stream (a non-blocking communicator may return ncclInProgress
+// from ncclGroupEnd: then ncclCommGetAsyncError is polled until it is not,
+// and only then is anything else put on that stream); then an event marks
+// its end.
 //
 // libnccl is opened with dlopen (RINGATTN_NCCL_LIBRARY, else libnccl.so.2
 // on the loader's path, else the library CMake found), so that binaries

@@ -382,12 +382,14 @@ void ExpectStreamWaitsForTheBytes(const std::vector<comm::Communicator*>& comms,
       meta.ndim = 1;
       meta.shape[0] = kBytes;
       const int to = (r + 1) % world, from = (r + world - 1) % world;
-      auto req = comms[r]->SendRecvOnStream(stream, send, kBytes, to, meta, recv, kBytes, from, meta);
+      auto req =
+          comms[r]->SendRecvOnStream(stream, send, kBytes, to, meta, recv, kBytes, from, meta);
       ASSERT_TRUE(req.ok()) << req.status();
       EXPECT_TRUE((*req)->WaitOnStream(stream, absl::Seconds(10)).ok());
       auto done = (*req)->Test();
       ASSERT_TRUE(done.ok()) << done.status();
-      EXPECT_FALSE(*done) << "rank " << r << ": the bytes were held back, yet the request completed";
+      EXPECT_FALSE(*done) << "rank " << r
+                          << ": the bytes were held back, yet the request completed";
       std::vector<unsigned char> seen;
       ModelLaunch(stream, [&seen, recv] { seen.assign(recv, recv + kBytes); });
       counted = true;
@@ -395,7 +397,8 @@ void ExpectStreamWaitsForTheBytes(const std::vector<comm::Communicator*>& comms,
       ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
       ASSERT_EQ(seen.size(), static_cast<size_t>(kBytes));
       for (int64_t i = 0; i < kBytes; ++i) {
-        ASSERT_EQ(seen[i], static_cast<unsigned char>(i * 7 + from)) << "rank " << r << " byte " << i;
+        ASSERT_EQ(seen[i], static_cast<unsigned char>(i * 7 + from))
+            << "rank " << r << " byte " << i;
       }
       EXPECT_TRUE((*req)->Wait(absl::Seconds(10)).ok());
       req->reset();

@@ -74,9 +74,11 @@ template <int kD>
 void RunBackwardD(const AttnParams& p, bool det) {
   const bool bf16 = p.dtype == DType::kBFloat16, cap = p.softcap > 0.0f;
   if (bf16) {
-    cap ? BackwardT<DType::kBFloat16, kD, true>(p, det) : BackwardT<DType::kBFloat16, kD, false>(p, det);
+    cap ? BackwardT<DType::kBFloat16, kD, true>(p, det)
+        : BackwardT<DType::kBFloat16, kD, false>(p, det);
   } else {
-    cap ? BackwardT<DType::kFloat16, kD, true>(p, det) : BackwardT<DType::kFloat16, kD, false>(p, det);
+    cap ? BackwardT<DType::kFloat16, kD, true>(p, det)
+        : BackwardT<DType::kFloat16, kD, false>(p, det);
   }
 }
 
