@@ -2,7 +2,7 @@
 // tools/multigpu_ci.sh under mpirun -np N for N = 2, 4, 8): the CUDA
 // backend's ring against the float64 reference, by flash-attn's rule, for
 // every layout and mask (none, causal, window, causal + window), bf16 and
-// fp16, head dims 64 and 128, MHA, GQA and MQA, uneven lengths, batch 2;
+// fp16, head dims 64, 128 and 256, MHA, GQA and MQA, uneven lengths, batch 2;
 // on the synchronous calls and on callers' streams; the deterministic
 // backward bitwise equal run after run. Every process builds the same
 // problem, runs its rank, and checks its own rows. Alone, or without 2
@@ -47,7 +47,7 @@ std::vector<NcclRingCase> Cases() {
       rc.c.batch = m == 1 ? 2 : 1;
       rc.c.heads = 4;
       rc.c.heads_k = kv_heads[(group + m) % 3];
-      rc.c.head_dim = (m + group) % 2 == 0 ? 64 : 128;
+      rc.c.head_dim = group == 2 && m == 0 ? 256 : (m + group) % 2 == 0 ? 64 : 128;
       rc.c.dtype = (m / 2 + group) % 2 == 0 ? DType::kBFloat16 : DType::kFloat16;
       rc.caller_stream = m == 3;
       cases.push_back(rc);

@@ -318,6 +318,8 @@ std::vector<std::pair<Case, DType>> Cases() {
     c.head_dim = t == DType::kBFloat16 ? 64 : 128;
     add(c, DType::kFloat32);  // fp32 partial outputs
   }
+  c.head_dim = 256;
+  add(c, DType::kFloat32);
   c.seqlen_q = 170;
   c.seqlen_k = 90;
   c.mask = Mask{true, -1, -1};
