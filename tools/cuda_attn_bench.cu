@@ -592,8 +592,8 @@ struct BenchProblem {
 
 #ifdef RINGATTN_TUNE
 // ------------------------------------------------- tile-shape sweep
-// cuda_tune --tune: times other FwdConfig / BwdConfig shapes than the
-// launched ones (traits.h) on bf16, S=8192, B=2, H=2048/D, causal and not,
+// cuda_tune --tune: times other FwdConfig / BwdConfig / BwdDqConfig shapes
+// than the launched ones (traits.h) on bf16, S=8192, B=2, H=2048/D, causal and not,
 // with their registers and spill bytes, and checks each against the
 // launched kernel's output. Built only on request (target cuda_tune).
 
@@ -674,13 +674,41 @@ void TuneBwd(const TuneProblem& t, Dev<float>& dq, Dev<float>& dk, Dev<float>& d
   std::fflush(stdout);
 }
 
+// The deterministic dQ pass alone (dsum from the launched run), checked
+// against the launched fast backward's dq; its FLOPs are 3 of the 5 GEMMs
+// (S, dP, dQ): 1.5x the forward's.
+template <class Tr>
+void TuneDq(const TuneProblem& t, Dev<float>& dq, const std::vector<float>& rdq, int reps) {
+  auto* kernel = &detail::BackwardDqKernel<Tr, DType::kBFloat16, false>;
+  BENCH_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes));
+  const AttnParams& p = t.p;
+  const dim3 grid(static_cast<unsigned>((p.seqlen_q + Tr::kBlockM - 1) / Tr::kBlockM),
+                  static_cast<unsigned>(p.num_heads), static_cast<unsigned>(p.batch));
+  auto run = [&] {
+    kernel<<<grid, Tr::kThreads, Tr::kSmemBytes>>>(p);
+    BENCH_CHECK(cudaGetLastError());
+  };
+  FillF32(dq, 0.0f);
+  run();
+  BENCH_CHECK(cudaDeviceSynchronize());
+  const Err e = Compare(dq.Host(), rdq);
+  const float ms = TimeMs(run, reps);
+  std::printf("TUNE dq  D=%-3d causal=%d w%d n%-3d | ", t.D, t.causal, Tr::kWarps, Tr::kBlockN);
+  PrintAttrs(kernel, Tr::kSmemBytes);
+  std::printf(" | %8.3f ms %7.1f TFLOP/s | vs launched rel dq %.1e\n", ms,
+              1.5 * t.flops / (ms * 1e-3) / 1e12, e.rel_l2);
+  std::fflush(stdout);
+}
+
 template <int D, class... Fwd>
 struct FwdList {};
 template <int D, class... Bwd>
 struct BwdList {};
+template <int D, class... Dq>
+struct DqList {};
 
-template <int D, class... Fwd, class... Bwd>
-void TuneHeadDim(FwdList<D, Fwd...>, BwdList<D, Bwd...>, int reps) {
+template <int D, class... Fwd, class... Bwd, class... Dq>
+void TuneHeadDim(FwdList<D, Fwd...>, BwdList<D, Bwd...>, DqList<D, Dq...>, int reps) {
   for (bool causal : {false, true}) {
     BenchProblem bp(2, 8192, 2048 / D, D, causal, 11);
     const AttnParams& p = bp.p;
@@ -702,6 +730,7 @@ void TuneHeadDim(FwdList<D, Fwd...>, BwdList<D, Bwd...>, int reps) {
     tf.p.out = out2.p;
     (TuneFwd<Fwd>(tf, out2, ref_out, reps), ...);
     (TuneBwd<Bwd>(t, bp.dq, bp.dk, bp.dv, rdq, rdk, rdv, reps), ...);
+    (TuneDq<Dq>(t, bp.dq, rdq, reps), ...);
   }
 }
 
@@ -715,11 +744,14 @@ int TuneAll(int reps) {
                       FwdConfig<128, 8, 2, 32, false>, FwdConfig<128, 4, 2, 32, false>,
                       FwdConfig<128, 8, 2, 48, false>, FwdConfig<128, 4, 2, 48, false>>{},
               BwdList<128, BwdConfig<128, 8, 64>, BwdConfig<128, 4, 32>, BwdConfig<128, 8, 32>>{},
+              DqList<128, BwdDqConfig<128, 4, 32>, BwdDqConfig<128, 4, 64>,
+                     BwdDqConfig<128, 8, 32>>{},
               reps);
   TuneHeadDim(FwdList<64, FwdConfig<64, 4, 2, 64, true>, FwdConfig<64, 4, 2, 32, true>,
                       FwdConfig<64, 8, 2, 64, true>, FwdConfig<64, 4, 2, 64, false>,
                       FwdConfig<64, 8, 2, 32, true>, FwdConfig<64, 4, 2, 48, true>>{},
               BwdList<64, BwdConfig<64, 8, 128>, BwdConfig<64, 4, 64>, BwdConfig<64, 8, 64>>{},
+              DqList<64, BwdDqConfig<64, 4, 64>, BwdDqConfig<64, 4, 32>, BwdDqConfig<64, 8, 64>>{},
               reps);
   // D=256: never timed yet; the neighbours of the launched shapes (16 or
   // 32 rows per warp cannot both fit: the output accumulator is 128
@@ -729,6 +761,8 @@ int TuneAll(int reps) {
                       FwdConfig<256, 4, 1, 32, false>, FwdConfig<256, 4, 1, 64, false>>{},
               BwdList<256, BwdConfig<256, 8, 32, 1, 2>, BwdConfig<256, 8, 64, 1, 2>,
                       BwdConfig<256, 8, 32, 1, 4>, BwdConfig<256, 4, 32, 1, 2>>{},
+              DqList<256, BwdDqConfig<256, 4, 16>, BwdDqConfig<256, 4, 32>,
+                     BwdDqConfig<256, 8, 16>>{},
               reps);
   return 0;
 }

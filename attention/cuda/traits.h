@@ -115,12 +115,15 @@ using BwdTraits = std::conditional_t<
     std::conditional_t<kHeadDim <= 128, BwdConfig<kHeadDim, 8, 64>,
                        BwdConfig<kHeadDim, 8, 32, 1, 2>>>;
 
-template <int kHeadDim>
-struct BwdDqTraits {
+// The deterministic dQ pass: kWarps warps of 16 query rows over kBlockN-key
+// tiles. BwdDqTraits<D> names the launched one (D=256: 16-key tiles spill
+// about 60 B, 32-key tiles about 290 B; not timed on a GPU yet).
+template <int kHeadDim, int kWarps_, int kBlockN_>
+struct BwdDqConfig {
   static constexpr int kD = kHeadDim;
-  static constexpr int kWarps = 4;
+  static constexpr int kWarps = kWarps_;
   static constexpr int kBlockM = 16 * kWarps;  // 16 query rows per warp
-  static constexpr int kBlockN = kHeadDim <= 64 ? 64 : kHeadDim <= 128 ? 32 : 16;
+  static constexpr int kBlockN = kBlockN_;
   static constexpr int kThreads = 32 * kWarps;
   static constexpr int kStages = 2;
 
@@ -134,5 +137,9 @@ struct BwdDqTraits {
   static_assert((kBlockN * kD / 8) % kThreads == 0, "K/V tiles split evenly over threads");
   static_assert((kBlockM * kD / 8) % kThreads == 0, "Q/dO tiles split evenly over threads");
 };
+
+template <int kHeadDim>
+using BwdDqTraits =
+    BwdDqConfig<kHeadDim, 4, kHeadDim <= 64 ? 64 : kHeadDim <= 128 ? 32 : 16>;
 
 }  // namespace ringattn::cuda
