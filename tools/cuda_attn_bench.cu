@@ -620,17 +620,23 @@ struct TuneProblem {
   double flops;
 };
 
-template <class Tr>
-void TuneFwd(const TuneProblem& t, Dev<uint16_t>& out, const std::vector<float>& ref, int reps) {
-  auto* kernel = &detail::ForwardKernel<Tr, DType::kBFloat16, false>;
+// A launch of `kernel` (shape Tr) over the query tiles of p, with Tr's
+// shared memory opted into: the forward and the dQ pass.
+template <class Tr, class Kernel>
+auto QueryTileLaunch(Kernel* kernel, const AttnParams& p) {
   BENCH_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes));
-  const AttnParams& p = t.p;
   const dim3 grid(static_cast<unsigned>((p.seqlen_q + Tr::kBlockM - 1) / Tr::kBlockM),
                   static_cast<unsigned>(p.num_heads), static_cast<unsigned>(p.batch));
-  auto run = [&] {
+  return [kernel, grid, &p] {
     kernel<<<grid, Tr::kThreads, Tr::kSmemBytes>>>(p);
     BENCH_CHECK(cudaGetLastError());
   };
+}
+
+template <class Tr>
+void TuneFwd(const TuneProblem& t, Dev<uint16_t>& out, const std::vector<float>& ref, int reps) {
+  auto* kernel = &detail::ForwardKernel<Tr, DType::kBFloat16, false>;
+  const auto run = QueryTileLaunch<Tr>(kernel, t.p);
   BENCH_CHECK(cudaMemset(out.p, 0xff, out.n * 2));
   run();
   BENCH_CHECK(cudaDeviceSynchronize());
@@ -680,14 +686,7 @@ void TuneBwd(const TuneProblem& t, Dev<float>& dq, Dev<float>& dk, Dev<float>& d
 template <class Tr>
 void TuneDq(const TuneProblem& t, Dev<float>& dq, const std::vector<float>& rdq, int reps) {
   auto* kernel = &detail::BackwardDqKernel<Tr, DType::kBFloat16, false>;
-  BENCH_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes));
-  const AttnParams& p = t.p;
-  const dim3 grid(static_cast<unsigned>((p.seqlen_q + Tr::kBlockM - 1) / Tr::kBlockM),
-                  static_cast<unsigned>(p.num_heads), static_cast<unsigned>(p.batch));
-  auto run = [&] {
-    kernel<<<grid, Tr::kThreads, Tr::kSmemBytes>>>(p);
-    BENCH_CHECK(cudaGetLastError());
-  };
+  const auto run = QueryTileLaunch<Tr>(kernel, t.p);
   FillF32(dq, 0.0f);
   run();
   BENCH_CHECK(cudaDeviceSynchronize());
