@@ -23,6 +23,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "attention/cuda/kernels.h"
+#include "attention/cuda/traits.h"
 #include "base/cuda_status.h"
 #include "base/status.h"
 #include "runtime/backend.h"
@@ -77,7 +78,7 @@ class CudaBackend final : public KernelBackend {
       return absl::UnimplementedError(absl::StrCat(
           name, " dtype: the CUDA kernels take bf16 or fp16, not ", DTypeName(t.dtype)));
     }
-    if (t.ndim == 4 && t.shape[3] != 64 && t.shape[3] != 128 && t.shape[3] != 256) {
+    if (t.ndim == 4 && !cuda::HeadDimBuilt(t.shape[3])) {
       return absl::UnimplementedError(absl::StrCat(
           name, " head dim: the CUDA kernels are built for 64, 128 and 256, not ", t.shape[3]));
     }

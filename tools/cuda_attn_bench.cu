@@ -29,6 +29,7 @@
 
 #include "attention/cuda/device.cuh"
 #include "attention/cuda/launch.h"
+#include "attention/cuda/traits.h"
 #ifdef RINGATTN_TUNE
 #include "attention/cuda/bwd_launch.cuh"
 #include "attention/cuda/fwd_launch.cuh"
@@ -72,16 +73,21 @@ struct Dev {
   }
 };
 
-// The launchers of one dtype and head dim (64, 128 or 256).
+// The launchers of one dtype and head dim (one the kernels are built for).
 using FwdLauncher = LaunchResult (*)(const AttnParams&, cudaStream_t);
 using BwdLauncher = LaunchResult (*)(const AttnParams&, bool, cudaStream_t);
 template <DType kT>
 std::pair<FwdLauncher, BwdLauncher> LaunchersFor(int D) {
-  switch (D) {
-    case 64: return {internal::LaunchForward<kT, 64>, internal::LaunchBackward<kT, 64>};
-    case 128: return {internal::LaunchForward<kT, 128>, internal::LaunchBackward<kT, 128>};
-    default: return {internal::LaunchForward<kT, 256>, internal::LaunchBackward<kT, 256>};
-  }
+  return WithHeadDim(
+      D,
+      [&]<int kD>() {  // a capture: nvcc warns on a captureless template lambda
+        return std::pair<FwdLauncher, BwdLauncher>{internal::LaunchForward<kT, kD>,
+                                                   internal::LaunchBackward<kT, kD>};
+      },
+      [D]() -> std::pair<FwdLauncher, BwdLauncher> {
+        std::fprintf(stderr, "no kernels for head dim %d\n", D);
+        std::exit(2);
+      });
 }
 
 // The naive reference kernels keep one row of D floats per thread.

@@ -22,21 +22,16 @@
 namespace ringattn::cuda {
 namespace internal {
 
+// INT_MAX for a head dim with no kernel: it never fits (CheckParams refuses first).
 int ForwardSmemBytes(int head_dim) {
-  switch (head_dim) {
-    case 64: return FwdTraits<64>::kSmemBytes;
-    case 128: return FwdTraits<128>::kSmemBytes;
-    case 256: return FwdTraits<256>::kSmemBytes;
-    default: return INT_MAX;  // no kernel: never fits (CheckParams refuses first)
-  }
+  return WithHeadDim(
+      head_dim, []<int kD>() { return FwdTraits<kD>::kSmemBytes; }, [] { return INT_MAX; });
 }
 int BackwardSmemBytes(int head_dim) {
-  switch (head_dim) {
-    case 64: return std::max(BwdTraits<64>::kSmemBytes, BwdDqTraits<64>::kSmemBytes);
-    case 128: return std::max(BwdTraits<128>::kSmemBytes, BwdDqTraits<128>::kSmemBytes);
-    case 256: return std::max(BwdTraits<256>::kSmemBytes, BwdDqTraits<256>::kSmemBytes);
-    default: return INT_MAX;  // no kernel: never fits (CheckParams refuses first)
-  }
+  return WithHeadDim(
+      head_dim,
+      []<int kD>() { return std::max(BwdTraits<kD>::kSmemBytes, BwdDqTraits<kD>::kSmemBytes); },
+      [] { return INT_MAX; });
 }
 
 }  // namespace internal
@@ -156,7 +151,7 @@ absl::Status CheckParams(const AttnParams& p, bool backward) {
     return absl::UnimplementedError(
         absl::StrCat("CUDA kernels take bf16 or fp16 inputs, not ", DTypeName(p.dtype)));
   }
-  if (p.head_dim != 64 && p.head_dim != 128 && p.head_dim != 256) {
+  if (!HeadDimBuilt(p.head_dim)) {
     return absl::UnimplementedError(
         absl::StrCat("CUDA kernels are built for head dim 64, 128 and 256, not ", p.head_dim));
   }
@@ -204,19 +199,13 @@ absl::Status Forward(const AttnParams& p, void* stream) {
   RETURN_IF_ERROR(CheckDevice(internal::ForwardSmemBytes(static_cast<int>(p.head_dim))));
   const cudaStream_t s = AsStream(stream);
   const bool bf16 = p.dtype == DType::kBFloat16;
-  switch (p.head_dim) {
-    case 64:
-      return ToStatus(bf16 ? internal::LaunchForward<DType::kBFloat16, 64>(p, s)
-                           : internal::LaunchForward<DType::kFloat16, 64>(p, s));
-    case 128:
-      return ToStatus(bf16 ? internal::LaunchForward<DType::kBFloat16, 128>(p, s)
-                           : internal::LaunchForward<DType::kFloat16, 128>(p, s));
-    case 256:
-      return ToStatus(bf16 ? internal::LaunchForward<DType::kBFloat16, 256>(p, s)
-                           : internal::LaunchForward<DType::kFloat16, 256>(p, s));
-    default:
-      return absl::InternalError(absl::StrCat("no forward kernel for head dim ", p.head_dim));
-  }
+  return WithHeadDim(
+      p.head_dim,
+      [&]<int kD>() {
+        return ToStatus(bf16 ? internal::LaunchForward<DType::kBFloat16, kD>(p, s)
+                             : internal::LaunchForward<DType::kFloat16, kD>(p, s));
+      },
+      [&] { return absl::InternalError(absl::StrCat("no forward kernel for D=", p.head_dim)); });
 }
 
 absl::Status Backward(const AttnParams& p, bool deterministic, void* stream) {
@@ -225,19 +214,13 @@ absl::Status Backward(const AttnParams& p, bool deterministic, void* stream) {
   RETURN_IF_ERROR(CheckDevice(internal::BackwardSmemBytes(static_cast<int>(p.head_dim))));
   const cudaStream_t s = AsStream(stream);
   const bool bf16 = p.dtype == DType::kBFloat16;
-  switch (p.head_dim) {
-    case 64:
-      return ToStatus(bf16 ? internal::LaunchBackward<DType::kBFloat16, 64>(p, deterministic, s)
-                           : internal::LaunchBackward<DType::kFloat16, 64>(p, deterministic, s));
-    case 128:
-      return ToStatus(bf16 ? internal::LaunchBackward<DType::kBFloat16, 128>(p, deterministic, s)
-                           : internal::LaunchBackward<DType::kFloat16, 128>(p, deterministic, s));
-    case 256:
-      return ToStatus(bf16 ? internal::LaunchBackward<DType::kBFloat16, 256>(p, deterministic, s)
-                           : internal::LaunchBackward<DType::kFloat16, 256>(p, deterministic, s));
-    default:
-      return absl::InternalError(absl::StrCat("no backward kernel for head dim ", p.head_dim));
-  }
+  return WithHeadDim(
+      p.head_dim,
+      [&]<int kD>() {
+        return ToStatus(bf16 ? internal::LaunchBackward<DType::kBFloat16, kD>(p, deterministic, s)
+                             : internal::LaunchBackward<DType::kFloat16, kD>(p, deterministic, s));
+      },
+      [&] { return absl::InternalError(absl::StrCat("no backward kernel for D=", p.head_dim)); });
 }
 
 absl::Status MergePartial(float* acc_out, float* acc_lse, const float* part_out,

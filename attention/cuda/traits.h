@@ -18,6 +18,22 @@
 
 namespace ringattn::cuda {
 
+// The head dims the kernels are built for. WithHeadDim(d, f, otherwise)
+// returns f.template operator()<D>() for d == D among them, otherwise():
+// the one place that maps a run-time head dim to the instantiated kernels
+// (dispatch, shared-memory sizes, the bench, the emulator).
+constexpr bool HeadDimBuilt(int64_t d) { return d == 64 || d == 128 || d == 256; }
+
+template <class F, class G>
+auto WithHeadDim(int64_t d, F&& f, G&& otherwise) {
+  switch (d) {
+    case 64: return f.template operator()<64>();
+    case 128: return f.template operator()<128>();
+    case 256: return f.template operator()<256>();
+    default: return otherwise();
+  }
+}
+
 // FwdConfig is the family of forward tile shapes; FwdTraits<D> names the
 // one the library launches (tools/cuda_tune.cu times the others).
 template <int kHeadDim, int kWarps_, int kMTiles_, int kBlockN_, bool kQInRegs_, int kMinBlocks_ = 1>

@@ -62,12 +62,13 @@ void RunForwardD(const AttnParams& p) {
   p.dtype == DType::kBFloat16 ? Forward<DType::kBFloat16, kD>(p) : Forward<DType::kFloat16, kD>(p);
 }
 
+void Unsupported(const AttnParams& p) {
+  std::fprintf(stderr, "no kernels for head dim %ld\n", static_cast<long>(p.head_dim));
+  std::exit(2);
+}
+
 void RunForward(const AttnParams& p) {
-  switch (p.head_dim) {
-    case 64: return RunForwardD<64>(p);
-    case 128: return RunForwardD<128>(p);
-    default: return RunForwardD<256>(p);
-  }
+  WithHeadDim(p.head_dim, [&]<int kD>() { RunForwardD<kD>(p); }, [&] { Unsupported(p); });
 }
 
 template <int kD>
@@ -83,11 +84,7 @@ void RunBackwardD(const AttnParams& p, bool det) {
 }
 
 void RunBackward(const AttnParams& p, bool det) {
-  switch (p.head_dim) {
-    case 64: return RunBackwardD<64>(p, det);
-    case 128: return RunBackwardD<128>(p, det);
-    default: return RunBackwardD<256>(p, det);
-  }
+  WithHeadDim(p.head_dim, [&]<int kD>() { RunBackwardD<kD>(p, det); }, [&] { Unsupported(p); });
 }
 
 int failures = 0;
