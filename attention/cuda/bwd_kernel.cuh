@@ -44,36 +44,20 @@ RA_DEVICE void BackwardBody(const AttnParams& p, bool compute_dq, char* smem) {
   const int64_t k_min = GlobalPos(p.k_pos, j0);
   const int64_t k_max = GlobalPos(p.k_pos, j0 + n - 1);
 
-  // Queries that may see some key of the tile: [i_begin, i_end).
-  int64_t i_begin = 0, i_end = Sq;
-  if (mask.HasRight()) i_begin = LowerBoundPos(p.q_pos, 0, Sq, k_min - mask.RightOffset());
-  if (mask.HasLeft()) i_end = LowerBoundPos(p.q_pos, i_begin, Sq, k_max + mask.window_left + 1);
-  if (i_begin >= i_end) return;  // no query sees these keys: nothing to add
-  const int64_t tq_first = i_begin / kM;
-  const int64_t tq_end = (i_end + kM - 1) / kM;
+  // The query tiles that may see some key of the tile, and which are unmasked.
+  const TileRange tiles = QueryTiles<kM>(p, k_min, k_max);
+  if (tiles.empty()) return;  // no query sees these keys: nothing to add
 
   // Work items: (query head g of the group, query tile t), t fastest.
-  auto next_item = [&](TileStep st) {
-    int g = st.g;
-    int64_t t = st.t;
-    st.t = -1;
-    while (true) {
-      if (++t >= tq_end) {
-        t = tq_first;
-        if (++g >= G) break;
-      }
-      const int64_t i0 = t * kM;
-      const int64_t rows = Sq - i0 < kM ? Sq - i0 : kM;
-      const TileClass c = ClassifyTile(mask, GlobalPos(p.q_pos, i0),
-                                       GlobalPos(p.q_pos, i0 + rows - 1), k_min, k_max);
-      if (c == TileClass::kEmpty) continue;
-      st.t = t;
-      st.g = g;
-      st.partial = c == TileClass::kPartial;
-      st.tail = rows < kM || n < kN;
-      break;
+  auto next_item = [&](const TileStep& st) {
+    TileStep nx = tiles.At(st.t + 1, Sq);
+    nx.g = st.g;
+    if (nx.t < 0 && st.g + 1 < G) {
+      nx = tiles.At(tiles.t_begin, Sq);
+      nx.g = st.g + 1;
     }
-    return st;
+    nx.tail = nx.tail || n < kN;
+    return nx;
   };
 
   uint16_t* sK = reinterpret_cast<uint16_t*>(smem);
@@ -97,22 +81,24 @@ RA_DEVICE void BackwardBody(const AttnParams& p, bool compute_dq, char* smem) {
                             j0 * p.k_stride.seq + hk * p.k_stride.head;
     const uint16_t* v_ptr = static_cast<const uint16_t*>(p.v) + b * p.v_stride.batch +
                             j0 * p.v_stride.seq + hk * p.v_stride.head;
-    LoadTiles2<kN, kD, kThreads>(
-        sK, k_ptr, p.k_stride.seq, sV, v_ptr, p.v_stride.seq, tid,
-        [&](int r) { return r < n && KeyLive(mask, p.q_pos, 0, Sq, GlobalPos(p.k_pos, j0 + r)); });
+    LoadTiles2<kN, kD, kThreads>(sK, k_ptr, p.k_stride.seq, sV, v_ptr, p.v_stride.seq, tid,
+                                 RowBits<kN, kD, kThreads>(tid, [&](int r) {
+                                   return r < n && KeyLive(mask, p.q_pos, 0, Sq,
+                                                           GlobalPos(p.k_pos, j0 + r));
+                                 }));
     for (int r = tid; r < n; r += kThreads) sKpos[r] = GlobalPos(p.k_pos, j0 + r);
   }
 
   auto load_q = [&](const TileStep& st, int s) {
     const int64_t h = hk * G + st.g;
-    const int64_t i0 = st.t * kM;
+    const int64_t i0 = int64_t{st.t} * kM;
     const int rows = static_cast<int>(Sq - i0 < kM ? Sq - i0 : kM);
     const uint16_t* q_ptr = static_cast<const uint16_t*>(p.q) + b * p.q_stride.batch +
                             i0 * p.q_stride.seq + h * p.q_stride.head;
     const uint16_t* do_ptr = static_cast<const uint16_t*>(p.dout) + b * p.dout_stride.batch +
                              i0 * p.dout_stride.seq + h * p.dout_stride.head;
     LoadTiles2<kM, kD, kThreads>(sQ(s), q_ptr, p.q_stride.seq, sdO(s), do_ptr, p.dout_stride.seq,
-                                 tid, [&](int r) { return r < rows; });
+                                 tid, FirstRows<kM, kD, kThreads>(tid, rows));
     for (int r = tid; r < kM; r += kThreads) {
       float lse2 = INFINITY, dsum = 0.0f;  // padding rows: P = 0, dS = 0
       int64_t qp = 0;
@@ -129,9 +115,8 @@ RA_DEVICE void BackwardBody(const AttnParams& p, bool compute_dq, char* smem) {
     }
   };
 
-  TileStep first;
-  first.t = tq_first - 1;
-  TileStep cur = next_item(first);
+  TileStep cur = tiles.At(tiles.t_begin, Sq);
+  cur.tail = cur.tail || n < kN;
   if (cur.t >= 0) load_q(cur, 0);
   CpAsyncCommit();
 
@@ -156,7 +141,7 @@ RA_DEVICE void BackwardBody(const AttnParams& p, bool compute_dq, char* smem) {
   auto step = [&](auto masked_tag, const TileStep& st, int s) {
     constexpr bool kMasked = decltype(masked_tag)::value;
     const int64_t h = hk * G + st.g;
-    const int64_t i0 = st.t * kM;
+    const int64_t i0 = int64_t{st.t} * kM;
     const int rows = static_cast<int>(Sq - i0 < kM ? Sq - i0 : kM);
     const uint16_t* sQs = sQ(s);
     const uint16_t* sdOs = sdO(s);
@@ -202,7 +187,7 @@ RA_DEVICE void BackwardBody(const AttnParams& p, bool compute_dq, char* smem) {
         if (kr < n) {
           int64_t lo, hi;
           QueryBounds(mask, sKpos[kr], &lo, &hi);
-          PosInterval(sQpos(s), rows, lo, hi, &qb[hf], &qe[hf]);
+          VisibleRange(sQpos(s), rows, lo, hi, &qb[hf], &qe[hf]);
         } else {
           qb[hf] = qe[hf] = 0;
         }
@@ -371,30 +356,9 @@ RA_DEVICE void BackwardDqBody(const AttnParams& p, char* smem) {
   const int64_t q_min = GlobalPos(p.q_pos, i0);
   const int64_t q_max = GlobalPos(p.q_pos, i0 + rows - 1);
 
-  int64_t j_begin = 0, j_end = Sk;
-  if (mask.HasLeft()) j_begin = LowerBoundPos(p.k_pos, 0, Sk, q_min - mask.window_left);
-  if (mask.HasRight()) {
-    j_end = LowerBoundPos(p.k_pos, j_begin, Sk, q_max + mask.RightOffset() + 1);
-  }
-  if (j_begin >= j_end) return;  // no key visible: dQ gets nothing
-  const int64_t t_begin = j_begin / kN;
-  const int64_t t_end = (j_end + kN - 1) / kN;
-
-  auto next_tile = [&](int64_t t) {
-    TileStep st;
-    for (++t; t < t_end; ++t) {
-      const int64_t j0 = t * kN;
-      const int64_t n = Sk - j0 < kN ? Sk - j0 : kN;
-      const TileClass c =
-          ClassifyTile(mask, q_min, q_max, GlobalPos(p.k_pos, j0), GlobalPos(p.k_pos, j0 + n - 1));
-      if (c == TileClass::kEmpty) continue;
-      st.t = t;
-      st.partial = c == TileClass::kPartial;
-      st.tail = n < kN;
-      break;
-    }
-    return st;
-  };
+  // The key tiles some row of this CTA may see, and which are unmasked.
+  const TileRange tiles = KeyTiles<kN>(p, q_min, q_max);
+  if (tiles.empty()) return;  // no key visible: dQ gets nothing
 
   uint16_t* sQ = reinterpret_cast<uint16_t*>(smem);
   uint16_t* sdO = reinterpret_cast<uint16_t*>(smem + Tr::kQTileBytes);
@@ -413,30 +377,18 @@ RA_DEVICE void BackwardDqBody(const AttnParams& p, char* smem) {
     const uint16_t* do_ptr = static_cast<const uint16_t*>(p.dout) + b * p.dout_stride.batch +
                              i0 * p.dout_stride.seq + h * p.dout_stride.head;
     LoadTiles2<kM, kD, kThreads>(sQ, q_ptr, p.q_stride.seq, sdO, do_ptr, p.dout_stride.seq, tid,
-                                 [&](int r) { return r < rows; });
+                                 FirstRows<kM, kD, kThreads>(tid, rows));
   }
   const uint16_t* k_head =
       static_cast<const uint16_t*>(p.k) + b * p.k_stride.batch + hk * p.k_stride.head;
   const uint16_t* v_head =
       static_cast<const uint16_t*>(p.v) + b * p.v_stride.batch + hk * p.v_stride.head;
   auto load_kv = [&](const TileStep& st, int s) {
-    const int64_t j0 = st.t * kN;
-    const int n = static_cast<int>(Sk - j0 < kN ? Sk - j0 : kN);
-    auto live = [&](int r) {
-      if (r >= n) return false;
-      if (!st.partial) return true;
-      return KeyLive(mask, p.q_pos, i0, i0 + rows, GlobalPos(p.k_pos, j0 + r));
-    };
-    LoadTiles2<kN, kD, kThreads>(sK(s), k_head + j0 * p.k_stride.seq, p.k_stride.seq, sV(s),
-                                 v_head + j0 * p.v_stride.seq, p.v_stride.seq, tid, live);
-    if (st.masked()) {
-      int64_t* kpos = sKpos(s);
-      for (int r = tid; r < n; r += kThreads) kpos[r] = GlobalPos(p.k_pos, j0 + r);
-    }
+    LoadKeyTile<kN, kD, kThreads>(p, st, k_head, v_head, i0, rows, sK(s), sV(s), sKpos(s), tid);
   };
 
-  TileStep cur = next_tile(t_begin - 1);
-  if (cur.t >= 0) load_kv(cur, 0);
+  TileStep cur = tiles.At(tiles.t_begin, Sk);
+  load_kv(cur, 0);
   CpAsyncCommit();
 
   const float mul = kCap ? 1.0f : p.scale * kLog2e;
@@ -473,7 +425,7 @@ RA_DEVICE void BackwardDqBody(const AttnParams& p, char* smem) {
     constexpr bool kMasked = decltype(masked_tag)::value;
     const uint16_t* sKs = sK(s);
     const uint16_t* sVs = sV(s);
-    const int64_t j0 = st.t * kN;
+    const int64_t j0 = int64_t{st.t} * kN;
 
     float acc_s[kN / 8][4], acc_dp[kN / 8][4];
 #pragma unroll
@@ -511,7 +463,7 @@ RA_DEVICE void BackwardDqBody(const AttnParams& p, char* smem) {
       for (int hf = 0; hf < 2; ++hf) {
         int64_t lo, hi;
         KeyBounds(mask, qpos[hf], &lo, &hi);
-        PosInterval(sKpos(s), n, lo, hi, &cb[hf], &ce[hf]);
+        VisibleRange(sKpos(s), n, lo, hi, &cb[hf], &ce[hf]);
       }
     }
 
@@ -563,7 +515,7 @@ RA_DEVICE void BackwardDqBody(const AttnParams& p, char* smem) {
   while (cur.t >= 0) {
     CpAsyncWait<0>();
     __syncthreads();
-    const TileStep nxt = next_tile(cur.t);
+    const TileStep nxt = tiles.At(cur.t + 1, Sk);
     if (nxt.t >= 0) load_kv(nxt, stage ^ 1);
     CpAsyncCommit();
     if (cur.masked()) {

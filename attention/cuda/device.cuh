@@ -43,29 +43,58 @@ RA_DEVICE int Swz(int row, int col) {
   return row * kCols + ((((col >> 3) ^ (row & 7))) << 3);
 }
 
-// Loads [kRows][kCols] 16-bit tiles from two sources with the same row
-// predicate (K and V, or Q and dO). Row r of source x starts at
-// gx + r * stride_x (elements). Rows with !pred(r) are zero-filled.
+// Bit `it` says whether this thread's row of iteration `it` of LoadTiles2 /
+// LoadTile, row (tid + it * kThreads) / (kCols / 8), passes pred. The loop
+// is not unrolled, so an expensive predicate (KeyLive) is inlined once, not
+// once per iteration of the unrolled loader.
 template <int kRows, int kCols, int kThreads, class Pred>
+RA_DEVICE uint32_t RowBits(int tid, Pred pred) {
+  constexpr int kIters = kRows * (kCols / 8) / kThreads;
+  static_assert(kIters <= 32, "one bit per iteration");
+  uint32_t bits = 0;
+#pragma unroll 1
+  for (int it = 0; it < kIters; ++it) {
+    if (pred((tid + it * kThreads) / (kCols / 8))) bits |= 1u << it;
+  }
+  return bits;
+}
+constexpr uint32_t kAllRows = ~0u;
+
+// Loads [kRows][kCols] 16-bit tiles from two sources with the same rows
+// (K and V, or Q and dO). Row r of source x starts at gx + r * stride_x
+// (elements). The rows whose bit in `ok` (RowBits) is clear are
+// zero-filled; ok = kAllRows loads every row with no predicate work.
+template <int kRows, int kCols, int kThreads>
 RA_DEVICE void LoadTiles2(uint16_t* sa, const uint16_t* ga, int64_t stride_a, uint16_t* sb,
-                          const uint16_t* gb, int64_t stride_b, int tid, Pred pred) {
+                          const uint16_t* gb, int64_t stride_b, int tid, uint32_t ok) {
   constexpr int kChunksPerRow = kCols / 8;
   constexpr int kIters = kRows * kChunksPerRow / kThreads;
+  constexpr int kRowStep = kThreads / kChunksPerRow;  // rows between iterations
   static_assert(kRows * kChunksPerRow % kThreads == 0, "even split");
+  static_assert(kThreads % kChunksPerRow == 0, "each thread keeps its column");
+  // This thread's chunk: row r0 + it * kRowStep, column col; the global
+  // pointers move by a row step (not recomputed from the row, which keeps
+  // fewer 64-bit offsets alive across the main loop).
+  const int r0 = tid / kChunksPerRow;
+  const int col = (tid % kChunksPerRow) * 8;
+  // Pointers to rows past the end are formed but never read (0 bytes).
+  const uint16_t* pa = ga + r0 * stride_a + col;
+  const uint16_t* pb = gb + r0 * stride_b + col;
 #pragma unroll
   for (int it = 0; it < kIters; ++it) {
-    const int c = tid + it * kThreads;
-    const int r = c / kChunksPerRow;
-    const int col = (c % kChunksPerRow) * 8;
-    const bool ok = pred(r);
-    const int off = Swz<kCols>(r, col);
-    CpAsync16(SmemAddr(sa + off), ok ? ga + r * stride_a + col : ga, ok);
-    CpAsync16(SmemAddr(sb + off), ok ? gb + r * stride_b + col : gb, ok);
+    const bool live = (ok >> it) & 1u;
+    const int off = Swz<kCols>(r0 + it * kRowStep, col);
+    CpAsync16(SmemAddr(sa + off), live ? pa : ga, live);
+    CpAsync16(SmemAddr(sb + off), live ? pb : gb, live);
+    if (it + 1 < kIters) {
+      pa += kRowStep * stride_a;
+      pb += kRowStep * stride_b;
+    }
   }
 }
 
-template <int kRows, int kCols, int kThreads, class Pred>
-RA_DEVICE void LoadTile(uint16_t* s, const uint16_t* g, int64_t stride, int tid, Pred pred) {
+template <int kRows, int kCols, int kThreads>
+RA_DEVICE void LoadTile(uint16_t* s, const uint16_t* g, int64_t stride, int tid, uint32_t ok) {
   constexpr int kChunksPerRow = kCols / 8;
   constexpr int kIters = kRows * kChunksPerRow / kThreads;
   static_assert(kRows * kChunksPerRow % kThreads == 0, "even split");
@@ -74,9 +103,22 @@ RA_DEVICE void LoadTile(uint16_t* s, const uint16_t* g, int64_t stride, int tid,
     const int c = tid + it * kThreads;
     const int r = c / kChunksPerRow;
     const int col = (c % kChunksPerRow) * 8;
-    const bool ok = pred(r);
-    CpAsync16(SmemAddr(s + Swz<kCols>(r, col)), ok ? g + r * stride + col : g, ok);
+    const bool live = (ok >> it) & 1u;
+    CpAsync16(SmemAddr(s + Swz<kCols>(r, col)), live ? g + r * stride + col : g, live);
   }
+}
+
+// The first `rows` rows of a tile, as LoadTiles2's `ok` bits (a compare
+// per iteration, unrolled: cheaper than RowBits' loop).
+template <int kRows, int kCols, int kThreads>
+RA_DEVICE uint32_t FirstRows(int tid, int rows) {
+  constexpr int kIters = kRows * (kCols / 8) / kThreads;
+  uint32_t bits = 0;
+#pragma unroll
+  for (int it = 0; it < kIters; ++it) {
+    if ((tid + it * kThreads) / (kCols / 8) < rows) bits |= 1u << it;
+  }
+  return bits;
 }
 
 // ------------------------------------------------------ positions
@@ -155,6 +197,24 @@ RA_DEVICE void PosInterval(const int64_t* pos, int n, int64_t lo, int64_t hi, in
   *end = c;
 }
 
+// PosInterval in O(1) when the n >= 1 positions are consecutive (pos[c] =
+// pos[0] + c; the map is strictly increasing, so pos[n-1] - pos[0] == n - 1
+// says so): tiles of contiguous shards and of zigzag chunks. Otherwise the
+// binary searches (striped shards).
+RA_DEVICE void VisibleRange(const int64_t* pos, int n, int64_t lo, int64_t hi, int* begin,
+                            int* end) {
+  const int64_t first = pos[0], last = pos[n - 1];
+  if (last - first != n - 1) {
+    PosInterval(pos, n, lo, hi, begin, end);
+    return;
+  }
+  // Compared before subtracting: lo and hi may be INT64_MIN / INT64_MAX.
+  const int b = lo <= first ? 0 : lo > last ? n : static_cast<int>(lo - first);
+  const int e = hi >= last ? n : hi < first ? 0 : static_cast<int>(hi - first + 1);
+  *begin = b;
+  *end = e < b ? b : e;
+}
+
 // Visible key positions [*lo, *hi] of the query at position qp.
 RA_DEVICE void KeyBounds(const Mask& m, int64_t qp, int64_t* lo, int64_t* hi) {
   *lo = m.HasLeft() ? qp - m.window_left : INT64_MIN;
@@ -188,11 +248,99 @@ RA_DEVICE float LoadAsFloat(const void* base, DType t, int64_t off) {
 
 // Next key or query tile of a CTA's sweep that is not empty; t < 0: none.
 struct TileStep {
-  int64_t t = -1;
+  int t = -1;  // tile index (sequences are shorter than 2^31: kernels.cc)
   int g = 0;             // backward: the query head within the GQA group
   bool partial = false;  // per-element mask inside the tile
   bool tail = false;     // the tile runs past the end of the sequence
   RA_DEVICE bool masked() const { return partial || tail; }
 };
+
+// The tiles of one side (keys, or queries) that a CTA owning the other
+// side's positions [x_min, x_max] sweeps. An item at position y is seen by
+// the point x when x - lo <= y (if has_lo) and y <= x + hi (if has_hi):
+// for keys seen by queries lo = window_left, hi = RightOffset(); for
+// queries that see keys the two swap. Positions increase with the index,
+// so the tiles holding some seen item are one range [t_begin, t_end) with
+// no empty tile inside, and the items seen by EVERY point of [x_min, x_max]
+// are one range [full_begin, full_end): a tile inside it is unmasked. Four
+// binary searches per CTA, then O(1) per tile (ClassifyTile would read two
+// positions per tile).
+template <int kTile>
+struct TileRange {
+  // Tile indices fit in 32 bits: the dispatch refuses sequences of 2^31
+  // items or more (and 32-bit loop state keeps registers for the mma).
+  int t_begin = 0, t_end = 0;    // the tiles with a seen item
+  int ft_begin = 0, ft_end = 0;  // the tiles whose items all points see
+
+  RA_DEVICE TileRange(const PositionMap& pos, int64_t len, bool has_lo, int64_t lo, bool has_hi,
+                      int64_t hi, int64_t x_min, int64_t x_max) {
+    int64_t begin = 0, end = len;
+    if (has_lo) begin = LowerBoundPos(pos, 0, len, x_min - lo);
+    if (has_hi) end = LowerBoundPos(pos, begin, len, x_max + hi + 1);
+    if (begin >= end) return;  // nothing seen: no tiles
+    t_begin = static_cast<int>(begin / kTile);
+    t_end = static_cast<int>((end + kTile - 1) / kTile);
+    // Items [full_begin, full_end) are seen by every point; a tile is
+    // unmasked when it lies inside (the last, short tile too).
+    const int64_t full_begin = has_lo ? LowerBoundPos(pos, begin, end, x_max - lo) : 0;
+    const int64_t full_end = has_hi ? LowerBoundPos(pos, begin, end, x_min + hi + 1) : len;
+    ft_begin = static_cast<int>((full_begin + kTile - 1) / kTile);
+    ft_end = static_cast<int>(full_end == len ? (len + kTile - 1) / kTile : full_end / kTile);
+  }
+
+  RA_DEVICE bool empty() const { return t_begin >= t_end; }
+
+  // Tile t (t_begin <= t), or none (st.t < 0) past the end; `len` items on
+  // this side.
+  RA_DEVICE TileStep At(int t, int64_t len) const {
+    TileStep st;
+    if (t >= t_end) return st;
+    st.t = t;
+    st.partial = t < ft_begin || t >= ft_end;
+    st.tail = len - int64_t{t} * kTile < kTile;
+    return st;
+  }
+};
+
+// The key tiles that query positions [q_min, q_max] may see.
+template <int kTile>
+RA_DEVICE TileRange<kTile> KeyTiles(const AttnParams& p, int64_t q_min, int64_t q_max) {
+  const Mask& m = p.mask;
+  return TileRange<kTile>(p.k_pos, p.seqlen_k, m.HasLeft(), m.window_left, m.HasRight(),
+                   m.HasRight() ? m.RightOffset() : 0, q_min, q_max);
+}
+
+// The query tiles that may see key positions [k_min, k_max].
+template <int kTile>
+RA_DEVICE TileRange<kTile> QueryTiles(const AttnParams& p, int64_t k_min, int64_t k_max) {
+  const Mask& m = p.mask;
+  return TileRange<kTile>(p.q_pos, p.seqlen_q, m.HasRight(), m.HasRight() ? m.RightOffset() : 0,
+                   m.HasLeft(), m.window_left, k_min, k_max);
+}
+
+// Loads key tile `st` for a CTA owning query rows [i0, i0 + rows) (the
+// forward, the deterministic dQ pass): K and V into sk, sv, zero-filling
+// keys past the end and, in a partial tile, the keys no row of the CTA
+// sees; a masked tile also gets its keys' positions in kpos.
+template <int kN, int kD, int kThreads>
+RA_DEVICE void LoadKeyTile(const AttnParams& p, const TileStep& st, const uint16_t* k_head,
+                           const uint16_t* v_head, int64_t i0, int rows, uint16_t* sk,
+                           uint16_t* sv, int64_t* kpos, int tid) {
+  const int64_t j0 = int64_t{st.t} * kN;
+  const int n = static_cast<int>(p.seqlen_k - j0 < kN ? p.seqlen_k - j0 : kN);
+  uint32_t ok = kAllRows;
+  if (st.partial) {
+    ok = RowBits<kN, kD, kThreads>(tid, [&](int r) {
+      return r < n && KeyLive(p.mask, p.q_pos, i0, i0 + rows, GlobalPos(p.k_pos, j0 + r));
+    });
+  } else if (st.tail) {
+    ok = FirstRows<kN, kD, kThreads>(tid, n);
+  }
+  LoadTiles2<kN, kD, kThreads>(sk, k_head + j0 * p.k_stride.seq, p.k_stride.seq, sv,
+                               v_head + j0 * p.v_stride.seq, p.v_stride.seq, tid, ok);
+  if (st.masked()) {
+    for (int r = tid; r < n; r += kThreads) kpos[r] = GlobalPos(p.k_pos, j0 + r);
+  }
+}
 
 }  // namespace ringattn::cuda::detail

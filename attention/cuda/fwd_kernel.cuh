@@ -42,30 +42,8 @@ RA_DEVICE void ForwardBody(const AttnParams& p, char* smem) {
   const int64_t q_min = GlobalPos(p.q_pos, i0);
   const int64_t q_max = GlobalPos(p.q_pos, i0 + rows - 1);
 
-  // Keys some row of this CTA may see: [j_begin, j_end) by position bounds.
-  int64_t j_begin = 0, j_end = Sk;
-  if (mask.HasLeft()) j_begin = LowerBoundPos(p.k_pos, 0, Sk, q_min - mask.window_left);
-  if (mask.HasRight()) {
-    j_end = LowerBoundPos(p.k_pos, j_begin, Sk, q_max + mask.RightOffset() + 1);
-  }
-  const int64_t t_begin = j_begin / kN;
-  const int64_t t_end = j_begin < j_end ? (j_end + kN - 1) / kN : t_begin;
-
-  auto next_tile = [&](int64_t t) {
-    TileStep st;
-    for (++t; t < t_end; ++t) {
-      const int64_t j0 = t * kN;
-      const int64_t n = Sk - j0 < kN ? Sk - j0 : kN;
-      const TileClass c =
-          ClassifyTile(mask, q_min, q_max, GlobalPos(p.k_pos, j0), GlobalPos(p.k_pos, j0 + n - 1));
-      if (c == TileClass::kEmpty) continue;
-      st.t = t;
-      st.partial = c == TileClass::kPartial;
-      st.tail = n < kN;
-      break;
-    }
-    return st;
-  };
+  // The key tiles some row of this CTA may see, and which are unmasked.
+  const TileRange tiles = KeyTiles<kN>(p, q_min, q_max);
 
   uint16_t* sQ = reinterpret_cast<uint16_t*>(smem);
   auto sK = [&](int s) {
@@ -86,25 +64,14 @@ RA_DEVICE void ForwardBody(const AttnParams& p, char* smem) {
   const uint16_t* v_head =
       static_cast<const uint16_t*>(p.v) + b * p.v_stride.batch + hk * p.v_stride.head;
 
-  LoadTile<kM, kD, kThreads>(sQ, q_ptr, p.q_stride.seq, tid, [&](int r) { return r < rows; });
+  LoadTile<kM, kD, kThreads>(sQ, q_ptr, p.q_stride.seq, tid,
+                             FirstRows<kM, kD, kThreads>(tid, rows));
 
   auto load_kv = [&](const TileStep& st, int s) {
-    const int64_t j0 = st.t * kN;
-    const int n = static_cast<int>(Sk - j0 < kN ? Sk - j0 : kN);
-    auto live = [&](int r) {
-      if (r >= n) return false;
-      if (!st.partial) return true;
-      return KeyLive(mask, p.q_pos, i0, i0 + rows, GlobalPos(p.k_pos, j0 + r));
-    };
-    LoadTiles2<kN, kD, kThreads>(sK(s), k_head + j0 * p.k_stride.seq, p.k_stride.seq, sV(s),
-                                 v_head + j0 * p.v_stride.seq, p.v_stride.seq, tid, live);
-    if (st.masked()) {
-      int64_t* kpos = sKpos(s);
-      for (int r = tid; r < n; r += kThreads) kpos[r] = GlobalPos(p.k_pos, j0 + r);
-    }
+    LoadKeyTile<kN, kD, kThreads>(p, st, k_head, v_head, i0, rows, sK(s), sV(s), sKpos(s), tid);
   };
 
-  TileStep cur = next_tile(t_begin - 1);
+  TileStep cur = tiles.At(tiles.t_begin, Sk);
   if (cur.t >= 0) load_kv(cur, 0);
   CpAsyncCommit();
 
@@ -148,7 +115,7 @@ RA_DEVICE void ForwardBody(const AttnParams& p, char* smem) {
     constexpr bool kMasked = decltype(masked_tag)::value;
     const uint16_t* sKs = sK(s);
     const uint16_t* sVs = sV(s);
-    const int64_t j0 = st.t * kN;
+    const int64_t j0 = int64_t{st.t} * kN;
 
     float acc_s[kMT][kN / 8][4];
 #pragma unroll
@@ -203,7 +170,7 @@ RA_DEVICE void ForwardBody(const AttnParams& p, char* smem) {
           int64_t lo, hi;
           KeyBounds(mask, sQpos[warp_row0 + mi * 16 + (lane >> 2) + hf * 8], &lo, &hi);
           int cb, ce;
-          PosInterval(sKpos(s), n, lo, hi, &cb, &ce);
+          VisibleRange(sKpos(s), n, lo, hi, &cb, &ce);
 #pragma unroll
           for (int nt = 0; nt < kN / 8; ++nt)
 #pragma unroll
@@ -280,7 +247,7 @@ RA_DEVICE void ForwardBody(const AttnParams& p, char* smem) {
   while (cur.t >= 0) {
     CpAsyncWait<0>();
     __syncthreads();
-    const TileStep nxt = next_tile(cur.t);
+    const TileStep nxt = tiles.At(cur.t + 1, Sk);
     if (nxt.t >= 0) load_kv(nxt, stage ^ 1);
     CpAsyncCommit();
     if constexpr (kQInRegs) {

@@ -166,8 +166,13 @@ absl::Status CheckParams(const AttnParams& p, bool backward) {
     return absl::InvalidArgumentError(absl::StrCat(
         "CUDA kernels take at most 65535 batches and heads; got B=", p.batch, " H=", p.num_heads));
   }
-  if (p.seqlen_q / 32 >= (int64_t{1} << 31) || p.seqlen_k / 32 >= (int64_t{1} << 31)) {
-    return absl::InvalidArgumentError("sequence too long for the CUDA grid");
+  // The kernels count tiles and rows with 32-bit integers (fewer registers
+  // in the main loops); 2^31 tokens of one head would be 256 GiB at D=64.
+  constexpr int64_t kMaxSeq = (int64_t{1} << 31) - 1;
+  if (p.seqlen_q > kMaxSeq || p.seqlen_k > kMaxSeq) {
+    return absl::InvalidArgumentError(absl::StrCat("S_q and S_k: the CUDA kernels take at most ",
+                                                    kMaxSeq, " tokens per call; got S_q=",
+                                                    p.seqlen_q, " S_k=", p.seqlen_k));
   }
   RETURN_IF_ERROR(CheckInput(p.q, p.q_stride, "q"));
   RETURN_IF_ERROR(CheckInput(p.k, p.k_stride, "k"));

@@ -5,7 +5,8 @@
 // global offsets, softcap, aligned non-contiguous strides and 64-bit
 // offsets; fp32 partial outputs merged on the device; fully masked rows;
 // NaN at masked keys; poisoned outputs; bitwise determinism; RowDot; the
-// refusals. Without a device every test is skipped with "no CUDA device".
+// refusals. Without a device every test is skipped with "no CUDA device",
+// except the host-side check of the parameters (CudaKernelParams).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -641,6 +642,32 @@ TEST(CudaKernel, RejectsWhatItCannotRun) {
   bad.dq_accum = nullptr;
   EXPECT_EQ(cuda::Backward(bad, false, nullptr).code(), absl::StatusCode::kInvalidArgument);
   ASSERT_TRUE(cuda::Synchronize(nullptr).ok());
+}
+
+// CheckParams is host code, so this refusal is checked without a device
+// too: sequences of 2^31 tokens or more (the kernels count tiles with 32-bit
+// integers), named in the error. No memory is touched.
+TEST(CudaKernelParams, RefusesSequencesTooLongForTheKernels) {
+  Case c;
+  c.dtype = DType::kBFloat16;
+  const Problem pr = MakeProblem(c, 1);
+  AttnParams p = pr.Params();
+  alignas(16) static uint16_t fake[8];
+  p.q = p.k = p.v = fake;
+  p.out = fake;
+  p.lse = reinterpret_cast<float*>(fake);
+  ASSERT_TRUE(cuda::CheckParams(p, /*backward=*/false).ok())
+      << cuda::CheckParams(p, false);
+  for (const bool keys : {false, true}) {
+    AttnParams bad = p;
+    const int64_t n = int64_t{1} << 31;
+    (keys ? bad.seqlen_k : bad.seqlen_q) = n;
+    (keys ? bad.k_pos : bad.q_pos) = PositionMap::Contiguous(0, n);
+    const absl::Status s = cuda::CheckParams(bad, false);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+    EXPECT_NE(s.message().find(keys ? "S_k=2147483648" : "S_q=2147483648"), std::string::npos)
+        << s;
+  }
 }
 
 }  // namespace
