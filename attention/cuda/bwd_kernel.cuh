@@ -295,8 +295,7 @@ RA_DEVICE void BackwardBody(const AttnParams& p, bool compute_dq, char* smem) {
                      2 * (lane & 3);
 #pragma unroll
         for (int nd = 0; nd < Tr::kDqChunk / 8; ++nd) {
-          atomicAdd(dst + nd * 8, acc_dq[nd][2 * hf]);
-          atomicAdd(dst + nd * 8 + 1, acc_dq[nd][2 * hf + 1]);
+          AtomicAdd2(dst + nd * 8, acc_dq[nd][2 * hf], acc_dq[nd][2 * hf + 1]);
         }
       }
     }

@@ -1,9 +1,10 @@
 // PTX wrappers of the CUDA attention kernels (sm_80+ instructions, also
 // used on sm_90): mma.sync m16n8k16 with fp32 accumulation, ldmatrix x4
 // (plain and .trans), cp.async 16-byte copies with zero fill and their
-// groups, ex2.approx, warp shuffles, and 16-bit pair packing. Everything
-// warp- or memory-level that the kernel bodies use goes through this file,
-// so a host-side emulation of these few functions can run the bodies.
+// groups, ex2.approx, warp shuffles, fp32 pair reductions, and 16-bit pair
+// packing. Everything warp- or memory-level that the kernel bodies use goes
+// through this file, so a host-side emulation of these few functions can
+// run the bodies.
 //
 // With RINGATTN_CUDA_EMULATE defined (host C++ only, never in the library),
 // emu/ptx_emu.h provides the same functions on the CPU instead; see
@@ -85,6 +86,19 @@ RA_DEVICE float Exp2(float x) {
 }
 
 RA_DEVICE float ShflXor(float v, int mask) { return __shfl_xor_sync(0xffffffffu, v, mask); }
+
+// p[0] += a and p[1] += b in global memory, atomically per element, result
+// unused: one vector reduction (red.global.add.v2.f32) on sm_90, half the
+// atomic instructions of two scalar ones (the only way before sm_90).
+// p must be 8-byte aligned.
+RA_DEVICE void AtomicAdd2(float* p, float a, float b) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  atomicAdd(reinterpret_cast<float2*>(p), make_float2(a, b));
+#else
+  atomicAdd(p, a);
+  atomicAdd(p + 1, b);
+#endif
+}
 
 // Two floats rounded to a 16-bit pair; `lo` lands in the low half, which
 // mma reads as the element of the smaller column (or k) index.

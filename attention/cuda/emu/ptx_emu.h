@@ -128,6 +128,12 @@ void Launch(Dim grid, int threads, size_t smem_bytes, Body body) {
 
 inline void __syncthreads() { ringattn::cuda::emu::block->bar->arrive_and_wait(); }
 inline float atomicAdd(float* p, float v) { return std::atomic_ref<float>(*p).fetch_add(v); }
+namespace ringattn::cuda::detail {
+inline void AtomicAdd2(float* p, float a, float b) {
+  atomicAdd(p, a);
+  atomicAdd(p + 1, b);
+}
+}  // namespace ringattn::cuda::detail
 
 namespace ringattn::cuda::detail {
 
