@@ -792,7 +792,8 @@ int BenchAll(const char* csv_path, int reps, int only_d, int64_t only_s, int onl
               prop.minor);
   std::printf("%-4s %-6s %-3s %-4s %-7s | %9s %8s | %9s %8s | %9s %8s\n", "D", "S", "B", "H",
               "causal", "fwd ms", "TFLOP/s", "bwd ms", "TFLOP/s", "det ms", "TFLOP/s");
-  for (int D : {64, 128, 256})
+  // D=128 first: the issue's targets; a run cut by a time budget loses D=256.
+  for (int D : {128, 64, 256})
     for (int64_t S : {2048, 8192, 16384})
       for (bool causal : {false, true}) {
         if ((only_d > 0 && D != only_d) || (only_s > 0 && S != only_s) ||
@@ -819,6 +820,7 @@ int BenchAll(const char* csv_path, int reps, int only_d, int64_t only_s, int onl
         if (csv) {
           std::fprintf(csv, "ringattn,bf16,%d,%ld,%ld,%ld,%d,%.4f,%.2f,%.4f,%.2f,%.4f,%.2f\n", D, S,
                        B, H, causal ? 1 : 0, fwd_ms, ft, bwd_ms, bt, det_ms, dt);
+          std::fflush(csv);  // rows done stay usable if a time budget cuts the run
         }
         std::fflush(stdout);
       }

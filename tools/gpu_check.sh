@@ -18,10 +18,14 @@
 #        and the tests are reported NOT RUN;
 #     2. cuda_attn_bench --check: ours against naive fp32 GPU kernels (needs
 #        nvcc only; built there with nvcc if the carried one does not start);
-#     3. cuda_attn_bench --bench and tools/sdpa_bench.py (PyTorch SDPA, flash
-#        and cuDNN backends) on the same shapes, and one table of TFLOP/s
-#        with the ratio ours / peer.
-#     4. memcheck (compute-sanitizer) on a few small cases, beside step 1,
+#     3. the ring tests (cuda_ring_test, cuda_local_comm_test,
+#        run_tool_cuda_test), the one-rank nccl tests, and the cuda-local ring
+#        bench at W 1/2/4/8 (ring.txt);
+#     4. cuda_attn_bench --bench and tools/sdpa_bench.py (PyTorch SDPA, flash
+#        and cuDNN backends) on the same shapes, D=128 first, and one table
+#        of TFLOP/s with the ratio ours / peer (a run cut by the budget
+#        prints the rows it has).
+#     5. memcheck (compute-sanitizer) on a few small cases, beside step 1,
 #        and the tile-shape sweep (cuda_tune --tune) and Nsight Compute on
 #        the D=128 forward and backward after the timings.
 #   Logs go to $OUT (default out/gpu_check): setup.log, table.txt, and
@@ -298,29 +302,12 @@ if [[ -n "$BENCH_BIN" ]]; then
   grep -E 'FAIL|summary' "$OUT/check.log" | tee -a "$SETUP"
 fi
 
-# ---------------------------------------------------------------- timing
-if [[ -n "$BENCH_BIN" ]]; then
-  log "timing ours"
-  carried timeout "$(cap 160)" "$BENCH_BIN" --bench --reps 10 --csv "$OUT/ours.csv" >"$OUT/bench.log" 2>&1 ||
-    log "ours: bench rc=$? (see bench.log)"
-fi
-log "timing PyTorch SDPA"
-PYTHONUNBUFFERED=1 timeout "$(cap 190)" python3 "$ROOT/tools/sdpa_bench.py" --reps 10 --csv "$OUT/sdpa.csv" \
-  --ours "$OUT/ours.csv" >"$OUT/table.txt" 2>&1 || log "sdpa_bench rc=$? (see table.txt)"
-
-# ---------------------------------------------------------------- tile sweep
-# The launched tile shapes against their neighbours (attention/cuda/traits.h).
-if [[ -x "$CARRY/bin/cuda_tune" ]]; then
-  log "tile sweep: cuda_tune --tune"
-  carried timeout "$(cap 90)" "$CARRY/bin/cuda_tune" --tune --reps 10 >"$OUT/tune.log" 2>&1 ||
-    log "cuda_tune rc=$? (see tune.log)"
-fi
-
 # ---------------------------------------------------------------- GPU ring
 # The cuda-local ring, W in {1, 2, 4, 8} virtual ranks on this one GPU, on
 # the same total problem (bf16, S=32768, H=16, D=128), against one rank
 # doing all of it (the bench's comparison run): the ring's overhead, since
-# the ranks share the chip.
+# the ranks share the chip. Before the kernel timings: issue 6's figures
+# must not be the ones a tight budget cuts.
 if [[ -x "$CARRY/bin/ringattn-bench" ]]; then
   for causal in false true; do
     for w in 1 2 4 8; do
@@ -350,6 +337,24 @@ for r in rows:
           f"{f('overlap_efficiency'):9.3f} {f('bwd_overlap_efficiency'):9.3f}")
 PY
   cat "$OUT/ring.txt"
+fi
+
+# ---------------------------------------------------------------- timing
+if [[ -n "$BENCH_BIN" ]]; then
+  log "timing ours"
+  carried timeout "$(cap 160)" "$BENCH_BIN" --bench --reps 10 --csv "$OUT/ours.csv" >"$OUT/bench.log" 2>&1 ||
+    log "ours: bench rc=$? (see bench.log)"
+fi
+log "timing PyTorch SDPA"
+PYTHONUNBUFFERED=1 timeout "$(cap 190)" python3 "$ROOT/tools/sdpa_bench.py" --reps 10 --csv "$OUT/sdpa.csv" \
+  --ours "$OUT/ours.csv" >"$OUT/table.txt" 2>&1 || log "sdpa_bench rc=$? (see table.txt)"
+
+# ---------------------------------------------------------------- tile sweep
+# The launched tile shapes against their neighbours (attention/cuda/traits.h).
+if [[ -x "$CARRY/bin/cuda_tune" ]]; then
+  log "tile sweep: cuda_tune --tune"
+  carried timeout "$(cap 90)" "$CARRY/bin/cuda_tune" --tune --reps 10 >"$OUT/tune.log" 2>&1 ||
+    log "cuda_tune rc=$? (see tune.log)"
 fi
 
 # ---------------------------------------------------------------- profile
