@@ -49,15 +49,16 @@ RA_DEVICE void BackwardBody(const AttnParams& p, bool compute_dq, char* smem) {
   if (tiles.empty()) return;  // no query sees these keys: nothing to add
 
   // Work items: (query head g of the group, query tile t), t fastest.
+  auto item = [&](int t, int g) {
+    TileStep st = tiles.At(t, Sq);
+    st.g = g;
+    st.tail = st.tail || n < kN;
+    return st;
+  };
   auto next_item = [&](const TileStep& st) {
-    TileStep nx = tiles.At(st.t + 1, Sq);
-    nx.g = st.g;
-    if (nx.t < 0 && st.g + 1 < G) {
-      nx = tiles.At(tiles.t_begin, Sq);
-      nx.g = st.g + 1;
-    }
-    nx.tail = nx.tail || n < kN;
-    return nx;
+    if (st.t + 1 < tiles.t_end) return item(st.t + 1, st.g);
+    if (st.g + 1 < G) return item(tiles.t_begin, st.g + 1);
+    return TileStep{};
   };
 
   uint16_t* sK = reinterpret_cast<uint16_t*>(smem);
@@ -115,9 +116,8 @@ RA_DEVICE void BackwardBody(const AttnParams& p, bool compute_dq, char* smem) {
     }
   };
 
-  TileStep cur = tiles.At(tiles.t_begin, Sq);
-  cur.tail = cur.tail || n < kN;
-  if (cur.t >= 0) load_q(cur, 0);
+  const TileStep first = item(tiles.t_begin, 0);
+  load_q(first, 0);
   CpAsyncCommit();
 
   const float mul = kCap ? 1.0f : p.scale * kLog2e;
@@ -305,7 +305,10 @@ RA_DEVICE void BackwardBody(const AttnParams& p, bool compute_dq, char* smem) {
   // both publishes them and proves every warp is done with the other
   // stage, so the next tile's loads go there while this one computes.
   int stage = 0;
-  while (cur.t >= 0) {
+  // Only (t, g) is carried across the loop (fewer live registers); the
+  // item's class is recomputed, two compares.
+  for (int t = first.t, g = 0; t >= 0;) {
+    const TileStep cur = item(t, g);
     CpAsyncWait<0>();
     __syncthreads();
     const TileStep nxt = next_item(cur);
@@ -316,7 +319,8 @@ RA_DEVICE void BackwardBody(const AttnParams& p, bool compute_dq, char* smem) {
     } else {
       step(std::false_type{}, cur, stage);
     }
-    cur = nxt;
+    t = nxt.t;
+    g = nxt.g;
     stage ^= 1;
   }
   CpAsyncWait<0>();
@@ -386,8 +390,8 @@ RA_DEVICE void BackwardDqBody(const AttnParams& p, char* smem) {
     LoadKeyTile<kN, kD, kThreads>(p, st, k_head, v_head, i0, rows, sK(s), sV(s), sKpos(s), tid);
   };
 
-  TileStep cur = tiles.At(tiles.t_begin, Sk);
-  load_kv(cur, 0);
+  const TileStep first = tiles.At(tiles.t_begin, Sk);
+  load_kv(first, 0);
   CpAsyncCommit();
 
   const float mul = kCap ? 1.0f : p.scale * kLog2e;
@@ -511,10 +515,11 @@ RA_DEVICE void BackwardDqBody(const AttnParams& p, char* smem) {
   // both publishes them and proves every warp is done with the other
   // stage, so the next tile's loads go there while this one computes.
   int stage = 0;
-  while (cur.t >= 0) {
+  for (int t = first.t; t >= 0;) {  // only t is carried, as in the forward
+    const TileStep cur = tiles.At(t, Sk);
     CpAsyncWait<0>();
     __syncthreads();
-    const TileStep nxt = tiles.At(cur.t + 1, Sk);
+    const TileStep nxt = tiles.At(t + 1, Sk);
     if (nxt.t >= 0) load_kv(nxt, stage ^ 1);
     CpAsyncCommit();
     if (cur.masked()) {
@@ -522,7 +527,7 @@ RA_DEVICE void BackwardDqBody(const AttnParams& p, char* smem) {
     } else {
       tile(std::false_type{}, cur, stage);
     }
-    cur = nxt;
+    t = nxt.t;
     stage ^= 1;
   }
   CpAsyncWait<0>();

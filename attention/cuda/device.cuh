@@ -71,6 +71,7 @@ RA_DEVICE void LoadTiles2(uint16_t* sa, const uint16_t* ga, int64_t stride_a, ui
   constexpr int kIters = kRows * kChunksPerRow / kThreads;
   constexpr int kRowStep = kThreads / kChunksPerRow;  // rows between iterations
   static_assert(kRows * kChunksPerRow % kThreads == 0, "even split");
+  static_assert(kIters <= 32, "one bit of `ok` per iteration");
   static_assert(kThreads % kChunksPerRow == 0, "each thread keeps its column");
   // This thread's chunk: row r0 + it * kRowStep, column col; the global
   // pointers move by a row step (not recomputed from the row, which keeps
@@ -98,6 +99,7 @@ RA_DEVICE void LoadTile(uint16_t* s, const uint16_t* g, int64_t stride, int tid,
   constexpr int kChunksPerRow = kCols / 8;
   constexpr int kIters = kRows * kChunksPerRow / kThreads;
   static_assert(kRows * kChunksPerRow % kThreads == 0, "even split");
+  static_assert(kIters <= 32, "one bit of `ok` per iteration");
 #pragma unroll
   for (int it = 0; it < kIters; ++it) {
     const int c = tid + it * kThreads;
@@ -113,6 +115,7 @@ RA_DEVICE void LoadTile(uint16_t* s, const uint16_t* g, int64_t stride, int tid,
 template <int kRows, int kCols, int kThreads>
 RA_DEVICE uint32_t FirstRows(int tid, int rows) {
   constexpr int kIters = kRows * (kCols / 8) / kThreads;
+  static_assert(kIters <= 32, "one bit per iteration");
   uint32_t bits = 0;
 #pragma unroll
   for (int it = 0; it < kIters; ++it) {

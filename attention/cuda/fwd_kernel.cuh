@@ -71,8 +71,8 @@ RA_DEVICE void ForwardBody(const AttnParams& p, char* smem) {
     LoadKeyTile<kN, kD, kThreads>(p, st, k_head, v_head, i0, rows, sK(s), sV(s), sKpos(s), tid);
   };
 
-  TileStep cur = tiles.At(tiles.t_begin, Sk);
-  if (cur.t >= 0) load_kv(cur, 0);
+  const TileStep first = tiles.At(tiles.t_begin, Sk);
+  if (first.t >= 0) load_kv(first, 0);
   CpAsyncCommit();
 
   // Scores in base 2: without softcap, x * mul with mul = scale * log2(e)
@@ -243,11 +243,14 @@ RA_DEVICE void ForwardBody(const AttnParams& p, char* smem) {
   // One barrier per tile: wait for this tile's loads, then the barrier
   // both publishes them and proves every warp is done with the other
   // stage, so the next tile's loads go there while this one computes.
+  // Only the tile index is carried across the loop (fewer live registers);
+  // its class is recomputed, two compares.
   int stage = 0;
-  while (cur.t >= 0) {
+  for (int t = first.t; t >= 0;) {
+    const TileStep cur = tiles.At(t, Sk);
     CpAsyncWait<0>();
     __syncthreads();
-    const TileStep nxt = tiles.At(cur.t + 1, Sk);
+    const TileStep nxt = tiles.At(t + 1, Sk);
     if (nxt.t >= 0) load_kv(nxt, stage ^ 1);
     CpAsyncCommit();
     if constexpr (kQInRegs) {
@@ -264,7 +267,7 @@ RA_DEVICE void ForwardBody(const AttnParams& p, char* smem) {
     } else {
       tile(std::false_type{}, cur, stage);
     }
-    cur = nxt;
+    t = nxt.t;
     stage ^= 1;
   }
   CpAsyncWait<0>();

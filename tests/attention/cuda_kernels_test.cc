@@ -6,7 +6,8 @@
 // offsets; fp32 partial outputs merged on the device; fully masked rows;
 // NaN at masked keys; poisoned outputs; bitwise determinism; RowDot; the
 // refusals. Without a device every test is skipped with "no CUDA device",
-// except the host-side check of the parameters (CudaKernelParams).
+// except the host-side check of the parameters (CudaKernelParams), which
+// skips only in a build without CUDA.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -656,8 +657,12 @@ TEST(CudaKernelParams, RefusesSequencesTooLongForTheKernels) {
   p.q = p.k = p.v = fake;
   p.out = fake;
   p.lse = reinterpret_cast<float*>(fake);
-  ASSERT_TRUE(cuda::CheckParams(p, /*backward=*/false).ok())
-      << cuda::CheckParams(p, false);
+  const absl::Status valid = cuda::CheckParams(p, /*backward=*/false);
+  if (valid.code() == absl::StatusCode::kUnimplemented &&
+      valid.message().find("built without CUDA") != absl::string_view::npos) {
+    GTEST_SKIP() << valid.message();  // the stub: no kernels to check for
+  }
+  ASSERT_TRUE(valid.ok()) << valid;
   for (const bool keys : {false, true}) {
     AttnParams bad = p;
     const int64_t n = int64_t{1} << 31;

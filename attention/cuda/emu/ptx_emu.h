@@ -128,14 +128,13 @@ void Launch(Dim grid, int threads, size_t smem_bytes, Body body) {
 
 inline void __syncthreads() { ringattn::cuda::emu::block->bar->arrive_and_wait(); }
 inline float atomicAdd(float* p, float v) { return std::atomic_ref<float>(*p).fetch_add(v); }
+
 namespace ringattn::cuda::detail {
+
 inline void AtomicAdd2(float* p, float a, float b) {
   atomicAdd(p, a);
   atomicAdd(p + 1, b);
 }
-}  // namespace ringattn::cuda::detail
-
-namespace ringattn::cuda::detail {
 
 inline uint32_t SmemAddr(const void* p) {
   return static_cast<uint32_t>(static_cast<const char*>(p) - emu::block->smem);
