@@ -310,7 +310,7 @@ template <int kTile>
 RA_DEVICE TileRange<kTile> KeyTiles(const AttnParams& p, int64_t q_min, int64_t q_max) {
   const Mask& m = p.mask;
   return TileRange<kTile>(p.k_pos, p.seqlen_k, m.HasLeft(), m.window_left, m.HasRight(),
-                   m.HasRight() ? m.RightOffset() : 0, q_min, q_max);
+                          m.HasRight() ? m.RightOffset() : 0, q_min, q_max);
 }
 
 // The query tiles that may see key positions [k_min, k_max].
@@ -318,7 +318,7 @@ template <int kTile>
 RA_DEVICE TileRange<kTile> QueryTiles(const AttnParams& p, int64_t k_min, int64_t k_max) {
   const Mask& m = p.mask;
   return TileRange<kTile>(p.q_pos, p.seqlen_q, m.HasRight(), m.HasRight() ? m.RightOffset() : 0,
-                   m.HasLeft(), m.window_left, k_min, k_max);
+                          m.HasLeft(), m.window_left, k_min, k_max);
 }
 
 // Loads key tile `st` for a CTA owning query rows [i0, i0 + rows) (the
