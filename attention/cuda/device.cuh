@@ -43,85 +43,88 @@ RA_DEVICE int Swz(int row, int col) {
   return row * kCols + ((((col >> 3) ^ (row & 7))) << 3);
 }
 
-// Bit `it` says whether this thread's row of iteration `it` of LoadTiles2 /
-// LoadTile, row (tid + it * kThreads) / (kCols / 8), passes pred. The loop
-// is not unrolled, so an expensive predicate (KeyLive) is inlined once, not
-// once per iteration of the unrolled loader.
+// How the loaders below split a [kRows][kCols] 16-bit tile over kThreads
+// threads: in iteration `it` a thread copies 16-byte chunk tid + it *
+// kThreads, so it keeps its column and moves kRowStep rows per iteration.
+// A load's `ok` bits (RowBits, FirstRows) are indexed by `it`.
+template <int kRows, int kCols, int kThreads>
+struct TileChunks {
+  static constexpr int kChunksPerRow = kCols / 8;
+  static constexpr int kIters = kRows * kChunksPerRow / kThreads;
+  static constexpr int kRowStep = kThreads / kChunksPerRow;
+  static_assert(kRows * kChunksPerRow % kThreads == 0, "even split");
+  static_assert(kThreads % kChunksPerRow == 0, "each thread keeps its column");
+  static_assert(kIters <= 32, "one bit of `ok` per iteration");
+  // Row and column of chunk c = tid + it * kThreads.
+  RA_DEVICE static int Row(int c) { return c / kChunksPerRow; }
+  RA_DEVICE static int Col(int c) { return (c % kChunksPerRow) * 8; }
+};
+constexpr uint32_t kAllRows = ~0u;
+
+// Bit `it`: whether this thread's row of iteration `it` passes pred. The
+// loop is not unrolled, so an expensive predicate (KeyLive) is inlined
+// once, not once per iteration of the unrolled loader.
 template <int kRows, int kCols, int kThreads, class Pred>
 RA_DEVICE uint32_t RowBits(int tid, Pred pred) {
-  constexpr int kIters = kRows * (kCols / 8) / kThreads;
-  static_assert(kIters <= 32, "one bit per iteration");
+  using C = TileChunks<kRows, kCols, kThreads>;
   uint32_t bits = 0;
 #pragma unroll 1
-  for (int it = 0; it < kIters; ++it) {
-    if (pred((tid + it * kThreads) / (kCols / 8))) bits |= 1u << it;
+  for (int it = 0; it < C::kIters; ++it) {
+    if (pred(C::Row(tid + it * kThreads))) bits |= 1u << it;
   }
   return bits;
 }
-constexpr uint32_t kAllRows = ~0u;
+
+// The first `rows` rows of a tile as `ok` bits (a compare per iteration,
+// unrolled: cheaper than RowBits' loop).
+template <int kRows, int kCols, int kThreads>
+RA_DEVICE uint32_t FirstRows(int tid, int rows) {
+  using C = TileChunks<kRows, kCols, kThreads>;
+  uint32_t bits = 0;
+#pragma unroll
+  for (int it = 0; it < C::kIters; ++it) {
+    if (C::Row(tid + it * kThreads) < rows) bits |= 1u << it;
+  }
+  return bits;
+}
 
 // Loads [kRows][kCols] 16-bit tiles from two sources with the same rows
 // (K and V, or Q and dO). Row r of source x starts at gx + r * stride_x
-// (elements). The rows whose bit in `ok` (RowBits) is clear are
-// zero-filled; ok = kAllRows loads every row with no predicate work.
+// (elements). The rows whose bit in `ok` is clear are zero-filled; ok =
+// kAllRows loads every row with no predicate work. The global pointers
+// move by a row step (not recomputed from the row, which kept more 64-bit
+// offsets alive across the main loop); pointers to rows past the end are
+// formed but never read (0 bytes).
 template <int kRows, int kCols, int kThreads>
 RA_DEVICE void LoadTiles2(uint16_t* sa, const uint16_t* ga, int64_t stride_a, uint16_t* sb,
                           const uint16_t* gb, int64_t stride_b, int tid, uint32_t ok) {
-  constexpr int kChunksPerRow = kCols / 8;
-  constexpr int kIters = kRows * kChunksPerRow / kThreads;
-  constexpr int kRowStep = kThreads / kChunksPerRow;  // rows between iterations
-  static_assert(kRows * kChunksPerRow % kThreads == 0, "even split");
-  static_assert(kIters <= 32, "one bit of `ok` per iteration");
-  static_assert(kThreads % kChunksPerRow == 0, "each thread keeps its column");
-  // This thread's chunk: row r0 + it * kRowStep, column col; the global
-  // pointers move by a row step (not recomputed from the row, which keeps
-  // fewer 64-bit offsets alive across the main loop).
-  const int r0 = tid / kChunksPerRow;
-  const int col = (tid % kChunksPerRow) * 8;
-  // Pointers to rows past the end are formed but never read (0 bytes).
+  using C = TileChunks<kRows, kCols, kThreads>;
+  const int r0 = C::Row(tid), col = C::Col(tid);
   const uint16_t* pa = ga + r0 * stride_a + col;
   const uint16_t* pb = gb + r0 * stride_b + col;
 #pragma unroll
-  for (int it = 0; it < kIters; ++it) {
+  for (int it = 0; it < C::kIters; ++it) {
     const bool live = (ok >> it) & 1u;
-    const int off = Swz<kCols>(r0 + it * kRowStep, col);
+    const int off = Swz<kCols>(r0 + it * C::kRowStep, col);
     CpAsync16(SmemAddr(sa + off), live ? pa : ga, live);
     CpAsync16(SmemAddr(sb + off), live ? pb : gb, live);
-    if (it + 1 < kIters) {
-      pa += kRowStep * stride_a;
-      pb += kRowStep * stride_b;
+    if (it + 1 < C::kIters) {
+      pa += C::kRowStep * stride_a;
+      pb += C::kRowStep * stride_b;
     }
   }
 }
 
+// One source (the forward's Q, once per CTA).
 template <int kRows, int kCols, int kThreads>
 RA_DEVICE void LoadTile(uint16_t* s, const uint16_t* g, int64_t stride, int tid, uint32_t ok) {
-  constexpr int kChunksPerRow = kCols / 8;
-  constexpr int kIters = kRows * kChunksPerRow / kThreads;
-  static_assert(kRows * kChunksPerRow % kThreads == 0, "even split");
-  static_assert(kIters <= 32, "one bit of `ok` per iteration");
+  using C = TileChunks<kRows, kCols, kThreads>;
 #pragma unroll
-  for (int it = 0; it < kIters; ++it) {
-    const int c = tid + it * kThreads;
-    const int r = c / kChunksPerRow;
-    const int col = (c % kChunksPerRow) * 8;
+  for (int it = 0; it < C::kIters; ++it) {
+    const int r = C::Row(tid + it * kThreads), col = C::Col(tid + it * kThreads);
     const bool live = (ok >> it) & 1u;
     CpAsync16(SmemAddr(s + Swz<kCols>(r, col)), live ? g + r * stride + col : g, live);
   }
-}
-
-// The first `rows` rows of a tile, as LoadTiles2's `ok` bits (a compare
-// per iteration, unrolled: cheaper than RowBits' loop).
-template <int kRows, int kCols, int kThreads>
-RA_DEVICE uint32_t FirstRows(int tid, int rows) {
-  constexpr int kIters = kRows * (kCols / 8) / kThreads;
-  static_assert(kIters <= 32, "one bit per iteration");
-  uint32_t bits = 0;
-#pragma unroll
-  for (int it = 0; it < kIters; ++it) {
-    if ((tid + it * kThreads) / (kCols / 8) < rows) bits |= 1u << it;
-  }
-  return bits;
 }
 
 // ------------------------------------------------------ positions
@@ -294,7 +297,8 @@ struct TileRange {
   RA_DEVICE bool empty() const { return t_begin >= t_end; }
 
   // Tile t (t_begin <= t), or none (st.t < 0) past the end; `len` items on
-  // this side.
+  // this side (a parameter, not a member: one 64-bit value fewer alive
+  // across the kernels' main loops, where AttnParams already holds it).
   RA_DEVICE TileStep At(int t, int64_t len) const {
     TileStep st;
     if (t >= t_end) return st;
