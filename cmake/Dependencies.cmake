@@ -11,6 +11,8 @@ find_package(GTest REQUIRED)
 find_package(benchmark REQUIRED)
 find_package(Threads REQUIRED)
 find_package(PkgConfig REQUIRED)
+# python3 (python3): the golden and multi-process tests' drivers.
+find_package(Python3 REQUIRED COMPONENTS Interpreter)
 
 set(BLA_VENDOR OpenBLAS)
 find_package(BLAS REQUIRED)

@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 
 packages=(
   build-essential cmake ninja-build pkg-config git
+  python3                   # test drivers (golden_run.py, the multi-process tests)
   libabsl-dev               # Status/StatusOr, flags, strings, synchronization
   libgtest-dev libgmock-dev # GoogleTest
   libbenchmark-dev          # Google Benchmark
