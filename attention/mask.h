@@ -1,27 +1,67 @@
-// Masks by GLOBAL token position, the map from a shard's local rows to
-// global positions, and the classification of a q-tile x k-tile as empty
-// (skipped), full (no mask work) or partial (per-element mask).
+// The mask, by GLOBAL token position: which keys a query may see. This
+// header is the one place that knows mask geometry; the CPU and CUDA
+// kernels, the ring plan, the FLOP counts and the eval all ask the Mask.
+// Also the map from a shard's local rows to global positions.
 //
-// Variants: no mask, causal, sliding window (left, right) with flash-attn
-// semantics (-1 = unbounded), and causal combined with a window.
+// Variants today: no mask, causal, sliding window (left, right) with
+// flash-attn semantics (-1 = unbounded), and causal combined with a window.
+//
+// The contract every user relies on: the visible keys of the query at
+// position q are ONE interval KeyBounds(q) = [lo(q), hi(q)] whose ends never
+// decrease as q grows, and symmetrically QueryBounds(k) for the queries that
+// see the key at position k. Monotone bounds make the tile classification
+// exact from two corner evaluations, let a CTA find its visible tiles with
+// binary searches, and let a kernel row find its visible columns with two
+// compares. Adding a kind of mask:
+//   - a token rule that keeps one monotone interval per row (packed
+//     documents: lo(q) = max(doc_start(q), q - left), hi(q) = min(doc_end(q)
+//     - 1, q + right)) changes KeyBounds, QueryBounds and Visible here, the
+//     float64 reference, and nothing else;
+//   - a block rule (block-sparse) also answers in Classify (an off block is
+//     kEmpty, a block it does not cover whole is kPartial) and Visible;
+//   - a rule with a second interval (sink tokens) adds a second bounds pair
+//     and the kernels' interval code learns to take two.
+// The ring, its plan and the strategies see only Mask values and these
+// functions, so none of them changes.
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <string>
 
 #include "attention/hd.h"
 
 namespace ringattn {
 
+// The positions [lo, hi] (both included); empty when lo > hi. An unbounded
+// end is kMinPos / kMaxPos.
+struct PosRange {
+  static constexpr int64_t kMinPos = std::numeric_limits<int64_t>::min();
+  static constexpr int64_t kMaxPos = std::numeric_limits<int64_t>::max();
+  int64_t lo = kMinPos;
+  int64_t hi = kMaxPos;
+  RINGATTN_HD bool Empty() const { return lo > hi; }
+  RINGATTN_HD bool Contains(int64_t x) const { return lo <= x && x <= hi; }
+};
+
+enum class TileClass : uint8_t { kEmpty, kFull, kPartial };
+
 // Query at global position i sees key j iff lo(i) <= j <= hi(i) where
 //   lo(i) = i - window_left            (unbounded when window_left < 0)
 //   hi(i) = i + window_right           (unbounded when window_right < 0)
-// and causal additionally caps hi(i) at i.
+// and causal additionally caps hi(i) at i. A plain value: compared, copied
+// into AttnParams and onto the device as it is.
 struct Mask {
   bool causal = false;
   int64_t window_left = -1;
   int64_t window_right = -1;
+
+  static Mask None() { return Mask{}; }
+  static Mask Causal() { return Mask{true, -1, -1}; }
+  static Mask Window(int64_t left, int64_t right, bool causal = false) {
+    return Mask{causal, left, right};
+  }
 
   RINGATTN_HD bool HasLeft() const { return window_left >= 0; }
   RINGATTN_HD bool HasRight() const { return causal || window_right >= 0; }
@@ -30,14 +70,60 @@ struct Mask {
     if (!causal) return window_right;
     return window_right < 0 ? 0 : std::min<int64_t>(window_right, 0);
   }
+  // Every query sees every key.
   RINGATTN_HD bool IsNone() const { return !HasLeft() && !HasRight(); }
 
-  RINGATTN_HD bool Visible(int64_t qi, int64_t kj) const {
-    if (HasLeft() && kj < qi - window_left) return false;
-    if (HasRight() && kj > qi + RightOffset()) return false;
-    return true;
+  // The keys the query at position q sees. Both ends are non-decreasing in q.
+  RINGATTN_HD PosRange KeyBounds(int64_t q) const {
+    return PosRange{HasLeft() ? q - window_left : PosRange::kMinPos,
+                    HasRight() ? q + RightOffset() : PosRange::kMaxPos};
   }
+  // The queries that see the key at position k. Both ends are
+  // non-decreasing in k.
+  RINGATTN_HD PosRange QueryBounds(int64_t k) const {
+    return PosRange{HasRight() ? k - RightOffset() : PosRange::kMinPos,
+                    HasLeft() ? k + window_left : PosRange::kMaxPos};
+  }
+  RINGATTN_HD bool Visible(int64_t q, int64_t k) const { return KeyBounds(q).Contains(k); }
+
+  // The tile whose query positions lie in [q_min, q_max] and key positions
+  // in [k_min, k_max]: kEmpty when no pair can be visible (skipped), kFull
+  // when every pair is (no mask work), else kPartial. Exact for contiguous
+  // positions, conservative (partial instead of full or empty) for
+  // interleaved ones, never wrong: by monotonicity the union of the rows'
+  // intervals lies in [lo(q_min), hi(q_max)] and their intersection is
+  // [lo(q_max), hi(q_min)].
+  RINGATTN_HD TileClass Classify(int64_t q_min, int64_t q_max, int64_t k_min,
+                                 int64_t k_max) const {
+    if (HasRight() && k_min > q_max + RightOffset()) return TileClass::kEmpty;
+    if (HasLeft() && k_max < q_min - window_left) return TileClass::kEmpty;
+    const bool right_ok = !HasRight() || k_max <= q_min + RightOffset();
+    const bool left_ok = !HasLeft() || k_min >= q_max - window_left;
+    return right_ok && left_ok ? TileClass::kFull : TileClass::kPartial;
+  }
+
+  // "none", "causal", "window(L,R)", "causal+window(L,R)": for tools and
+  // error messages (host only).
+  std::string ToString() const;
 };
+
+RINGATTN_HD inline bool operator==(const Mask& a, const Mask& b) {
+  return a.causal == b.causal && a.window_left == b.window_left &&
+         a.window_right == b.window_right;
+}
+
+// The half-open local interval [*begin, *end) of the increasing positions
+// pos[0..n) that lie in `r`: a query row's visible keys in a tile (or a key
+// row's visible queries). Host side; the CUDA kernels have their own O(1)
+// form for consecutive positions (cuda/device.cuh, VisibleRange).
+inline void LocalInterval(const PosRange& r, const int64_t* pos, int64_t n, int64_t* begin,
+                          int64_t* end) {
+  const int64_t* first = r.lo == PosRange::kMinPos ? pos : std::lower_bound(pos, pos + n, r.lo);
+  const int64_t* last =
+      r.hi == PosRange::kMaxPos ? pos + n : std::upper_bound(first, pos + n, r.hi);
+  *begin = first - pos;
+  *end = std::max(first, last) - pos;
+}
 
 // Local index -> global position. Up to kMaxSegments segments in increasing
 // local and global order; segment s covers local [local_begin, local_begin +
@@ -83,31 +169,5 @@ struct PositionMap {
     return g.global_begin + (o / g.stripe) * g.period + (o % g.stripe);
   }
 };
-
-enum class TileClass : uint8_t { kEmpty, kFull, kPartial };
-
-// Classifies the tile whose query positions lie in [q_min, q_max] and key
-// positions in [k_min, k_max]. Exact for contiguous positions, conservative
-// (partial instead of full/empty) for interleaved ones, never wrong.
-RINGATTN_HD inline TileClass ClassifyTile(const Mask& m, int64_t q_min, int64_t q_max, int64_t k_min,
-                              int64_t k_max) {
-  if (m.HasRight() && k_min > q_max + m.RightOffset()) return TileClass::kEmpty;
-  if (m.HasLeft() && k_max < q_min - m.window_left) return TileClass::kEmpty;
-  const bool right_ok = !m.HasRight() || k_max <= q_min + m.RightOffset();
-  const bool left_ok = !m.HasLeft() || k_min >= q_max - m.window_left;
-  return right_ok && left_ok ? TileClass::kFull : TileClass::kPartial;
-}
-
-// Visible keys of query position qi among keys with increasing positions
-// kpos[0..n): the half-open local interval [*begin, *end).
-inline void VisibleInterval(const Mask& m, int64_t qi, const int64_t* kpos, int64_t n,
-                            int64_t* begin, int64_t* end) {
-  const int64_t* first = kpos;
-  const int64_t* last = kpos + n;
-  if (m.HasLeft()) first = std::lower_bound(kpos, last, qi - m.window_left);
-  if (m.HasRight()) last = std::upper_bound(first, last, qi + m.RightOffset());
-  *begin = first - kpos;
-  *end = std::max(first, last) - kpos;
-}
 
 }  // namespace ringattn

@@ -12,7 +12,7 @@ bool BlocksInteract(const PositionMap& q, const PositionMap& k, const Mask& mask
       const auto& ks = k.seg[b];
       const int64_t q_min = q.Global(qs.local_begin), q_max = q.Global(qs.local_begin + qs.length - 1);
       const int64_t k_min = k.Global(ks.local_begin), k_max = k.Global(ks.local_begin + ks.length - 1);
-      if (ClassifyTile(mask, q_min, q_max, k_min, k_max) != TileClass::kEmpty) return true;
+      if (mask.Classify(q_min, q_max, k_min, k_max) != TileClass::kEmpty) return true;
     }
   return false;
 }
@@ -35,9 +35,8 @@ RingPlan::RingPlan(const Layout& layout, const Mask& mask, int rank)
 int64_t VisiblePairs(int64_t seqlen, const Mask& mask) {
   int64_t pairs = 0;
   for (int64_t i = 0; i < seqlen; ++i) {
-    const int64_t lo = mask.HasLeft() ? std::max<int64_t>(0, i - mask.window_left) : 0;
-    const int64_t hi = mask.HasRight() ? std::min(seqlen - 1, i + mask.RightOffset()) : seqlen - 1;
-    pairs += std::max<int64_t>(0, hi - lo + 1);
+    const PosRange keys = mask.KeyBounds(i);
+    pairs += std::max<int64_t>(0, std::min(seqlen - 1, keys.hi) - std::max<int64_t>(0, keys.lo) + 1);
   }
   return pairs;
 }

@@ -19,9 +19,14 @@
 // backend's device (TensorView::device); a backend not built answers
 // Unimplemented from Create.
 //
+// How the ranks share the work is a strategy (RingOptions::strategy): today
+// the ring, which rotates the key/value blocks past every rank; all-gather
+// and Ulysses strategies will be files beside it (runtime/strategy.h), with
+// this API unchanged.
+//
 // Example (one rank of a W-rank ring):
 //   RingOptions opt;  opt.seqlen = 65536;  opt.sharding = Sharding::kZigzag;
-//   opt.causal = true;
+//   opt.mask = Mask::Causal();
 //   ASSIGN_OR_RETURN(auto ring, RingAttention::Create(comm, opt));
 //   RETURN_IF_ERROR(ring->Forward(q, k, v, out, lse));
 //   RETURN_IF_ERROR(ring->Backward(q, k, v, out, lse, dout, dq, dk, dv));
@@ -47,14 +52,21 @@ enum class Backend : uint8_t { kCpu = 0, kCuda = 1 };
 const char* BackendName(Backend b);  // "cpu", "cuda"
 absl::StatusOr<Backend> ParseBackend(const std::string& name);
 
+// How the ranks share one attention call (runtime/strategy.h).
+//   kRing  each rank keeps its queries; the key/value blocks rotate around
+//          the ring, overlapped with the compute, and stop early when no
+//          later step has work for anyone (sliding windows)
+enum class Strategy : uint8_t { kRing = 0 };
+const char* StrategyName(Strategy s);  // "ring"
+absl::StatusOr<Strategy> ParseStrategy(const std::string& name);
+
 struct RingOptions {
   int64_t seqlen = 0;  // GLOBAL sequence length (sum of all shards)
   Sharding sharding = Sharding::kContiguous;
   int64_t stripe = 1;  // striped sharding: tokens per stripe
-  bool causal = false;
-  int64_t window_left = -1;   // -1: unbounded
-  int64_t window_right = -1;  // -1: unbounded
-  float softcap = 0.0f;       // 0: off
+  Mask mask;                   // by global position (attention/mask.h)
+  Strategy strategy = Strategy::kRing;
+  float softcap = 0.0f;        // 0: off
   std::optional<float> scale;  // default 1/sqrt(D)
   DType dtype = DType::kFloat32;
   // Waits on peers; zero means comm::DefaultTimeout() (RINGATTN_TIMEOUT_MS).

@@ -46,6 +46,7 @@
 #include "runtime/plan.h"
 #include "runtime/ringattn.h"
 #include "tools/cli.h"
+#include "tools/mask_flags.h"
 #include "tools/ranks.h"
 #include "tools/placement.h"
 
@@ -57,8 +58,6 @@ ABSL_FLAG(int64_t, head_dim, 64, "(--head-dim) head dimension D");
 ABSL_FLAG(int, ranks, 2, "ring size W (local ranks; with --comm ucx or nccl the launched world size)");
 ABSL_FLAG(std::string, sharding, "zigzag", "contiguous | zigzag | striped");
 ABSL_FLAG(int64_t, stripe, 1, "tokens per stripe for --sharding striped");
-ABSL_FLAG(bool, causal, true, "causal mask");
-ABSL_FLAG(std::string, window, "", "sliding window LEFT,RIGHT (-1 = unbounded), e.g. 4096,0");
 ABSL_FLAG(double, softcap, 0.0, "score softcap (0 = off)");
 ABSL_FLAG(std::string, dtype, "fp32", "fp32 | bf16 (cpu); bf16 | fp16 (cuda)");
 ABSL_FLAG(int, iters, 2, "timed iterations (the median is reported)");
@@ -168,9 +167,7 @@ absl::StatusOr<RunResult> Run(const Config& c, Ranks& ranks, int threads, const 
         opt.seqlen = c.S;
         opt.sharding = c.sharding;
         opt.stripe = c.stripe;
-        opt.causal = c.mask.causal;
-        opt.window_left = c.mask.window_left;
-        opt.window_right = c.mask.window_right;
+        opt.mask = c.mask;
         opt.softcap = c.softcap;
         opt.dtype = c.dtype;
         opt.num_threads = threads;
@@ -375,11 +372,9 @@ int Main(int argc, char** argv) {
   if (!dtype.ok()) return fail(dtype.status());
   c.dtype = *dtype;
   if (const absl::Status usable = CheckBackendUsable(c.backend); !usable.ok()) return fail(usable);
-  c.mask.causal = absl::GetFlag(FLAGS_causal);
-  auto window = ParseWindow(absl::GetFlag(FLAGS_window));
-  if (!window.ok()) return fail(window.status());
-  c.mask.window_left = window->first;
-  c.mask.window_right = window->second;
+  auto mask = MaskFromFlags();
+  if (!mask.ok()) return fail(mask.status());
+  c.mask = *mask;
 
   auto ring_ranks = Ranks::Create(*comm_name, ranks_flag, ranks_given);
   if (!ring_ranks.ok()) return fail(ring_ranks.status());
@@ -403,7 +398,7 @@ int Main(int argc, char** argv) {
   std::printf("ringattn-bench: S=%lld B=%lld H=%lld Hkv=%lld D=%lld %s, mask %s, %s sharding\n",
               static_cast<long long>(c.S), static_cast<long long>(c.B),
               static_cast<long long>(c.H), static_cast<long long>(c.Hk),
-              static_cast<long long>(c.D), DTypeName(c.dtype), MaskName(c.mask).c_str(),
+              static_cast<long long>(c.D), DTypeName(c.dtype), c.mask.ToString().c_str(),
               ShardingName(c.sharding));
   if (gpu) {
     if (ranks.one_rank_per_process()) {

@@ -33,6 +33,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "tools/cli.h"
+#include "tools/mask_flags.h"
 #include "tools/eval/eval.h"
 #include "tools/ranks.h"
 
@@ -45,10 +46,6 @@ ABSL_FLAG(int, ranks, 4,
 ABSL_FLAG(std::string, sharding, "zigzag,contiguous,striped",
           "layouts to check, comma-separated; the first is the main one");
 ABSL_FLAG(int64_t, stripe, 1, "tokens per stripe for the striped layout");
-ABSL_FLAG(bool, causal, true, "main configuration: causal mask (all masks are checked anyway)");
-ABSL_FLAG(std::string, window, "",
-          "sliding window LEFT,RIGHT (-1 = unbounded) for the window masks and, when set, the main "
-          "configuration; default: S/8 left and S/16 right at each length");
 ABSL_FLAG(int64_t, heads, 2, "query heads H");
 ABSL_FLAG(int64_t, kv_heads, 1, "(--kv-heads) key/value heads Hkv (0 = H; H % Hkv == 0)");
 ABSL_FLAG(int64_t, head_dim, 64, "(--head-dim) head dimension D");
@@ -124,10 +121,13 @@ absl::StatusOr<eval::EvalOptions> Options() {
       o.shardings.push_back(s);
   }
   o.stripe = absl::GetFlag(FLAGS_stripe);
-  o.causal = absl::GetFlag(FLAGS_causal);
-  ASSIGN_OR_RETURN(const auto window, ParseWindow(absl::GetFlag(FLAGS_window)));
-  o.window_left = window.first;
-  o.window_right = window.second;
+  // --causal and --window give the main configuration (every mask is
+  // checked anyway); without --window the window masks are S/8 left and
+  // S/16 right at each length.
+  ASSIGN_OR_RETURN(const Mask mask, MaskFromFlags());
+  o.causal = mask.causal;
+  o.window_left = mask.window_left;
+  o.window_right = mask.window_right;
   o.heads = absl::GetFlag(FLAGS_heads);
   o.kv_heads = absl::GetFlag(FLAGS_kv_heads) == 0 ? o.heads : absl::GetFlag(FLAGS_kv_heads);
   o.head_dim = absl::GetFlag(FLAGS_head_dim);

@@ -30,6 +30,7 @@
 #include "comm/local/local_comm.h"
 #include "runtime/ringattn.h"
 #include "tools/cli.h"
+#include "tools/mask_flags.h"
 #include "tools/npy.h"
 #include "tools/ranks.h"
 #include "tools/placement.h"
@@ -39,8 +40,6 @@ ABSL_FLAG(std::string, k, "", "key .npy, float32 [B, S, Hkv, D]");
 ABSL_FLAG(std::string, v, "", "value .npy, float32 [B, S, Hkv, D]");
 ABSL_FLAG(std::string, dout, "", "optional output gradient .npy [B, S, H, D]: also writes dq, dk, dv");
 ABSL_FLAG(std::string, out_dir, "", "(--out-dir) directory for the output .npy files");
-ABSL_FLAG(bool, causal, false, "causal mask");
-ABSL_FLAG(std::string, window, "", "sliding window LEFT,RIGHT (-1 = unbounded)");
 ABSL_FLAG(double, softcap, 0.0, "score softcap (0 = off)");
 ABSL_FLAG(double, scale, 0.0, "softmax scale (0 = 1/sqrt(D))");
 ABSL_FLAG(std::string, dtype, "fp32",
@@ -90,7 +89,7 @@ absl::Status Main(bool ranks_given) {
   const int ranks_flag = absl::GetFlag(FLAGS_ranks);
   if (ranks_flag < 1) return ArgError("--ranks", ">= 1", ranks_flag);
   ASSIGN_OR_RETURN(const Sharding sharding, ParseSharding(absl::GetFlag(FLAGS_sharding)));
-  ASSIGN_OR_RETURN(const auto window, ParseWindow(absl::GetFlag(FLAGS_window)));
+  ASSIGN_OR_RETURN(const Mask mask, MaskFromFlags());
 
   // Read and check every input before computing anything.
   ASSIGN_OR_RETURN(NpyArray q, ReadNpy(qp));
@@ -114,9 +113,7 @@ absl::Status Main(bool ranks_given) {
   opt.seqlen = S;
   opt.sharding = sharding;
   opt.stripe = absl::GetFlag(FLAGS_stripe);
-  opt.causal = absl::GetFlag(FLAGS_causal);
-  opt.window_left = window.first;
-  opt.window_right = window.second;
+  opt.mask = mask;
   opt.softcap = static_cast<float>(absl::GetFlag(FLAGS_softcap));
   if (absl::GetFlag(FLAGS_scale) != 0.0) opt.scale = static_cast<float>(absl::GetFlag(FLAGS_scale));
   opt.dtype = dtype;

@@ -35,18 +35,6 @@ std::unique_ptr<T[]> Uninit(int64_t n) {
   return std::unique_ptr<T[]>(new T[std::max<int64_t>(n, 1)]);
 }
 
-// Visible query rows of key position kj among query positions qpos[0..n):
-// lo(i) <= kj <= hi(i)  <=>  kj - right <= i  and  i <= kj + left.
-void VisibleQueries(const Mask& m, int64_t kj, const int64_t* qpos, int64_t n, int64_t* begin,
-                    int64_t* end) {
-  const int64_t* first = qpos;
-  const int64_t* last = qpos + n;
-  if (m.HasRight()) first = std::lower_bound(qpos, last, kj - m.RightOffset());
-  if (m.HasLeft()) last = std::upper_bound(first, last, kj + m.window_left);
-  *begin = first - qpos;
-  *end = std::max(first, last) - qpos;
-}
-
 }  // namespace
 
 absl::Status Backward(const AttnParams& p, int num_threads) {
@@ -167,8 +155,8 @@ absl::Status Backward(const AttnParams& p, int num_threads) {
         for (int64_t h = hk * G; h < (hk + 1) * G; ++h) {
           for (int64_t tq = 0; tq < ntq; ++tq) {
             const int64_t i0 = tq * kM, rows = std::min(kM, Sq - i0);
-            const TileClass cls = ClassifyTile(p.mask, qpos[i0], qpos[i0 + rows - 1], kpos[j0],
-                                               kpos[j0 + n - 1]);
+            const TileClass cls =
+                p.mask.Classify(qpos[i0], qpos[i0 + rows - 1], kpos[j0], kpos[j0 + n - 1]);
             if (cls == TileClass::kEmpty) continue;
             const int64_t qi = (b * H + h) * ntq + tq;
             const float* lse_t = lse2.get() + qi * kM;
@@ -183,7 +171,8 @@ absl::Status Backward(const AttnParams& p, int num_threads) {
               ib[j] = 0;
               ie[j] = j < n ? kM : 0;
               if (j < n && cls == TileClass::kPartial) {
-                VisibleQueries(p.mask, kpos[j0 + j], qpos.data() + i0, rows, &ib[j], &ie[j]);
+                LocalInterval(p.mask.QueryBounds(kpos[j0 + j]), qpos.data() + i0, rows, &ib[j],
+                              &ie[j]);
               }
               if (has_softcap) SoftcapInplace(sj, tj, kM, cap2);
               if (safe) {

@@ -150,7 +150,7 @@ absl::Status Forward(const AttnParams& p, int num_threads) {
 
       for (int64_t t = 0; t < ntk; ++t) {
         const int64_t j0 = t * kN, n = std::min(kN, Sk - j0);
-        const TileClass cls = ClassifyTile(p.mask, q_min, q_max, kpos[j0], kpos[j0 + n - 1]);
+        const TileClass cls = p.mask.Classify(q_min, q_max, kpos[j0], kpos[j0 + n - 1]);
         if (cls == TileClass::kEmpty) continue;
         const int64_t panel = (b * Hk + hk) * ntk + t;
         const float* vtile = vp.get() + panel * kN * D;
@@ -161,7 +161,7 @@ absl::Status Forward(const AttnParams& p, int num_threads) {
           jb[r] = 0;
           je[r] = n;
           if (cls == TileClass::kPartial) {
-            VisibleInterval(p.mask, qpos[i0 + r], kpos.data() + j0, n, &jb[r], &je[r]);
+            LocalInterval(p.mask.KeyBounds(qpos[i0 + r]), kpos.data() + j0, n, &jb[r], &je[r]);
             for (int64_t j = 0; j < jb[r]; ++j) sr[j] = kNegInf;
             for (int64_t j = je[r]; j < n; ++j) sr[j] = kNegInf;
           }

@@ -185,9 +185,8 @@ RA_DEVICE void BackwardBody(const AttnParams& p, bool compute_dq, char* smem) {
       for (int hf = 0; hf < 2; ++hf) {
         const int kr = key_row0 + (lane >> 2) + hf * 8;
         if (kr < n) {
-          int64_t lo, hi;
-          QueryBounds(mask, sKpos[kr], &lo, &hi);
-          VisibleRange(sQpos(s), rows, lo, hi, &qb[hf], &qe[hf]);
+          const PosRange queries = mask.QueryBounds(sKpos[kr]);
+          VisibleRange(sQpos(s), rows, queries.lo, queries.hi, &qb[hf], &qe[hf]);
         } else {
           qb[hf] = qe[hf] = 0;
         }
@@ -464,9 +463,8 @@ RA_DEVICE void BackwardDqBody(const AttnParams& p, char* smem) {
       const int n = static_cast<int>(Sk - j0 < kN ? Sk - j0 : kN);
 #pragma unroll
       for (int hf = 0; hf < 2; ++hf) {
-        int64_t lo, hi;
-        KeyBounds(mask, qpos[hf], &lo, &hi);
-        VisibleRange(sKpos(s), n, lo, hi, &cb[hf], &ce[hf]);
+        const PosRange keys = mask.KeyBounds(qpos[hf]);
+        VisibleRange(sKpos(s), n, keys.lo, keys.hi, &cb[hf], &ce[hf]);
       }
     }
 

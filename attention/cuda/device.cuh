@@ -161,16 +161,18 @@ RA_DEVICE int64_t LowerBoundPos(const PositionMap& m, int64_t lo, int64_t hi, in
 }
 
 // Whether some query row r in [r_begin, r_end) sees the key at position kp:
-// the first row at or after kp - right must also lie at or before kp + left.
-// Keys that no row sees are zero-filled in shared memory, so that NaN or Inf
-// stored at a masked-out key never reaches an output (0 * NaN = NaN in mma).
+// the first row at or after the key's QueryBounds.lo must also lie at or
+// before its hi. Keys that no row sees are zero-filled in shared memory, so
+// that NaN or Inf stored at a masked-out key never reaches an output
+// (0 * NaN = NaN in mma).
 RA_DEVICE bool KeyLive(const Mask& m, const PositionMap& q, int64_t r_begin, int64_t r_end,
                        int64_t kp) {
   if (m.IsNone()) return true;
+  const PosRange seen_by = m.QueryBounds(kp);
   int64_t r = r_begin;
-  if (m.HasRight()) r = LowerBoundPos(q, r_begin, r_end, kp - m.RightOffset());
+  if (seen_by.lo != PosRange::kMinPos) r = LowerBoundPos(q, r_begin, r_end, seen_by.lo);
   if (r >= r_end) return false;
-  if (m.HasLeft()) return GlobalPos(q, r) <= kp + m.window_left;
+  if (seen_by.hi != PosRange::kMaxPos) return GlobalPos(q, r) <= seen_by.hi;
   return true;
 }
 
@@ -221,18 +223,6 @@ RA_DEVICE void VisibleRange(const int64_t* pos, int n, int64_t lo, int64_t hi, i
   *end = e < b ? b : e;
 }
 
-// Visible key positions [*lo, *hi] of the query at position qp.
-RA_DEVICE void KeyBounds(const Mask& m, int64_t qp, int64_t* lo, int64_t* hi) {
-  *lo = m.HasLeft() ? qp - m.window_left : INT64_MIN;
-  *hi = m.HasRight() ? qp + m.RightOffset() : INT64_MAX;
-}
-
-// Visible query positions [*lo, *hi] of the key at position kp.
-RA_DEVICE void QueryBounds(const Mask& m, int64_t kp, int64_t* lo, int64_t* hi) {
-  *lo = m.HasRight() ? kp - m.RightOffset() : INT64_MIN;
-  *hi = m.HasLeft() ? kp + m.window_left : INT64_MAX;
-}
-
 // Stores two adjacent fp32 values of an output row as out_dtype.
 RA_DEVICE void StorePair(void* row, DType t, int col, float x, float y) {
   if (t == DType::kFloat32) {
@@ -262,15 +252,15 @@ struct TileStep {
 };
 
 // The tiles of one side (keys, or queries) that a CTA owning the other
-// side's positions [x_min, x_max] sweeps. An item at position y is seen by
-// the point x when x - lo <= y (if has_lo) and y <= x + hi (if has_hi):
-// for keys seen by queries lo = window_left, hi = RightOffset(); for
-// queries that see keys the two swap. Positions increase with the index,
-// so the tiles holding some seen item are one range [t_begin, t_end) with
-// no empty tile inside, and the items seen by EVERY point of [x_min, x_max]
-// are one range [full_begin, full_end): a tile inside it is unmasked. Four
-// binary searches per CTA, then O(1) per tile (ClassifyTile would read two
-// positions per tile).
+// side's positions [x_min, x_max] sweeps, from the mask's bounds of its two
+// corners (Mask::KeyBounds for the keys of queries, QueryBounds for the
+// queries of keys): `at_min` = bounds(x_min), `at_max` = bounds(x_max).
+// The bounds never decrease with x and positions increase with the index,
+// so the items some point sees lie in [at_min.lo, at_max.hi] -- the tiles
+// holding them are one range [t_begin, t_end) -- and the items EVERY point
+// sees are [at_max.lo, at_min.hi], one range [full_begin, full_end): a tile
+// inside it is unmasked. Four binary searches per CTA, then O(1) per tile
+// (Mask::Classify would read two positions per tile).
 template <int kTile>
 struct TileRange {
   // Tile indices fit in 32 bits: the dispatch refuses sequences of 2^31
@@ -278,18 +268,20 @@ struct TileRange {
   int t_begin = 0, t_end = 0;    // the tiles with a seen item
   int ft_begin = 0, ft_end = 0;  // the tiles whose items all points see
 
-  RA_DEVICE TileRange(const PositionMap& pos, int64_t len, bool has_lo, int64_t lo, bool has_hi,
-                      int64_t hi, int64_t x_min, int64_t x_max) {
+  RA_DEVICE TileRange(const PositionMap& pos, int64_t len, const PosRange& at_min,
+                      const PosRange& at_max) {
+    const bool has_lo = at_min.lo != PosRange::kMinPos;
+    const bool has_hi = at_max.hi != PosRange::kMaxPos;
     int64_t begin = 0, end = len;
-    if (has_lo) begin = LowerBoundPos(pos, 0, len, x_min - lo);
-    if (has_hi) end = LowerBoundPos(pos, begin, len, x_max + hi + 1);
+    if (has_lo) begin = LowerBoundPos(pos, 0, len, at_min.lo);
+    if (has_hi) end = LowerBoundPos(pos, begin, len, at_max.hi + 1);
     if (begin >= end) return;  // nothing seen: no tiles
     t_begin = static_cast<int>(begin / kTile);
     t_end = static_cast<int>((end + kTile - 1) / kTile);
     // Items [full_begin, full_end) are seen by every point; a tile is
     // unmasked when it lies inside (the last, short tile too).
-    const int64_t full_begin = has_lo ? LowerBoundPos(pos, begin, end, x_max - lo) : 0;
-    const int64_t full_end = has_hi ? LowerBoundPos(pos, begin, end, x_min + hi + 1) : len;
+    const int64_t full_begin = has_lo ? LowerBoundPos(pos, begin, end, at_max.lo) : 0;
+    const int64_t full_end = has_hi ? LowerBoundPos(pos, begin, end, at_min.hi + 1) : len;
     ft_begin = static_cast<int>((full_begin + kTile - 1) / kTile);
     ft_end = static_cast<int>(full_end == len ? (len + kTile - 1) / kTile : full_end / kTile);
   }
@@ -312,17 +304,14 @@ struct TileRange {
 // The key tiles that query positions [q_min, q_max] may see.
 template <int kTile>
 RA_DEVICE TileRange<kTile> KeyTiles(const AttnParams& p, int64_t q_min, int64_t q_max) {
-  const Mask& m = p.mask;
-  return TileRange<kTile>(p.k_pos, p.seqlen_k, m.HasLeft(), m.window_left, m.HasRight(),
-                          m.HasRight() ? m.RightOffset() : 0, q_min, q_max);
+  return TileRange<kTile>(p.k_pos, p.seqlen_k, p.mask.KeyBounds(q_min), p.mask.KeyBounds(q_max));
 }
 
 // The query tiles that may see key positions [k_min, k_max].
 template <int kTile>
 RA_DEVICE TileRange<kTile> QueryTiles(const AttnParams& p, int64_t k_min, int64_t k_max) {
-  const Mask& m = p.mask;
-  return TileRange<kTile>(p.q_pos, p.seqlen_q, m.HasRight(), m.HasRight() ? m.RightOffset() : 0,
-                          m.HasLeft(), m.window_left, k_min, k_max);
+  return TileRange<kTile>(p.q_pos, p.seqlen_q, p.mask.QueryBounds(k_min),
+                          p.mask.QueryBounds(k_max));
 }
 
 // Loads key tile `st` for a CTA owning query rows [i0, i0 + rows) (the

@@ -167,10 +167,9 @@ RA_DEVICE void ForwardBody(const AttnParams& p, char* smem) {
       for (int mi = 0; mi < kMT; ++mi)
 #pragma unroll
         for (int hf = 0; hf < 2; ++hf) {
-          int64_t lo, hi;
-          KeyBounds(mask, sQpos[warp_row0 + mi * 16 + (lane >> 2) + hf * 8], &lo, &hi);
+          const PosRange keys = mask.KeyBounds(sQpos[warp_row0 + mi * 16 + (lane >> 2) + hf * 8]);
           int cb, ce;
-          VisibleRange(sKpos(s), n, lo, hi, &cb, &ce);
+          VisibleRange(sKpos(s), n, keys.lo, keys.hi, &cb, &ce);
 #pragma unroll
           for (int nt = 0; nt < kN / 8; ++nt)
 #pragma unroll

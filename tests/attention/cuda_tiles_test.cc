@@ -4,7 +4,7 @@
 // is too slow for CI, and these functions decide which tiles a kernel
 // computes and which it masks.
 //   - TileRange (KeyTiles, QueryTiles) against the sweep it replaced (the
-//     items some point may see, found by a scan, and ClassifyTile on each
+//     items some point may see, found by a scan, and Mask::Classify on each
 //     of their tiles, empty ones skipped): the same tiles, the same partial
 //     and tail flags, for every mask kind and position layout (contiguous,
 //     offset, zigzag-like segments, striped);
@@ -79,10 +79,10 @@ Mask RandomMask(std::mt19937& rng) {
 
 // What the kernels swept before TileRange: the items [begin, end) whose
 // position some point of [x_min, x_max] may see (found here by a scan),
-// then ClassifyTile on each tile that holds one of them, empty ones
+// then Mask::Classify on each tile that holds one of them, empty ones
 // skipped. `keys`: the side is the keys and [x_min, x_max] the CTA's query
 // positions; otherwise the side is the queries and [x_min, x_max] the
-// CTA's keys. (ClassifyTile alone would also keep a tile whose positions
+// CTA's keys. (Mask::Classify alone would also keep a tile whose positions
 // straddle the visible window with none inside it: never computed.)
 std::vector<Step> Expected(const Mask& m, const PositionMap& pos, int64_t len, int tile,
                            bool keys, int64_t x_min, int64_t x_max) {
@@ -102,8 +102,8 @@ std::vector<Step> Expected(const Mask& m, const PositionMap& pos, int64_t len, i
   for (int64_t t = begin / tile; t * tile < end; ++t) {
     const int64_t a = t * tile, n = std::min<int64_t>(tile, len - a);
     const int64_t first = pos.Global(a), last = pos.Global(a + n - 1);
-    const TileClass c = keys ? ClassifyTile(m, x_min, x_max, first, last)
-                             : ClassifyTile(m, first, last, x_min, x_max);
+    const TileClass c = keys ? m.Classify(x_min, x_max, first, last)
+                             : m.Classify(first, last, x_min, x_max);
     if (c == TileClass::kEmpty) continue;
     out.push_back({static_cast<int>(t), c == TileClass::kPartial, n < tile});
   }
@@ -156,7 +156,7 @@ void CheckTileRanges(uint32_t seed, int cases) {
   }
 }
 
-TEST(CudaTiles, TileRangeSweepsWhatClassifyTileDid) {
+TEST(CudaTiles, TileRangeSweepsWhatMaskClassifyDid) {
   CheckTileRanges<16>(1, 3000);
   CheckTileRanges<32>(2, 3000);
   CheckTileRanges<64>(3, 3000);

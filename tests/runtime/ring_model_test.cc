@@ -157,9 +157,7 @@ RingRun RunRing(const Case& c, Backend backend, Comm comm, const CallerStreams& 
       opt.seqlen = SeqLen(c);
       opt.sharding = c.sharding;
       opt.stripe = 2;
-      opt.causal = c.causal;
-      opt.window_left = c.window;
-      opt.window_right = c.causal ? -1 : c.window;
+      opt.mask = Mask::Window(c.window, c.causal ? -1 : c.window, c.causal);
       opt.dtype = DType::kBFloat16;
       opt.timeout = timeout;
       opt.num_threads = 1;

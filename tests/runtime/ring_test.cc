@@ -270,7 +270,7 @@ TEST(RingApi, ValidatesEveryArgument) {
   o.scale = NAN;
   expect_bad(o, "scale");
   o = opt;
-  o.window_left = -5;
+  o.mask.window_left = -5;
   expect_bad(o, "window_left");
   o = opt;
   o.softcap = -1;

@@ -65,9 +65,7 @@ RankOutput RunRank(const Problem& pr, comm::Communicator& comm, Sharding shardin
   opt.seqlen = S;
   opt.sharding = sharding;
   opt.stripe = 2;
-  opt.causal = c.mask.causal;
-  opt.window_left = c.mask.window_left;
-  opt.window_right = c.mask.window_right;
+  opt.mask = c.mask;
   opt.softcap = c.softcap;
   opt.dtype = t;
   opt.timeout = o.timeout;

@@ -33,7 +33,7 @@
 
 namespace ringattn::eval {
 
-std::string MaskLabel(const Mask& m) { return tools::MaskName(m); }
+std::string MaskLabel(const Mask& m) { return m.ToString(); }
 
 absl::Status PrepareOutDir(const std::string& dir) {
   if (dir.empty()) return absl::InvalidArgumentError("--out: an output directory is required");
@@ -107,20 +107,24 @@ std::string CpuModel() {
   return "unknown";
 }
 
-// Visible (query, key) pairs of a length and mask in closed form (double,
-// for extrapolated lengths); VisiblePairs's loop for measured lengths.
+// Visible (query, key) pairs of a length and mask: VisiblePairs's loop for
+// measured lengths, a closed form in double for extrapolated ones. The
+// closed form holds for the masks the eval extrapolates (none, causal,
+// window), whose bounds are the query's position plus constant offsets:
+// KeyBounds(i) = [i - L, i + R], read off at i = 0.
 double Pairs(int64_t S, const Mask& m) {
   if (S <= (int64_t{1} << 24)) return static_cast<double>(VisiblePairs(S, m));
   const double s = static_cast<double>(S);
+  const PosRange at0 = m.KeyBounds(0);
   double hi = s * s;  // sum over i of (hi(i) + 1)
-  if (m.HasRight()) {
-    const double R = static_cast<double>(m.RightOffset());
+  if (at0.hi != PosRange::kMaxPos) {
+    const double R = static_cast<double>(at0.hi);
     const double k = std::clamp(s - R, 0.0, s);
     hi = k * (k - 1) / 2 + k * (R + 1) + (s - k) * s;
   }
   double lo = 0;  // sum over i of lo(i)
-  if (m.HasLeft()) {
-    const double mm = std::max(0.0, s - 1 - static_cast<double>(m.window_left));
+  if (at0.lo != PosRange::kMinPos) {
+    const double mm = std::max(0.0, s - 1 - static_cast<double>(-at0.lo));
     lo = mm * (mm + 1) / 2;
   }
   return hi - lo;

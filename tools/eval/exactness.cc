@@ -60,13 +60,15 @@ RefProblem MakeRef(const Problem& p, const Mask& m) {
 
 // Visible key interval of query i (global positions = indices here).
 void KeyRange(const Mask& m, int64_t S, int64_t i, int64_t* lo, int64_t* hi) {
-  *lo = m.HasLeft() ? std::max<int64_t>(0, i - m.window_left) : 0;
-  *hi = m.HasRight() ? std::min<int64_t>(S - 1, i + m.RightOffset()) : S - 1;
+  const PosRange keys = m.KeyBounds(i);
+  *lo = std::max<int64_t>(0, keys.lo);
+  *hi = std::min<int64_t>(S - 1, keys.hi);
 }
 // Query interval that sees key j.
 void QueryRange(const Mask& m, int64_t S, int64_t j, int64_t* lo, int64_t* hi) {
-  *lo = m.HasRight() ? std::max<int64_t>(0, j - m.RightOffset()) : 0;
-  *hi = m.HasLeft() ? std::min<int64_t>(S - 1, j + m.window_left) : S - 1;
+  const PosRange queries = m.QueryBounds(j);
+  *lo = std::max<int64_t>(0, queries.lo);
+  *hi = std::min<int64_t>(S - 1, queries.hi);
 }
 
 float DotF(const float* a, const float* b, int64_t n) {

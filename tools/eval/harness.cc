@@ -182,9 +182,7 @@ absl::Status RunRank(const RunSpec& spec, comm::Communicator* cm, int r, const F
   opt.sharding = spec.sharding;
   opt.stripe = spec.stripe;
   const Mask m = spec.fault == Fault::kBrokenMask ? BrokenMask(spec.mask) : spec.mask;
-  opt.causal = m.causal;
-  opt.window_left = m.window_left;
-  opt.window_right = m.window_right;
+  opt.mask = m;
   opt.dtype = spec.dtype;
   opt.num_threads = spec.threads;
   auto ring_or = RingAttention::Create(cm, opt);

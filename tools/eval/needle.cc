@@ -156,13 +156,16 @@ absl::StatusOr<NeedleRun> RunNeedles(const NeedleSpec& spec) {
       }
       add_probe(n, n.pos, "diagonal");
       add_probe(n, n.pos - 1, "before");
-      if (mask.HasLeft()) {
-        add_probe(n, n.pos + mask.window_left, "left-edge-in");
-        add_probe(n, n.pos + mask.window_left + 1, "left-edge-out");
+      // The first and last queries that see the needle, and their
+      // neighbours that do not.
+      const PosRange seen_by = mask.QueryBounds(n.pos);
+      if (seen_by.hi != PosRange::kMaxPos) {
+        add_probe(n, seen_by.hi, "left-edge-in");
+        add_probe(n, seen_by.hi + 1, "left-edge-out");
       }
-      if (mask.HasRight()) {
-        add_probe(n, n.pos - mask.RightOffset(), "right-edge-in");
-        add_probe(n, n.pos - mask.RightOffset() - 1, "right-edge-out");
+      if (seen_by.lo != PosRange::kMinPos) {
+        add_probe(n, seen_by.lo, "right-edge-in");
+        add_probe(n, seen_by.lo - 1, "right-edge-out");
       }
     }
 

@@ -1,0 +1,249 @@
+// The public API's implementation (ringattn.h): one object per rank that
+// validates every call, orders it after the caller's stream, runs it
+// through the chosen strategy (strategy.h) and keeps the stats.
+//
+// A call: validate the tensors (nothing allocated or sent yet); settle the
+// transfers a previous call on a caller's stream left in flight; let the
+// strategy grow its workspace; make the rank's stream wait for the caller's
+// (Begin); run the strategy; then either make the caller's stream wait for
+// the rank's (a call on a caller's stream: no host wait) or wait for the
+// rank's stream on the host within the timeout (Finish). A call that fails
+// after enqueueing work leaves the caller's stream (or the host) waiting
+// for that work, which still reads the caller's tensors (Settled).
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <memory>
+#include <thread>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "base/status.h"
+#include "runtime/backend.h"
+#include "runtime/ringattn.h"
+#include "runtime/strategy.h"
+#include "runtime/transfers.h"
+#include "runtime/validate.h"
+
+namespace ringattn {
+namespace {
+
+double Now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+class Engine final : public RingAttention {
+ public:
+  Engine(comm::Communicator* comm, const RingOptions& opt, Layout layout,
+         std::unique_ptr<KernelBackend> backend, absl::Duration timeout)
+      : comm_(comm),
+        opt_(opt),
+        layout_(std::move(layout)),
+        backend_(std::move(backend)),
+        timeout_(timeout),
+        rank_(comm->Rank()),
+        transfers_(comm, backend_.get(), timeout, &stats_) {
+    StrategyContext ctx;
+    ctx.options = &opt_;
+    ctx.layout = &layout_;
+    ctx.rank = rank_;
+    ctx.world = comm->Size();
+    ctx.backend = backend_.get();
+    ctx.transfers = &transfers_;
+    ctx.stats = &stats_;
+    strategy_ = MakeStrategy(ctx);
+  }
+
+  absl::Status Forward(const TensorView& q, const TensorView& k, const TensorView& v,
+                       const TensorView& out, const TensorView& lse) override {
+    return ForwardOnStream(nullptr, q, k, v, out, lse);
+  }
+  absl::Status Backward(const TensorView& q, const TensorView& k, const TensorView& v,
+                        const TensorView& out, const TensorView& lse, const TensorView& dout,
+                        const TensorView& dq, const TensorView& dk,
+                        const TensorView& dv) override {
+    return BackwardOnStream(nullptr, q, k, v, out, lse, dout, dq, dk, dv);
+  }
+  absl::Status ForwardOnStream(void* stream, const TensorView& q, const TensorView& k,
+                               const TensorView& v, const TensorView& out,
+                               const TensorView& lse) override {
+    return Settled(stream, RunForward(stream, q, k, v, out, lse));
+  }
+  absl::Status BackwardOnStream(void* stream, const TensorView& q, const TensorView& k,
+                                const TensorView& v, const TensorView& out,
+                                const TensorView& lse, const TensorView& dout,
+                                const TensorView& dq, const TensorView& dk,
+                                const TensorView& dv) override {
+    return Settled(stream, RunBackward(stream, q, k, v, out, lse, dout, dq, dk, dv));
+  }
+  const RingStats& LastStats() const override {
+    if (timing_pending_) {  // a call on a caller's stream: its kernels' time is known now
+      timing_pending_ = false;
+      auto seconds = backend_->TimedSeconds(timeout_);
+      stats_.compute_seconds = seconds.ok() ? *seconds : NAN;  // NaN: not known in time
+    }
+    return stats_;
+  }
+  const Layout& layout() const override { return layout_; }
+  int64_t ShardLength() const override { return layout_.ShardLength(rank_); }
+  std::string BackendDescription() const override {
+    if (backend_->Stream() == nullptr) return backend_->Describe();
+    return absl::StrCat(backend_->Describe(), "; ", comm_->Name(),
+                        comm_->StreamOrdered()
+                            ? " transfers ordered on the stream both ways (events, no host "
+                              "wait per step for the step's own bytes)"
+                            : " transfers after a stream synchronize (not stream ordered)");
+  }
+
+ private:
+  absl::Status RunForward(void* stream, const TensorView& q, const TensorView& k,
+                          const TensorView& v, const TensorView& out, const TensorView& lse) {
+    ASSIGN_OR_RETURN(const ShardDims d,
+                     ValidateForwardArgs(layout_, rank_, opt_.dtype, *backend_, q, k, v, out, lse));
+    RETURN_IF_ERROR(Start(stream));
+    const double t_start = Now();
+    RETURN_IF_ERROR(strategy_->ReserveForward(d));
+    RETURN_IF_ERROR(Begin(stream));
+    RETURN_IF_ERROR(strategy_->Forward(d, q, k, v, out, lse));
+    return Finish(stream, t_start);
+  }
+  absl::Status RunBackward(void* stream, const TensorView& q, const TensorView& k,
+                           const TensorView& v, const TensorView& out, const TensorView& lse,
+                           const TensorView& dout, const TensorView& dq, const TensorView& dk,
+                           const TensorView& dv) {
+    ASSIGN_OR_RETURN(const ShardDims d,
+                     ValidateForwardArgs(layout_, rank_, opt_.dtype, *backend_, q, k, v, out, lse));
+    RETURN_IF_ERROR(ValidateBackwardArgs(d, opt_.dtype, *backend_, dout, dq, dk, dv));
+    RETURN_IF_ERROR(Start(stream));
+    const double t_start = Now();
+    RETURN_IF_ERROR(strategy_->ReserveBackward(d));
+    RETURN_IF_ERROR(Begin(stream));
+    RETURN_IF_ERROR(strategy_->Backward(d, q, k, v, out, lse, dout, dq, dk, dv));
+    return Finish(stream, t_start);
+  }
+
+  // After validation: a caller's stream is only for a backend with
+  // streams; a previous call on a caller's stream may have left transfers
+  // in flight, whose workspace is about to be reused or grown.
+  absl::Status Start(void* stream) {
+    if (stream != nullptr && backend_->Stream() == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "stream: the ", backend_->Name(),
+          " backend has no streams (pass null, or use the cuda backend)"));
+    }
+    RETURN_IF_ERROR(transfers_.Drain());
+    timing_pending_ = false;
+    stats_ = RingStats{};
+    return absl::OkStatus();
+  }
+  // After the workspace is reserved (growing it waits for the rank's
+  // stream, which must not yet wait for the caller's): the ring's kernels
+  // go after the work on the caller's stream, null meaning the legacy
+  // default stream (what PyTorch's default stream is).
+  absl::Status Begin(void* stream) {
+    RETURN_IF_ERROR(backend_->StartTiming());
+    if (backend_->Stream() != nullptr) RETURN_IF_ERROR(backend_->WaitForStream(stream));
+    return absl::OkStatus();
+  }
+  // End of a call: the caller's stream waits for the ring, or the host
+  // waits for the GPU; then the stats.
+  absl::Status Finish(void* stream, double t_start) {
+    if (stream != nullptr) {
+      RETURN_IF_ERROR(backend_->MakeStreamWait(stream));
+      timing_pending_ = true;
+    } else {
+      absl::Status s = backend_->Synchronize(timeout_);
+      if (!s.ok()) return transfers_.Fail(s, stats_.steps - 1, "completing the rank's kernels");
+      RETURN_IF_ERROR(transfers_.Drain());
+      ASSIGN_OR_RETURN(stats_.compute_seconds, backend_->TimedSeconds(timeout_));
+    }
+    stats_.workspace_bytes = strategy_->WorkspaceBytes();
+    stats_.wall_seconds = Now() - t_start;
+    return absl::OkStatus();
+  }
+  // A call that failed after enqueueing work: that work still reads the
+  // caller's tensors, so the caller's stream waits for it (or, on the
+  // synchronous API, the host does, within the timeout).
+  absl::Status Settled(void* stream, absl::Status s) {
+    if (s.ok() || backend_->Stream() == nullptr) return s;
+    if (stream != nullptr) {
+      (void)backend_->MakeStreamWait(stream);
+    } else {
+      (void)backend_->Synchronize(timeout_);
+    }
+    // After an abort they settle promptly; otherwise (a bad argument, a
+    // failed enqueue) the next call's Drain waits for them and reports.
+    transfers_.ForgetIfAborted();
+    return s;
+  }
+
+  comm::Communicator* comm_;
+  RingOptions opt_;
+  Layout layout_;
+  std::unique_ptr<KernelBackend> backend_;
+  absl::Duration timeout_;
+  int rank_;
+  mutable RingStats stats_;
+  mutable bool timing_pending_ = false;
+  // Declared in this order so that the transfers in flight (a request
+  // waits for its bytes when destroyed) go before the strategy's workspace.
+  std::unique_ptr<AttentionStrategy> strategy_;
+  Transfers transfers_;
+};
+
+}  // namespace
+
+const char* BackendName(Backend b) {
+  switch (b) {
+    case Backend::kCpu: return "cpu";
+    case Backend::kCuda: return "cuda";
+  }
+  return "?";
+}
+
+absl::StatusOr<Backend> ParseBackend(const std::string& name) {
+  for (Backend b : {Backend::kCpu, Backend::kCuda}) {
+    if (name == BackendName(b)) return b;
+  }
+  return ArgError("backend", "cpu or cuda", absl::StrCat("'", name, "'"));
+}
+
+const char* StrategyName(Strategy s) {
+  switch (s) {
+    case Strategy::kRing: return "ring";
+  }
+  return "?";
+}
+
+absl::StatusOr<Strategy> ParseStrategy(const std::string& name) {
+  for (Strategy s : {Strategy::kRing}) {
+    if (name == StrategyName(s)) return s;
+  }
+  return ArgError("strategy", "ring", absl::StrCat("'", name, "'"));
+}
+
+absl::StatusOr<std::unique_ptr<RingAttention>> RingAttention::Create(comm::Communicator* comm,
+                                                                     const RingOptions& options) {
+  if (comm == nullptr) return absl::InvalidArgumentError("comm: null communicator");
+  RETURN_IF_ERROR(ValidateOptions(options));
+  ASSIGN_OR_RETURN(Layout layout,
+                   Layout::Create(options.sharding, options.seqlen, comm->Size(), options.stripe));
+  absl::Duration timeout = options.timeout;
+  if (timeout == absl::ZeroDuration()) {
+    ASSIGN_OR_RETURN(timeout, comm::DefaultTimeout());
+  }
+  std::unique_ptr<KernelBackend> backend;
+  if (options.backend == Backend::kCuda) {
+    ASSIGN_OR_RETURN(backend, MakeCudaBackend(options.device_index, options.deterministic));
+  } else {
+    int threads = options.num_threads;
+    if (threads == 0) {
+      threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / comm->Size());
+    }
+    backend = MakeCpuBackend(threads);
+  }
+  return std::unique_ptr<RingAttention>(
+      new Engine(comm, options, std::move(layout), std::move(backend), timeout));
+}
+
+}  // namespace ringattn

@@ -1,0 +1,77 @@
+// The strategy seam: how the ranks of a world share one attention call.
+// The public class (ringattn.h) validates the arguments, orders the call
+// after the caller's stream and reports the stats; a strategy runs the call
+// itself over the rank's kernel backend and transfers. One file per
+// strategy, chosen by RingOptions::strategy in MakeStrategy:
+//   ring.cc   the ring: KV blocks rotate past every rank, double buffered
+//             and overlapped with the compute; the fp32 dK/dV accumulators
+//             follow them in the backward
+// An all-gather or Ulysses strategy is a new file here, a new Strategy
+// value, and a line in MakeStrategy; nothing else changes.
+//
+// The call protocol (per Forward or Backward):
+//   1. Reserve*  grows the workspace for the call's sizes; it runs before
+//                the rank's stream waits for the caller's, because growing
+//                memory may wait for the rank's stream;
+//   2. Forward / Backward  enqueues everything on the backend (on a GPU,
+//                nothing here waits for kernels), writes the results into
+//                the caller's tensors, and sets stats->steps and
+//                steps_with_work; an error goes through transfers->Fail
+//                where peers must learn of it.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "attention/params.h"
+#include "runtime/backend.h"
+#include "runtime/layout.h"
+#include "runtime/ringattn.h"
+#include "runtime/tensor.h"
+#include "runtime/transfers.h"
+#include "runtime/validate.h"
+
+namespace ringattn {
+
+// What a strategy works with; every pointer outlives the strategy.
+struct StrategyContext {
+  const RingOptions* options = nullptr;  // mask, dtype, scale, softcap
+  const Layout* layout = nullptr;
+  int rank = 0;
+  int world = 1;
+  KernelBackend* backend = nullptr;
+  Transfers* transfers = nullptr;
+  RingStats* stats = nullptr;
+};
+
+class AttentionStrategy {
+ public:
+  virtual ~AttentionStrategy() = default;
+  virtual absl::Status ReserveForward(const ShardDims& d) = 0;
+  virtual absl::Status ReserveBackward(const ShardDims& d) = 0;
+  // q, k, v, out [B, S_r, ...] as validated; lse [B, H, S_r] fp32.
+  virtual absl::Status Forward(const ShardDims& d, const TensorView& q, const TensorView& k,
+                               const TensorView& v, const TensorView& out,
+                               const TensorView& lse) = 0;
+  // lse is the forward's (global) lse; dq, dk, dv are overwritten.
+  virtual absl::Status Backward(const ShardDims& d, const TensorView& q, const TensorView& k,
+                                const TensorView& v, const TensorView& out,
+                                const TensorView& lse, const TensorView& dout,
+                                const TensorView& dq, const TensorView& dk,
+                                const TensorView& dv) = 0;
+  // Bytes of workspace held now (RingStats::workspace_bytes).
+  virtual int64_t WorkspaceBytes() const = 0;
+};
+
+// The strategy RingOptions::strategy names.
+std::unique_ptr<AttentionStrategy> MakeStrategy(const StrategyContext& ctx);
+std::unique_ptr<AttentionStrategy> MakeRingStrategy(const StrategyContext& ctx);
+
+// The params every block-pair kernel call of this rank shares: q and its
+// strides, sizes, scale (default 1/sqrt(D)), softcap, mask, the global
+// positions of the rank's queries, contiguous lse strides.
+AttnParams BaseParams(const StrategyContext& ctx, const ShardDims& d, const TensorView& q);
+
+}  // namespace ringattn

@@ -1,0 +1,136 @@
+// Argument validation of the public API: see validate.h.
+#include "runtime/validate.h"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "base/status.h"
+
+namespace ringattn {
+namespace {
+
+// The product of `xs` in *out; true when one is negative or it overflows.
+bool MulOverflows(std::initializer_list<int64_t> xs, int64_t* out) {
+  int64_t acc = 1;
+  for (int64_t x : xs) {
+    if (x < 0 || __builtin_mul_overflow(acc, x, &acc)) return true;
+  }
+  *out = acc;
+  return false;
+}
+
+}  // namespace
+
+absl::Status ValidateOptions(const RingOptions& o) {
+  if (o.seqlen < 0) return ArgError("seqlen", ">= 0", o.seqlen);
+  if (o.stripe < 1) return ArgError("stripe", ">= 1", o.stripe);
+  if (o.mask.window_left < -1) {
+    return ArgError("mask.window_left", ">= -1 (-1 = unbounded)", o.mask.window_left);
+  }
+  if (o.mask.window_right < -1) {
+    return ArgError("mask.window_right", ">= -1 (-1 = unbounded)", o.mask.window_right);
+  }
+  if (o.strategy != Strategy::kRing) {
+    return ArgError("strategy", "kRing", static_cast<int>(o.strategy));
+  }
+  if (!std::isfinite(o.softcap) || o.softcap < 0) return ArgError("softcap", "finite >= 0", o.softcap);
+  if (o.scale.has_value() && (!std::isfinite(*o.scale) || *o.scale <= 0)) {
+    return ArgError("scale", "finite > 0", *o.scale);
+  }
+  if (o.backend != Backend::kCpu && o.backend != Backend::kCuda) {
+    return ArgError("backend", "kCpu or kCuda", static_cast<int>(o.backend));
+  }
+  if (o.backend == Backend::kCpu && o.dtype == DType::kFloat16) {
+    return absl::UnimplementedError("dtype: fp16 needs the CUDA backend; the CPU backend stores fp32 or bf16");
+  }
+  if (o.backend == Backend::kCuda && o.dtype == DType::kFloat32) {
+    return absl::UnimplementedError(
+        "dtype: the CUDA backend takes bf16 or fp16 tensors, not fp32 (partial results and "
+        "gradients are still accumulated in fp32)");
+  }
+  if (o.device_index < 0) return ArgError("device_index", ">= 0", o.device_index);
+  if (o.timeout < absl::ZeroDuration()) return ArgError("timeout", ">= 0", absl::FormatDuration(o.timeout));
+  if (o.num_threads < 0) return ArgError("num_threads", ">= 0", o.num_threads);
+  return absl::OkStatus();
+}
+
+absl::Status CheckView(const TensorView& t, const char* name, DType dtype,
+                       const KernelBackend& backend, std::initializer_list<int64_t> shape) {
+  if (t.ndim != static_cast<int>(shape.size())) {
+    return ArgError(absl::StrCat(name, " rank"), shape.size(), t.ndim);
+  }
+  int i = 0;
+  for (int64_t want : shape) {
+    if (t.shape[i] != want) {
+      std::string expected = "[";
+      int j = 0;
+      for (int64_t w : shape) absl::StrAppend(&expected, j++ ? ", " : "", w);
+      absl::StrAppend(&expected, "]");
+      return ArgError(absl::StrCat(name, " shape"), expected, t.ShapeString());
+    }
+    ++i;
+  }
+  if (t.dtype != dtype) return ArgError(absl::StrCat(name, " dtype"), DTypeName(dtype), DTypeName(t.dtype));
+  if (t.device != backend.device()) {
+    return ArgError(absl::StrCat(name, " device"), backend.Name(),
+                    t.device == Device::kCpu ? "cpu" : "cuda");
+  }
+  int64_t numel = 1;
+  for (int d = 0; d < t.ndim; ++d) numel *= t.shape[d];
+  if (numel > 0 && t.data == nullptr) return absl::InvalidArgumentError(absl::StrCat(name, ": null data"));
+  if (numel > 0 && t.strides[t.ndim - 1] != 1) {
+    return ArgError(absl::StrCat(name, " innermost stride"), 1, t.strides[t.ndim - 1]);
+  }
+  for (int d = 0; d < t.ndim; ++d) {
+    if (t.strides[d] < 0) return ArgError(absl::StrCat(name, " stride ", d), ">= 0", t.strides[d]);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ShardDims> ValidateForwardArgs(const Layout& layout, int rank, DType dtype,
+                                              const KernelBackend& backend, const TensorView& q,
+                                              const TensorView& k, const TensorView& v,
+                                              const TensorView& out, const TensorView& lse) {
+  if (q.ndim != 4) return ArgError("q rank", 4, q.ndim);
+  if (k.ndim != 4) return ArgError("k rank", 4, k.ndim);
+  ShardDims d{q.shape[0], layout.ShardLength(rank), q.shape[2], k.shape[2], q.shape[3]};
+  if (d.B < 1) return ArgError("q batch", ">= 1", d.B);
+  if (d.H < 1) return ArgError("q heads", ">= 1", d.H);
+  if (d.Hk < 1) return ArgError("k heads (Hkv)", ">= 1", d.Hk);
+  if (d.H % d.Hk != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "q heads % k heads: expected 0 (H a multiple of Hkv), got H=", d.H, " Hkv=", d.Hk));
+  }
+  if (d.D < 1 || d.D > 512) return ArgError("head dim", "1..512", d.D);
+  int64_t bytes;
+  if (MulOverflows({d.B, std::max<int64_t>(d.S, 1), d.H, d.D, 8}, &bytes) ||
+      MulOverflows({d.B, layout.MaxShardLength(), d.Hk, d.D, 16}, &bytes)) {
+    return absl::InvalidArgumentError(absl::StrCat("sizes overflow 64 bits: B=", d.B, " S_r=", d.S,
+                                                   " H=", d.H, " Hkv=", d.Hk, " D=", d.D));
+  }
+  RETURN_IF_ERROR(CheckView(q, "q", dtype, backend, {d.B, d.S, d.H, d.D}));
+  RETURN_IF_ERROR(backend.CheckKernelInput(q, "q"));
+  RETURN_IF_ERROR(CheckView(k, "k", dtype, backend, {d.B, d.S, d.Hk, d.D}));
+  RETURN_IF_ERROR(CheckView(v, "v", dtype, backend, {d.B, d.S, d.Hk, d.D}));
+  RETURN_IF_ERROR(CheckView(out, "out", dtype, backend, {d.B, d.S, d.H, d.D}));
+  RETURN_IF_ERROR(CheckView(lse, "lse", DType::kFloat32, backend, {d.B, d.H, d.S}));
+  if (d.S > 0 && (lse.strides[0] != d.H * d.S || lse.strides[1] != d.S)) {
+    return ArgError("lse strides", absl::StrCat("contiguous (", d.H * d.S, ", ", d.S, ", 1)"),
+                    absl::StrCat("(", lse.strides[0], ", ", lse.strides[1], ", ", lse.strides[2], ")"));
+  }
+  return d;
+}
+
+absl::Status ValidateBackwardArgs(const ShardDims& d, DType dtype, const KernelBackend& backend,
+                                  const TensorView& dout, const TensorView& dq,
+                                  const TensorView& dk, const TensorView& dv) {
+  RETURN_IF_ERROR(CheckView(dout, "dout", dtype, backend, {d.B, d.S, d.H, d.D}));
+  RETURN_IF_ERROR(backend.CheckKernelInput(dout, "dout"));
+  RETURN_IF_ERROR(CheckView(dq, "dq", dtype, backend, {d.B, d.S, d.H, d.D}));
+  RETURN_IF_ERROR(CheckView(dk, "dk", dtype, backend, {d.B, d.S, d.Hk, d.D}));
+  return CheckView(dv, "dv", dtype, backend, {d.B, d.S, d.Hk, d.D});
+}
+
+}  // namespace ringattn

@@ -1,0 +1,48 @@
+// Argument validation of the public API, run once per call before any
+// allocation or communication: options at Create, tensors at every
+// Forward / Backward. Every error names the argument with the expected and
+// the actual value (DESIGN.md, Errors).
+#pragma once
+
+#include <cstdint>
+#include <initializer_list>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "attention/dtype.h"
+#include "runtime/backend.h"
+#include "runtime/layout.h"
+#include "runtime/ringattn.h"
+#include "runtime/tensor.h"
+
+namespace ringattn {
+
+// The sizes of one rank's call: q [B, S, H, D], k and v [B, S, Hk, D],
+// where S is this rank's shard length.
+struct ShardDims {
+  int64_t B = 0, S = 0, H = 0, Hk = 0, D = 0;
+};
+
+// The options alone (Create): ranges, finite scale and softcap, the dtype
+// the backend stores, the mask's windows.
+absl::Status ValidateOptions(const RingOptions& o);
+
+// `t` has `shape`, `dtype`, the backend's device, data when not empty, an
+// innermost stride of 1 and no negative stride.
+absl::Status CheckView(const TensorView& t, const char* name, DType dtype,
+                       const KernelBackend& backend, std::initializer_list<int64_t> shape);
+
+// The tensors every call takes (q, k, v, out, lse) for `rank` of `layout`:
+// their sizes (64-bit products included), shapes, dtypes, devices, strides,
+// and what the backend's kernels need of q.
+absl::StatusOr<ShardDims> ValidateForwardArgs(const Layout& layout, int rank, DType dtype,
+                                              const KernelBackend& backend, const TensorView& q,
+                                              const TensorView& k, const TensorView& v,
+                                              const TensorView& out, const TensorView& lse);
+
+// The backward's extra tensors (dout, dq, dk, dv) for sizes `d`.
+absl::Status ValidateBackwardArgs(const ShardDims& d, DType dtype, const KernelBackend& backend,
+                                  const TensorView& dout, const TensorView& dq,
+                                  const TensorView& dk, const TensorView& dv);
+
+}  // namespace ringattn
