@@ -1,7 +1,8 @@
 # Required dependencies (Debian packages in parentheses):
 #   Abseil (libabsl-dev), OpenMP (libgomp, with g++), GoogleTest
 #   (libgtest-dev), Google Benchmark (libbenchmark-dev), BLAS for the bench
-#   ceiling (libopenblas-dev), libxsmm for the CPU tiles (libxsmm-dev).
+#   ceiling (libopenblas-dev), libxsmm for the CPU tiles (libxsmm-dev),
+#   nlohmann-json for the tools' JSON output (nlohmann-json3-dev).
 # Optional backends, each AUTO / ON / OFF with one status line:
 #   RINGATTN_CUDA (CUDA Toolkit), RINGATTN_NCCL, RINGATTN_UCX (libucx-dev),
 #   RINGATTN_MPI (libopenmpi-dev).
@@ -9,6 +10,7 @@ find_package(absl REQUIRED)
 find_package(OpenMP REQUIRED COMPONENTS CXX)
 find_package(GTest REQUIRED)
 find_package(benchmark REQUIRED)
+find_package(nlohmann_json 3.2 REQUIRED)
 find_package(Threads REQUIRED)
 find_package(PkgConfig REQUIRED)
 # python3 (python3): the golden and multi-process tests' drivers.

@@ -34,6 +34,8 @@
 #include <thread>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
@@ -491,49 +493,50 @@ int Main(int argc, char** argv) {
 
   const std::string json_path = absl::GetFlag(FLAGS_json);
   if (!json_path.empty()) {
-    std::string j = "{\n";
-    auto kv = [&](const char* k, const std::string& v, bool last = false) {
-      absl::StrAppend(&j, "  \"", k, "\": ", v, last ? "\n" : ",\n");
+    // The keys keep this order (runs diff line by line); null where a figure
+    // was not measured (no backward, no 1-rank comparison, one rank) or is
+    // not finite.
+    nlohmann::ordered_json j;
+    auto if_measured = [](bool measured, double x) -> nlohmann::ordered_json {
+      return measured ? nlohmann::ordered_json(x) : nullptr;
     };
-    auto num = [](double x) { return absl::StrFormat("%.6g", x); };
-    kv("seq_len", absl::StrCat(c.S));
-    kv("batch", absl::StrCat(c.B));
-    kv("heads", absl::StrCat(c.H));
-    kv("kv_heads", absl::StrCat(c.Hk));
-    kv("head_dim", absl::StrCat(c.D));
-    kv("dtype", absl::StrCat("\"", DTypeName(c.dtype), "\""));
-    kv("backend", absl::StrCat("\"", BackendName(c.backend), "\""));
-    kv("backend_description", absl::StrCat("\"", ring.backend, "\""));
-    kv("comm", absl::StrCat("\"", *comm_name, "\""));
-    kv("deterministic", c.deterministic ? "true" : "false");
-    kv("ranks", absl::StrCat(world));
-    kv("threads_per_rank", absl::StrCat(threads));
-    kv("sharding", absl::StrCat("\"", ShardingName(c.sharding), "\""));
-    kv("causal", c.mask.causal ? "true" : "false");
-    kv("window_left", absl::StrCat(c.mask.window_left));
-    kv("window_right", absl::StrCat(c.mask.window_right));
-    kv("fwd_ms", num(ring.fwd_s * 1e3));
-    kv("bwd_ms", c.backward ? num(ring.bwd_s * 1e3) : "null");
-    kv("fwd_gflops", num(fwd_gflops));
-    kv("bwd_gflops", c.backward ? num(bwd_gflops) : "null");
-    kv("fwd_gflops_per_rank", num(fwd_gflops / world));
-    kv("overlap_efficiency", num(ring.fwd_overlap));
-    kv("bwd_overlap_efficiency", c.backward ? num(ring.bwd_overlap) : "null");
-    kv("speedup_vs_1_rank", runs.size() > 1 ? num(speed_f) : "null");
-    kv("bwd_speedup_vs_1_rank", runs.size() > 1 && c.backward ? num(speed_b) : "null");
-    if (runs.size() > 2) {
-      kv("single_rank_all_cores_fwd_gflops", num(fwd_flop / runs[2].fwd_s * 1e-9));
-    }
-    kv("ring_steps", absl::StrCat(ring.steps));
-    kv("fwd_bytes_sent_per_rank", absl::StrCat(ring.fwd_bytes));
-    kv("bwd_bytes_sent_per_rank", absl::StrCat(ring.bwd_bytes));
-    kv("link_gbps", num(ring.link_gbps));
-    kv("link_one_way_gbps", world > 1 ? num(ring.link_one_way_gbps) : "null");
-    kv("rank_memory_bytes", absl::StrCat(ring.rank_bytes));
-    kv("peak_rss_bytes", absl::StrCat(peak_rss), true);
-    j += "}\n";
+    j["seq_len"] = c.S;
+    j["batch"] = c.B;
+    j["heads"] = c.H;
+    j["kv_heads"] = c.Hk;
+    j["head_dim"] = c.D;
+    j["dtype"] = DTypeName(c.dtype);
+    j["backend"] = BackendName(c.backend);
+    j["backend_description"] = ring.backend;
+    j["comm"] = *comm_name;
+    j["deterministic"] = c.deterministic;
+    j["ranks"] = world;
+    j["threads_per_rank"] = threads;
+    j["sharding"] = ShardingName(c.sharding);
+    j["causal"] = c.mask.causal;
+    j["window_left"] = c.mask.window_left;
+    j["window_right"] = c.mask.window_right;
+    j["fwd_ms"] = ring.fwd_s * 1e3;
+    j["bwd_ms"] = if_measured(c.backward, ring.bwd_s * 1e3);
+    j["fwd_gflops"] = fwd_gflops;
+    j["bwd_gflops"] = if_measured(c.backward, bwd_gflops);
+    j["fwd_gflops_per_rank"] = fwd_gflops / world;
+    j["overlap_efficiency"] = ring.fwd_overlap;
+    j["bwd_overlap_efficiency"] = if_measured(c.backward, ring.bwd_overlap);
+    j["speedup_vs_1_rank"] = if_measured(runs.size() > 1, speed_f);
+    j["bwd_speedup_vs_1_rank"] = if_measured(runs.size() > 1 && c.backward, speed_b);
+    if (runs.size() > 2) j["single_rank_all_cores_fwd_gflops"] = fwd_flop / runs[2].fwd_s * 1e-9;
+    j["ring_steps"] = ring.steps;
+    j["fwd_bytes_sent_per_rank"] = ring.fwd_bytes;
+    j["bwd_bytes_sent_per_rank"] = ring.bwd_bytes;
+    j["link_gbps"] = ring.link_gbps;
+    j["link_one_way_gbps"] = if_measured(world > 1, ring.link_one_way_gbps);
+    j["rank_memory_bytes"] = ring.rank_bytes;
+    j["peak_rss_bytes"] = peak_rss;
+    const std::string text =
+        j.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace) + "\n";
     std::ofstream f(json_path);
-    if (!(f << j)) return fail(absl::InternalError(absl::StrCat("--json ", json_path, ": cannot write")));
+    if (!(f << text)) return fail(absl::InternalError(absl::StrCat("--json ", json_path, ": cannot write")));
   }
   return 0;
 }

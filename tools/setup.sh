@@ -11,6 +11,7 @@ packages=(
   libabsl-dev               # Status/StatusOr, flags, strings, synchronization
   libgtest-dev libgmock-dev # GoogleTest
   libbenchmark-dev          # Google Benchmark
+  nlohmann-json3-dev        # JSON: ringattn-eval's report.json, ringattn-bench --json
   libxsmm-dev               # JIT small-GEMM tiles for the CPU kernels
   libopenblas-dev           # BLAS: the GEMM ceiling in the benchmarks, libxsmm's fallback
   libucx-dev ucx-utils      # UCX communicator (one process per rank); ucx_perftest

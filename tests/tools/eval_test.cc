@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -23,7 +24,7 @@
 #include "gtest/gtest.h"
 #include "tools/eval/fit.h"
 #include "tools/eval/harness.h"
-#include "tools/eval/json.h"
+#include "tools/eval/report.h"
 #include "tools/eval/svg.h"
 
 namespace ringattn::eval {
@@ -159,35 +160,33 @@ TEST_F(EvalTest, CorrectSmallRunPassesEveryCheckAndWritesAReport) {
   EXPECT_TRUE(absl::StrContains(md, "Extrapolation (from the fits, not measured)"));
 
   // report.json parses and holds the numbers.
-  auto j = Json::Parse(ReadFile(out / "report.json"));
+  auto j = ParseJson(ReadFile(out / "report.json"));
   ASSERT_TRUE(j.ok()) << j.status();
-  ASSERT_NE(j->Find("pass"), nullptr);
-  EXPECT_TRUE(j->Find("pass")->boolean());
-  const Json* runs = j->Find("exactness")->Find("runs");
-  ASSERT_NE(runs, nullptr);
+  ASSERT_TRUE(j->contains("pass"));
+  EXPECT_TRUE(j->at("pass").get<bool>());
+  const Json& runs = j->at("exactness").at("runs");
   // Matrix 2 dtypes x 3 layouts x 4 masks, sweep 2 dtypes x 4 masks x 2 W, long 2 dtypes.
-  EXPECT_EQ(runs->items().size(), 24u + 16u + 2u);
-  for (const Json& r : runs->items()) {
-    EXPECT_TRUE(r.Find("pass")->boolean());
-    const Json* out_err = r.Find("out");
-    EXPECT_LE(out_err->Find("max_abs_error")->number(), out_err->Find("tolerance")->number());
+  EXPECT_EQ(runs.size(), 24u + 16u + 2u);
+  for (const Json& r : runs) {
+    EXPECT_TRUE(r.at("pass").get<bool>());
+    const Json& out_err = r.at("out");
+    EXPECT_LE(out_err.at("max_abs_error").get<double>(), out_err.at("tolerance").get<double>());
   }
-  const Json* configs = j->Find("reachability")->Find("configurations");
-  ASSERT_EQ(configs->items().size(), 12u);
-  for (const Json& c : configs->items()) {
-    const bool masked = c.Find("mask_kind")->str() != "none";
-    for (const Json& r : c.Find("runs")->items()) {
-      EXPECT_EQ(r.Find("found")->number(), r.Find("expected_visible")->number());
-      EXPECT_EQ(r.Find("leaked")->number(), 0);
+  const Json& configs = j->at("reachability").at("configurations");
+  ASSERT_EQ(configs.size(), 12u);
+  for (const Json& c : configs) {
+    const bool masked = c.at("mask_kind") != "none";
+    for (const Json& r : c.at("runs")) {
+      EXPECT_EQ(r.at("found"), r.at("expected_visible"));
+      EXPECT_EQ(r.at("leaked"), 0);
       // Every mask but none forbids some probes (the future, beyond a window edge).
-      EXPECT_EQ(r.Find("expected_masked")->number() > 0, masked);
-      EXPECT_EQ(r.Find("ranks_with_a_needle")->number(), 4);
-      EXPECT_GT(r.Find("boundaries_with_needles_on_both_sides")->number(), 0);
+      EXPECT_EQ(r.at("expected_masked").get<int64_t>() > 0, masked);
+      EXPECT_EQ(r.at("ranks_with_a_needle"), 4);
+      EXPECT_GT(r.at("boundaries_with_needles_on_both_sides").get<int64_t>(), 0);
     }
   }
-  const Json* points = j->Find("cost")->Find("points");
-  EXPECT_EQ(points->items().size(), 3u * 3u);
-  EXPECT_TRUE(j->Find("cost")->Find("memory_fit_quadratic")->Find("ok")->boolean());
+  EXPECT_EQ(j->at("cost").at("points").size(), 3u * 3u);
+  EXPECT_TRUE(j->at("cost").at("memory_fit_quadratic").at("ok").get<bool>());
 }
 
 TEST_F(EvalTest, BrokenMaskMakesReachabilityFail) {
@@ -317,54 +316,51 @@ TEST_F(EvalTest, OneRankPerProcessMatchesLocalThreadsBitwise) {
   EXPECT_TRUE(res[1]->verdicts.empty());  // rank 0 reports
   EXPECT_FALSE(fs::exists("/nonexistent/ringattn-eval-out"));
 
-  auto a = Json::Parse(ReadFile(dir_ / "local" / "report.json"));
-  auto b = Json::Parse(ReadFile(dir_ / "processes" / "report.json"));
+  auto a = ParseJson(ReadFile(dir_ / "local" / "report.json"));
+  auto b = ParseJson(ReadFile(dir_ / "processes" / "report.json"));
   ASSERT_TRUE(a.ok() && b.ok());
   // Every run of the processes is at W = 2, with the local run's errors.
-  const std::vector<Json>& lr = a->Find("exactness")->Find("runs")->items();
-  const std::vector<Json>& pr = b->Find("exactness")->Find("runs")->items();
+  const Json& lr = a->at("exactness").at("runs");
+  const Json& pr = b->at("exactness").at("runs");
   size_t twins = 0;
-  for (const Json& l : lr) twins += l.Find("world")->number() == 2;
+  for (const Json& l : lr) twins += l.at("world") == 2;
   ASSERT_EQ(pr.size(), twins);
   for (const Json& p : pr) {
-    EXPECT_EQ(p.Find("world")->number(), 2);
+    EXPECT_EQ(p.at("world"), 2);
     const Json* twin = nullptr;
     for (const Json& l : lr) {
       bool same = true;
-      for (const char* k : {"phase", "dtype", "sharding", "mask_kind"}) {
-        same = same && l.Find(k)->str() == p.Find(k)->str();
-      }
-      for (const char* k : {"seqlen", "world"}) {
-        same = same && l.Find(k)->number() == p.Find(k)->number();
+      for (const char* k : {"phase", "dtype", "sharding", "mask_kind", "seqlen", "world"}) {
+        same = same && l.at(k) == p.at(k);
       }
       if (same) twin = &l;
     }
     ASSERT_NE(twin, nullptr);
     for (const char* q : {"out", "lse", "dq", "dk", "dv"}) {
-      EXPECT_EQ(p.Find(q)->Dump(), twin->Find(q)->Dump()) << q;
+      EXPECT_EQ(p.at(q), twin->at(q)) << q;
     }
   }
-  EXPECT_TRUE(b->Find("exactness")->Find("growth_with_world")->items().empty());
-  EXPECT_NE(b->Find("exactness")->Find("growth_with_world_not_measured"), nullptr);
+  EXPECT_TRUE(b->at("exactness").at("growth_with_world").empty());
+  EXPECT_TRUE(b->at("exactness").contains("growth_with_world_not_measured"));
   EXPECT_TRUE(absl::StrContains(ReadFile(dir_ / "processes" / "report.md"),
                                 "Error vs W: **not measured**"));
   // Reachability: the same probes and scores.
-  const std::vector<Json>& ln = a->Find("reachability")->Find("configurations")->items();
-  const std::vector<Json>& pn = b->Find("reachability")->Find("configurations")->items();
+  const Json& ln = a->at("reachability").at("configurations");
+  const Json& pn = b->at("reachability").at("configurations");
   ASSERT_EQ(ln.size(), pn.size());
   for (size_t i = 0; i < ln.size(); ++i) {
-    const std::vector<Json>& x = ln[i].Find("runs")->items();
-    const std::vector<Json>& y = pn[i].Find("runs")->items();
+    const Json& x = ln[i].at("runs");
+    const Json& y = pn[i].at("runs");
     ASSERT_EQ(x.size(), y.size());
     for (size_t j = 0; j < x.size(); ++j) {
-      EXPECT_EQ(x[j].Find("needles")->Dump(), y[j].Find("needles")->Dump());
+      EXPECT_EQ(x[j].at("needles"), y[j].at("needles"));
     }
   }
   // Cost: only W = 2, at every length.
-  for (const Json& p : b->Find("cost")->Find("points")->items()) {
-    EXPECT_EQ(p.Find("world")->number(), 2);
+  for (const Json& p : b->at("cost").at("points")) {
+    EXPECT_EQ(p.at("world"), 2);
   }
-  EXPECT_EQ(b->Find("cost")->Find("points")->items().size(), 3u);
+  EXPECT_EQ(b->at("cost").at("points").size(), 3u);
 }
 
 TEST_F(EvalTest, OneRankPerProcessFaultFailsOnEveryRank) {
@@ -461,28 +457,39 @@ TEST(BrokenMask, MovesEveryEdgeOutwardByOne) {
   EXPECT_FALSE(none.Visible(3, 4));
 }
 
-TEST(Json, RoundTripsAndRejectsGarbage) {
-  Json j = Json::Object();
-  j["name"] = "a \"quoted\"\nline";
+// report.json's text contract (DumpJson, docs/EVAL.md): keys in insertion
+// order, integers as integers, doubles bitwise, non-finite as null, bytes
+// that are not UTF-8 replaced rather than thrown; ParseJson refuses garbage.
+TEST(Json, DumpKeepsOrderTypesAndBitsAndParseRefusesGarbage) {
+  Json j = Json::object();
+  j["zeta"] = "a \"quoted\"\nline";
   j["int"] = int64_t{1} << 40;
-  j["pi"] = 3.25;
+  j["third"] = 0.1 + 0.2;  // 0.30000000000000004: needs all 17 digits
   j["nan"] = std::nan("");
+  j["inf"] = -std::numeric_limits<double>::infinity();
   j["flag"] = true;
-  j["list"] = Json::ArrayOf(std::vector<double>{1.5, -2, 1e-9});
-  j["nested"]["deep"] = Json::Array();
-  auto back = Json::Parse(j.Dump());
+  j["list"] = std::vector<double>{1.5, -2, 1e-9};
+  j["nested"]["deep"] = Json::array();
+  j["bytes"] = std::string("caf\xe9");
+  const std::string text = DumpJson(j);
+  EXPECT_LT(text.find("\"zeta\""), text.find("\"int\""));
+  EXPECT_TRUE(absl::StrContains(text, "\"int\": 1099511627776,"));
+  EXPECT_TRUE(absl::StrContains(text, "\"nan\": null,"));
+  EXPECT_TRUE(absl::StrContains(text, "\"inf\": null,"));
+  EXPECT_EQ(text.back(), '\n');
+  auto back = ParseJson(text);
   ASSERT_TRUE(back.ok()) << back.status();
-  EXPECT_EQ(back->Find("name")->str(), "a \"quoted\"\nline");
-  EXPECT_EQ(back->Find("int")->number(), static_cast<double>(int64_t{1} << 40));
-  EXPECT_EQ(back->Find("pi")->number(), 3.25);
-  EXPECT_TRUE(back->Find("nan")->is_null());
-  EXPECT_TRUE(back->Find("flag")->boolean());
-  EXPECT_EQ(back->Find("list")->items().size(), 3u);
-  EXPECT_DOUBLE_EQ(back->Find("list")->items()[2].number(), 1e-9);
-  EXPECT_EQ(back->Find("nested")->Find("deep")->type(), Json::Type::kArray);
-  for (const char* bad : {"", "{", "{\"a\":}", "[1,]", "{\"a\":1,}", "tru", "1 2",
-                          "{\"a\":1,\"a\":2}", "\"unterminated", "[01]"}) {
-    EXPECT_FALSE(Json::Parse(bad).ok()) << bad;
+  EXPECT_EQ(back->at("zeta"), "a \"quoted\"\nline");
+  EXPECT_TRUE(back->at("int").is_number_integer());
+  EXPECT_EQ(back->at("third").get<double>(), 0.1 + 0.2);
+  EXPECT_TRUE(back->at("list").at(1).is_number_float());
+  EXPECT_EQ(back->at("list").at(2).get<double>(), 1e-9);
+  EXPECT_TRUE(back->at("flag").get<bool>());
+  EXPECT_TRUE(back->at("nested").at("deep").is_array());
+  EXPECT_EQ(back->at("bytes"), "caf\uFFFD");
+  for (const char* bad :
+       {"", "{", "{\"a\":}", "[1,]", "{\"a\":1,}", "tru", "1 2", "\"unterminated", "[01]"}) {
+    EXPECT_FALSE(ParseJson(bad).ok()) << bad;
   }
 }
 

@@ -431,10 +431,10 @@ void Runner::Plan() {
   p["memory_cap_seqlen"] = mem_cap_seq_;
   p["max_seq"] = o_.max_seq;
   p["matrix_seqlen"] = S_m;
-  p["long_seqlens"] = Json::ArrayOf(long_seqs_);
-  p["needle_seqlens"] = Json::ArrayOf(needle_seqs_);
-  p["cost_seqlens"] = Json::ArrayOf(cost_seqs_);
-  p["sweep_worlds"] = Json::ArrayOf(d_.worlds);
+  p["long_seqlens"] = long_seqs_;
+  p["needle_seqlens"] = needle_seqs_;
+  p["cost_seqlens"] = cost_seqs_;
+  p["sweep_worlds"] = d_.worlds;
   p["sampled_rows"] = rows_;
   p["estimated_seconds"] = total();
 }
@@ -836,43 +836,41 @@ void Runner::Verdicts() {
 // every rank.
 absl::Status Runner::Connect() {
   comm::Communicator& c = *o_.comm;
-  Json mine = Json::Object();
+  Json mine = Json::object();
   mine["host"] = HostName();
   mine["mem_available_bytes"] = MemAvailable();
-  ASSIGN_OR_RETURN(const std::vector<std::string> all, Gather(c, mine.Dump(), arrive_));
+  ASSIGN_OR_RETURN(const std::vector<std::string> all, Gather(c, DumpJson(mine), arrive_));
   std::string text;
   absl::Status out_dir;
   if (root()) {
     out_dir = PrepareOutDir(o_.out_dir);
-    Json setup = Json::Object();
+    Json setup = Json::object();
     setup["error"] = std::string(out_dir.message());
-    Json hosts = Json::Array(), mem = Json::Array();
+    Json hosts = Json::array(), mem = Json::array();
     for (const std::string& blob : all) {
-      ASSIGN_OR_RETURN(const Json j, Json::Parse(blob));
-      hosts.Push(j.Find("host")->str());
-      mem.Push(static_cast<int64_t>(j.Find("mem_available_bytes")->number()));
+      ASSIGN_OR_RETURN(const Json j, ParseJson(blob));
+      hosts.push_back(j.at("host"));
+      mem.push_back(j.at("mem_available_bytes"));
     }
     setup["hosts"] = hosts;
     setup["mem_available_bytes"] = mem;
-    text = setup.Dump();
+    text = DumpJson(setup);
   }
   RETURN_IF_ERROR(Broadcast(c, &text, arrive_));
   RETURN_IF_ERROR(out_dir);
-  ASSIGN_OR_RETURN(const Json setup, Json::Parse(text));
-  if (!setup.Find("error")->str().empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("stopped by rank 0: ", setup.Find("error")->str()));
-  }
-  const std::vector<Json>& hosts = setup.Find("hosts")->items();
-  const std::vector<Json>& mem = setup.Find("mem_available_bytes")->items();
+  ASSIGN_OR_RETURN(const Json setup, ParseJson(text));
+  const std::string error = setup.at("error").get<std::string>();
+  if (!error.empty()) return absl::InvalidArgumentError(absl::StrCat("stopped by rank 0: ", error));
+  const auto hosts = setup.at("hosts").get<std::vector<std::string>>();
+  const auto mem = setup.at("mem_available_bytes").get<std::vector<int64_t>>();
   std::map<std::string, int> per_host;
-  for (const Json& h : hosts) ++per_host[h.str()];
+  for (const std::string& h : hosts) ++per_host[h];
   hosts_.clear();
   for (const auto& [h, n] : per_host) hosts_.push_back(h);
-  ranks_here_ = per_host[hosts[c.Rank()].str()];
+  ranks_here_ = per_host[hosts[c.Rank()]];
   min_mem_per_rank_ = 0;
   for (size_t r = 0; r < hosts.size(); ++r) {
-    const int64_t m = static_cast<int64_t>(mem[r].number()) / per_host[hosts[r].str()];
+    const int64_t m = mem[r] / per_host[hosts[r]];
     if (r == 0 || m < min_mem_per_rank_) min_mem_per_rank_ = m;
   }
   return absl::OkStatus();
@@ -883,25 +881,20 @@ absl::Status Runner::Connect() {
 absl::Status Runner::SharePlan() {
   std::string text;
   if (root()) {
-    Json p = Json::Object();
+    Json p = Json::object();
     p["matrix_seq"] = d_.matrix_seq;
-    p["long"] = Json::ArrayOf(long_seqs_);
-    p["needle"] = Json::ArrayOf(needle_seqs_);
-    p["cost"] = Json::ArrayOf(cost_seqs_);
-    text = p.Dump();
+    p["long"] = long_seqs_;
+    p["needle"] = needle_seqs_;
+    p["cost"] = cost_seqs_;
+    text = DumpJson(p);
   }
   RETURN_IF_ERROR(Broadcast(*o_.comm, &text, arrive_));
   if (root()) return absl::OkStatus();
-  ASSIGN_OR_RETURN(const Json p, Json::Parse(text));
-  auto seqs = [&p](const char* key) {
-    std::vector<int64_t> v;
-    for (const Json& x : p.Find(key)->items()) v.push_back(static_cast<int64_t>(x.number()));
-    return v;
-  };
-  d_.matrix_seq = static_cast<int64_t>(p.Find("matrix_seq")->number());
-  long_seqs_ = seqs("long");
-  needle_seqs_ = seqs("needle");
-  cost_seqs_ = seqs("cost");
+  ASSIGN_OR_RETURN(const Json p, ParseJson(text));
+  d_.matrix_seq = p.at("matrix_seq").get<int64_t>();
+  long_seqs_ = p.at("long").get<std::vector<int64_t>>();
+  needle_seqs_ = p.at("needle").get<std::vector<int64_t>>();
+  cost_seqs_ = p.at("cost").get<std::vector<int64_t>>();
   d_.needle_seqs = needle_seqs_;
   return absl::OkStatus();
 }
@@ -929,18 +922,17 @@ absl::Status Runner::Finish(EvalResult* res) {
   if (o_.comm == nullptr) return written;
   std::string text;
   if (root()) {
-    Json v = Json::Object();
+    Json v = Json::object();
     v["pass"] = res->pass;
     v["error"] = std::string(written.message());
-    text = v.Dump();
+    text = DumpJson(v);
   }
   RETURN_IF_ERROR(Broadcast(*o_.comm, &text, arrive_));
   RETURN_IF_ERROR(written);
-  ASSIGN_OR_RETURN(const Json v, Json::Parse(text));
-  if (!v.Find("error")->str().empty()) {
-    return absl::InternalError(absl::StrCat("stopped by rank 0: ", v.Find("error")->str()));
-  }
-  res->pass = v.Find("pass")->boolean();
+  ASSIGN_OR_RETURN(const Json v, ParseJson(text));
+  const std::string error = v.at("error").get<std::string>();
+  if (!error.empty()) return absl::InternalError(absl::StrCat("stopped by rank 0: ", error));
+  res->pass = v.at("pass").get<bool>();
   return absl::OkStatus();
 }
 
@@ -998,7 +990,7 @@ absl::StatusOr<EvalResult> Runner::Run() {
     env["comm"] = o_.comm->Name();
     env["comm_description"] = o_.comm_description;
     env["processes"] = o_.ranks;
-    env["hosts"] = Json::ArrayOf(hosts_);
+    env["hosts"] = hosts_;
     env["threads_per_rank"] = ThreadsFor(o_.ranks);
     env["mem_available_per_rank_bytes"] = mem;
   }

@@ -37,7 +37,6 @@
 #include "tools/eval/exactness.h"
 #include "tools/eval/fit.h"
 #include "tools/eval/harness.h"
-#include "tools/eval/json.h"
 #include "tools/eval/needle.h"
 
 namespace ringattn::eval {

@@ -37,6 +37,18 @@ absl::Status WriteFileAtomic(const std::string& dir, const std::string& name,
   return absl::OkStatus();
 }
 
+std::string DumpJson(const Json& j) {
+  return j.dump(2, ' ', /*ensure_ascii=*/false, Json::error_handler_t::replace) + "\n";
+}
+
+absl::StatusOr<Json> ParseJson(absl::string_view text) {
+  Json j = Json::parse(text, /*cb=*/nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) {
+    return absl::InvalidArgumentError(absl::StrCat("not valid JSON (", text.size(), " bytes)"));
+  }
+  return j;
+}
+
 namespace {
 
 std::string Slug(absl::string_view s) { return absl::StrReplaceAll(s, {{"+", "-"}}); }
@@ -77,7 +89,7 @@ std::string ShareText(double share) {
 }
 
 Json MaskJson(const Mask& m) {
-  Json j = Json::Object();
+  Json j = Json::object();
   j["causal"] = m.causal;
   j["window_left"] = m.window_left;
   j["window_right"] = m.window_right;
@@ -86,7 +98,7 @@ Json MaskJson(const Mask& m) {
 }
 
 Json StatJson(const ErrorStat& s) {
-  Json j = Json::Object();
+  Json j = Json::object();
   j["max_abs_error"] = s.max_abs;
   j["naive_max_abs_error"] = s.naive_max_abs;
   j["tolerance"] = s.tol;
@@ -99,7 +111,7 @@ Json StatJson(const ErrorStat& s) {
 }
 
 Json StatsJson(const RunStats& s) {
-  Json j = Json::Object();
+  Json j = Json::object();
   j["fwd_seconds"] = s.fwd_seconds;
   j["bwd_seconds"] = s.bwd_seconds;
   j["fwd_compute_seconds"] = s.fwd_compute_seconds;
@@ -115,7 +127,7 @@ Json StatsJson(const RunStats& s) {
 }
 
 Json FitJson(const Fit& f) {
-  Json j = Json::Object();
+  Json j = Json::object();
   j["ok"] = f.ok;
   j["a"] = f.a;
   j["b"] = f.b;
@@ -127,7 +139,7 @@ Json FitJson(const Fit& f) {
 
 Json BuildJson(const EvalData& d) {
   const EvalOptions& o = d.options;
-  Json j = Json::Object();
+  Json j = Json::object();
   j["tool"] = "ringattn-eval";
   j["command_line"] = o.command_line;
   j["pass"] = [&] {
@@ -137,18 +149,18 @@ Json BuildJson(const EvalData& d) {
     return true;
   }();
   Json& vs = j["verdicts"];
-  vs = Json::Array();
+  vs = Json::array();
   for (const Verdict& v : d.verdicts) {
-    Json x = Json::Object();
+    Json x = Json::object();
     x["check"] = v.check;
     x["pass"] = v.pass;
     x["reason"] = v.reason;
-    vs.Push(x);
+    vs.push_back(x);
   }
   Json& opt = j["options"];
   opt["ranks"] = o.ranks;
-  Json sh = Json::Array();
-  for (Sharding s : o.shardings) sh.Push(ShardingName(s));
+  Json sh = Json::array();
+  for (Sharding s : o.shardings) sh.push_back(ShardingName(s));
   opt["shardings"] = sh;
   opt["stripe"] = o.stripe;
   opt["causal"] = o.causal;
@@ -157,8 +169,8 @@ Json BuildJson(const EvalData& d) {
   opt["heads"] = o.heads;
   opt["kv_heads"] = o.kv_heads;
   opt["head_dim"] = o.head_dim;
-  Json dt = Json::Array();
-  for (DType t : o.dtypes) dt.Push(DTypeName(t));
+  Json dt = Json::array();
+  for (DType t : o.dtypes) dt.push_back(DTypeName(t));
   opt["dtypes"] = dt;
   opt["max_seq"] = o.max_seq;
   opt["time_budget_s"] = o.time_budget_s;
@@ -181,9 +193,9 @@ Json BuildJson(const EvalData& d) {
       "out/lse/dq on sampled query rows (random + first/last row of every shard segment) against "
       "float64 ReferenceForwardRow and its float64 gradient; dk/dv on sampled key rows, float64 "
       "over every query row that sees the key, given the forward's saved out/lse";
-  ex["runs"] = Json::Array();
+  ex["runs"] = Json::array();
   for (const ExactRun& r : d.exact) {
-    Json x = Json::Object();
+    Json x = Json::object();
     x["phase"] = r.phase;
     x["seqlen"] = r.seqlen;
     x["dtype"] = DTypeName(r.dtype);
@@ -201,34 +213,34 @@ Json BuildJson(const EvalData& d) {
     x["dv"] = StatJson(r.err.dv);
     x["stats"] = StatsJson(r.stats);
     x["check_seconds"] = r.check_seconds;
-    ex["runs"].Push(x);
+    ex["runs"].push_back(x);
   }
   if (!d.sweep_note.empty()) ex["growth_with_world_not_measured"] = d.sweep_note;
-  ex["growth_with_world"] = Json::Array();
+  ex["growth_with_world"] = Json::array();
   for (const Growth& g : d.growth) {
-    Json x = Json::Object();
+    Json x = Json::object();
     x["dtype"] = DTypeName(g.dtype);
     x["mask_kind"] = g.mask_kind;
     x["quantity"] = g.quantity;
-    x["worlds"] = Json::ArrayOf(g.worlds);
-    x["max_abs_errors"] = Json::ArrayOf(g.errors);
+    x["worlds"] = g.worlds;
+    x["max_abs_errors"] = g.errors;
     x["noise"] = g.noise;
     x["pass"] = g.pass;
-    ex["growth_with_world"].Push(x);
+    ex["growth_with_world"].push_back(x);
   }
 
   Json& nd = j["reachability"];
-  nd["depths"] = Json::ArrayOf(d.depths);
-  nd["seqlens"] = Json::ArrayOf(d.needle_seqs);
-  nd["configurations"] = Json::Array();
+  nd["depths"] = d.depths;
+  nd["seqlens"] = d.needle_seqs;
+  nd["configurations"] = Json::array();
   for (const NeedleConfig& c : d.needles) {
-    Json x = Json::Object();
+    Json x = Json::object();
     x["sharding"] = ShardingName(c.sharding);
     x["mask_kind"] = c.mask_kind;
     x["pass"] = c.pass();
-    x["runs"] = Json::Array();
+    x["runs"] = Json::array();
     for (const NeedleRun& r : c.runs) {
-      Json y = Json::Object();
+      Json y = Json::object();
       y["seqlen"] = r.seqlen;
       y["pass"] = r.pass();
       y["passes"] = r.passes;
@@ -243,50 +255,44 @@ Json BuildJson(const EvalData& d) {
       y["shard_boundaries"] = r.boundaries;
       y["boundaries_with_needles_on_both_sides"] = r.boundaries_probed;
       y["ranks_with_a_needle"] = r.ranks_with_needle;
-      y["failures"] = Json::ArrayOf(r.failures);
+      y["failures"] = r.failures;
       y["fwd_seconds"] = r.stats.fwd_seconds;
       // Needles: [pos, kind, depth, rank, probes: [pos, kind, expect, recovered, cosine, ok]]
-      Json needles = Json::Array();
+      Json needles = Json::array();
       for (const Needle& n : r.needles) {
-        Json z = Json::Object();
+        Json z = Json::object();
         z["pos"] = n.pos;
         z["kind"] = n.kind;
         if (n.depth >= 0) z["depth"] = n.depth;
         z["rank"] = n.rank;
-        Json probes = Json::Array();
+        Json probes = Json::array();
         for (const Probe& p : n.probes) {
-          Json w = Json::Array();
-          w.Push(p.pos);
-          w.Push(p.kind);
-          w.Push(p.expect_visible ? "visible" : "masked");
-          w.Push(p.recovered);
-          w.Push(p.cosine);
-          w.Push(p.ok);
-          probes.Push(w);
+          probes.push_back(Json::array({p.pos, p.kind, p.expect_visible ? "visible" : "masked",
+                                        p.recovered, p.cosine, p.ok}));
         }
         z["probes"] = probes;
-        needles.Push(z);
+        needles.push_back(z);
       }
       y["needles"] = needles;
-      x["runs"].Push(y);
+      x["runs"].push_back(y);
     }
-    nd["configurations"].Push(x);
+    nd["configurations"].push_back(x);
   }
-  nd["probe_columns"] = Json::ArrayOf(
-      std::vector<std::string>{"position", "kind", "expectation", "recovered", "cosine", "ok"});
+  nd["probe_columns"] =
+      Json::array({"position", "kind", "expectation", "recovered", "cosine", "ok"});
 
   Json& co = j["cost"];
   const CostResult& c = d.cost;
-  co["points"] = Json::Array();
+  co["points"] = Json::array();
   for (const CostPoint& p : c.points) {
-    Json x = Json::Object();
+    Json x = Json::object();
     x["seqlen"] = p.seqlen;
     x["world"] = p.world;
     x["tokens_per_rank"] = p.shard_len;
     x["fwd_flop"] = p.fwd_flop;
     x["bwd_flop"] = p.bwd_flop;
     x["stats"] = StatsJson(p.stats);
-    co["points"].Push(x);
+    co["points"].push_back(x);
   }
   co["memory_fit_quadratic"] = FitJson(c.mem_quad);
   co["memory_fit_linear"] = FitJson(c.mem_lin);
@@ -295,9 +301,9 @@ Json BuildJson(const EvalData& d) {
   co["rss_fit_linear"] = FitJson(c.rss_lin);
   co["rss_growth_top_two"] = c.rss_growth;
   co["rss_growth_token_ratio"] = c.rss_growth_tokens;
-  co["time_fits"] = Json::Array();
+  co["time_fits"] = Json::array();
   for (const auto& tf : c.time_fits) {
-    Json x = Json::Object();
+    Json x = Json::object();
     x["world"] = tf.world;
     x["fwd_seconds_vs_flop"] = FitJson(tf.fwd);
     x["bwd_seconds_vs_flop"] = FitJson(tf.bwd);
@@ -306,22 +312,22 @@ Json BuildJson(const EvalData& d) {
     x["fwd_time_exponent"] = tf.fwd_exponent;
     x["bwd_time_exponent"] = tf.bwd_exponent;
     x["flop_exponent"] = tf.flop_exponent;
-    co["time_fits"].Push(x);
+    co["time_fits"].push_back(x);
   }
   co["extrapolation_note"] =
       "EXTRAPOLATED from the linear fits, not measured: the largest context whose per-rank "
       "memory fits --mem-budget, and the time the fitted rate of this machine predicts for it";
   co["mem_budget_bytes"] = o.mem_budget_bytes;
-  co["extrapolations"] = Json::Array();
+  co["extrapolations"] = Json::array();
   for (const auto& e : c.extrapolations) {
-    Json x = Json::Object();
+    Json x = Json::object();
     x["world"] = e.world;
     x["max_tokens_per_rank"] = e.max_tokens_per_rank;
     x["max_seqlen"] = e.max_seqlen;
     x["max_seqlen_from_rss"] = e.max_seqlen_rss;
     x["fwd_seconds_at_max"] = e.fwd_seconds;
     x["bwd_seconds_at_max"] = e.bwd_seconds;
-    co["extrapolations"].Push(x);
+    co["extrapolations"].push_back(x);
   }
   return j;
 }
@@ -515,21 +521,22 @@ std::string Markdown(const EvalData& d, const std::vector<std::string>& needle_f
   std::string md;
   absl::StrAppend(&md, "# ringattn-eval report\n\n");
   if (!o.command_line.empty()) absl::StrAppend(&md, "`", o.command_line, "`\n\n");
-  const Json* cores = d.environment.Find("cores");
-  const Json* cpu = d.environment.Find("cpu");
-  const Json* mem = d.environment.Find("mem_available_bytes");
-  const Json* comm = d.environment.Find("comm_description");
-  const Json* threads = d.environment.Find("threads_per_rank");
-  const bool processes = comm != nullptr;  // one rank per process
+  const Json& env = d.environment;
+  auto number = [&env](const char* key) {
+    return env.contains(key) ? env[key].get<double>() : 0.0;
+  };
+  const bool processes = env.contains("comm_description");  // one rank per process
   absl::StrAppendFormat(
       &md,
       "%s: %d cores (%s), %s available; backend cpu, communicator %s. Heads H=%d, Hkv=%d, D=%d, "
       "batch 1. Main configuration: %s layout, mask %s, %s, W=%d. Wall time %.0f s (budget %.0f "
       "s%s).\n\n",
-      processes ? "Rank 0's machine" : "Machine", cores ? static_cast<int>(cores->number()) : 0,
-      cpu ? cpu->str() : "?", Bytes(mem ? mem->number() : 0),
-      processes ? absl::StrFormat("%s, %d thread(s) per rank", comm->str(),
-                                  threads ? static_cast<int>(threads->number()) : 0)
+      processes ? "Rank 0's machine" : "Machine", static_cast<int>(number("cores")),
+      env.contains("cpu") ? env["cpu"].get<std::string>() : "?",
+      Bytes(number("mem_available_bytes")),
+      processes ? absl::StrFormat("%s, %d thread(s) per rank",
+                                  env["comm_description"].get<std::string>(),
+                                  static_cast<int>(number("threads_per_rank")))
                 : std::string("local (W ranks as threads)"),
       o.heads, o.kv_heads, o.head_dim, ShardingName(d.main_sharding), MaskLabel(d.main_mask),
       DTypeName(d.main_dtype), o.ranks, d.wall_seconds,
@@ -754,7 +761,7 @@ absl::StatusOr<std::vector<std::string>> WriteReport(const EvalData& d, const st
     if (s.ok()) s = write("cost_time.svg", TimeSvg(d));
     if (!s.ok()) return s;
   }
-  absl::Status s = write("report.json", BuildJson(d).Dump());
+  absl::Status s = write("report.json", DumpJson(BuildJson(d)));
   if (s.ok()) s = write("report.md", Markdown(d, needle_files));
   if (!s.ok()) return s;
   return files;

@@ -6,11 +6,25 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "tools/eval/eval.h"
-#include "tools/eval/json.h"
 
 namespace ringattn::eval {
+
+// report.json's value (and that of the messages the ranks exchange): objects
+// keep their insertion order, so that two reports diff line by line.
+using Json = nlohmann::ordered_json;
+
+// `j` as text, two-space indented, ending in a newline. Integers stay
+// integers, doubles take the shortest form that reads back bitwise, NaN and
+// +-Inf become null (JSON has neither), and bytes that are not UTF-8 become
+// U+FFFD (a path in an error message) instead of an exception.
+std::string DumpJson(const Json& j);
+// Parses JSON (RFC 8259); malformed text is InvalidArgument, not an exception.
+absl::StatusOr<Json> ParseJson(absl::string_view text);
 
 inline constexpr const char* kMaskKinds[4] = {"none", "causal", "window", "causal+window"};
 
