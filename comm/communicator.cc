@@ -79,6 +79,14 @@ absl::StatusOr<absl::Duration> DefaultTimeout() {
   return absl::Milliseconds(ms);
 }
 
+absl::StatusOr<absl::Duration> ResolveTimeout(absl::Duration requested, absl::string_view arg) {
+  if (requested < absl::ZeroDuration()) {
+    return ArgError(arg, "a duration > 0 (0 for the default)", absl::FormatDuration(requested));
+  }
+  if (requested == absl::ZeroDuration()) return DefaultTimeout();
+  return requested;
+}
+
 absl::Status ValidateSendRecvPart(int rank, int size, const char* peer_name, int peer,
                                   const void* buf, int64_t bytes, const MessageMeta& meta) {
   const std::string where = absl::StrCat("rank ", rank, ": SendRecv: ");

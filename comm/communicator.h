@@ -19,6 +19,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 
 namespace ringattn::comm {
@@ -142,5 +143,9 @@ class Communicator {
 // positive integer; anything else is an InvalidArgument naming the
 // variable), else 60 seconds.
 absl::StatusOr<absl::Duration> DefaultTimeout();
+
+// The one way an option's timeout is resolved: `requested` when positive,
+// DefaultTimeout() when zero, an InvalidArgument naming `arg` when negative.
+absl::StatusOr<absl::Duration> ResolveTimeout(absl::Duration requested, absl::string_view arg);
 
 }  // namespace ringattn::comm

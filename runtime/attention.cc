@@ -208,6 +208,8 @@ absl::StatusOr<Backend> ParseBackend(const std::string& name) {
   return ArgError("backend", "cpu or cuda", absl::StrCat("'", name, "'"));
 }
 
+bool BackendBuilt(Backend b) { return b == Backend::kCpu || CudaBackendBuilt(); }
+
 const char* StrategyName(Strategy s) {
   switch (s) {
     case Strategy::kRing: return "ring";
@@ -228,10 +230,7 @@ absl::StatusOr<std::unique_ptr<RingAttention>> RingAttention::Create(comm::Commu
   RETURN_IF_ERROR(ValidateOptions(options));
   ASSIGN_OR_RETURN(Layout layout,
                    Layout::Create(options.sharding, options.seqlen, comm->Size(), options.stripe));
-  absl::Duration timeout = options.timeout;
-  if (timeout == absl::ZeroDuration()) {
-    ASSIGN_OR_RETURN(timeout, comm::DefaultTimeout());
-  }
+  ASSIGN_OR_RETURN(const absl::Duration timeout, comm::ResolveTimeout(options.timeout, "timeout"));
   std::unique_ptr<KernelBackend> backend;
   if (options.backend == Backend::kCuda) {
     ASSIGN_OR_RETURN(backend, MakeCudaBackend(options.device_index, options.deterministic));

@@ -116,6 +116,9 @@ class KernelBackend {
 
 std::unique_ptr<KernelBackend> MakeCpuBackend(int num_threads);
 
+// Whether this build has the CUDA backend (a device may still be missing).
+bool CudaBackendBuilt();
+
 // The CUDA backend on GPU `device_index` with its own stream. `deterministic`
 // selects the bitwise reproducible backward of cuda::Backward. Fails with
 // Unimplemented when CUDA is not built, FailedPrecondition when there is no

@@ -242,6 +242,8 @@ class CudaBackend final : public KernelBackend {
 
 }  // namespace
 
+bool CudaBackendBuilt() { return true; }
+
 absl::StatusOr<std::unique_ptr<KernelBackend>> MakeCudaBackend(int device_index,
                                                                bool deterministic) {
   RETURN_IF_ERROR(CheckCudaDevice("cuda backend", "device_index", device_index));

@@ -4,6 +4,8 @@
 
 namespace ringattn {
 
+bool CudaBackendBuilt() { return false; }
+
 absl::StatusOr<std::unique_ptr<KernelBackend>> MakeCudaBackend(int, bool) {
   return absl::UnimplementedError(
       "the cuda backend is not built: ringattn was built without CUDA (RINGATTN_CUDA not found)");

@@ -51,6 +51,9 @@ namespace ringattn {
 enum class Backend : uint8_t { kCpu = 0, kCuda = 1 };
 const char* BackendName(Backend b);  // "cpu", "cuda"
 absl::StatusOr<Backend> ParseBackend(const std::string& name);
+// Whether this build has the backend's kernels (a device may still be
+// missing: Create says so).
+bool BackendBuilt(Backend b);
 
 // How the ranks share one attention call (runtime/strategy.h).
 //   kRing  each rank keeps its queries; the key/value blocks rotate around

@@ -11,7 +11,7 @@
 //   1 rank, all cores: the kernel's own throughput
 //
 // --comm local runs the W ring ranks as threads of this process; --comm ucx
-// runs one ring rank per process under mpirun / srun (tools/ranks.h): rank
+// runs one ring rank per process under mpirun / srun (comm/world.h): rank
 // 0 gathers every rank's figures through the communicator, runs the 1-rank
 // comparisons alone, and prints. The summary names the transport path.
 //
@@ -44,12 +44,11 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "attention/cpu/gemm.h"
-#include "comm/local/local_comm.h"
 #include "runtime/plan.h"
 #include "runtime/ringattn.h"
 #include "tools/cli.h"
 #include "tools/mask_flags.h"
-#include "tools/ranks.h"
+#include "tools/gather.h"
 #include "tools/placement.h"
 
 ABSL_FLAG(int64_t, seq, 8192, "global sequence length (tokens)");
@@ -154,8 +153,9 @@ RingStats UnpackStats(const double* d) {
 
 // Runs the ring on `ranks`. With one rank per process, only rank 0's result
 // is filled in (the others return an empty one).
-absl::StatusOr<RunResult> Run(const Config& c, Ranks& ranks, int threads, const std::string& label) {
-  const int world = ranks.world();
+absl::StatusOr<RunResult> Run(const Config& c, comm::World& ranks, int threads,
+                              const std::string& label) {
+  const int world = ranks.size();
   const int total = c.warmup + c.iters;
   // [rank][iter]
   std::vector<std::vector<RingStats>> fwd(world, std::vector<RingStats>(total)),
@@ -378,14 +378,10 @@ int Main(int argc, char** argv) {
   if (!mask.ok()) return fail(mask.status());
   c.mask = *mask;
 
-  auto ring_ranks = Ranks::Create(*comm_name, ranks_flag, ranks_given);
+  auto ring_ranks = MakeWorld(*comm_name, ranks_flag, ranks_given, gpu);
   if (!ring_ranks.ok()) return fail(ring_ranks.status());
-  Ranks& ranks = **ring_ranks;
-  if (c.backend == Backend::kCuda) {
-    const absl::Status staged = ranks.StageDeviceMemory();  // ucx only
-    if (!staged.ok()) return fail(staged);
-  }
-  const int world = ranks.world();
+  comm::World& ranks = **ring_ranks;
+  const int world = ranks.size();
   const bool root = ranks.root();
   // One rank per process: the machine's cores are shared by the processes
   // on it, as by the local ranks of one process.
@@ -420,7 +416,7 @@ int Main(int argc, char** argv) {
 
   std::vector<RunResult> runs;
   auto run = [&](int w, int t, const std::string& label) -> absl::Status {
-    ASSIGN_OR_RETURN(auto one, Ranks::Create(gpu ? "cuda-local" : "local", w, true, ranks.device()));
+    ASSIGN_OR_RETURN(auto one, MakeWorld(gpu ? "cuda-local" : "local", w, true, gpu, ranks.device()));
     ASSIGN_OR_RETURN(RunResult r, Run(c, *one, t, label));
     runs.push_back(r);
     return absl::OkStatus();

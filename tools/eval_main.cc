@@ -35,7 +35,6 @@
 #include "tools/cli.h"
 #include "tools/mask_flags.h"
 #include "tools/eval/eval.h"
-#include "tools/ranks.h"
 
 ABSL_FLAG(std::string, out, "",
           "output directory for report.md, report.json and the SVGs (required)");
@@ -173,7 +172,7 @@ int Main(int argc, char** argv) {
   NormalizeFlagNames(argc, argv);
   const bool ranks_given = RanksFlagGiven(argc, argv);
   std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
-  std::unique_ptr<Ranks> ranks;  // --comm ucx: this process's rank
+  std::unique_ptr<comm::World> ranks;  // --comm ucx: this process's rank
   auto fail = [&ranks](const absl::Status& s) {
     // One rank per process: which one says so (the communicator's errors
     // already start with it).
@@ -192,10 +191,10 @@ int Main(int argc, char** argv) {
   if (!opt.ok()) return fail(opt.status());
   opt->command_line = absl::StrJoin(typed, " ");
   if (absl::GetFlag(FLAGS_comm) == "ucx") {
-    auto created = Ranks::Create("ucx", opt->ranks, ranks_given);
+    auto created = MakeWorld("ucx", opt->ranks, ranks_given, /*device_memory=*/false);
     if (!created.ok()) return fail(created.status());
     ranks = *std::move(created);
-    opt->ranks = ranks->world();
+    opt->ranks = ranks->size();
     opt->comm = ranks->comms()[0];
     opt->comm_description = ranks->Describe();
   }

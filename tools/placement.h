@@ -19,7 +19,6 @@
 #include "attention/cuda/kernels.h"
 #include "attention/cuda/memory.h"
 #include "base/status.h"
-#include "comm/local/cuda_local.h"
 #include "runtime/ringattn.h"
 #include "runtime/tensor.h"
 
@@ -33,7 +32,7 @@ inline absl::StatusOr<Backend> ParseBackendFlag(const std::string& name) {
 
 // --comm, defaulted by the backend; the cuda backend's buffers are device
 // memory, which cuda-local (W ranks on one GPU) and nccl (one process per
-// GPU) move, and ucx through pinned host buffers (Ranks::StageDeviceMemory);
+// GPU) move, and ucx through pinned host buffers (comm::World with device_memory);
 // nccl moves nothing else.
 inline absl::StatusOr<std::string> CommFor(Backend backend, const std::string& flag) {
   if (flag.empty()) return std::string(backend == Backend::kCuda ? "cuda-local" : "local");
@@ -68,7 +67,7 @@ inline absl::StatusOr<DType> DTypeFor(Backend backend, const std::string& flag) 
 // there is no device for it.
 inline absl::Status CheckBackendUsable(Backend backend) {
   if (backend != Backend::kCuda) return absl::OkStatus();
-  if (!comm::CudaLocalBuilt()) {
+  if (!BackendBuilt(backend)) {
     return absl::UnimplementedError(
         "--backend cuda: this build has no CUDA backend (ringattn was built without CUDA: "
         "RINGATTN_CUDA not found)");

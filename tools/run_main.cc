@@ -27,12 +27,11 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
-#include "comm/local/local_comm.h"
 #include "runtime/ringattn.h"
 #include "tools/cli.h"
 #include "tools/mask_flags.h"
 #include "tools/npy.h"
-#include "tools/ranks.h"
+#include "tools/gather.h"
 #include "tools/placement.h"
 
 ABSL_FLAG(std::string, q, "", "query .npy, float32 [B, S, H, D]");
@@ -127,8 +126,8 @@ absl::Status Main(bool ranks_given) {
   std::vector<uint8_t> out_full(qs.size()), dq_full(qs.size()), dk_full(ks.size()), dv_full(ks.size());
   std::vector<float> lse_full(B * H * S);
 
-  ASSIGN_OR_RETURN(auto ranks, Ranks::Create(comm_name, ranks_flag, ranks_given));
-  if (backend == Backend::kCuda) RETURN_IF_ERROR(ranks->StageDeviceMemory());  // ucx only
+  ASSIGN_OR_RETURN(auto ranks,
+                   MakeWorld(comm_name, ranks_flag, ranks_given, backend == Backend::kCuda));
   opt.device_index = ranks->device();  // nccl, staged ucx: this process's GPU
   ASSIGN_OR_RETURN(const absl::Duration timeout, comm::DefaultTimeout());
   RETURN_IF_ERROR(ranks->Run([&](comm::Communicator& cm) -> absl::Status {

@@ -268,20 +268,25 @@ struct TileRange {
   int t_begin = 0, t_end = 0;    // the tiles with a seen item
   int ft_begin = 0, ft_end = 0;  // the tiles whose items all points see
 
-  RA_DEVICE TileRange(const PositionMap& pos, int64_t len, const PosRange& at_min,
-                      const PosRange& at_max) {
-    const bool has_lo = at_min.lo != PosRange::kMinPos;
-    const bool has_hi = at_max.hi != PosRange::kMaxPos;
+  // `bounds(x)`: the mask's bounds of point x (Mask::KeyBounds or
+  // QueryBounds), evaluated where each search needs it.
+  template <class Bounds>
+  RA_DEVICE TileRange(const PositionMap& pos, int64_t len, Bounds bounds, int64_t x_min,
+                      int64_t x_max) {
     int64_t begin = 0, end = len;
-    if (has_lo) begin = LowerBoundPos(pos, 0, len, at_min.lo);
-    if (has_hi) end = LowerBoundPos(pos, begin, len, at_max.hi + 1);
+    const int64_t lo_min = bounds(x_min).lo;
+    const bool has_lo = lo_min != PosRange::kMinPos;
+    if (has_lo) begin = LowerBoundPos(pos, 0, len, lo_min);
+    const int64_t hi_max = bounds(x_max).hi;
+    const bool has_hi = hi_max != PosRange::kMaxPos;
+    if (has_hi) end = LowerBoundPos(pos, begin, len, hi_max + 1);
     if (begin >= end) return;  // nothing seen: no tiles
     t_begin = static_cast<int>(begin / kTile);
     t_end = static_cast<int>((end + kTile - 1) / kTile);
     // Items [full_begin, full_end) are seen by every point; a tile is
     // unmasked when it lies inside (the last, short tile too).
-    const int64_t full_begin = has_lo ? LowerBoundPos(pos, begin, end, at_max.lo) : 0;
-    const int64_t full_end = has_hi ? LowerBoundPos(pos, begin, end, at_min.hi + 1) : len;
+    const int64_t full_begin = has_lo ? LowerBoundPos(pos, begin, end, bounds(x_max).lo) : 0;
+    const int64_t full_end = has_hi ? LowerBoundPos(pos, begin, end, bounds(x_min).hi + 1) : len;
     ft_begin = static_cast<int>((full_begin + kTile - 1) / kTile);
     ft_end = static_cast<int>(full_end == len ? (len + kTile - 1) / kTile : full_end / kTile);
   }
@@ -304,14 +309,15 @@ struct TileRange {
 // The key tiles that query positions [q_min, q_max] may see.
 template <int kTile>
 RA_DEVICE TileRange<kTile> KeyTiles(const AttnParams& p, int64_t q_min, int64_t q_max) {
-  return TileRange<kTile>(p.k_pos, p.seqlen_k, p.mask.KeyBounds(q_min), p.mask.KeyBounds(q_max));
+  return TileRange<kTile>(
+      p.k_pos, p.seqlen_k, [&](int64_t q) { return p.mask.KeyBounds(q); }, q_min, q_max);
 }
 
 // The query tiles that may see key positions [k_min, k_max].
 template <int kTile>
 RA_DEVICE TileRange<kTile> QueryTiles(const AttnParams& p, int64_t k_min, int64_t k_max) {
-  return TileRange<kTile>(p.q_pos, p.seqlen_q, p.mask.QueryBounds(k_min),
-                          p.mask.QueryBounds(k_max));
+  return TileRange<kTile>(
+      p.q_pos, p.seqlen_q, [&](int64_t k) { return p.mask.QueryBounds(k); }, k_min, k_max);
 }
 
 // Loads key tile `st` for a CTA owning query rows [i0, i0 + rows) (the

@@ -20,6 +20,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "comm/launch.h"
 
 namespace ringattn::comm {
 
@@ -34,25 +35,6 @@ class Bootstrap {
                                                              absl::Duration timeout) = 0;
   virtual absl::Status Barrier(absl::Duration timeout) = 0;
 };
-
-// This process's place in a launched job, from the environment:
-// RINGATTN_RANK / RINGATTN_WORLD_SIZE first, then OMPI_COMM_WORLD_RANK /
-// OMPI_COMM_WORLD_SIZE (mpirun), PMI_RANK / PMI_SIZE (hydra, PMI),
-// SLURM_PROCID / SLURM_NTASKS (srun). The job id: RINGATTN_JOB_ID, else
-// the launcher's (SLURM_JOB_ID.SLURM_STEP_ID, PMIX_NAMESPACE,
-// OMPI_MCA_orte_ess_jobid), else empty.
-struct LaunchInfo {
-  bool launched = false;  // some launcher (or RINGATTN_RANK) set a rank
-  int rank = 0;
-  int size = 1;
-  std::string job_id;
-  std::string source;         // which variables: "RINGATTN_RANK/RINGATTN_WORLD_SIZE", ...
-  bool under_mpirun = false;  // OMPI_COMM_WORLD_* or PMI_* present
-};
-
-// Reads the environment. Garbage (not a number, negative, rank >= size,
-// only one of a pair) is an InvalidArgument naming the variable.
-absl::StatusOr<LaunchInfo> DetectLaunch();
 
 struct FileStoreOptions {
   std::string dir;     // shared directory; created 0700 when missing

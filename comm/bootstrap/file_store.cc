@@ -1,5 +1,5 @@
-// The launch environment (DetectLaunch), the file-store bootstrap, the
-// one-rank bootstrap, and the choice between them and MPI.
+// The file-store bootstrap, the one-rank bootstrap, and the choice between
+// them and MPI from the launch environment (comm/launch.h).
 //
 // File store layout, under <dir>/job-<job id>/ (0700):
 //   rank-<r>.claim         created O_EXCL at start: a second process with the
@@ -31,6 +31,7 @@
 #include "base/status.h"
 #include "comm/bootstrap/bootstrap.h"
 #include "comm/communicator.h"
+#include "comm/launch.h"
 
 namespace ringattn::comm {
 namespace {
@@ -40,19 +41,6 @@ constexpr const char* kMagic = "RATTSTORE1";
 const char* Env(const char* name) {
   const char* v = std::getenv(name);
   return v;
-}
-
-// A non-negative int from variable `name`, or an error naming it.
-absl::StatusOr<int> ParseEnvInt(const char* name, const char* text, int min_value) {
-  int value = 0;
-  const absl::string_view view(text);
-  bool digits = !view.empty() && view.size() <= 9;
-  for (char ch : view) digits = digits && ch >= '0' && ch <= '9';
-  if (!digits || !absl::SimpleAtoi(view, &value) || value < min_value) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(name, ": expected an integer >= ", min_value, ", got \"", view, "\""));
-  }
-  return value;
 }
 
 std::string Errno(const std::string& what) {
@@ -250,49 +238,6 @@ class SelfBootstrap final : public Bootstrap {
 };
 
 }  // namespace
-
-absl::StatusOr<LaunchInfo> DetectLaunch() {
-  LaunchInfo info;
-  struct Pair {
-    const char* rank;
-    const char* size;
-    bool mpi;
-  };
-  for (const Pair& p :
-       {Pair{"RINGATTN_RANK", "RINGATTN_WORLD_SIZE", false},
-        Pair{"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", true},
-        Pair{"PMI_RANK", "PMI_SIZE", true}, Pair{"SLURM_PROCID", "SLURM_NTASKS", false}}) {
-    const char* rank_text = Env(p.rank);
-    const char* size_text = Env(p.size);
-    if (rank_text == nullptr && size_text == nullptr) continue;
-    if (rank_text == nullptr || size_text == nullptr) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(rank_text ? p.size : p.rank, " is not set, but ",
-                       rank_text ? p.rank : p.size, " is: set both or neither"));
-    }
-    ASSIGN_OR_RETURN(info.rank, ParseEnvInt(p.rank, rank_text, 0));
-    ASSIGN_OR_RETURN(info.size, ParseEnvInt(p.size, size_text, 1));
-    if (info.rank >= info.size) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(p.rank, "=", info.rank, " is not below ", p.size, "=", info.size));
-    }
-    info.launched = true;
-    info.source = absl::StrCat(p.rank, "/", p.size);
-    break;
-  }
-  info.under_mpirun = Env("OMPI_COMM_WORLD_RANK") != nullptr || Env("PMI_RANK") != nullptr;
-  if (const char* id = Env("RINGATTN_JOB_ID")) {
-    info.job_id = id;
-  } else if (const char* slurm = Env("SLURM_JOB_ID")) {
-    const char* step = Env("SLURM_STEP_ID");
-    info.job_id = absl::StrCat("slurm-", slurm, ".", step ? step : "0");
-  } else if (const char* ns = Env("PMIX_NAMESPACE")) {
-    info.job_id = absl::StrCat("pmix-", ns);
-  } else if (const char* ompi = Env("OMPI_MCA_orte_ess_jobid")) {
-    info.job_id = absl::StrCat("ompi-", ompi);
-  }
-  return info;
-}
 
 absl::StatusOr<std::unique_ptr<Bootstrap>> CreateFileStoreBootstrap(const FileStoreOptions& options,
                                                                     absl::Duration timeout) {

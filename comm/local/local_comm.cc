@@ -496,14 +496,8 @@ LocalWorld::LocalWorld(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 absl::StatusOr<std::unique_ptr<LocalWorld>> LocalWorld::Create(int size,
                                                                const LocalWorldOptions& options) {
   if (size < 1) return ArgError("LocalWorld size", "at least 1 rank", size);
-  absl::Duration timeout = options.timeout;
-  if (timeout < absl::ZeroDuration()) {
-    return ArgError("LocalWorld timeout", "a duration > 0 (0 for the default)",
-                    absl::FormatDuration(timeout));
-  }
-  if (timeout == absl::ZeroDuration()) {
-    ASSIGN_OR_RETURN(timeout, DefaultTimeout());
-  }
+  ASSIGN_OR_RETURN(const absl::Duration timeout,
+                   ResolveTimeout(options.timeout, "LocalWorld timeout"));
   auto impl = std::make_unique<Impl>(size, timeout, options);
   if (options.make_copier) {
     for (int r = 0; r < size; ++r) {

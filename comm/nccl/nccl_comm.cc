@@ -17,13 +17,11 @@
 // and only then is anything else put on that stream); then an event marks
 // its end.
 //
-// libnccl is opened with dlopen (RINGATTN_NCCL_LIBRARY, else libnccl.so.2
-// on the loader's path, else the library CMake found), so that binaries
-// linking this file start where NCCL is not installed.
+// libnccl is opened at run time (nccl_loader.h), so that binaries linking
+// this file start where NCCL is not installed.
 #include "comm/nccl/nccl_comm.h"
 
 #include <cuda_runtime_api.h>
-#include <dlfcn.h>
 #include <nccl.h>
 #include <unistd.h>
 
@@ -50,115 +48,11 @@
 #include "base/cuda_status.h"
 #include "base/status.h"
 #include "comm/backend_util.h"
-
-#ifndef RINGATTN_NCCL_LIBRARY_PATH
-#define RINGATTN_NCCL_LIBRARY_PATH ""
-#endif
+#include "comm/launch.h"
+#include "comm/nccl/nccl_loader.h"
 
 namespace ringattn::comm {
 namespace {
-
-// ---- libnccl, opened at run time ----------------------------------------------
-
-// Non-blocking communicators and ncclCommGetAsyncError's ncclInProgress.
-constexpr int kMinNcclVersion = NCCL_VERSION(2, 14, 0);
-
-struct NcclApi {
-  decltype(&ncclGetVersion) GetVersion = nullptr;
-  decltype(&ncclGetUniqueId) GetUniqueId = nullptr;
-  decltype(&ncclCommInitRankConfig) CommInitRankConfig = nullptr;
-  decltype(&ncclCommFinalize) CommFinalize = nullptr;
-  decltype(&ncclCommDestroy) CommDestroy = nullptr;
-  decltype(&ncclCommAbort) CommAbort = nullptr;
-  decltype(&ncclCommGetAsyncError) CommGetAsyncError = nullptr;
-  decltype(&ncclGetErrorString) GetErrorString = nullptr;
-  decltype(&ncclGetLastError) GetLastError = nullptr;
-  decltype(&ncclGroupStart) GroupStart = nullptr;
-  decltype(&ncclGroupEnd) GroupEnd = nullptr;
-  decltype(&ncclSend) Send = nullptr;
-  decltype(&ncclRecv) Recv = nullptr;
-  decltype(&ncclAllReduce) AllReduce = nullptr;
-  // Optional (NCCL 2.27 and newer): stops a communicator's kernels without
-  // freeing anything yet.
-  ncclResult_t (*CommRevoke)(ncclComm_t, int) = nullptr;
-  int version = 0;
-  std::string library;
-};
-
-std::string VersionString(int code) {
-  if (code < 10000) return absl::StrCat(code / 1000, ".", (code % 1000) / 100, ".", code % 100);
-  return absl::StrCat(code / 10000, ".", (code % 10000) / 100, ".", code % 100);
-}
-
-absl::StatusOr<const NcclApi*> Nccl() {
-  static std::once_flag once;
-  static NcclApi api;
-  static absl::Status status;
-  std::call_once(once, [] {
-    std::vector<std::string> candidates;
-    if (const char* env = std::getenv("RINGATTN_NCCL_LIBRARY"); env != nullptr && *env != '\0') {
-      candidates.push_back(env);
-    } else {
-      candidates.push_back("libnccl.so.2");
-      const std::string built = RINGATTN_NCCL_LIBRARY_PATH;
-      if (!built.empty()) candidates.push_back(built);
-    }
-    void* handle = nullptr;
-    std::vector<std::string> failures;
-    for (const std::string& name : candidates) {
-      handle = dlopen(name.c_str(), RTLD_NOW | RTLD_LOCAL);
-      if (handle != nullptr) {
-        api.library = name;
-        break;
-      }
-      const char* why = dlerror();
-      failures.push_back(why != nullptr ? why : name);
-    }
-    if (handle == nullptr) {
-      status = absl::FailedPreconditionError(absl::StrCat(
-          "nccl: cannot load the NCCL library (", absl::StrJoin(failures, "; "),
-          "): install NCCL (libnccl2) or set RINGATTN_NCCL_LIBRARY to libnccl.so.2's path"));
-      return;
-    }
-    std::vector<std::string> missing;
-    auto bind = [&](auto& fn, const char* symbol) {
-      void* p = dlsym(handle, symbol);
-      if (p == nullptr) missing.push_back(symbol);
-      fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(p);
-    };
-    bind(api.GetVersion, "ncclGetVersion");
-    bind(api.GetUniqueId, "ncclGetUniqueId");
-    bind(api.CommInitRankConfig, "ncclCommInitRankConfig");
-    bind(api.CommFinalize, "ncclCommFinalize");
-    bind(api.CommDestroy, "ncclCommDestroy");
-    bind(api.CommAbort, "ncclCommAbort");
-    bind(api.CommGetAsyncError, "ncclCommGetAsyncError");
-    bind(api.GetErrorString, "ncclGetErrorString");
-    bind(api.GetLastError, "ncclGetLastError");
-    bind(api.GroupStart, "ncclGroupStart");
-    bind(api.GroupEnd, "ncclGroupEnd");
-    bind(api.Send, "ncclSend");
-    bind(api.Recv, "ncclRecv");
-    bind(api.AllReduce, "ncclAllReduce");
-    api.CommRevoke =
-        reinterpret_cast<ncclResult_t (*)(ncclComm_t, int)>(dlsym(handle, "ncclCommRevoke"));
-    if (!missing.empty()) {
-      status = absl::FailedPreconditionError(
-          absl::StrCat("nccl: ", api.library, " lacks ", absl::StrJoin(missing, ", "),
-                       ": the nccl backend needs NCCL ", VersionString(kMinNcclVersion),
-                       " or newer"));
-      return;
-    }
-    if (api.GetVersion(&api.version) != ncclSuccess || api.version < kMinNcclVersion) {
-      status = absl::FailedPreconditionError(
-          absl::StrCat("nccl: ", api.library, " is NCCL ", VersionString(api.version),
-                       "; the nccl backend needs ", VersionString(kMinNcclVersion),
-                       " or newer (non-blocking communicators)"));
-    }
-  });
-  if (!status.ok()) return status;
-  return &api;
-}
 
 // ---- errors -------------------------------------------------------------------
 
@@ -1211,22 +1105,6 @@ void NcclComm::Fail(const absl::Status& status) {
 
 // ---- setup helpers -------------------------------------------------------------------
 
-// The launcher's local rank, if it names one: -1 otherwise.
-absl::StatusOr<int> LauncherLocalRank() {
-  for (const char* name : {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID",
-                           "MV2_COMM_WORLD_LOCAL_RANK", "PMI_LOCAL_RANK", "LOCAL_RANK"}) {
-    const char* value = std::getenv(name);
-    if (value == nullptr) continue;
-    int rank = -1;
-    if (!absl::SimpleAtoi(value, &rank) || rank < 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(name, ": expected a local rank >= 0, got \"", value, "\""));
-    }
-    return rank;
-  }
-  return -1;
-}
-
 // The CUDA devices of this process (CUDA_VISIBLE_DEVICES applies).
 int DeviceCount() {
   int count = 0;
@@ -1304,14 +1182,8 @@ std::string NcclDescription() {
 absl::StatusOr<std::unique_ptr<NcclCommunicator>> CreateNcclCommunicator(
     Bootstrap* bootstrap, const NcclOptions& options) {
   if (bootstrap == nullptr) return absl::InvalidArgumentError("CreateNcclCommunicator: no bootstrap");
-  absl::Duration timeout = options.timeout;
-  if (timeout < absl::ZeroDuration()) {
-    return ArgError("NcclOptions timeout", "a duration > 0 (0 for the default)",
-                    absl::FormatDuration(timeout));
-  }
-  if (timeout == absl::ZeroDuration()) {
-    ASSIGN_OR_RETURN(timeout, DefaultTimeout());
-  }
+  ASSIGN_OR_RETURN(const absl::Duration timeout,
+                   ResolveTimeout(options.timeout, "NcclOptions timeout"));
   const int rank = bootstrap->Rank();
   const int size = bootstrap->Size();
 
@@ -1325,17 +1197,17 @@ absl::StatusOr<std::unique_ptr<NcclCommunicator>> CreateNcclCommunicator(
   int device_count = 0;
   {
     absl::StatusOr<const NcclApi*> api = Nccl();
-    absl::StatusOr<int> local = LauncherLocalRank();
+    absl::StatusOr<LaunchInfo> launch = DetectLaunch();
     device_count = DeviceCount();
     if (!api.ok()) {
       refuse(mine, api.status());
-    } else if (!local.ok()) {
-      refuse(mine, local.status());
+    } else if (!launch.ok()) {
+      refuse(mine, launch.status());
     } else if (device_count == 0) {
       refuse(mine, absl::FailedPreconditionError(
                        "nccl: no CUDA device (none visible, or no driver; CUDA_VISIBLE_DEVICES?)"));
     } else {
-      mine.launcher_local_rank = *local;
+      mine.launcher_local_rank = launch->local_rank;
     }
     char host[256] = {0};
     if (gethostname(host, sizeof(host) - 1) != 0) std::strcpy(host, "?");
@@ -1368,14 +1240,15 @@ absl::StatusOr<std::unique_ptr<NcclCommunicator>> CreateNcclCommunicator(
     absl::Status chosen;
     int device = options.device;
     if (device < 0) {
-      if (const char* env = std::getenv("RINGATTN_DEVICE"); env != nullptr) {
-        if (!absl::SimpleAtoi(env, &device) || device < 0 || device >= device_count) {
-          chosen = absl::InvalidArgumentError(
-              absl::StrCat("RINGATTN_DEVICE: expected a device in 0..", device_count - 1,
-                           " (this process sees ", device_count, " GPUs), got \"", env, "\""));
-        }
+      // RINGATTN_DEVICE, else the local rank: the launcher's, else the
+      // rank's place among the ranks of its host.
+      LaunchInfo where;
+      where.local_rank = local_rank;
+      absl::StatusOr<int> picked = ChooseDevice(where, device_count);
+      if (picked.ok()) {
+        device = *picked;
       } else {
-        device = local_rank % device_count;
+        chosen = picked.status();
       }
     } else if (device >= device_count) {
       chosen = ArgError("NcclOptions device", absl::StrCat("0..", device_count - 1), device);

@@ -54,7 +54,7 @@
 //   requests at the same place in their own order. Every rank must post
 //   so that this cannot deadlock: the ring does (each SendRecv is one
 //   permutation step posted by every rank), and so do one-to-one gathers
-//   (tools/ranks.h GatherToRoot). A pattern such as "receive from my left,
+//   (tools/gather.h GatherToRoot). A pattern such as "receive from my left,
 //   then, in a second request, send to my right" on every rank deadlocks;
 //   it fails after the timeout naming the peers and the step. A peer
 //   whose request at the same place does not involve this rank the same

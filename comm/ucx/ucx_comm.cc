@@ -1094,14 +1094,8 @@ absl::StatusOr<std::unique_ptr<Communicator>> CreateUcxCommunicator(Bootstrap* b
     return ArgError("CreateUcxCommunicator: world size", absl::StrCat("at most ", kMaxRanks),
                     bootstrap->Size());
   }
-  absl::Duration timeout = options.timeout;
-  if (timeout < absl::ZeroDuration()) {
-    return ArgError("UcxOptions timeout", "a duration > 0 (0 for the default)",
-                    absl::FormatDuration(timeout));
-  }
-  if (timeout == absl::ZeroDuration()) {
-    ASSIGN_OR_RETURN(timeout, DefaultTimeout());
-  }
+  ASSIGN_OR_RETURN(const absl::Duration timeout,
+                   ResolveTimeout(options.timeout, "UcxOptions timeout"));
   ASSIGN_OR_RETURN(ucp_context_h context, Context());
   auto comm = std::make_unique<UcxComm>(bootstrap->Rank(), bootstrap->Size(), timeout);
   RETURN_IF_ERROR(comm->Init(context, bootstrap, timeout));

@@ -406,7 +406,7 @@ TEST_F(NcclTest, DifferentPostingOrdersFailBothRanks) {
   EXPECT_EQ(recv.Read(), Pattern(peer, 2, kBytes));
 }
 
-// Gathers to rank 0, one rank after another (tools/ranks.h GatherToRoot):
+// Gathers to rank 0, one rank after another (tools/gather.h GatherToRoot):
 // half requests in an order the in-order rule matches.
 TEST_F(NcclTest, GatherToRankZeroInPostingOrder) {
   if (!NeedsPeers()) GTEST_SKIP() << "needs 2 ranks";

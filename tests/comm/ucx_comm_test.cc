@@ -23,7 +23,6 @@
 #include <fstream>
 #include <functional>
 #include <memory>
-#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -243,87 +242,6 @@ TEST(FileStoreTest, BadArgumentsAndOpenDirectoryAreRefused) {
   auto open = CreateFileStoreBootstrap(StoreOptions(open_dir, "j", 0, 1), absl::Seconds(1));
   EXPECT_EQ(open.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_TRUE(Contains(open.status().message(), "owner-only")) << open.status();
-}
-
-// Sets environment variables for one scope (and unsets the launcher ones).
-class ScopedEnv {
- public:
-  explicit ScopedEnv(const std::vector<std::pair<const char*, const char*>>& vars) {
-    for (const char* name :
-         {"RINGATTN_RANK", "RINGATTN_WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE",
-          "PMI_RANK", "PMI_SIZE", "SLURM_PROCID", "SLURM_NTASKS", "RINGATTN_JOB_ID", "SLURM_JOB_ID",
-          "PMIX_NAMESPACE", "OMPI_MCA_orte_ess_jobid"}) {
-      Save(name);
-      ::unsetenv(name);
-    }
-    for (const auto& [name, value] : vars) {
-      Save(name);
-      ::setenv(name, value, 1);
-    }
-  }
-  ~ScopedEnv() {
-    for (auto it = saved_.rbegin(); it != saved_.rend(); ++it) {
-      if (it->second) {
-        ::setenv(it->first.c_str(), it->second->c_str(), 1);
-      } else {
-        ::unsetenv(it->first.c_str());
-      }
-    }
-  }
-
- private:
-  void Save(const char* name) {
-    const char* old = std::getenv(name);
-    saved_.emplace_back(name, old ? std::optional<std::string>(old) : std::nullopt);
-  }
-  std::vector<std::pair<std::string, std::optional<std::string>>> saved_;
-};
-
-TEST(DetectLaunchTest, ReadsRingattnAndLauncherVariables) {
-  {
-    ScopedEnv env(
-        {{"RINGATTN_RANK", "2"}, {"RINGATTN_WORLD_SIZE", "4"}, {"RINGATTN_JOB_ID", "abc"}});
-    auto info = DetectLaunch();
-    ASSERT_TRUE(info.ok()) << info.status();
-    EXPECT_TRUE(info->launched);
-    EXPECT_EQ(info->rank, 2);
-    EXPECT_EQ(info->size, 4);
-    EXPECT_EQ(info->job_id, "abc");
-  }
-  {
-    ScopedEnv env({{"SLURM_PROCID", "1"}, {"SLURM_NTASKS", "2"}, {"SLURM_JOB_ID", "99"}});
-    auto info = DetectLaunch();
-    ASSERT_TRUE(info.ok()) << info.status();
-    EXPECT_EQ(info->rank, 1);
-    EXPECT_EQ(info->job_id, "slurm-99.0");
-  }
-  {
-    ScopedEnv env({});
-    auto info = DetectLaunch();
-    ASSERT_TRUE(info.ok()) << info.status();
-    EXPECT_FALSE(info->launched);
-  }
-}
-
-TEST(DetectLaunchTest, GarbageIsAnErrorNamingTheVariable) {
-  const std::vector<std::vector<std::pair<const char*, const char*>>> cases = {
-      {{"RINGATTN_RANK", "abc"}, {"RINGATTN_WORLD_SIZE", "2"}},
-      {{"RINGATTN_RANK", "-1"}, {"RINGATTN_WORLD_SIZE", "2"}},
-      {{"RINGATTN_RANK", "0"}, {"RINGATTN_WORLD_SIZE", "0"}},
-      {{"RINGATTN_RANK", "1"}, {"RINGATTN_WORLD_SIZE", "two"}},
-      {{"RINGATTN_RANK", "3"}, {"RINGATTN_WORLD_SIZE", "2"}},
-      {{"RINGATTN_RANK", "1"}},
-      {{"OMPI_COMM_WORLD_RANK", "1 "}, {"OMPI_COMM_WORLD_SIZE", "2"}},
-  };
-  for (const auto& vars : cases) {
-    ScopedEnv env(vars);
-    auto info = DetectLaunch();
-    ASSERT_FALSE(info.ok()) << vars[0].first << "=" << vars[0].second;
-    EXPECT_EQ(info.status().code(), absl::StatusCode::kInvalidArgument);
-    EXPECT_TRUE(Contains(info.status().message(), vars[0].first) ||
-                Contains(info.status().message(), "WORLD_SIZE"))
-        << info.status();
-  }
 }
 
 // ---- fault tests: ranks as child processes -----------------------------------

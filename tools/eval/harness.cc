@@ -7,14 +7,13 @@
 #include <fstream>
 #include <functional>
 #include <string>
-#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "base/status.h"
-#include "comm/local/local_comm.h"
+#include "comm/world.h"
 #include "runtime/ringattn.h"
 #include "runtime/tensor.h"
-#include "tools/ranks.h"
+#include "tools/gather.h"
 
 namespace ringattn::eval {
 
@@ -322,26 +321,21 @@ void UnpackOutputs(const RunSpec& spec, const std::vector<uint8_t>& b, Shard* s)
   }
 }
 
-// W local ranks as threads, a fresh LocalWorld for the run.
+// W local ranks as threads, a fresh local world for the run.
 absl::StatusOr<RunStats> RunThreads(const RunSpec& spec, const FillFn& fill, const DrainFn& drain) {
-  const int W = spec.world;
-  ASSIGN_OR_RETURN(auto world, comm::LocalWorld::Create(W));
-  std::vector<absl::Status> status(W);
-  std::vector<RunStats> per(W);
+  comm::WorldOptions options;
+  options.backend = "local";
+  options.ranks = spec.world;
+  ASSIGN_OR_RETURN(auto world, comm::World::Create(options));
+  std::vector<RunStats> per(spec.world);
   const bool rss_ok = ResetPeakRss();
   const int64_t rss_before = CurrentRss();
-  std::vector<std::thread> threads;
-  for (int r = 0; r < W; ++r) {
-    threads.emplace_back([&, r] {
-      Shard s;
-      status[r] = RunRank(spec, &world->Comm(r), r, fill, &s, &per[r]);
-      if (status[r].ok() && drain) drain(r, s);
-    });
-  }
-  for (auto& t : threads) t.join();
-  for (int r = 0; r < W; ++r) {
-    if (!status[r].ok()) return status[r];
-  }
+  RETURN_IF_ERROR(world->Run([&](comm::Communicator& cm) -> absl::Status {
+    Shard s;
+    RETURN_IF_ERROR(RunRank(spec, &cm, cm.Rank(), fill, &s, &per[cm.Rank()]));
+    if (drain) drain(cm.Rank(), s);
+    return absl::OkStatus();
+  }));
   RunStats res = Reduce(per);
   if (rss_ok && rss_before > 0) {
     res.rss_before = rss_before;
