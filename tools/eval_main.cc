@@ -123,10 +123,7 @@ absl::StatusOr<eval::EvalOptions> Options() {
   // --causal and --window give the main configuration (every mask is
   // checked anyway); without --window the window masks are S/8 left and
   // S/16 right at each length.
-  ASSIGN_OR_RETURN(const Mask mask, MaskFromFlags());
-  o.causal = mask.causal;
-  o.window_left = mask.window_left;
-  o.window_right = mask.window_right;
+  ASSIGN_OR_RETURN(o.mask, MaskFromFlags());
   o.heads = absl::GetFlag(FLAGS_heads);
   o.kv_heads = absl::GetFlag(FLAGS_kv_heads) == 0 ? o.heads : absl::GetFlag(FLAGS_kv_heads);
   o.head_dim = absl::GetFlag(FLAGS_head_dim);

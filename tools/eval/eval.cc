@@ -33,8 +33,6 @@
 
 namespace ringattn::eval {
 
-std::string MaskLabel(const Mask& m) { return m.ToString(); }
-
 absl::Status PrepareOutDir(const std::string& dir) {
   if (dir.empty()) return absl::InvalidArgumentError("--out: an output directory is required");
   struct stat st;
@@ -150,9 +148,9 @@ class Runner {
   bool root() const { return o_.comm == nullptr || o_.comm->Rank() == 0; }
   // The mask of kind k (index into kMaskKinds) at length S.
   Mask MaskFor(int kind, int64_t S) const {
-    const bool user_window = o_.window_left >= 0 || o_.window_right >= 0;
-    const int64_t L = user_window ? o_.window_left : std::max<int64_t>(1, S / 8);
-    const int64_t R = user_window ? o_.window_right : std::max<int64_t>(1, S / 16);
+    const bool user_window = o_.mask.window_left >= 0 || o_.mask.window_right >= 0;
+    const int64_t L = user_window ? o_.mask.window_left : std::max<int64_t>(1, S / 8);
+    const int64_t R = user_window ? o_.mask.window_right : std::max<int64_t>(1, S / 16);
     switch (kind) {
       case 0:
         return Mask{};
@@ -248,9 +246,9 @@ absl::Status Runner::Validate() const {
     if (t == DType::kFloat16) return ArgError("--dtype", "fp32 or bf16", "fp16");
   }
   if (o_.stripe < 1) return ArgError("--stripe", ">= 1", o_.stripe);
-  if (o_.window_left < -1 || o_.window_right < -1) {
+  if (o_.mask.window_left < -1 || o_.mask.window_right < -1) {
     return ArgError("--window", "LEFT,RIGHT >= -1",
-                    absl::StrCat(o_.window_left, ",", o_.window_right));
+                    absl::StrCat(o_.mask.window_left, ",", o_.mask.window_right));
   }
   if (o_.max_seq < 0) return ArgError("--max-seq", ">= 0", o_.max_seq);
   if (!(o_.time_budget_s > 0)) return ArgError("--time-budget", "> 0 seconds", o_.time_budget_s);
@@ -950,8 +948,8 @@ absl::StatusOr<EvalResult> Runner::Run() {
   d_.options = o_;
   d_.main_sharding = o_.shardings.front();
   d_.main_dtype = o_.dtypes.front();
-  const bool user_window = o_.window_left >= 0 || o_.window_right >= 0;
-  d_.main_kind = o_.causal ? (user_window ? 3 : 1) : (user_window ? 2 : 0);
+  const bool user_window = o_.mask.window_left >= 0 || o_.mask.window_right >= 0;
+  d_.main_kind = o_.mask.causal ? (user_window ? 3 : 1) : (user_window ? 2 : 0);
   if (o_.sweep_ranks.empty()) {
     std::set<int> w = {1, 2, 4, o_.ranks};
     d_.worlds.assign(w.begin(), w.end());

@@ -45,8 +45,9 @@ struct EvalOptions {
   int ranks = 4;  // W of the main configuration and the layout matrix
   std::vector<Sharding> shardings = {Sharding::kZigzag, Sharding::kContiguous, Sharding::kStriped};
   int64_t stripe = 1;
-  bool causal = true;
-  int64_t window_left = -1, window_right = -1;  // -1, -1: no user window
+  // The main configuration's mask (--causal, --window); without a window
+  // the eval's window masks are S/8 left and S/16 right at each length.
+  Mask mask = Mask::Causal();
   int64_t heads = 2, kv_heads = 1, head_dim = 64;
   std::vector<DType> dtypes = {DType::kFloat32, DType::kBFloat16};
   int64_t max_seq = 0;                           // 0: no cap
@@ -171,9 +172,5 @@ absl::Status PrepareOutDir(const std::string& dir);
 // needs and writes out_dir, and an error on any rank aborts the world, so
 // that every rank returns an error promptly.
 absl::StatusOr<EvalResult> RunEval(const EvalOptions& options);
-
-// Name of a mask kind at a length (the window resolved): "causal",
-// "window(512,256)", ...
-std::string MaskLabel(const Mask& m);
 
 }  // namespace ringattn::eval

@@ -93,7 +93,7 @@ Json MaskJson(const Mask& m) {
   j["causal"] = m.causal;
   j["window_left"] = m.window_left;
   j["window_right"] = m.window_right;
-  j["label"] = MaskLabel(m);
+  j["label"] = m.ToString();
   return j;
 }
 
@@ -163,9 +163,9 @@ Json BuildJson(const EvalData& d) {
   for (Sharding s : o.shardings) sh.push_back(ShardingName(s));
   opt["shardings"] = sh;
   opt["stripe"] = o.stripe;
-  opt["causal"] = o.causal;
-  opt["window_left"] = o.window_left;
-  opt["window_right"] = o.window_right;
+  opt["causal"] = o.mask.causal;
+  opt["window_left"] = o.mask.window_left;
+  opt["window_right"] = o.mask.window_right;
   opt["heads"] = o.heads;
   opt["kv_heads"] = o.kv_heads;
   opt["head_dim"] = o.head_dim;
@@ -538,7 +538,7 @@ std::string Markdown(const EvalData& d, const std::vector<std::string>& needle_f
                                   env["comm_description"].get<std::string>(),
                                   static_cast<int>(number("threads_per_rank")))
                 : std::string("local (W ranks as threads)"),
-      o.heads, o.kv_heads, o.head_dim, ShardingName(d.main_sharding), MaskLabel(d.main_mask),
+      o.heads, o.kv_heads, o.head_dim, ShardingName(d.main_sharding), d.main_mask.ToString(),
       DTypeName(d.main_dtype), o.ranks, d.wall_seconds,
       o.quick ? std::min(o.time_budget_s, 40.0) : o.time_budget_s, o.quick ? ", --quick" : "");
   if (o.fault != Fault::kNone) {
@@ -584,7 +584,7 @@ std::string Markdown(const EvalData& d, const std::vector<std::string>& needle_f
       absl::StrAppendFormat(
           &md, "| %s | %s | %s | %s | %s | %d | %s | %s | %s | %s | %s | %.2f | %.2f | %.2f |\n",
           r.phase, Tokens(r.seqlen), DTypeName(r.dtype), ShardingName(r.sharding),
-          MaskLabel(r.mask), r.world, StatCell(r.err.out), StatCell(r.err.lse), StatCell(r.err.dq),
+          r.mask.ToString(), r.world, StatCell(r.err.out), StatCell(r.err.lse), StatCell(r.err.dq),
           StatCell(r.err.dk), StatCell(r.err.dv), worst, r.stats.fwd_seconds, r.stats.bwd_seconds);
     }
     if (!d.sweep_note.empty()) {
