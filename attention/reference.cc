@@ -84,6 +84,53 @@ void ForwardImpl(const RefProblem& p, const T* q, const T* k, const T* v,
       }
 }
 
+template <typename T>
+void BackwardImpl(const RefProblem& p, const T* q, const T* k, const T* v, const T* dout,
+                  std::vector<double>* dq, std::vector<double>* dk, std::vector<double>* dv) {
+  const Views<T> t{p, q, k, v};
+  const int64_t D = p.head_dim;
+  const int64_t group = p.num_heads / p.num_heads_k;
+  dq->assign(p.batch * p.seqlen_q * p.num_heads * D, 0.0);
+  dk->assign(p.batch * p.seqlen_k * p.num_heads_k * D, 0.0);
+  dv->assign(p.batch * p.seqlen_k * p.num_heads_k * D, 0.0);
+  std::vector<double> x, th, prob, out_row(D);
+  for (int64_t b = 0; b < p.batch; ++b)
+    for (int64_t h = 0; h < p.num_heads; ++h) {
+      const int64_t hk = h / group;
+      for (int64_t i = 0; i < p.seqlen_q; ++i) {
+        RowScores(t, b, h, i, &x, &th);
+        const double row_lse = RowLse(x);
+        if (row_lse == kNegInf) continue;
+        const T* dO = dout + ((b * p.seqlen_q + i) * p.num_heads + h) * D;
+        prob.assign(p.seqlen_k, 0.0);
+        std::fill(out_row.begin(), out_row.end(), 0.0);
+        for (int64_t j = 0; j < p.seqlen_k; ++j) {
+          if (x[j] == kNegInf) continue;
+          prob[j] = std::exp(x[j] - row_lse);
+          for (int64_t d = 0; d < D; ++d) out_row[d] += prob[j] * t.V(b, j, hk, d);
+        }
+        double dsum = 0;  // D_i = dO_i . O_i
+        for (int64_t d = 0; d < D; ++d) dsum += dO[d] * out_row[d];
+        double* dqi = &(*dq)[((b * p.seqlen_q + i) * p.num_heads + h) * D];
+        for (int64_t j = 0; j < p.seqlen_k; ++j) {
+          if (x[j] == kNegInf) continue;
+          double dp = 0;
+          for (int64_t d = 0; d < D; ++d) dp += dO[d] * t.V(b, j, hk, d);
+          double ds = prob[j] * (dp - dsum);       // d loss / d x_j
+          if (p.softcap > 0) ds *= 1.0 - th[j] * th[j];  // through c*tanh(s/c)
+          ds *= p.scale;                             // through s = scale * q.k
+          double* dkj = &(*dk)[((b * p.seqlen_k + j) * p.num_heads_k + hk) * D];
+          double* dvj = &(*dv)[((b * p.seqlen_k + j) * p.num_heads_k + hk) * D];
+          for (int64_t d = 0; d < D; ++d) {
+            dqi[d] += ds * t.K(b, j, hk, d);
+            dkj[d] += ds * t.Q(b, i, h, d);
+            dvj[d] += prob[j] * dO[d];
+          }
+        }
+      }
+    }
+}
+
 }  // namespace
 
 void ReferenceForwardRow(const RefProblem& p, const float* q, const float* k, const float* v,
@@ -115,48 +162,13 @@ void ReferenceForwardF64(const RefProblem& p, const double* q, const double* k, 
 void ReferenceBackward(const RefProblem& p, const float* q, const float* k, const float* v,
                        const float* dout, std::vector<double>* dq, std::vector<double>* dk,
                        std::vector<double>* dv) {
-  const Views<float> t{p, q, k, v};
-  const int64_t D = p.head_dim;
-  const int64_t group = p.num_heads / p.num_heads_k;
-  dq->assign(p.batch * p.seqlen_q * p.num_heads * D, 0.0);
-  dk->assign(p.batch * p.seqlen_k * p.num_heads_k * D, 0.0);
-  dv->assign(p.batch * p.seqlen_k * p.num_heads_k * D, 0.0);
-  std::vector<double> x, th, prob, out_row(D);
-  for (int64_t b = 0; b < p.batch; ++b)
-    for (int64_t h = 0; h < p.num_heads; ++h) {
-      const int64_t hk = h / group;
-      for (int64_t i = 0; i < p.seqlen_q; ++i) {
-        RowScores(t, b, h, i, &x, &th);
-        const double row_lse = RowLse(x);
-        if (row_lse == kNegInf) continue;
-        const float* dO = dout + ((b * p.seqlen_q + i) * p.num_heads + h) * D;
-        prob.assign(p.seqlen_k, 0.0);
-        std::fill(out_row.begin(), out_row.end(), 0.0);
-        for (int64_t j = 0; j < p.seqlen_k; ++j) {
-          if (x[j] == kNegInf) continue;
-          prob[j] = std::exp(x[j] - row_lse);
-          for (int64_t d = 0; d < D; ++d) out_row[d] += prob[j] * t.V(b, j, hk, d);
-        }
-        double dsum = 0;  // D_i = dO_i . O_i
-        for (int64_t d = 0; d < D; ++d) dsum += dO[d] * out_row[d];
-        double* dqi = &(*dq)[((b * p.seqlen_q + i) * p.num_heads + h) * D];
-        for (int64_t j = 0; j < p.seqlen_k; ++j) {
-          if (x[j] == kNegInf) continue;
-          double dp = 0;
-          for (int64_t d = 0; d < D; ++d) dp += dO[d] * t.V(b, j, hk, d);
-          double ds = prob[j] * (dp - dsum);       // d loss / d x_j
-          if (p.softcap > 0) ds *= 1.0 - th[j] * th[j];  // through c*tanh(s/c)
-          ds *= p.scale;                             // through s = scale * q.k
-          double* dkj = &(*dk)[((b * p.seqlen_k + j) * p.num_heads_k + hk) * D];
-          double* dvj = &(*dv)[((b * p.seqlen_k + j) * p.num_heads_k + hk) * D];
-          for (int64_t d = 0; d < D; ++d) {
-            dqi[d] += ds * t.K(b, j, hk, d);
-            dkj[d] += ds * t.Q(b, i, h, d);
-            dvj[d] += prob[j] * dO[d];
-          }
-        }
-      }
-    }
+  BackwardImpl(p, q, k, v, dout, dq, dk, dv);
+}
+
+void ReferenceBackwardF64(const RefProblem& p, const double* q, const double* k, const double* v,
+                          const double* dout, std::vector<double>* dq, std::vector<double>* dk,
+                          std::vector<double>* dv) {
+  BackwardImpl(p, q, k, v, dout, dq, dk, dv);
 }
 
 }  // namespace ringattn

@@ -37,8 +37,12 @@ void ReferenceBackward(const RefProblem& p, const float* q, const float* k, cons
                        const float* dout, std::vector<double>* dq, std::vector<double>* dk,
                        std::vector<double>* dv);
 
-// The same math on double inputs (used by the finite-difference test).
+// The same math on double inputs (the finite-difference test; the Python
+// package's float64 path, which torch.autograd.gradcheck drives).
 void ReferenceForwardF64(const RefProblem& p, const double* q, const double* k, const double* v,
                          std::vector<double>* out, std::vector<double>* lse);
+void ReferenceBackwardF64(const RefProblem& p, const double* q, const double* k, const double* v,
+                          const double* dout, std::vector<double>* dq, std::vector<double>* dk,
+                          std::vector<double>* dv);
 
 }  // namespace ringattn

@@ -1,20 +1,24 @@
 # Required dependencies (Debian packages in parentheses):
-#   Abseil (libabsl-dev), OpenMP (libgomp, with g++), GoogleTest
-#   (libgtest-dev), Google Benchmark (libbenchmark-dev), BLAS for the bench
-#   ceiling (libopenblas-dev), libxsmm for the CPU tiles (libxsmm-dev),
-#   nlohmann-json for the tools' JSON output (nlohmann-json3-dev).
+#   Abseil (libabsl-dev), OpenMP (libgomp, with g++), BLAS (libopenblas-dev:
+#   libxsmm's fallback and the bench ceiling), libxsmm for the CPU tiles
+#   (libxsmm-dev); with RINGATTN_BUILD_TOOLS (the tools, benchmarks and
+#   tests) also GoogleTest (libgtest-dev), Google Benchmark
+#   (libbenchmark-dev), nlohmann-json for the tools' JSON output
+#   (nlohmann-json3-dev) and python3 (the tests' drivers); with
+#   RINGATTN_PYTHON, nanobind and the Python headers (python/CMakeLists.txt).
 # Optional backends, each AUTO / ON / OFF with one status line:
 #   RINGATTN_CUDA (CUDA Toolkit), RINGATTN_NCCL, RINGATTN_UCX (libucx-dev),
 #   RINGATTN_MPI (libopenmpi-dev).
 find_package(absl REQUIRED)
 find_package(OpenMP REQUIRED COMPONENTS CXX)
-find_package(GTest REQUIRED)
-find_package(benchmark REQUIRED)
-find_package(nlohmann_json 3.2 REQUIRED)
 find_package(Threads REQUIRED)
 find_package(PkgConfig REQUIRED)
-# python3 (python3): the golden and multi-process tests' drivers.
-find_package(Python3 REQUIRED COMPONENTS Interpreter)
+if(RINGATTN_BUILD_TOOLS)
+  find_package(GTest REQUIRED)
+  find_package(benchmark REQUIRED)
+  find_package(nlohmann_json 3.2 REQUIRED)
+  find_package(Python3 REQUIRED COMPONENTS Interpreter)
+endif()
 
 set(BLA_VENDOR OpenBLAS)
 find_package(BLAS REQUIRED)

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 packages=(
   build-essential cmake ninja-build pkg-config git
-  python3                   # test drivers (golden_run.py, the multi-process tests)
+  python3 python3-dev python3-venv # test drivers; the Python package (headers, venv)
   libabsl-dev               # Status/StatusOr, flags, strings, synchronization
   libgtest-dev libgmock-dev # GoogleTest
   libbenchmark-dev          # Google Benchmark

@@ -1,0 +1,343 @@
+"""The public functions and the torch.library custom ops behind them.
+
+Four custom ops, each with a fake (meta) implementation so that
+torch.compile(fullgraph=True) traces through them, and the forward ops with
+registered autograd:
+
+    ringattn::attention_forward / attention_backward   one device
+    ringattn::ring_forward / ring_backward              a rank of a group
+
+Tensors cross into C++ through DLPack without copies (the engine reads q,
+k, v in place, with any strides whose last one is 1) and results are
+written into tensors allocated here. float64 tensors on the CPU run the
+float64 reference of the C++ tree instead of the kernels (O(S^2) memory):
+that is how torch.autograd.gradcheck checks the autograd wiring, while the
+fp32/bf16 kernels are checked against float64 SDPA in the tests.
+"""
+from __future__ import annotations
+
+import collections
+import threading
+from typing import Optional, Tuple
+
+import numpy as np
+import torch
+
+from . import _C, _dist
+
+_CPU_DTYPES = (torch.float32, torch.bfloat16)
+_CUDA_DTYPES = (torch.bfloat16, torch.float16)
+_DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+# ---- argument checks (TypeError for kinds, dtypes, devices; ValueError for values)
+
+
+def _check_tensors(q, k, v, *, allow_float64: bool = True) -> None:
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+    for name, t in (("k", k), ("v", v)):
+        if t.device != q.device:
+            raise TypeError(f"{name} device: expected {q.device} (q's device), got {t.device}")
+        if t.dtype != q.dtype:
+            raise TypeError(f"{name} dtype: expected {q.dtype} (q's dtype), got {t.dtype}")
+    if q.device.type == "cpu":
+        allowed = _CPU_DTYPES + ((torch.float64,) if allow_float64 else ())
+    elif q.device.type == "cuda":
+        allowed = _CUDA_DTYPES
+    else:
+        raise TypeError(f"q device: expected cpu or cuda, got {q.device}")
+    if q.dtype not in allowed:
+        raise TypeError(
+            f"q dtype: expected one of {', '.join(str(d) for d in allowed)} on {q.device.type}, "
+            f"got {q.dtype}")
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if t.dim() != 4:
+            raise ValueError(f"{name} rank: expected 4 ([B, S, H, D]), got {t.dim()}")
+
+
+def _window(window) -> Tuple[int, int]:
+    if window is None:
+        return -1, -1
+    try:
+        left, right = window
+    except (TypeError, ValueError):
+        raise ValueError(f"window: expected a (left, right) pair, got {window!r}") from None
+    for name, w in (("left", left), ("right", right)):
+        if isinstance(w, bool) or not isinstance(w, int) or w < -1:
+            raise ValueError(f"window {name}: expected an int >= -1 (-1 = unbounded), got {w!r}")
+    return int(left), int(right)
+
+
+def _scalars(softcap, scale) -> Tuple[float, Optional[float]]:
+    softcap = float(softcap)
+    if not softcap >= 0.0 or softcap == float("inf"):
+        raise ValueError(f"softcap: expected a finite value >= 0, got {softcap}")
+    if scale is not None:
+        scale = float(scale)
+        if not scale > 0.0 or scale == float("inf"):
+            raise ValueError(f"scale: expected a finite value > 0, got {scale}")
+    return softcap, scale
+
+
+def _stream(t: torch.Tensor) -> int:
+    return torch.cuda.current_stream(t.device).cuda_stream if t.is_cuda else 0
+
+
+def _engine_options(t: torch.Tensor, seqlen: int, causal, wl, wr, softcap, scale,
+                    deterministic, timeout, sharding="contiguous") -> "_C.AttentionOptions":
+    o = _C.AttentionOptions()
+    o.seqlen = seqlen
+    o.sharding = sharding
+    o.causal = bool(causal)
+    o.window_left = wl
+    o.window_right = wr
+    o.softcap = softcap
+    o.scale = scale
+    o.dtype = _DTYPE_NAMES[t.dtype]
+    o.backend = "cuda" if t.is_cuda else "cpu"
+    o.device = (t.device.index or 0) if t.is_cuda else 0
+    o.deterministic = bool(deterministic)
+    o.timeout = float(timeout or 0.0)
+    o.num_threads = 0 if t.is_cuda else torch.get_num_threads()
+    return o
+
+
+class _LruCache:
+    """A few engines (each holds its workspace), the least recently used dropped."""
+
+    def __init__(self, size: int = 16):
+        self._items = collections.OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, key, make):
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        value = make()
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return value
+
+
+_ENGINES = _LruCache()
+
+
+def _single_engine(q, causal, wl, wr, softcap, scale, deterministic):
+    key = ("single", q.device, q.dtype, q.shape[1], causal, wl, wr, softcap, scale,
+           deterministic, torch.get_num_threads())
+    return _ENGINES.get(key, lambda: _C.Attention(
+        None, _engine_options(q, q.shape[1], causal, wl, wr, softcap, scale, deterministic, 0)))
+
+
+def _empty_outputs(q: torch.Tensor):
+    B, S, H, _ = q.shape
+    return torch.empty(q.shape, dtype=q.dtype, device=q.device), torch.empty(
+        (B, H, S), dtype=torch.float32 if q.dtype != torch.float64 else torch.float64,
+        device=q.device)
+
+
+def _detached(*ts):
+    return [t.detach() for t in ts]
+
+
+def _last_dim_unit(t: torch.Tensor) -> torch.Tensor:
+    # Gradients arriving from autograd may be expanded or transposed views.
+    return t if t.stride(-1) == 1 and (not t.is_cuda or t.is_contiguous()) else t.contiguous()
+
+
+# ---- one device -------------------------------------------------------------
+
+
+@torch.library.custom_op("ringattn::attention_forward", mutates_args=())
+def _attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
+                       window_left: int, window_right: int, softcap: float,
+                       scale: Optional[float], deterministic: bool
+                       ) -> Tuple[torch.Tensor, torch.Tensor]:
+    q, k, v = _detached(q, k, v)
+    out, lse = _empty_outputs(q)
+    if q.dtype == torch.float64:
+        _C.reference_forward(q.contiguous(), k.contiguous(), v.contiguous(), out, lse, causal,
+                             window_left, window_right, softcap, scale)
+        return out, lse
+    engine = _single_engine(q, causal, window_left, window_right, softcap, scale, deterministic)
+    engine.forward(q, k, v, out, lse, _stream(q))
+    return out, lse
+
+
+@_attention_forward.register_fake
+def _(q, k, v, causal, window_left, window_right, softcap, scale, deterministic):
+    return _empty_outputs(q)
+
+
+@torch.library.custom_op("ringattn::attention_backward", mutates_args=())
+def _attention_backward(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                        out: torch.Tensor, lse: torch.Tensor, causal: bool, window_left: int,
+                        window_right: int, softcap: float, scale: Optional[float],
+                        deterministic: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    dout, q, k, v, out, lse = _detached(dout, q, k, v, out, lse)
+    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    if q.dtype == torch.float64:
+        _C.reference_backward(q.contiguous(), k.contiguous(), v.contiguous(), dout.contiguous(),
+                              dq, dk, dv, causal, window_left, window_right, softcap, scale)
+        return dq, dk, dv
+    engine = _single_engine(q, causal, window_left, window_right, softcap, scale, deterministic)
+    engine.backward(q, k, v, out, lse, _last_dim_unit(dout), dq, dk, dv, _stream(q))
+    return dq, dk, dv
+
+
+@_attention_backward.register_fake
+def _(dout, q, k, v, out, lse, causal, window_left, window_right, softcap, scale,
+      deterministic):
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
+
+def _setup_single(ctx, inputs, output):
+    q, k, v, *params = inputs
+    out, lse = output
+    ctx.save_for_backward(q, k, v, out, lse)
+    ctx.params = params
+    ctx.mark_non_differentiable(lse)
+
+
+def _backward_single(ctx, dout, dlse):
+    q, k, v, out, lse = ctx.saved_tensors
+    if dout is None:
+        dout = torch.zeros_like(out)
+    dq, dk, dv = _attention_backward(dout, q, k, v, out, lse, *ctx.params)
+    return (dq, dk, dv) + (None,) * len(ctx.params)
+
+
+_attention_forward.register_autograd(_backward_single, setup_context=_setup_single)
+
+
+def attention(q, k, v, *, causal: bool = False, window=None, softcap: float = 0.0,
+              scale: Optional[float] = None, return_lse: bool = False,
+              deterministic: bool = False):
+    """Exact attention on one device (flash-attn's conventions).
+
+    q [B, S, H, D], k and v [B, S, Hkv, D] (H a multiple of Hkv: GQA/MQA),
+    torch CPU float32/bfloat16 or CUDA bfloat16/float16 tensors (float64 on
+    the CPU runs the float64 reference), or NumPy arrays (no autograd).
+    Returns out [B, S, H, D] and, with return_lse, lse [B, H, S] (float32,
+    natural log; not differentiable). window=(left, right) as flash-attn:
+    a query at i sees keys i-left..i+right, -1 unbounded. A row that sees
+    no key gives out 0 and lse -inf.
+    """
+    if isinstance(q, np.ndarray):
+        return _numpy_attention(q, k, v, causal, window, softcap, scale, return_lse)
+    _check_tensors(q, k, v)
+    wl, wr = _window(window)
+    softcap, scale = _scalars(softcap, scale)
+    out, lse = _attention_forward(q, k, v, bool(causal), wl, wr, softcap, scale,
+                                  bool(deterministic))
+    return (out, lse) if return_lse else out
+
+
+def _numpy_attention(q, k, v, causal, window, softcap, scale, return_lse):
+    for name, a in (("k", k), ("v", v)):
+        if not isinstance(a, np.ndarray):
+            raise TypeError(f"{name}: expected a numpy.ndarray like q, got {type(a).__name__}")
+    if q.dtype != np.float32 or k.dtype != np.float32 or v.dtype != np.float32:
+        raise TypeError(f"q, k, v dtype: NumPy arrays must be float32, got {q.dtype}, "
+                        f"{k.dtype}, {v.dtype}")
+    if q.ndim != 4:
+        raise ValueError(f"q rank: expected 4 ([B, S, H, D]), got {q.ndim}")
+    wl, wr = _window(window)
+    softcap, scale = _scalars(softcap, scale)
+    B, S, H, _ = q.shape
+    out = np.empty_like(q)
+    lse = np.empty((B, H, S), dtype=np.float32)
+    o = _engine_options(torch.empty(0), S, causal, wl, wr, softcap, scale, False, 0)
+    _C.Attention(None, o).forward(q, k, v, out, lse, 0)
+    return (out, lse) if return_lse else out
+
+
+# ---- a rank of a group -----------------------------------------------------
+
+
+@torch.library.custom_op("ringattn::ring_forward", mutates_args=())
+def _ring_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, group: str, sharding: str,
+                  causal: bool, window_left: int, window_right: int, softcap: float,
+                  scale: Optional[float], deterministic: bool, timeout: float
+                  ) -> Tuple[torch.Tensor, torch.Tensor]:
+    q, k, v = _detached(q, k, v)
+    out, lse = _empty_outputs(q)
+    engine = _dist.ring_engine(q, group, sharding, causal, window_left, window_right, softcap,
+                               scale, deterministic, timeout)
+    engine.forward(q, k, v, out, lse, _stream(q))
+    return out, lse
+
+
+@_ring_forward.register_fake
+def _(q, k, v, group, sharding, causal, window_left, window_right, softcap, scale,
+      deterministic, timeout):
+    return _empty_outputs(q)
+
+
+@torch.library.custom_op("ringattn::ring_backward", mutates_args=())
+def _ring_backward(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                   out: torch.Tensor, lse: torch.Tensor, group: str, sharding: str,
+                   causal: bool, window_left: int, window_right: int, softcap: float,
+                   scale: Optional[float], deterministic: bool, timeout: float
+                   ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    dout, q, k, v, out, lse = _detached(dout, q, k, v, out, lse)
+    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    engine = _dist.ring_engine(q, group, sharding, causal, window_left, window_right, softcap,
+                               scale, deterministic, timeout)
+    engine.backward(q, k, v, out, lse, _last_dim_unit(dout), dq, dk, dv, _stream(q))
+    return dq, dk, dv
+
+
+@_ring_backward.register_fake
+def _(dout, q, k, v, out, lse, group, sharding, causal, window_left, window_right, softcap,
+      scale, deterministic, timeout):
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
+
+def _backward_ring(ctx, dout, dlse):
+    q, k, v, out, lse = ctx.saved_tensors
+    if dout is None:
+        dout = torch.zeros_like(out)
+    dq, dk, dv = _ring_backward(dout, q, k, v, out, lse, *ctx.params)
+    return (dq, dk, dv) + (None,) * len(ctx.params)
+
+
+_ring_forward.register_autograd(_backward_ring, setup_context=_setup_single)
+
+
+def ring_attention(q, k, v, *, group=None, sharding: str = "zigzag", causal: bool = False,
+                   window=None, softcap: float = 0.0, scale: Optional[float] = None,
+                   return_lse: bool = False, deterministic: bool = False,
+                   timeout: Optional[float] = None):
+    """Exact attention over a sequence sharded across a torch.distributed group.
+
+    Every rank of `group` (default: the world) passes its own shard, in the
+    order of `sharding` ("zigzag", "contiguous" or "striped";
+    ringattn.shard cuts a full tensor so): q [B, S_r, H, D], k and v
+    [B, S_r, Hkv, D]. The global length is the sum of the shards, which may
+    differ by the remainder of the layout. CPU tensors travel over UCX,
+    CUDA tensors over NCCL (ringattn's own communicators, bootstrapped once
+    per group through its store). Options must agree on every rank: a
+    difference is a ValueError on every rank naming the option and both
+    values. `timeout` (seconds; default RINGATTN_TIMEOUT_MS, else 60): a
+    peer that dies or never calls is a TimeoutError within it. Returns out
+    (and lse [B, H, S_r]) for this rank's rows; backward runs the ring
+    backward.
+    """
+    _check_tensors(q, k, v, allow_float64=False)
+    wl, wr = _window(window)
+    softcap, scale = _scalars(softcap, scale)
+    if sharding not in ("zigzag", "contiguous", "striped"):
+        raise ValueError(f"sharding: expected zigzag, contiguous or striped, got {sharding!r}")
+    if timeout is not None and not float(timeout) > 0.0:
+        raise ValueError(f"timeout: expected seconds > 0, got {timeout}")
+    out, lse = _ring_forward(q, k, v, _dist.group_name(group), sharding, bool(causal), wl, wr,
+                             softcap, scale, bool(deterministic),
+                             float(timeout) if timeout is not None else 0.0)
+    return (out, lse) if return_lse else out

@@ -1,0 +1,49 @@
+"""A dense attention reference in torch (any dtype, autograd), with the
+engine's semantics: scale, softcap c*tanh(x/c), flash-attn windows by
+global position, GQA; a row that sees no key gives out 0 and lse -inf.
+Run in float64 it is the ground truth; run in the storage dtype it is the
+naive implementation whose error sets the tolerance (flash-attn's rule:
+at most 2x the naive error, plus a small atol)."""
+import math
+
+import torch
+
+
+def reference(q, k, v, *, causal=False, window=None, softcap=0.0, scale=None, q_pos=None,
+              k_pos=None):
+    B, S, H, D = q.shape
+    Sk, Hk = k.shape[1], k.shape[2]
+    scale = 1.0 / math.sqrt(D) if scale is None else scale
+    q_pos = torch.arange(S) if q_pos is None else q_pos
+    k_pos = torch.arange(Sk) if k_pos is None else k_pos
+    kk = k.repeat_interleave(H // Hk, dim=2)
+    vv = v.repeat_interleave(H // Hk, dim=2)
+    x = torch.einsum("bihd,bjhd->bhij", q, kk) * scale
+    if softcap > 0:
+        x = softcap * torch.tanh(x / softcap)
+    left, right = window if window is not None else (-1, -1)
+    rel = k_pos[None, :] - q_pos[:, None]  # j - i
+    visible = torch.ones(S, Sk, dtype=torch.bool)
+    if left >= 0:
+        visible &= rel >= -left
+    if right >= 0:
+        visible &= rel <= right
+    if causal:
+        visible &= rel <= 0
+    visible = visible.to(q.device)
+    x = x.masked_fill(~visible, float("-inf"))
+    lse = torch.logsumexp(x, dim=-1)  # [B, H, S]
+    p = torch.exp(x - lse[..., None]).nan_to_num(0.0)
+    out = torch.einsum("bhij,bjhd->bihd", p, vv)
+    return out, lse
+
+
+def max_err(a, b):
+    a, b = a.double(), b.double()
+    both_inf = torch.isinf(a) & torch.isinf(b) & (torch.sign(a) == torch.sign(b))
+    return (a - b).masked_fill(both_inf, 0).abs().max().item()
+
+
+def tolerance(naive_err, dtype):
+    atol = {torch.float32: 1e-5, torch.bfloat16: 2e-3, torch.float16: 5e-4}[dtype]
+    return 2.0 * naive_err + atol

@@ -1,0 +1,39 @@
+"""ringattn.ring_attention across W = 2 and 3 processes (a gloo group for the
+bootstrap; the ring over ringattn's UCX communicator): every layout and
+mask, forward and backward against float64 attention on the gathered
+tensors, odd lengths, GQA, bf16; the layout helpers; determinism;
+torch.compile; and the failures (options that differ, a silent rank)."""
+import pytest
+
+import dist_cases
+from conftest import spawn
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_ring_matches_float64(world):
+    spawn(dist_cases.ring_matches_float64, world, 301, 4, 2, 32, "float32")
+
+
+def test_ring_bf16_mqa():
+    spawn(dist_cases.ring_matches_float64, 2, 130, 4, 1, 64, "bfloat16")
+
+
+@pytest.mark.parametrize("world,S", [(2, 301), (3, 7), (3, 2)])
+def test_shard_unshard_positions(world, S):
+    spawn(dist_cases.layout_round_trips, world, S)
+
+
+def test_ring_is_deterministic():
+    spawn(dist_cases.ring_is_deterministic, 2)
+
+
+def test_options_that_differ_fail_on_every_rank():
+    spawn(dist_cases.options_that_differ_fail_everywhere, 2)
+
+
+def test_a_rank_that_never_calls_is_a_timeout():
+    spawn(dist_cases.silent_rank_times_out, 3, 2)
+
+
+def test_compiled_ring_equals_eager():
+    spawn(dist_cases.compiled_ring_equals_eager, 2)
