@@ -9,7 +9,7 @@ import torch
 import torch.multiprocessing as mp
 
 # UCX on loopback only, as the C++ tests do.
-UCX_ENV = {"UCX_TLS": "self,sm,tcp", "UCX_NET_DEVICES": "lo", "UCX_WARN_UNUSED_ENV_VARS": "n"}
+UCX_ENV = {"UCX_TLS": "self,sm,tcp", "UCX_NET_DEVICES": "lo"}
 
 
 def free_port() -> int:
