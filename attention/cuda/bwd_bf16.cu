@@ -4,7 +4,7 @@
 
 namespace ringattn::cuda::internal {
 
-template LaunchResult LaunchBackward<DType::kBFloat16, 64>(const AttnParams&, bool, cudaStream_t);
-template LaunchResult LaunchBackward<DType::kBFloat16, 128>(const AttnParams&, bool, cudaStream_t);
+template CudaResult LaunchBackward<DType::kBFloat16, 64>(const AttnParams&, bool, cudaStream_t);
+template CudaResult LaunchBackward<DType::kBFloat16, 128>(const AttnParams&, bool, cudaStream_t);
 
 }  // namespace ringattn::cuda::internal

@@ -5,7 +5,7 @@
 
 namespace ringattn::cuda::internal {
 
-template LaunchResult LaunchBackward<DType::kBFloat16, 256>(const AttnParams&, bool, cudaStream_t);
-template LaunchResult LaunchBackward<DType::kFloat16, 256>(const AttnParams&, bool, cudaStream_t);
+template CudaResult LaunchBackward<DType::kBFloat16, 256>(const AttnParams&, bool, cudaStream_t);
+template CudaResult LaunchBackward<DType::kFloat16, 256>(const AttnParams&, bool, cudaStream_t);
 
 }  // namespace ringattn::cuda::internal

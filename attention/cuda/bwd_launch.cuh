@@ -24,8 +24,7 @@ __global__ void __launch_bounds__(Tr::kThreads)
 }
 
 template <DType kT, int kD, bool kCap>
-internal::LaunchResult LaunchBackwardImpl(const AttnParams& p, bool deterministic,
-                                          cudaStream_t stream) {
+CudaResult LaunchBackwardImpl(const AttnParams& p, bool deterministic, cudaStream_t stream) {
   using Tr = BwdTraits<kD>;
   auto* kernel = &BackwardKernel<Tr, kT, kCap>;
   RINGATTN_CUDA_TRY(
@@ -33,7 +32,7 @@ internal::LaunchResult LaunchBackwardImpl(const AttnParams& p, bool deterministi
   const dim3 grid(static_cast<unsigned>((p.seqlen_k + Tr::kBlockN - 1) / Tr::kBlockN),
                   static_cast<unsigned>(p.num_heads_k), static_cast<unsigned>(p.batch));
   kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(p, !deterministic);
-  const internal::LaunchResult r = RINGATTN_CHECK_LAUNCH("BackwardKernel");
+  const CudaResult r = RINGATTN_CUDA_RESULT(cudaGetLastError(), "BackwardKernel");
   if (!r.ok() || !deterministic) return r;
 
   using TrQ = BwdDqTraits<kD>;
@@ -43,7 +42,7 @@ internal::LaunchResult LaunchBackwardImpl(const AttnParams& p, bool deterministi
   const dim3 grid_q(static_cast<unsigned>((p.seqlen_q + TrQ::kBlockM - 1) / TrQ::kBlockM),
                     static_cast<unsigned>(p.num_heads), static_cast<unsigned>(p.batch));
   dq_kernel<<<grid_q, TrQ::kThreads, TrQ::kSmemBytes, stream>>>(p);
-  return RINGATTN_CHECK_LAUNCH("BackwardDqKernel");
+  return RINGATTN_CUDA_RESULT(cudaGetLastError(), "BackwardDqKernel");
 }
 
 }  // namespace ringattn::cuda::detail
@@ -51,7 +50,7 @@ internal::LaunchResult LaunchBackwardImpl(const AttnParams& p, bool deterministi
 namespace ringattn::cuda::internal {
 
 template <DType kT, int kD>
-LaunchResult LaunchBackward(const AttnParams& p, bool deterministic, cudaStream_t stream) {
+CudaResult LaunchBackward(const AttnParams& p, bool deterministic, cudaStream_t stream) {
   return p.softcap > 0.0f ? detail::LaunchBackwardImpl<kT, kD, true>(p, deterministic, stream)
                           : detail::LaunchBackwardImpl<kT, kD, false>(p, deterministic, stream);
 }

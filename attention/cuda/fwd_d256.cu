@@ -5,7 +5,7 @@
 
 namespace ringattn::cuda::internal {
 
-template LaunchResult LaunchForward<DType::kBFloat16, 256>(const AttnParams&, cudaStream_t);
-template LaunchResult LaunchForward<DType::kFloat16, 256>(const AttnParams&, cudaStream_t);
+template CudaResult LaunchForward<DType::kBFloat16, 256>(const AttnParams&, cudaStream_t);
+template CudaResult LaunchForward<DType::kFloat16, 256>(const AttnParams&, cudaStream_t);
 
 }  // namespace ringattn::cuda::internal

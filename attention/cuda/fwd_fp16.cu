@@ -3,7 +3,7 @@
 
 namespace ringattn::cuda::internal {
 
-template LaunchResult LaunchForward<DType::kFloat16, 64>(const AttnParams&, cudaStream_t);
-template LaunchResult LaunchForward<DType::kFloat16, 128>(const AttnParams&, cudaStream_t);
+template CudaResult LaunchForward<DType::kFloat16, 64>(const AttnParams&, cudaStream_t);
+template CudaResult LaunchForward<DType::kFloat16, 128>(const AttnParams&, cudaStream_t);
 
 }  // namespace ringattn::cuda::internal

@@ -17,7 +17,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
 }
 
 template <DType kT, int kD, bool kCap>
-internal::LaunchResult LaunchForwardImpl(const AttnParams& p, cudaStream_t stream) {
+CudaResult LaunchForwardImpl(const AttnParams& p, cudaStream_t stream) {
   using Tr = FwdTraits<kD>;
   auto* kernel = &ForwardKernel<Tr, kT, kCap>;
   RINGATTN_CUDA_TRY(
@@ -25,7 +25,7 @@ internal::LaunchResult LaunchForwardImpl(const AttnParams& p, cudaStream_t strea
   const dim3 grid(static_cast<unsigned>((p.seqlen_q + Tr::kBlockM - 1) / Tr::kBlockM),
                   static_cast<unsigned>(p.num_heads), static_cast<unsigned>(p.batch));
   kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(p);
-  return RINGATTN_CHECK_LAUNCH("ForwardKernel");
+  return RINGATTN_CUDA_RESULT(cudaGetLastError(), "ForwardKernel");
 }
 
 }  // namespace ringattn::cuda::detail
@@ -33,7 +33,7 @@ internal::LaunchResult LaunchForwardImpl(const AttnParams& p, cudaStream_t strea
 namespace ringattn::cuda::internal {
 
 template <DType kT, int kD>
-LaunchResult LaunchForward(const AttnParams& p, cudaStream_t stream) {
+CudaResult LaunchForward(const AttnParams& p, cudaStream_t stream) {
   return p.softcap > 0.0f ? detail::LaunchForwardImpl<kT, kD, true>(p, stream)
                           : detail::LaunchForwardImpl<kT, kD, false>(p, stream);
 }

@@ -1,8 +1,9 @@
 // Host dispatch of the CUDA attention kernels: validates AttnParams and the
 // device once, picks the instantiation (dtype x head dim; softcap inside),
 // launches on the caller's stream, and turns every CUDA error into a Status
-// naming the call and its file:line. Also the device-memory helpers of
-// memory.h. Built only when the CUDA toolkit is found (stub.cc otherwise).
+// naming the call and its file:line (base/cuda_status.h). Also the
+// device-memory helpers of memory.h. Built only when the CUDA toolkit is
+// found (stub.cc otherwise).
 #include "attention/cuda/kernels.h"
 
 #include <cuda_runtime_api.h>
@@ -17,6 +18,7 @@
 #include "attention/cuda/launch.h"
 #include "attention/cuda/memory.h"
 #include "attention/cuda/traits.h"
+#include "base/cuda_status.h"
 #include "base/status.h"
 
 namespace ringattn::cuda {
@@ -37,36 +39,6 @@ int BackwardSmemBytes(int head_dim) {
 }  // namespace internal
 
 namespace {
-
-absl::Status ErrorStatus(cudaError_t e, const char* file, int line, absl::string_view what) {
-  const std::string msg = absl::StrCat(file, ":", line, ": ", what, ": ", cudaGetErrorName(e), " (",
-                                       cudaGetErrorString(e), ")");
-  switch (e) {
-    case cudaErrorMemoryAllocation:
-      return absl::ResourceExhaustedError(msg);
-    case cudaErrorNoDevice:
-    case cudaErrorInsufficientDriver:
-      return absl::FailedPreconditionError(msg);
-    case cudaErrorNoKernelImageForDevice:
-    case cudaErrorUnsupportedPtxVersion:
-      return absl::UnimplementedError(msg);
-    default:
-      return absl::InternalError(msg);
-  }
-}
-
-absl::Status ToStatus(const internal::LaunchResult& r) {
-  if (r.ok()) return absl::OkStatus();
-  return ErrorStatus(r.error, r.file, r.line, r.what);
-}
-
-#define RINGATTN_CUDA_RETURN_IF_ERROR(expr)                       \
-  do {                                                            \
-    const cudaError_t ringattn_e_ = (expr);                       \
-    if (ringattn_e_ != cudaSuccess) {                             \
-      return ErrorStatus(ringattn_e_, __FILE__, __LINE__, #expr); \
-    }                                                             \
-  } while (0)
 
 bool Aligned(const void* ptr, int64_t bytes) {
   return reinterpret_cast<uintptr_t>(ptr) % static_cast<uintptr_t>(bytes) == 0;
@@ -95,14 +67,14 @@ absl::Status CheckAccumulator(const float* ptr, absl::string_view name) {
 // The current device must be sm_80+ and grant `smem` bytes per block.
 absl::Status CheckDevice(int smem) {
   int dev = 0;
-  RINGATTN_CUDA_RETURN_IF_ERROR(cudaGetDevice(&dev));
+  RINGATTN_CUDA_CHECK(cudaGetDevice(&dev), "CUDA attention");
   int major = 0, minor = 0, optin = 0;
-  RINGATTN_CUDA_RETURN_IF_ERROR(
-      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-  RINGATTN_CUDA_RETURN_IF_ERROR(
-      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
-  RINGATTN_CUDA_RETURN_IF_ERROR(
-      cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  RINGATTN_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev),
+                      "CUDA attention");
+  RINGATTN_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev),
+                      "CUDA attention");
+  RINGATTN_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev),
+                      "CUDA attention");
   if (major < 8) {
     return absl::UnimplementedError(
         absl::StrCat("CUDA attention kernels need compute capability 8.0 or newer (mma.sync bf16, "
@@ -118,7 +90,7 @@ absl::Status CheckDevice(int smem) {
   // launch: report it now, under its own name, and clear it.
   const cudaError_t pending = cudaGetLastError();
   if (pending != cudaSuccess) {
-    return ErrorStatus(pending, __FILE__, __LINE__, "CUDA error pending before the launch");
+    return CudaStatus(pending, __FILE__, __LINE__, "CUDA error pending before the launch");
   }
   return absl::OkStatus();
 }
@@ -264,7 +236,7 @@ absl::StatusOr<DeviceBuffer> DeviceBuffer::Allocate(int64_t bytes) {
   DeviceBuffer buf;
   if (bytes < 0) return ArgError("bytes", ">= 0", bytes);
   if (bytes == 0) return buf;
-  RINGATTN_CUDA_RETURN_IF_ERROR(cudaMalloc(&buf.data_, static_cast<size_t>(bytes)));
+  RINGATTN_CUDA_CHECK(cudaMalloc(&buf.data_, static_cast<size_t>(bytes)), "DeviceBuffer::Allocate");
   buf.size_ = bytes;
   return buf;
 }
@@ -286,41 +258,42 @@ DeviceBuffer::~DeviceBuffer() {
 
 absl::Status CopyToDevice(void* dst, const void* src, int64_t bytes) {
   if (bytes <= 0) return absl::OkStatus();
-  RINGATTN_CUDA_RETURN_IF_ERROR(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
+  RINGATTN_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice), "CopyToDevice");
   return absl::OkStatus();
 }
 
 absl::Status CopyToHost(void* dst, const void* src, int64_t bytes) {
   if (bytes <= 0) return absl::OkStatus();
-  RINGATTN_CUDA_RETURN_IF_ERROR(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
+  RINGATTN_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost), "CopyToHost");
   return absl::OkStatus();
 }
 
 absl::Status CopyDeviceToDevice(void* dst, const void* src, int64_t bytes) {
   if (bytes <= 0) return absl::OkStatus();
-  RINGATTN_CUDA_RETURN_IF_ERROR(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice));
+  RINGATTN_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice),
+                      "CopyDeviceToDevice");
   return absl::OkStatus();
 }
 
 absl::Status Fill(void* dst, int value, int64_t bytes) {
   if (bytes <= 0) return absl::OkStatus();
-  RINGATTN_CUDA_RETURN_IF_ERROR(cudaMemset(dst, value, bytes));
+  RINGATTN_CUDA_CHECK(cudaMemset(dst, value, bytes), "Fill");
   return absl::OkStatus();
 }
 
 absl::Status Synchronize(void* stream) {
   if (stream == nullptr) {
-    RINGATTN_CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());
+    RINGATTN_CUDA_CHECK(cudaDeviceSynchronize(), "Synchronize");
   } else {
-    RINGATTN_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(AsStream(stream)));
+    RINGATTN_CUDA_CHECK(cudaStreamSynchronize(AsStream(stream)), "Synchronize");
   }
-  RINGATTN_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  RINGATTN_CUDA_CHECK(cudaGetLastError(), "Synchronize");
   return absl::OkStatus();
 }
 
 absl::StatusOr<Stream> Stream::Create() {
   cudaStream_t s = nullptr;
-  RINGATTN_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  RINGATTN_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "Stream::Create");
   Stream stream;
   stream.stream_ = s;
   return stream;
@@ -346,14 +319,14 @@ void Stream::Reset() {
 
 absl::Status CopyAsync(void* dst, const void* src, int64_t bytes, void* stream) {
   if (bytes <= 0) return absl::OkStatus();
-  RINGATTN_CUDA_RETURN_IF_ERROR(
-      cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, AsStream(stream)));
+  RINGATTN_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, AsStream(stream)),
+                      "CopyAsync");
   return absl::OkStatus();
 }
 
 absl::Status FillAsync(void* dst, int value, int64_t bytes, void* stream) {
   if (bytes <= 0) return absl::OkStatus();
-  RINGATTN_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(dst, value, bytes, AsStream(stream)));
+  RINGATTN_CUDA_CHECK(cudaMemsetAsync(dst, value, bytes, AsStream(stream)), "FillAsync");
   return absl::OkStatus();
 }
 
