@@ -27,7 +27,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "attention/cuda/memory.h"
+#include "base/cuda_memory.h"
 #include "base/status.h"
 #include "comm/bootstrap/bootstrap.h"
 #include "comm/communicator.h"

@@ -1,9 +1,8 @@
 // Host dispatch of the CUDA attention kernels: validates AttnParams and the
 // device once, picks the instantiation (dtype x head dim; softcap inside),
 // launches on the caller's stream, and turns every CUDA error into a Status
-// naming the call and its file:line (base/cuda_status.h). Also the
-// device-memory helpers of memory.h. Built only when the CUDA toolkit is
-// found (stub.cc otherwise).
+// naming the call and its file:line (base/cuda_status.h). Built only when
+// the CUDA toolkit is found (stub.cc otherwise).
 #include "attention/cuda/kernels.h"
 
 #include <cuda_runtime_api.h>
@@ -16,7 +15,6 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "attention/cuda/launch.h"
-#include "attention/cuda/memory.h"
 #include "attention/cuda/traits.h"
 #include "base/cuda_status.h"
 #include "base/status.h"
@@ -228,106 +226,6 @@ absl::Status RowDot(const void* dout, TensorStrides dout_stride, DType dout_dtyp
   RETURN_IF_ERROR(CheckDevice(0));
   return ToStatus(internal::LaunchRowDot(dout, dout_stride, dout_dtype, out, out_stride, out_dtype,
                                          dsum, batch, seqlen, heads, head_dim, AsStream(stream)));
-}
-
-// ------------------------------------------------------------ memory.h
-
-absl::StatusOr<DeviceBuffer> DeviceBuffer::Allocate(int64_t bytes) {
-  DeviceBuffer buf;
-  if (bytes < 0) return ArgError("bytes", ">= 0", bytes);
-  if (bytes == 0) return buf;
-  RINGATTN_CUDA_CHECK(cudaMalloc(&buf.data_, static_cast<size_t>(bytes)), "DeviceBuffer::Allocate");
-  buf.size_ = bytes;
-  return buf;
-}
-
-DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& o) noexcept {
-  if (this != &o) {
-    if (data_ != nullptr) cudaFree(data_);
-    data_ = o.data_;
-    size_ = o.size_;
-    o.data_ = nullptr;
-    o.size_ = 0;
-  }
-  return *this;
-}
-
-DeviceBuffer::~DeviceBuffer() {
-  if (data_ != nullptr) cudaFree(data_);
-}
-
-absl::Status CopyToDevice(void* dst, const void* src, int64_t bytes) {
-  if (bytes <= 0) return absl::OkStatus();
-  RINGATTN_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice), "CopyToDevice");
-  return absl::OkStatus();
-}
-
-absl::Status CopyToHost(void* dst, const void* src, int64_t bytes) {
-  if (bytes <= 0) return absl::OkStatus();
-  RINGATTN_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost), "CopyToHost");
-  return absl::OkStatus();
-}
-
-absl::Status CopyDeviceToDevice(void* dst, const void* src, int64_t bytes) {
-  if (bytes <= 0) return absl::OkStatus();
-  RINGATTN_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice),
-                      "CopyDeviceToDevice");
-  return absl::OkStatus();
-}
-
-absl::Status Fill(void* dst, int value, int64_t bytes) {
-  if (bytes <= 0) return absl::OkStatus();
-  RINGATTN_CUDA_CHECK(cudaMemset(dst, value, bytes), "Fill");
-  return absl::OkStatus();
-}
-
-absl::Status Synchronize(void* stream) {
-  if (stream == nullptr) {
-    RINGATTN_CUDA_CHECK(cudaDeviceSynchronize(), "Synchronize");
-  } else {
-    RINGATTN_CUDA_CHECK(cudaStreamSynchronize(AsStream(stream)), "Synchronize");
-  }
-  RINGATTN_CUDA_CHECK(cudaGetLastError(), "Synchronize");
-  return absl::OkStatus();
-}
-
-absl::StatusOr<Stream> Stream::Create() {
-  cudaStream_t s = nullptr;
-  RINGATTN_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "Stream::Create");
-  Stream stream;
-  stream.stream_ = s;
-  return stream;
-}
-
-Stream& Stream::operator=(Stream&& o) noexcept {
-  if (this != &o) {
-    Reset();
-    stream_ = o.stream_;
-    o.stream_ = nullptr;
-  }
-  return *this;
-}
-
-Stream::~Stream() { Reset(); }
-
-void Stream::Reset() {
-  if (stream_ == nullptr) return;
-  cudaStreamSynchronize(AsStream(stream_));
-  cudaStreamDestroy(AsStream(stream_));
-  stream_ = nullptr;
-}
-
-absl::Status CopyAsync(void* dst, const void* src, int64_t bytes, void* stream) {
-  if (bytes <= 0) return absl::OkStatus();
-  RINGATTN_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, AsStream(stream)),
-                      "CopyAsync");
-  return absl::OkStatus();
-}
-
-absl::Status FillAsync(void* dst, int value, int64_t bytes, void* stream) {
-  if (bytes <= 0) return absl::OkStatus();
-  RINGATTN_CUDA_CHECK(cudaMemsetAsync(dst, value, bytes, AsStream(stream)), "FillAsync");
-  return absl::OkStatus();
 }
 
 }  // namespace ringattn::cuda
