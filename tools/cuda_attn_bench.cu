@@ -15,7 +15,8 @@
 //                                  backward = RowDot + Backward, 2.5x the
 //                                  forward FLOPs. --shape D S causal: that
 //                                  shape alone (for profiling with ncu).
-// It calls the kernel launchers directly (attention/cuda/launch.h).
+// It calls the kernel launchers directly (attention/cuda/launch.h, chosen as
+// the library chooses them: attention/cuda/dispatch.h).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -25,10 +26,10 @@
 #include <cstring>
 #include <source_location>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "attention/cuda/device.cuh"
+#include "attention/cuda/dispatch.h"
 #include "attention/cuda/launch.h"
 #include "attention/cuda/traits.h"
 #ifdef RINGATTN_TUNE
@@ -68,21 +69,27 @@ struct Dev {
   }
 };
 
-// The launchers of one dtype and head dim (one the kernels are built for).
-using FwdLauncher = CudaResult (*)(const AttnParams&, cudaStream_t);
-using BwdLauncher = CudaResult (*)(const AttnParams&, bool, cudaStream_t);
-template <DType kT>
-std::pair<FwdLauncher, BwdLauncher> LaunchersFor(int D) {
-  return WithHeadDim(
-      D,
-      [&]<int kD>() {  // a capture: nvcc warns on a captureless template lambda
-        return std::pair<FwdLauncher, BwdLauncher>{internal::LaunchForward<kT, kD>,
-                                                   internal::LaunchBackward<kT, kD>};
+// The launched kernels for p's dtype, head dim and softcap (and the
+// backward's dQ mode), picked as the library picks them (dispatch.h).
+CudaResult NoKernels(const AttnParams& p) {
+  std::fprintf(stderr, "no kernels for head dim %ld\n", static_cast<long>(p.head_dim));
+  std::exit(2);
+}
+CudaResult RunForward(const AttnParams& p) {
+  return DispatchForward(
+      p,
+      [&]<DType kT, int kD, bool kCap>() {
+        return internal::LaunchForward<kT, kD, kCap>(p, nullptr);
       },
-      [D]() -> std::pair<FwdLauncher, BwdLauncher> {
-        std::fprintf(stderr, "no kernels for head dim %d\n", D);
-        std::exit(2);
-      });
+      [&] { return NoKernels(p); });
+}
+CudaResult RunBackward(const AttnParams& p, bool deterministic) {
+  return DispatchBackward(
+      p, deterministic,
+      [&]<DType kT, int kD, bool kCap, bool kDeterministic>() {
+        return internal::LaunchBackward<kT, kD, kCap, kDeterministic>(p, nullptr);
+      },
+      [&] { return NoKernels(p); });
 }
 
 // The naive reference kernels keep one row of D floats per thread.
@@ -362,11 +369,7 @@ bool RunCheck(const CheckCase& c, int idx) {
   // Poison, then ours; then the naive reference.
   Check(cudaMemset(out.p, 0xff, out.n * 2));
   Check(cudaMemset(lse.p, 0xff, lse.n * 4));
-  const auto launchers = c.dtype == DType::kBFloat16 ? LaunchersFor<DType::kBFloat16>(c.D)
-                                                     : LaunchersFor<DType::kFloat16>(c.D);
-  const FwdLauncher fwd = launchers.first;
-  const BwdLauncher bwd = launchers.second;
-  Check(fwd(p, nullptr));
+  Check(RunForward(p));
   const int threads = 128;
   NaiveForwardKernel<<<static_cast<unsigned>((B * Sq * H + threads - 1) / threads), threads>>>(
       p, ref_out.p, ref_lse.p);
@@ -391,11 +394,11 @@ bool RunCheck(const CheckCase& c, int idx) {
   p.dq_accum = dq.p;
   p.dk_accum = dk.p;
   p.dv_accum = dv.p;
-  Check(bwd(p, /*deterministic=*/false, nullptr));
+  Check(RunBackward(p, /*deterministic=*/false));
   p.dq_accum = dq2.p;
   p.dk_accum = dk2.p;
   p.dv_accum = dv2.p;
-  Check(bwd(p, /*deterministic=*/true, nullptr));
+  Check(RunBackward(p, /*deterministic=*/true));
   NaiveDqKernel<<<static_cast<unsigned>((B * Sq * H + threads - 1) / threads), threads>>>(p, rdq.p);
   NaiveDkvKernel<<<static_cast<unsigned>((B * Sk * Hk + threads - 1) / threads), threads>>>(
       p, rdk.p, rdv.p);
@@ -433,7 +436,7 @@ bool RunCheck(const CheckCase& c, int idx) {
     p.dq_accum = dq3.p;
     p.dk_accum = dk3.p;
     p.dv_accum = dv3.p;
-    Check(bwd(p, /*deterministic=*/true, nullptr));
+    Check(RunBackward(p, /*deterministic=*/true));
     Check(cudaDeviceSynchronize());
     same = dq3.Host() == dq2.Host() && dk3.Host() == dk2.Host() && dv3.Host() == dv2.Host();
     // (vector == compares values; NaN would compare unequal and fail too.)
@@ -716,12 +719,12 @@ void TuneHeadDim(FwdList<D, Fwd...>, BwdList<D, Bwd...>, DqList<D, Dq...>, int r
 
     // The launched kernels give the reference outputs (out, lse stay for
     // the backward; the accumulators start at zero).
-    Check(internal::LaunchForward<DType::kBFloat16, D>(p, nullptr));
+    Check(RunForward(p));
     Check(cudaDeviceSynchronize());
     const std::vector<float> ref_out = ToFloats(bp.out.Host());
     Check(internal::LaunchRowDot(bp.dout.p, p.dout_stride, p.dtype, bp.out.p, p.out_stride,
                                  p.out_dtype, bp.dsum.p, t.B, t.S, t.H, D, nullptr));
-    Check(internal::LaunchBackward<DType::kBFloat16, D>(p, false, nullptr));
+    Check(RunBackward(p, /*deterministic=*/false));
     Check(cudaDeviceSynchronize());
     const std::vector<float> rdq = bp.dq.Host(), rdk = bp.dk.Host(), rdv = bp.dv.Host();
 
@@ -797,13 +800,11 @@ int BenchAll(const char* csv_path, int reps, int only_d, int64_t only_s, int onl
         const int64_t B = 16384 / S, H = 2048 / D;
         BenchProblem bp(B, S, H, D, causal, 1);
         const AttnParams& p = bp.p;
-        const FwdLauncher fwd = LaunchersFor<DType::kBFloat16>(D).first;
-        const BwdLauncher bwd = LaunchersFor<DType::kBFloat16>(D).second;
-        const float fwd_ms = TimeMs([&] { Check(fwd(p, nullptr)); }, reps);
+        const float fwd_ms = TimeMs([&] { Check(RunForward(p)); }, reps);
         auto backward = [&](bool det) {
           Check(internal::LaunchRowDot(bp.dout.p, p.dout_stride, p.dtype, bp.out.p, p.out_stride,
                                        p.out_dtype, bp.dsum.p, B, S, H, D, nullptr));
-          Check(bwd(p, det, nullptr));
+          Check(RunBackward(p, det));
         };
         const float bwd_ms = TimeMs([&] { backward(false); }, reps);
         const float det_ms = TimeMs([&] { backward(true); }, reps);

@@ -42,9 +42,7 @@ cd "$ROOT"
 MODE="${1:-run}"
 CARRY="$ROOT/build-carry"
 NVCC="${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}"
-CUDA_SOURCES=(attention/cuda/fwd_bf16.cu attention/cuda/fwd_fp16.cu attention/cuda/bwd_bf16.cu
-              attention/cuda/bwd_fp16.cu attention/cuda/fwd_d256.cu attention/cuda/bwd_d256.cu
-              attention/cuda/merge.cu)
+CUDA_SOURCES=(attention/cuda/instantiations/*.cu attention/cuda/merge.cu)
 
 prepare() {
   local build="$ROOT/build-gpu-prep"

@@ -1,8 +1,9 @@
 // Host dispatch of the CUDA attention kernels: validates AttnParams and the
-// device once, picks the instantiation (dtype x head dim; softcap inside),
-// launches on the caller's stream, and turns every CUDA error into a Status
-// naming the call and its file:line (base/cuda_status.h). Built only when
-// the CUDA toolkit is found (stub.cc otherwise).
+// device once, picks the instantiation (dispatch.h: dtype x head dim x
+// softcap, and deterministic for the backward), launches on the caller's
+// stream, and turns every CUDA error into a Status naming the call and its
+// file:line (base/cuda_status.h). Built only when the CUDA toolkit is found
+// (stub.cc otherwise).
 #include "attention/cuda/kernels.h"
 
 #include <cuda_runtime_api.h>
@@ -14,6 +15,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "attention/cuda/dispatch.h"
 #include "attention/cuda/launch.h"
 #include "attention/cuda/traits.h"
 #include "base/cuda_status.h"
@@ -173,12 +175,10 @@ absl::Status Forward(const AttnParams& p, void* stream) {
   if (p.seqlen_q == 0) return absl::OkStatus();
   RETURN_IF_ERROR(CheckDevice(internal::ForwardSmemBytes(static_cast<int>(p.head_dim))));
   const cudaStream_t s = AsStream(stream);
-  const bool bf16 = p.dtype == DType::kBFloat16;
-  return WithHeadDim(
-      p.head_dim,
-      [&]<int kD>() {
-        return ToStatus(bf16 ? internal::LaunchForward<DType::kBFloat16, kD>(p, s)
-                             : internal::LaunchForward<DType::kFloat16, kD>(p, s));
+  return DispatchForward(
+      p,
+      [&]<DType kT, int kD, bool kCap>() {
+        return ToStatus(internal::LaunchForward<kT, kD, kCap>(p, s));
       },
       [&] { return absl::InternalError(absl::StrCat("no forward kernel for D=", p.head_dim)); });
 }
@@ -188,12 +188,10 @@ absl::Status Backward(const AttnParams& p, bool deterministic, void* stream) {
   if (p.seqlen_q == 0 || p.seqlen_k == 0) return absl::OkStatus();  // nothing to add
   RETURN_IF_ERROR(CheckDevice(internal::BackwardSmemBytes(static_cast<int>(p.head_dim))));
   const cudaStream_t s = AsStream(stream);
-  const bool bf16 = p.dtype == DType::kBFloat16;
-  return WithHeadDim(
-      p.head_dim,
-      [&]<int kD>() {
-        return ToStatus(bf16 ? internal::LaunchBackward<DType::kBFloat16, kD>(p, deterministic, s)
-                             : internal::LaunchBackward<DType::kFloat16, kD>(p, deterministic, s));
+  return DispatchBackward(
+      p, deterministic,
+      [&]<DType kT, int kD, bool kCap, bool kDeterministic>() {
+        return ToStatus(internal::LaunchBackward<kT, kD, kCap, kDeterministic>(p, s));
       },
       [&] { return absl::InternalError(absl::StrCat("no backward kernel for D=", p.head_dim)); });
 }

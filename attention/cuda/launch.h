@@ -1,13 +1,17 @@
 // Internal interface between the host dispatch (kernels.cc) and the kernel
-// families (*.cu). No Abseil here: the .cu files stay plain CUDA C++, and a
-// launcher reports the first CUDA error with the file and line where it
-// was seen (base/cuda_result.h). Launchers assume parameters already
-// checked by the dispatch.
+// families (the .cu files below). No Abseil here: the .cu files stay plain
+// CUDA C++, and a launcher reports the first CUDA error with the file and
+// line where it was seen (base/cuda_result.h). Launchers assume parameters
+// already checked by the dispatch.
 //
-// Families (one .cu each):
-//   fwd_bf16.cu, fwd_fp16.cu        Forward<dtype, D in {64, 128}>
-//   bwd_bf16.cu, bwd_fp16.cu        Backward and the deterministic dQ pass
-//   fwd_d256.cu, bwd_d256.cu        the same at D = 256, both dtypes
+// Families (instantiations/ has one .cu per direction x head dim x dtype;
+// dispatch.h turns the run-time flags into their template arguments):
+//   instantiations/fwd_hdim{64,128,256}_{bf16,fp16}.cu
+//                                   LaunchForward<dtype, D, softcap>
+//   instantiations/bwd_hdim{64,128,256}_{bf16,fp16}.cu
+//                                   LaunchBackward<dtype, D, softcap,
+//                                   deterministic>: the main kernel and the
+//                                   deterministic dQ pass
 //   merge.cu                        MergePartial, RowDot
 #pragma once
 
@@ -25,14 +29,14 @@ namespace ringattn::cuda::internal {
 int ForwardSmemBytes(int head_dim);
 int BackwardSmemBytes(int head_dim);
 
-// Forward: out, lse. Softcap on/off is chosen inside from p.softcap.
-template <DType kT, int kD>
+// Forward: out, lse; kCap: softcap (p.softcap > 0).
+template <DType kT, int kD, bool kCap>
 CudaResult LaunchForward(const AttnParams& p, cudaStream_t stream);
 
-// Backward: dk/dv (and dq unless `deterministic`) added into the fp32
-// accumulators; `deterministic` adds dq with a separate pass, no atomics.
-template <DType kT, int kD>
-CudaResult LaunchBackward(const AttnParams& p, bool deterministic, cudaStream_t stream);
+// Backward: dk/dv (and dq unless kDeterministic) added into the fp32
+// accumulators; kDeterministic adds dq with a separate pass, no atomics.
+template <DType kT, int kD, bool kCap, bool kDeterministic>
+CudaResult LaunchBackward(const AttnParams& p, cudaStream_t stream);
 
 CudaResult LaunchMergePartial(float* acc_out, float* acc_lse, const float* part_out,
                               const float* part_lse, int64_t batch, int64_t seqlen, int64_t heads,
