@@ -1,4 +1,4 @@
-// cuda_emu_check: runs the CUDA kernel bodies (fwd_kernel.cuh,
+// cuda_emu_check: runs the CUDA kernel bodies (attention/cuda/fwd_kernel.cuh,
 // bwd_kernel.cuh) on the CPU through the emulated PTX layer (ptx_emu.h) and
 // compares them with the float64 reference by flash-attn's tolerance rule,
 // like tests/attention/cuda_kernels_test.cc does on a GPU. For sessions
