@@ -1,5 +1,5 @@
 // Timing and self-check binary for the CUDA attention kernels, used by
-// tools/gpu_check.sh next to PyTorch's SDPA (tools/sdpa_bench.py).
+// tools/gpu_check.sh next to PyTorch's SDPA (bench/sdpa_bench.py).
 //
 //   cuda_attn_bench --check        ours vs naive fp32 GPU kernels (forward,
 //                                  backward fast and deterministic, merge)
