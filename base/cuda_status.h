@@ -1,8 +1,11 @@
 // absl::Status from a CUDA runtime error: the one mapping of error codes
-// used by the CUDA backend and the CUDA-aware communicators; and the two
-// small pieces their stream-ordered code shares (an event marking a
-// stream, a bounded poll). Include only where the CUDA runtime headers are
-// available.
+// (CudaStatus, RINGATTN_CUDA_CHECK, and ToStatus for the CudaResult that
+// the kernel launchers return, base/cuda_result.h), used by the attention
+// kernels' dispatch, the device-memory helpers, the CUDA backend and the
+// CUDA-aware communicators; and the two small pieces their stream-ordered
+// code shares (an event marking a stream, a bounded poll). Include only
+// where the CUDA runtime headers are available (or the CPU model of them
+// in tests/comm/nccl_model).
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -14,6 +17,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "base/cuda_result.h"
 #include "base/status.h"
 
 namespace ringattn {
@@ -34,6 +38,12 @@ inline absl::Status CudaStatus(cudaError_t e, const char* file, int line, absl::
     case cudaErrorUnsupportedPtxVersion: return absl::UnimplementedError(msg);
     default: return absl::InternalError(msg);
   }
+}
+
+// OK, or CudaStatus of the error a launcher returned, at its file:line.
+inline absl::Status ToStatus(const CudaResult& r) {
+  if (r.ok()) return absl::OkStatus();
+  return CudaStatus(r.error, r.file, r.line, r.what);
 }
 
 // OK when `device` is a CUDA device present here. Otherwise

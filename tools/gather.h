@@ -8,7 +8,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
-#include "attention/cuda/memory.h"
+#include "base/cuda_memory.h"
 #include "base/status.h"
 #include "comm/communicator.h"
 

@@ -21,7 +21,7 @@
 #     3. the ring tests (cuda_ring_test, cuda_local_comm_test,
 #        run_tool_cuda_test), the one-rank nccl tests, and the cuda-local ring
 #        bench at W 1/2/4/8 (ring.txt);
-#     4. cuda_attn_bench --bench and tools/sdpa_bench.py (PyTorch SDPA, flash
+#     4. cuda_attn_bench --bench and bench/sdpa_bench.py (PyTorch SDPA, flash
 #        and cuDNN backends) on the same shapes, D=128 first, and one table
 #        of TFLOP/s with the ratio ours / peer (a run cut by the budget
 #        prints the rows it has).
@@ -42,9 +42,7 @@ cd "$ROOT"
 MODE="${1:-run}"
 CARRY="$ROOT/build-carry"
 NVCC="${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}"
-CUDA_SOURCES=(attention/cuda/fwd_bf16.cu attention/cuda/fwd_fp16.cu attention/cuda/bwd_bf16.cu
-              attention/cuda/bwd_fp16.cu attention/cuda/fwd_d256.cu attention/cuda/bwd_d256.cu
-              attention/cuda/merge.cu)
+CUDA_SOURCES=(attention/cuda/instantiations/*.cu attention/cuda/merge.cu)
 
 prepare() {
   local build="$ROOT/build-gpu-prep"
@@ -56,8 +54,8 @@ prepare() {
     ringattn-run ringattn-bench || return 1
   rm -rf "$CARRY"
   mkdir -p "$CARRY/bin" "$CARRY/lib"
-  cp "$build/tests/attention/cuda_kernels_test" "$build/attention/cuda_attn_bench" \
-    "$build/attention/cuda_tune" "$build/tests/runtime/cuda_ring_test" \
+  cp "$build/tests/attention/cuda_kernels_test" "$build/bench/cuda_attn_bench" \
+    "$build/bench/cuda_tune" "$build/tests/runtime/cuda_ring_test" \
     "$build/tests/comm/cuda_local_comm_test" "$build/tests/tools/run_tool_cuda_test" \
     "$build/tests/comm/nccl_comm_test" "$build/tests/runtime/nccl_ring_test" \
     "$build/tools/ringattn-run" "$build/tools/ringattn-bench" "$CARRY/bin/"
@@ -157,7 +155,7 @@ if [[ -z "$TEST_BIN" ]]; then
      timeout "$(cap 200)" cmake --build "$ROOT/build-gpu" -j"$(nproc)" \
       --target cuda_kernels_test cuda_attn_bench >>"$SETUP" 2>&1; then
     TEST_MODE="ctest in build-gpu"
-    BENCH_BIN="$ROOT/build-gpu/attention/cuda_attn_bench"
+    BENCH_BIN="$ROOT/build-gpu/bench/cuda_attn_bench"
     log "built build-gpu here"
   else
     missing=$(grep -oE 'Could not find a package configuration file provided by "[^"]+"|libxsmm not found|Could NOT find [A-Za-z0-9_]+' \
@@ -170,7 +168,7 @@ if [[ -z "$BENCH_BIN" ]]; then
   log "building cuda_attn_bench with nvcc alone (sm_90)"
   mkdir -p "$ROOT/build-gpu/nvcc"
   pids=()
-  for src in "${CUDA_SOURCES[@]}" tools/cuda_attn_bench.cu; do
+  for src in "${CUDA_SOURCES[@]}" bench/cuda_attn_bench.cu; do
     obj="$ROOT/build-gpu/nvcc/$(basename "$src").o"
     timeout "$(cap 200)" "$NVCC" -std=c++20 -O3 --expt-relaxed-constexpr -I"$ROOT" \
       -gencode arch=compute_90,code=sm_90 -c "$src" -o "$obj" >>"$SETUP" 2>&1 &
@@ -346,7 +344,7 @@ if [[ -n "$BENCH_BIN" ]]; then
     log "ours: bench rc=$? (see bench.log)"
 fi
 log "timing PyTorch SDPA"
-PYTHONUNBUFFERED=1 timeout "$(cap 190)" python3 "$ROOT/tools/sdpa_bench.py" --reps 10 --csv "$OUT/sdpa.csv" \
+PYTHONUNBUFFERED=1 timeout "$(cap 190)" python3 "$ROOT/bench/sdpa_bench.py" --reps 10 --csv "$OUT/sdpa.csv" \
   --ours "$OUT/ours.csv" >"$OUT/table.txt" 2>&1 || log "sdpa_bench rc=$? (see table.txt)"
 
 # ---------------------------------------------------------------- tile sweep

@@ -1,16 +1,16 @@
 #!/usr/bin/env python3
 """Static statistics of the CUDA attention kernels, without a GPU.
 
-For each kernel of attention/cuda/*.cu compiled for one architecture
-(default sm_90): registers and spill bytes (ptxas -v), and, when cuobjdump
-and nvdisasm are on PATH, the size of its main loop in SASS (the largest
-region closed by a backward branch over a barrier) with the mma, local
-loads and local stores in it. A spill inside the main loop costs every
-tile; outside it, once per CTA. Use it to compare a change of the kernels
+For each kernel of attention/cuda/instantiations/*.cu compiled for one
+architecture (default sm_90): registers and spill bytes (ptxas -v), and,
+when cuobjdump and nvdisasm are on PATH, the size of its main loop in SASS
+(the largest region closed by a backward branch over a barrier) with the
+mma, local loads and local stores in it. A spill inside the main loop costs
+every tile; outside it, once per CTA. Use it to compare a change of the kernels
 before a GPU is lent:
 
     tools/kernel_stats.py                  # all translation units
-    tools/kernel_stats.py fwd_bf16 bwd_d256 --arch sm_80
+    tools/kernel_stats.py fwd_hdim128_bf16 bwd_hdim256_fp16 --arch sm_80
 
 cuobjdump and nvdisasm are not part of the CUDA packages installed here;
 PyPI has them (no GPU needed):
@@ -27,6 +27,7 @@ import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NVCC = os.environ.get("NVCC", "/usr/local/cuda/bin/nvcc")
+UNITS = os.path.join(ROOT, "attention", "cuda", "instantiations")
 
 
 def short_name(mangled):
@@ -43,7 +44,7 @@ def compile_tu(tu, arch, out_dir):
     cubin = os.path.join(out_dir, tu + ".cubin")
     cmd = [NVCC, "-I" + ROOT, "-isystem=/usr/local/cuda/include", "-O3", "-DNDEBUG",
            "-arch=" + arch, "--expt-relaxed-constexpr", "-std=c++20", "-cubin", "-Xptxas", "-v",
-           "-o", cubin, os.path.join(ROOT, "attention", "cuda", tu + ".cu")]
+           "-o", cubin, os.path.join(UNITS, tu + ".cu")]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         sys.exit(f"nvcc failed on {tu}:\n{r.stderr}")
@@ -98,8 +99,7 @@ def main():
     ap.add_argument("units", nargs="*", help="translation units (default: all kernel .cu files)")
     ap.add_argument("--arch", default="sm_90")
     a = ap.parse_args()
-    units = a.units or sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, "attention", "cuda"))
-                              if f.endswith(".cu") and f != "merge.cu")
+    units = a.units or sorted(f[:-3] for f in os.listdir(UNITS) if f.endswith(".cu"))
     have_sass = bool(shutil.which("cuobjdump") and shutil.which("nvdisasm"))
     print(f"{'kernel':44s} {'regs':>4s} {'spill st/ld B':>13s} | "
           + ("main loop: instructions, mma, local ld, local st" if have_sass

@@ -17,7 +17,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "attention/cuda/kernels.h"
-#include "attention/cuda/memory.h"
+#include "base/cuda_memory.h"
 #include "base/status.h"
 #include "runtime/ringattn.h"
 #include "runtime/tensor.h"

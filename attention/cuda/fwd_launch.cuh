@@ -1,7 +1,8 @@
 // Forward kernel entry points and their launchers (host side of
 // fwd_kernel.cuh): dynamic shared memory above 48 KB is opted into per
 // kernel, the grid is laid out, and the launch is checked. Included by the
-// fwd_<dtype>.cu files, which instantiate the launchers.
+// instantiations/fwd_hdim<D>_<dtype>.cu files, which instantiate the
+// launchers (dispatch.h picks one).
 #pragma once
 
 #include "attention/cuda/fwd_kernel.cuh"
@@ -16,26 +17,27 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
   ForwardBody<Tr, kT, kCap>(p, smem);
 }
 
+}  // namespace ringattn::cuda::detail
+
+namespace ringattn::cuda::internal {
+
 template <DType kT, int kD, bool kCap>
-internal::LaunchResult LaunchForwardImpl(const AttnParams& p, cudaStream_t stream) {
+CudaResult LaunchForward(const AttnParams& p, cudaStream_t stream) {
   using Tr = FwdTraits<kD>;
-  auto* kernel = &ForwardKernel<Tr, kT, kCap>;
+  auto* kernel = &detail::ForwardKernel<Tr, kT, kCap>;
   RINGATTN_CUDA_TRY(
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes));
   const dim3 grid(static_cast<unsigned>((p.seqlen_q + Tr::kBlockM - 1) / Tr::kBlockM),
                   static_cast<unsigned>(p.num_heads), static_cast<unsigned>(p.batch));
   kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(p);
-  return RINGATTN_CHECK_LAUNCH("ForwardKernel");
-}
-
-}  // namespace ringattn::cuda::detail
-
-namespace ringattn::cuda::internal {
-
-template <DType kT, int kD>
-LaunchResult LaunchForward(const AttnParams& p, cudaStream_t stream) {
-  return p.softcap > 0.0f ? detail::LaunchForwardImpl<kT, kD, true>(p, stream)
-                          : detail::LaunchForwardImpl<kT, kD, false>(p, stream);
+  return RINGATTN_CUDA_RESULT(cudaGetLastError(), "ForwardKernel");
 }
 
 }  // namespace ringattn::cuda::internal
+
+// The explicit instantiations of one instantiations/fwd_hdim<D>_<dtype>.cu
+// (inside namespace ringattn::cuda::internal): every variant dispatch.h
+// may pick for that dtype and head dim, softcap off and on.
+#define RINGATTN_INSTANTIATE_FORWARD(kT, kD)                                         \
+  template CudaResult LaunchForward<kT, kD, false>(const AttnParams&, cudaStream_t); \
+  template CudaResult LaunchForward<kT, kD, true>(const AttnParams&, cudaStream_t)

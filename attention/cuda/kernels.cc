@@ -1,8 +1,9 @@
 // Host dispatch of the CUDA attention kernels: validates AttnParams and the
-// device once, picks the instantiation (dtype x head dim; softcap inside),
-// launches on the caller's stream, and turns every CUDA error into a Status
-// naming the call and its file:line. Also the device-memory helpers of
-// memory.h. Built only when the CUDA toolkit is found (stub.cc otherwise).
+// device once, picks the instantiation (dispatch.h: dtype x head dim x
+// softcap, and deterministic for the backward), launches on the caller's
+// stream, and turns every CUDA error into a Status naming the call and its
+// file:line (base/cuda_status.h). Built only when the CUDA toolkit is found
+// (stub.cc otherwise).
 #include "attention/cuda/kernels.h"
 
 #include <cuda_runtime_api.h>
@@ -14,9 +15,10 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "attention/cuda/dispatch.h"
 #include "attention/cuda/launch.h"
-#include "attention/cuda/memory.h"
 #include "attention/cuda/traits.h"
+#include "base/cuda_status.h"
 #include "base/status.h"
 
 namespace ringattn::cuda {
@@ -37,36 +39,6 @@ int BackwardSmemBytes(int head_dim) {
 }  // namespace internal
 
 namespace {
-
-absl::Status ErrorStatus(cudaError_t e, const char* file, int line, absl::string_view what) {
-  const std::string msg = absl::StrCat(file, ":", line, ": ", what, ": ", cudaGetErrorName(e), " (",
-                                       cudaGetErrorString(e), ")");
-  switch (e) {
-    case cudaErrorMemoryAllocation:
-      return absl::ResourceExhaustedError(msg);
-    case cudaErrorNoDevice:
-    case cudaErrorInsufficientDriver:
-      return absl::FailedPreconditionError(msg);
-    case cudaErrorNoKernelImageForDevice:
-    case cudaErrorUnsupportedPtxVersion:
-      return absl::UnimplementedError(msg);
-    default:
-      return absl::InternalError(msg);
-  }
-}
-
-absl::Status ToStatus(const internal::LaunchResult& r) {
-  if (r.ok()) return absl::OkStatus();
-  return ErrorStatus(r.error, r.file, r.line, r.what);
-}
-
-#define RINGATTN_CUDA_RETURN_IF_ERROR(expr)                       \
-  do {                                                            \
-    const cudaError_t ringattn_e_ = (expr);                       \
-    if (ringattn_e_ != cudaSuccess) {                             \
-      return ErrorStatus(ringattn_e_, __FILE__, __LINE__, #expr); \
-    }                                                             \
-  } while (0)
 
 bool Aligned(const void* ptr, int64_t bytes) {
   return reinterpret_cast<uintptr_t>(ptr) % static_cast<uintptr_t>(bytes) == 0;
@@ -95,14 +67,14 @@ absl::Status CheckAccumulator(const float* ptr, absl::string_view name) {
 // The current device must be sm_80+ and grant `smem` bytes per block.
 absl::Status CheckDevice(int smem) {
   int dev = 0;
-  RINGATTN_CUDA_RETURN_IF_ERROR(cudaGetDevice(&dev));
+  RINGATTN_CUDA_CHECK(cudaGetDevice(&dev), "CUDA attention");
   int major = 0, minor = 0, optin = 0;
-  RINGATTN_CUDA_RETURN_IF_ERROR(
-      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-  RINGATTN_CUDA_RETURN_IF_ERROR(
-      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
-  RINGATTN_CUDA_RETURN_IF_ERROR(
-      cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  RINGATTN_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev),
+                      "CUDA attention");
+  RINGATTN_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev),
+                      "CUDA attention");
+  RINGATTN_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev),
+                      "CUDA attention");
   if (major < 8) {
     return absl::UnimplementedError(
         absl::StrCat("CUDA attention kernels need compute capability 8.0 or newer (mma.sync bf16, "
@@ -118,7 +90,7 @@ absl::Status CheckDevice(int smem) {
   // launch: report it now, under its own name, and clear it.
   const cudaError_t pending = cudaGetLastError();
   if (pending != cudaSuccess) {
-    return ErrorStatus(pending, __FILE__, __LINE__, "CUDA error pending before the launch");
+    return CudaStatus(pending, __FILE__, __LINE__, "CUDA error pending before the launch");
   }
   return absl::OkStatus();
 }
@@ -203,12 +175,10 @@ absl::Status Forward(const AttnParams& p, void* stream) {
   if (p.seqlen_q == 0) return absl::OkStatus();
   RETURN_IF_ERROR(CheckDevice(internal::ForwardSmemBytes(static_cast<int>(p.head_dim))));
   const cudaStream_t s = AsStream(stream);
-  const bool bf16 = p.dtype == DType::kBFloat16;
-  return WithHeadDim(
-      p.head_dim,
-      [&]<int kD>() {
-        return ToStatus(bf16 ? internal::LaunchForward<DType::kBFloat16, kD>(p, s)
-                             : internal::LaunchForward<DType::kFloat16, kD>(p, s));
+  return DispatchForward(
+      p,
+      [&]<DType kT, int kD, bool kCap>() {
+        return ToStatus(internal::LaunchForward<kT, kD, kCap>(p, s));
       },
       [&] { return absl::InternalError(absl::StrCat("no forward kernel for D=", p.head_dim)); });
 }
@@ -218,12 +188,10 @@ absl::Status Backward(const AttnParams& p, bool deterministic, void* stream) {
   if (p.seqlen_q == 0 || p.seqlen_k == 0) return absl::OkStatus();  // nothing to add
   RETURN_IF_ERROR(CheckDevice(internal::BackwardSmemBytes(static_cast<int>(p.head_dim))));
   const cudaStream_t s = AsStream(stream);
-  const bool bf16 = p.dtype == DType::kBFloat16;
-  return WithHeadDim(
-      p.head_dim,
-      [&]<int kD>() {
-        return ToStatus(bf16 ? internal::LaunchBackward<DType::kBFloat16, kD>(p, deterministic, s)
-                             : internal::LaunchBackward<DType::kFloat16, kD>(p, deterministic, s));
+  return DispatchBackward(
+      p, deterministic,
+      [&]<DType kT, int kD, bool kCap, bool kDeterministic>() {
+        return ToStatus(internal::LaunchBackward<kT, kD, kCap, kDeterministic>(p, s));
       },
       [&] { return absl::InternalError(absl::StrCat("no backward kernel for D=", p.head_dim)); });
 }
@@ -256,105 +224,6 @@ absl::Status RowDot(const void* dout, TensorStrides dout_stride, DType dout_dtyp
   RETURN_IF_ERROR(CheckDevice(0));
   return ToStatus(internal::LaunchRowDot(dout, dout_stride, dout_dtype, out, out_stride, out_dtype,
                                          dsum, batch, seqlen, heads, head_dim, AsStream(stream)));
-}
-
-// ------------------------------------------------------------ memory.h
-
-absl::StatusOr<DeviceBuffer> DeviceBuffer::Allocate(int64_t bytes) {
-  DeviceBuffer buf;
-  if (bytes < 0) return ArgError("bytes", ">= 0", bytes);
-  if (bytes == 0) return buf;
-  RINGATTN_CUDA_RETURN_IF_ERROR(cudaMalloc(&buf.data_, static_cast<size_t>(bytes)));
-  buf.size_ = bytes;
-  return buf;
-}
-
-DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& o) noexcept {
-  if (this != &o) {
-    if (data_ != nullptr) cudaFree(data_);
-    data_ = o.data_;
-    size_ = o.size_;
-    o.data_ = nullptr;
-    o.size_ = 0;
-  }
-  return *this;
-}
-
-DeviceBuffer::~DeviceBuffer() {
-  if (data_ != nullptr) cudaFree(data_);
-}
-
-absl::Status CopyToDevice(void* dst, const void* src, int64_t bytes) {
-  if (bytes <= 0) return absl::OkStatus();
-  RINGATTN_CUDA_RETURN_IF_ERROR(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
-  return absl::OkStatus();
-}
-
-absl::Status CopyToHost(void* dst, const void* src, int64_t bytes) {
-  if (bytes <= 0) return absl::OkStatus();
-  RINGATTN_CUDA_RETURN_IF_ERROR(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
-  return absl::OkStatus();
-}
-
-absl::Status CopyDeviceToDevice(void* dst, const void* src, int64_t bytes) {
-  if (bytes <= 0) return absl::OkStatus();
-  RINGATTN_CUDA_RETURN_IF_ERROR(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice));
-  return absl::OkStatus();
-}
-
-absl::Status Fill(void* dst, int value, int64_t bytes) {
-  if (bytes <= 0) return absl::OkStatus();
-  RINGATTN_CUDA_RETURN_IF_ERROR(cudaMemset(dst, value, bytes));
-  return absl::OkStatus();
-}
-
-absl::Status Synchronize(void* stream) {
-  if (stream == nullptr) {
-    RINGATTN_CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());
-  } else {
-    RINGATTN_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(AsStream(stream)));
-  }
-  RINGATTN_CUDA_RETURN_IF_ERROR(cudaGetLastError());
-  return absl::OkStatus();
-}
-
-absl::StatusOr<Stream> Stream::Create() {
-  cudaStream_t s = nullptr;
-  RINGATTN_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-  Stream stream;
-  stream.stream_ = s;
-  return stream;
-}
-
-Stream& Stream::operator=(Stream&& o) noexcept {
-  if (this != &o) {
-    Reset();
-    stream_ = o.stream_;
-    o.stream_ = nullptr;
-  }
-  return *this;
-}
-
-Stream::~Stream() { Reset(); }
-
-void Stream::Reset() {
-  if (stream_ == nullptr) return;
-  cudaStreamSynchronize(AsStream(stream_));
-  cudaStreamDestroy(AsStream(stream_));
-  stream_ = nullptr;
-}
-
-absl::Status CopyAsync(void* dst, const void* src, int64_t bytes, void* stream) {
-  if (bytes <= 0) return absl::OkStatus();
-  RINGATTN_CUDA_RETURN_IF_ERROR(
-      cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, AsStream(stream)));
-  return absl::OkStatus();
-}
-
-absl::Status FillAsync(void* dst, int value, int64_t bytes, void* stream) {
-  if (bytes <= 0) return absl::OkStatus();
-  RINGATTN_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(dst, value, bytes, AsStream(stream)));
-  return absl::OkStatus();
 }
 
 }  // namespace ringattn::cuda

@@ -1,12 +1,17 @@
 // Internal interface between the host dispatch (kernels.cc) and the kernel
-// families (*.cu). No Abseil here: the .cu files stay plain CUDA C++, and a
-// launcher reports the first CUDA error with the file and line where it
-// was seen. Launchers assume parameters already checked by the dispatch.
+// families (the .cu files below). No Abseil here: the .cu files stay plain
+// CUDA C++, and a launcher reports the first CUDA error with the file and
+// line where it was seen (base/cuda_result.h). Launchers assume parameters
+// already checked by the dispatch.
 //
-// Families (one .cu each):
-//   fwd_bf16.cu, fwd_fp16.cu        Forward<dtype, D in {64, 128}>
-//   bwd_bf16.cu, bwd_fp16.cu        Backward and the deterministic dQ pass
-//   fwd_d256.cu, bwd_d256.cu        the same at D = 256, both dtypes
+// Families (instantiations/ has one .cu per direction x head dim x dtype;
+// dispatch.h turns the run-time flags into their template arguments):
+//   instantiations/fwd_hdim{64,128,256}_{bf16,fp16}.cu
+//                                   LaunchForward<dtype, D, softcap>
+//   instantiations/bwd_hdim{64,128,256}_{bf16,fp16}.cu
+//                                   LaunchBackward<dtype, D, softcap,
+//                                   deterministic>: the main kernel and the
+//                                   deterministic dQ pass
 //   merge.cu                        MergePartial, RowDot
 #pragma once
 
@@ -16,52 +21,30 @@
 
 #include "attention/dtype.h"
 #include "attention/params.h"
+#include "base/cuda_result.h"
 
 namespace ringattn::cuda::internal {
-
-struct LaunchResult {
-  cudaError_t error = cudaSuccess;
-  const char* file = "";
-  int line = 0;
-  const char* what = "";  // the call or kernel that failed
-  bool ok() const { return error == cudaSuccess; }
-};
-
-#define RINGATTN_LAUNCH_RESULT(err, what) \
-  ::ringattn::cuda::internal::LaunchResult { (err), __FILE__, __LINE__, (what) }
-
-// Returns from the enclosing launcher when a CUDA runtime call fails.
-#define RINGATTN_CUDA_TRY(expr)                            \
-  do {                                                     \
-    const cudaError_t ringattn_err_ = (expr);              \
-    if (ringattn_err_ != cudaSuccess) {                    \
-      return RINGATTN_LAUNCH_RESULT(ringattn_err_, #expr); \
-    }                                                      \
-  } while (0)
-
-// Checks the launch just made (cudaGetLastError) and returns its result.
-#define RINGATTN_CHECK_LAUNCH(kernel_name) RINGATTN_LAUNCH_RESULT(cudaGetLastError(), kernel_name)
 
 // Shared memory (bytes) each kernel family needs at head dim D.
 int ForwardSmemBytes(int head_dim);
 int BackwardSmemBytes(int head_dim);
 
-// Forward: out, lse. Softcap on/off is chosen inside from p.softcap.
-template <DType kT, int kD>
-LaunchResult LaunchForward(const AttnParams& p, cudaStream_t stream);
+// Forward: out, lse; kCap: softcap (p.softcap > 0).
+template <DType kT, int kD, bool kCap>
+CudaResult LaunchForward(const AttnParams& p, cudaStream_t stream);
 
-// Backward: dk/dv (and dq unless `deterministic`) added into the fp32
-// accumulators; `deterministic` adds dq with a separate pass, no atomics.
-template <DType kT, int kD>
-LaunchResult LaunchBackward(const AttnParams& p, bool deterministic, cudaStream_t stream);
+// Backward: dk/dv (and dq unless kDeterministic) added into the fp32
+// accumulators; kDeterministic adds dq with a separate pass, no atomics.
+template <DType kT, int kD, bool kCap, bool kDeterministic>
+CudaResult LaunchBackward(const AttnParams& p, cudaStream_t stream);
 
-LaunchResult LaunchMergePartial(float* acc_out, float* acc_lse, const float* part_out,
-                                const float* part_lse, int64_t batch, int64_t seqlen, int64_t heads,
-                                int64_t head_dim, cudaStream_t stream);
+CudaResult LaunchMergePartial(float* acc_out, float* acc_lse, const float* part_out,
+                              const float* part_lse, int64_t batch, int64_t seqlen, int64_t heads,
+                              int64_t head_dim, cudaStream_t stream);
 
-LaunchResult LaunchRowDot(const void* dout, TensorStrides dout_stride, DType dout_dtype,
-                          const void* out, TensorStrides out_stride, DType out_dtype, float* dsum,
-                          int64_t batch, int64_t seqlen, int64_t heads, int64_t head_dim,
-                          cudaStream_t stream);
+CudaResult LaunchRowDot(const void* dout, TensorStrides dout_stride, DType dout_dtype,
+                        const void* out, TensorStrides out_stride, DType out_dtype, float* dsum,
+                        int64_t batch, int64_t seqlen, int64_t heads, int64_t head_dim,
+                        cudaStream_t stream);
 
 }  // namespace ringattn::cuda::internal

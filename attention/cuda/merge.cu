@@ -76,26 +76,26 @@ dim3 RowGrid(int64_t rows) {
 
 namespace ringattn::cuda::internal {
 
-LaunchResult LaunchMergePartial(float* acc_out, float* acc_lse, const float* part_out,
-                                const float* part_lse, int64_t batch, int64_t seqlen, int64_t heads,
-                                int64_t head_dim, cudaStream_t stream) {
+CudaResult LaunchMergePartial(float* acc_out, float* acc_lse, const float* part_out,
+                              const float* part_lse, int64_t batch, int64_t seqlen, int64_t heads,
+                              int64_t head_dim, cudaStream_t stream) {
   const int64_t rows = batch * seqlen * heads;
   if (rows == 0) return {};
   detail::MergeKernel<<<detail::RowGrid(rows), 32 * detail::kRowWarps, 0, stream>>>(
       acc_out, acc_lse, part_out, part_lse, seqlen, heads, head_dim, rows);
-  return RINGATTN_CHECK_LAUNCH("MergeKernel");
+  return RINGATTN_CUDA_RESULT(cudaGetLastError(), "MergeKernel");
 }
 
-LaunchResult LaunchRowDot(const void* dout, TensorStrides dout_stride, DType dout_dtype,
-                          const void* out, TensorStrides out_stride, DType out_dtype, float* dsum,
-                          int64_t batch, int64_t seqlen, int64_t heads, int64_t head_dim,
-                          cudaStream_t stream) {
+CudaResult LaunchRowDot(const void* dout, TensorStrides dout_stride, DType dout_dtype,
+                        const void* out, TensorStrides out_stride, DType out_dtype, float* dsum,
+                        int64_t batch, int64_t seqlen, int64_t heads, int64_t head_dim,
+                        cudaStream_t stream) {
   const int64_t rows = batch * seqlen * heads;
   if (rows == 0) return {};
   detail::RowDotKernel<<<detail::RowGrid(rows), 32 * detail::kRowWarps, 0, stream>>>(
       dout, dout_stride, dout_dtype, out, out_stride, out_dtype, dsum, seqlen, heads, head_dim,
       rows);
-  return RINGATTN_CHECK_LAUNCH("RowDotKernel");
+  return RINGATTN_CUDA_RESULT(cudaGetLastError(), "RowDotKernel");
 }
 
 }  // namespace ringattn::cuda::internal

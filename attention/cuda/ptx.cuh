@@ -7,12 +7,12 @@
 // run the bodies.
 //
 // With RINGATTN_CUDA_EMULATE defined (host C++ only, never in the library),
-// emu/ptx_emu.h provides the same functions on the CPU instead; see
-// emu/emu_check.cc.
+// ptx_emu.h provides the same functions on the CPU instead; see
+// tests/attention/cuda_emu_check.cc and cuda_tiles_test.cc.
 #pragma once
 
 #if defined(RINGATTN_CUDA_EMULATE)
-#include "attention/cuda/emu/ptx_emu.h"
+#include "attention/cuda/ptx_emu.h"
 #else
 
 #include <cuda_bf16.h>

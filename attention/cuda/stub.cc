@@ -2,7 +2,6 @@
 // everything links, DeviceAvailable() is false and every call answers
 // Unimplemented, so callers and tests need no #ifdef.
 #include "attention/cuda/kernels.h"
-#include "attention/cuda/memory.h"
 
 namespace ringattn::cuda {
 namespace {
@@ -25,31 +24,5 @@ absl::Status RowDot(const void*, TensorStrides, DType, const void*, TensorStride
                     int64_t, int64_t, int64_t, int64_t, void*) {
   return NotBuilt();
 }
-
-absl::StatusOr<DeviceBuffer> DeviceBuffer::Allocate(int64_t) { return NotBuilt(); }
-DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& o) noexcept {
-  data_ = o.data_;
-  size_ = o.size_;
-  o.data_ = nullptr;
-  o.size_ = 0;
-  return *this;
-}
-DeviceBuffer::~DeviceBuffer() = default;
-absl::Status CopyToDevice(void*, const void*, int64_t) { return NotBuilt(); }
-absl::Status CopyToHost(void*, const void*, int64_t) { return NotBuilt(); }
-absl::Status CopyDeviceToDevice(void*, const void*, int64_t) { return NotBuilt(); }
-absl::Status Fill(void*, int, int64_t) { return NotBuilt(); }
-absl::Status Synchronize(void*) { return NotBuilt(); }
-
-absl::StatusOr<Stream> Stream::Create() { return NotBuilt(); }
-Stream& Stream::operator=(Stream&& o) noexcept {
-  stream_ = o.stream_;
-  o.stream_ = nullptr;
-  return *this;
-}
-Stream::~Stream() = default;
-void Stream::Reset() { stream_ = nullptr; }
-absl::Status CopyAsync(void*, const void*, int64_t, void*) { return NotBuilt(); }
-absl::Status FillAsync(void*, int, int64_t, void*) { return NotBuilt(); }
 
 }  // namespace ringattn::cuda

@@ -35,7 +35,8 @@ auto WithHeadDim(int64_t d, F&& f, G&& otherwise) {
 }
 
 // FwdConfig is the family of forward tile shapes; FwdTraits<D> names the
-// one the library launches (tools/cuda_tune.cu times the others).
+// one the library launches (`cuda_tune --tune` times the others: the
+// cuda_tune target, bench/cuda_attn_bench.cu built with RINGATTN_TUNE).
 template <int kHeadDim, int kWarps_, int kMTiles_, int kBlockN_, bool kQInRegs_, int kMinBlocks_ = 1>
 struct FwdConfig {
   static constexpr int kD = kHeadDim;

@@ -25,8 +25,6 @@
 namespace ringattn::comm {
 namespace {
 
-#define RINGATTN_CUDA_LOCAL_CHECK(expr) RINGATTN_CUDA_CHECK(expr, "cuda-local copy")
-
 // An event recorded on `stream` (of `device`), destroyed with the mark. The
 // calling thread's current device is restored.
 absl::StatusOr<std::shared_ptr<void>> MarkStream(int device, void* stream) {
@@ -45,14 +43,15 @@ class CudaCopier final : public LocalCopier {
 
   absl::Status Copy(void* dst, const void* src, int64_t bytes) override {
     // The copy thread's current device is its own: set it for the stream.
-    RINGATTN_CUDA_LOCAL_CHECK(cudaSetDevice(device_));
-    RINGATTN_CUDA_LOCAL_CHECK(
-        cudaMemcpyAsync(dst, src, static_cast<size_t>(bytes), cudaMemcpyDefault, stream_));
+    RINGATTN_CUDA_CHECK(cudaSetDevice(device_), "cuda-local copy");
+    RINGATTN_CUDA_CHECK(
+        cudaMemcpyAsync(dst, src, static_cast<size_t>(bytes), cudaMemcpyDefault, stream_),
+        "cuda-local copy");
     return absl::OkStatus();
   }
 
   absl::Status Flush() override {
-    RINGATTN_CUDA_LOCAL_CHECK(cudaStreamSynchronize(stream_));
+    RINGATTN_CUDA_CHECK(cudaStreamSynchronize(stream_), "cuda-local copy");
     return absl::OkStatus();
   }
 
@@ -70,7 +69,7 @@ class CudaCopier final : public LocalCopier {
   // and a copy that lands after its request has failed.
   absl::Status After(const void* send_mark, const void* recv_mark,
                      const std::atomic<bool>& aborted, absl::Duration timeout) override {
-    RINGATTN_CUDA_LOCAL_CHECK(cudaSetDevice(device_));
+    RINGATTN_CUDA_CHECK(cudaSetDevice(device_), "cuda-local copy");
     const auto deadline = std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(timeout);
     for (const void* mark : {send_mark, recv_mark}) {
       if (mark == nullptr) continue;
@@ -78,7 +77,7 @@ class CudaCopier final : public LocalCopier {
       const cudaError_t e = PollCuda([event] { return cudaEventQuery(event); }, deadline,
                                      [&aborted] { return aborted.load(std::memory_order_relaxed); });
       if (e == cudaSuccess) continue;
-      if (e != cudaErrorNotReady) RINGATTN_CUDA_LOCAL_CHECK(e);
+      if (e != cudaErrorNotReady) RINGATTN_CUDA_CHECK(e, "cuda-local copy");
       if (aborted.load(std::memory_order_relaxed)) {
         return absl::AbortedError("aborted while waiting for the posting rank's stream");
       }
@@ -95,9 +94,9 @@ class CudaCopier final : public LocalCopier {
 };
 
 absl::StatusOr<std::unique_ptr<LocalCopier>> MakeCopier(int device) {
-  RINGATTN_CUDA_LOCAL_CHECK(cudaSetDevice(device));
+  RINGATTN_CUDA_CHECK(cudaSetDevice(device), "cuda-local copy");
   cudaStream_t stream = nullptr;
-  RINGATTN_CUDA_LOCAL_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  RINGATTN_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cuda-local copy");
   return std::unique_ptr<LocalCopier>(new CudaCopier(device, stream));
 }
 

@@ -56,8 +56,6 @@ namespace {
 
 // ---- errors -------------------------------------------------------------------
 
-#define RINGATTN_NCCL_CUDA_CHECK(expr) RINGATTN_CUDA_CHECK(expr, "nccl")
-
 absl::Status NcclFailure(const NcclApi& api, ncclResult_t r, const char* call, const char* file,
                          int line) {
   const char* last = api.GetLastError(nullptr);
@@ -229,7 +227,7 @@ class NcclComm final : public NcclCommunicator {
   std::string Name() const override { return "nccl"; }
   int Device() const override { return device_; }
   absl::Status MakeDeviceCurrent() const override {
-    RINGATTN_NCCL_CUDA_CHECK(cudaSetDevice(device_));
+    RINGATTN_CUDA_CHECK(cudaSetDevice(device_), "nccl");
     return absl::OkStatus();
   }
   std::string Description() const override { return description_; }
@@ -321,20 +319,21 @@ class NcclComm final : public NcclCommunicator {
 absl::Status NcclComm::Init(ncclComm_t data, ncclComm_t barrier) {
   data_comm_ = data;
   barrier_comm_ = barrier;
-  RINGATTN_NCCL_CUDA_CHECK(cudaSetDevice(device_));
+  RINGATTN_CUDA_CHECK(cudaSetDevice(device_), "nccl");
   // The highest priority: NCCL's kernels are scheduled ahead of compute.
   int least = 0, greatest = 0;
-  RINGATTN_NCCL_CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
-  RINGATTN_NCCL_CUDA_CHECK(cudaStreamCreateWithPriority(&stream_, cudaStreamNonBlocking, greatest));
-  RINGATTN_NCCL_CUDA_CHECK(
-      cudaStreamCreateWithPriority(&barrier_stream_, cudaStreamNonBlocking, greatest));
-  RINGATTN_NCCL_CUDA_CHECK(cudaEventCreateWithFlags(&event_, cudaEventDisableTiming));
-  RINGATTN_NCCL_CUDA_CHECK(cudaEventCreateWithFlags(&barrier_event_, cudaEventDisableTiming));
-  RINGATTN_NCCL_CUDA_CHECK(cudaMalloc(&dev_ctrl_, 2 * kMaxPeersPerRound * sizeof(ControlMsg)));
-  RINGATTN_NCCL_CUDA_CHECK(
-      cudaMallocHost(&host_ctrl_, 2 * kMaxPeersPerRound * sizeof(ControlMsg)));
-  RINGATTN_NCCL_CUDA_CHECK(cudaMalloc(&barrier_value_, sizeof(int32_t)));
-  RINGATTN_NCCL_CUDA_CHECK(cudaMemset(barrier_value_, 0, sizeof(int32_t)));
+  RINGATTN_CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest), "nccl");
+  RINGATTN_CUDA_CHECK(cudaStreamCreateWithPriority(&stream_, cudaStreamNonBlocking, greatest),
+                      "nccl");
+  RINGATTN_CUDA_CHECK(
+      cudaStreamCreateWithPriority(&barrier_stream_, cudaStreamNonBlocking, greatest), "nccl");
+  RINGATTN_CUDA_CHECK(cudaEventCreateWithFlags(&event_, cudaEventDisableTiming), "nccl");
+  RINGATTN_CUDA_CHECK(cudaEventCreateWithFlags(&barrier_event_, cudaEventDisableTiming), "nccl");
+  RINGATTN_CUDA_CHECK(cudaMalloc(&dev_ctrl_, 2 * kMaxPeersPerRound * sizeof(ControlMsg)), "nccl");
+  RINGATTN_CUDA_CHECK(cudaMallocHost(&host_ctrl_, 2 * kMaxPeersPerRound * sizeof(ControlMsg)),
+                      "nccl");
+  RINGATTN_CUDA_CHECK(cudaMalloc(&barrier_value_, sizeof(int32_t)), "nccl");
+  RINGATTN_CUDA_CHECK(cudaMemset(barrier_value_, 0, sizeof(int32_t)), "nccl");
   progress_ = std::thread([this] { Loop(); });
   return absl::OkStatus();
 }
@@ -549,7 +548,7 @@ absl::Status NcclComm::WaitOpOnStream(const Op& op, void* stream, absl::Duration
     if (!abort_status_.ok()) return abort_status_;
     done = op.done;  // recorded once, destroyed with the op, which the request holds
   }
-  RINGATTN_NCCL_CUDA_CHECK(cudaStreamWaitEvent(static_cast<cudaStream_t>(stream), done, 0));
+  RINGATTN_CUDA_CHECK(cudaStreamWaitEvent(static_cast<cudaStream_t>(stream), done, 0), "nccl");
   return absl::OkStatus();
 }
 
@@ -793,8 +792,9 @@ absl::Status NcclComm::StartControl(Op& op) {
     }
     out[i] = m;
   }
-  RINGATTN_NCCL_CUDA_CHECK(cudaMemcpyAsync(dev_ctrl_, host_ctrl_, n * sizeof(ControlMsg),
-                                           cudaMemcpyHostToDevice, stream_));
+  RINGATTN_CUDA_CHECK(cudaMemcpyAsync(dev_ctrl_, host_ctrl_, n * sizeof(ControlMsg),
+                                      cudaMemcpyHostToDevice, stream_),
+                      "nccl");
   ncclResult_t r = api_->GroupStart();
   for (int i = 0; i < n && r == ncclSuccess; ++i) {
     r = api_->Send(dev_ctrl_ + i, sizeof(ControlMsg), ncclUint8, op.peers[i], data_comm_, stream_);
@@ -817,10 +817,10 @@ absl::Status NcclComm::StartControl(Op& op) {
 
 absl::Status NcclComm::AfterControlGroup(Op& op) {
   const size_t n = op.peers.size();
-  RINGATTN_NCCL_CUDA_CHECK(cudaMemcpyAsync(host_ctrl_ + kMaxPeersPerRound,
-                                           dev_ctrl_ + kMaxPeersPerRound, n * sizeof(ControlMsg),
-                                           cudaMemcpyDeviceToHost, stream_));
-  RINGATTN_NCCL_CUDA_CHECK(cudaEventRecord(event_, stream_));
+  RINGATTN_CUDA_CHECK(cudaMemcpyAsync(host_ctrl_ + kMaxPeersPerRound, dev_ctrl_ + kMaxPeersPerRound,
+                                      n * sizeof(ControlMsg), cudaMemcpyDeviceToHost, stream_),
+                      "nccl");
+  RINGATTN_CUDA_CHECK(cudaEventRecord(event_, stream_), "nccl");
   op.enqueued = true;
   return absl::OkStatus();
 }
@@ -895,12 +895,12 @@ absl::Status NcclComm::StartPayload(Op& op) {
   if (op.recv_payload && orphaned) {
     // Its owner is gone: the bytes (a size this rank itself expected) go
     // to scratch, freed on the stream after the group.
-    RINGATTN_NCCL_CUDA_CHECK(
-        cudaMallocAsync(&op.scratch, static_cast<size_t>(op.recv_header.bytes), stream_));
+    RINGATTN_CUDA_CHECK(
+        cudaMallocAsync(&op.scratch, static_cast<size_t>(op.recv_header.bytes), stream_), "nccl");
     recv_into = op.scratch;
   }
   // Stream order: the payload waits for the poster's producers.
-  if (op.ready != nullptr) RINGATTN_NCCL_CUDA_CHECK(cudaStreamWaitEvent(stream_, op.ready, 0));
+  if (op.ready != nullptr) RINGATTN_CUDA_CHECK(cudaStreamWaitEvent(stream_, op.ready, 0), "nccl");
   ncclResult_t r = api_->GroupStart();
   if (r == ncclSuccess && op.send_payload) {
     r = api_->Send(op.send_buf, static_cast<size_t>(op.send_header.bytes), ncclUint8, op.to,
@@ -924,14 +924,14 @@ absl::Status NcclComm::StartPayload(Op& op) {
 
 absl::Status NcclComm::AfterPayloadGroup(Op& op) {
   if (op.scratch != nullptr) {
-    RINGATTN_NCCL_CUDA_CHECK(cudaFreeAsync(op.scratch, stream_));
+    RINGATTN_CUDA_CHECK(cudaFreeAsync(op.scratch, stream_), "nccl");
     op.scratch = nullptr;
   }
-  RINGATTN_NCCL_CUDA_CHECK(cudaEventRecord(event_, stream_));
+  RINGATTN_CUDA_CHECK(cudaEventRecord(event_, stream_), "nccl");
   if (op.done == nullptr) {
-    RINGATTN_NCCL_CUDA_CHECK(cudaEventCreateWithFlags(&op.done, cudaEventDisableTiming));
+    RINGATTN_CUDA_CHECK(cudaEventCreateWithFlags(&op.done, cudaEventDisableTiming), "nccl");
   }
-  RINGATTN_NCCL_CUDA_CHECK(cudaEventRecord(op.done, stream_));
+  RINGATTN_CUDA_CHECK(cudaEventRecord(op.done, stream_), "nccl");
   op.enqueued = true;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -1019,7 +1019,7 @@ absl::Status NcclComm::LaunchBarrier(BarrierOp& op) {
   }
   op.enqueued = false;
   if (r == ncclSuccess) {
-    RINGATTN_NCCL_CUDA_CHECK(cudaEventRecord(barrier_event_, barrier_stream_));
+    RINGATTN_CUDA_CHECK(cudaEventRecord(barrier_event_, barrier_stream_), "nccl");
     op.enqueued = true;
   }
   return absl::OkStatus();

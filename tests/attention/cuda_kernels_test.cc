@@ -16,8 +16,8 @@
 #include <vector>
 
 #include "attention/cuda/kernels.h"
-#include "attention/cuda/memory.h"
 #include "attention/merge.h"
+#include "base/cuda_memory.h"
 #include "gtest/gtest.h"
 #include "tests/attention/attn_test_util.h"
 

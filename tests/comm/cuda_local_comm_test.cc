@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "attention/cuda/kernels.h"
-#include "attention/cuda/memory.h"
+#include "base/cuda_memory.h"
 #include "base/status.h"
 #include "comm/local/cuda_local.h"
 #include "gtest/gtest.h"

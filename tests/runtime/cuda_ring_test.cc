@@ -15,7 +15,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "attention/cuda/kernels.h"
-#include "attention/cuda/memory.h"
+#include "base/cuda_memory.h"
 #include "comm/local/cuda_local.h"
 #include "gtest/gtest.h"
 #include "runtime/ringattn.h"

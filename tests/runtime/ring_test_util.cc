@@ -7,7 +7,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "attention/cuda/memory.h"
+#include "base/cuda_memory.h"
 #include "comm/local/cuda_local.h"
 #include "comm/local/local_comm.h"
 #include "gtest/gtest.h"

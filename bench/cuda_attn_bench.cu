@@ -1,5 +1,5 @@
 // Timing and self-check binary for the CUDA attention kernels, used by
-// tools/gpu_check.sh next to PyTorch's SDPA (tools/sdpa_bench.py).
+// tools/gpu_check.sh next to PyTorch's SDPA (bench/sdpa_bench.py).
 //
 //   cuda_attn_bench --check        ours vs naive fp32 GPU kernels (forward,
 //                                  backward fast and deterministic, merge)
@@ -15,7 +15,8 @@
 //                                  backward = RowDot + Backward, 2.5x the
 //                                  forward FLOPs. --shape D S causal: that
 //                                  shape alone (for profiling with ncu).
-// It calls the kernel launchers directly (attention/cuda/launch.h).
+// It calls the kernel launchers directly (attention/cuda/launch.h, chosen as
+// the library chooses them: attention/cuda/dispatch.h).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -23,11 +24,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <source_location>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "attention/cuda/device.cuh"
+#include "attention/cuda/dispatch.h"
 #include "attention/cuda/launch.h"
 #include "attention/cuda/traits.h"
 #ifdef RINGATTN_TUNE
@@ -38,22 +40,16 @@
 namespace ringattn::cuda {
 namespace {
 
-using internal::LaunchResult;
-
-#define BENCH_CHECK(expr)                                                                         \
-  do {                                                                                            \
-    const cudaError_t e_ = (expr);                                                                \
-    if (e_ != cudaSuccess) {                                                                      \
-      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
-      std::exit(2);                                                                               \
-    }                                                                                             \
-  } while (0)
-
-void Check(const LaunchResult& r) {
+// Print a failed launch (a launcher's CudaResult) or CUDA runtime call (its
+// error, at the caller's line) with its file:line, and exit.
+void Check(const CudaResult& r) {
   if (!r.ok()) {
     std::fprintf(stderr, "%s:%d: %s: %s\n", r.file, r.line, r.what, cudaGetErrorString(r.error));
     std::exit(2);
   }
+}
+void Check(cudaError_t e, std::source_location at = std::source_location::current()) {
+  Check(CudaResult{e, at.file_name(), static_cast<int>(at.line()), "CUDA call"});
 }
 
 template <typename T>
@@ -61,33 +57,39 @@ struct Dev {
   T* p = nullptr;
   int64_t n = 0;
   explicit Dev(int64_t count) : n(count) {
-    BENCH_CHECK(cudaMalloc(&p, std::max<int64_t>(count, 1) * sizeof(T)));
+    Check(cudaMalloc(&p, std::max<int64_t>(count, 1) * sizeof(T)));
   }
   ~Dev() { cudaFree(p); }
   Dev(const Dev&) = delete;
   Dev& operator=(const Dev&) = delete;
   std::vector<T> Host() const {
     std::vector<T> h(n);
-    BENCH_CHECK(cudaMemcpy(h.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost));
+    Check(cudaMemcpy(h.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost));
     return h;
   }
 };
 
-// The launchers of one dtype and head dim (one the kernels are built for).
-using FwdLauncher = LaunchResult (*)(const AttnParams&, cudaStream_t);
-using BwdLauncher = LaunchResult (*)(const AttnParams&, bool, cudaStream_t);
-template <DType kT>
-std::pair<FwdLauncher, BwdLauncher> LaunchersFor(int D) {
-  return WithHeadDim(
-      D,
-      [&]<int kD>() {  // a capture: nvcc warns on a captureless template lambda
-        return std::pair<FwdLauncher, BwdLauncher>{internal::LaunchForward<kT, kD>,
-                                                   internal::LaunchBackward<kT, kD>};
+// The launched kernels for p's dtype, head dim and softcap (and the
+// backward's dQ mode), picked as the library picks them (dispatch.h).
+CudaResult NoKernels(const AttnParams& p) {
+  std::fprintf(stderr, "no kernels for head dim %ld\n", static_cast<long>(p.head_dim));
+  std::exit(2);
+}
+CudaResult RunForward(const AttnParams& p) {
+  return DispatchForward(
+      p,
+      [&]<DType kT, int kD, bool kCap>() {
+        return internal::LaunchForward<kT, kD, kCap>(p, nullptr);
       },
-      [D]() -> std::pair<FwdLauncher, BwdLauncher> {
-        std::fprintf(stderr, "no kernels for head dim %d\n", D);
-        std::exit(2);
-      });
+      [&] { return NoKernels(p); });
+}
+CudaResult RunBackward(const AttnParams& p, bool deterministic) {
+  return DispatchBackward(
+      p, deterministic,
+      [&]<DType kT, int kD, bool kCap, bool kDeterministic>() {
+        return internal::LaunchBackward<kT, kD, kCap, kDeterministic>(p, nullptr);
+      },
+      [&] { return NoKernels(p); });
 }
 
 // The naive reference kernels keep one row of D floats per thread.
@@ -123,7 +125,7 @@ __global__ void RandomKernel(uint16_t* x, int64_t n, uint32_t seed, float stddev
 template <DType kT>
 void Random(Dev<uint16_t>& x, uint32_t seed) {
   RandomKernel<kT><<<1024, 256>>>(x.p, x.n, seed, 1.0f);
-  BENCH_CHECK(cudaGetLastError());
+  Check(cudaGetLastError());
 }
 
 __global__ void FillKernel(float* x, int64_t n, float v) {
@@ -133,7 +135,7 @@ __global__ void FillKernel(float* x, int64_t n, float v) {
 }
 void FillF32(Dev<float>& x, float v) {
   FillKernel<<<1024, 256>>>(x.p, x.n, v);
-  BENCH_CHECK(cudaGetLastError());
+  Check(cudaGetLastError());
 }
 
 // ------------------------------------------------- naive fp32 references
@@ -365,18 +367,14 @@ bool RunCheck(const CheckCase& c, int idx) {
   p.k_pos = PositionMap::Contiguous(c.k_offset, Sk);
 
   // Poison, then ours; then the naive reference.
-  BENCH_CHECK(cudaMemset(out.p, 0xff, out.n * 2));
-  BENCH_CHECK(cudaMemset(lse.p, 0xff, lse.n * 4));
-  const auto launchers = c.dtype == DType::kBFloat16 ? LaunchersFor<DType::kBFloat16>(c.D)
-                                                     : LaunchersFor<DType::kFloat16>(c.D);
-  const FwdLauncher fwd = launchers.first;
-  const BwdLauncher bwd = launchers.second;
-  Check(fwd(p, nullptr));
+  Check(cudaMemset(out.p, 0xff, out.n * 2));
+  Check(cudaMemset(lse.p, 0xff, lse.n * 4));
+  Check(RunForward(p));
   const int threads = 128;
   NaiveForwardKernel<<<static_cast<unsigned>((B * Sq * H + threads - 1) / threads), threads>>>(
       p, ref_out.p, ref_lse.p);
-  BENCH_CHECK(cudaGetLastError());
-  BENCH_CHECK(cudaDeviceSynchronize());
+  Check(cudaGetLastError());
+  Check(cudaDeviceSynchronize());
 
   std::vector<float> o16(out.n);
   {
@@ -396,16 +394,16 @@ bool RunCheck(const CheckCase& c, int idx) {
   p.dq_accum = dq.p;
   p.dk_accum = dk.p;
   p.dv_accum = dv.p;
-  Check(bwd(p, /*deterministic=*/false, nullptr));
+  Check(RunBackward(p, /*deterministic=*/false));
   p.dq_accum = dq2.p;
   p.dk_accum = dk2.p;
   p.dv_accum = dv2.p;
-  Check(bwd(p, /*deterministic=*/true, nullptr));
+  Check(RunBackward(p, /*deterministic=*/true));
   NaiveDqKernel<<<static_cast<unsigned>((B * Sq * H + threads - 1) / threads), threads>>>(p, rdq.p);
   NaiveDkvKernel<<<static_cast<unsigned>((B * Sk * Hk + threads - 1) / threads), threads>>>(
       p, rdk.p, rdv.p);
-  BENCH_CHECK(cudaGetLastError());
-  BENCH_CHECK(cudaDeviceSynchronize());
+  Check(cudaGetLastError());
+  Check(cudaDeviceSynchronize());
   const std::vector<float> hrdq = rdq.Host(), hrdk = rdk.Host(), hrdv = rdv.Host();
   const Err edq = Compare(dq.Host(), hrdq), edk = Compare(dk.Host(), hrdk),
             edv = Compare(dv.Host(), hrdv);
@@ -438,8 +436,8 @@ bool RunCheck(const CheckCase& c, int idx) {
     p.dq_accum = dq3.p;
     p.dk_accum = dk3.p;
     p.dv_accum = dv3.p;
-    Check(bwd(p, /*deterministic=*/true, nullptr));
-    BENCH_CHECK(cudaDeviceSynchronize());
+    Check(RunBackward(p, /*deterministic=*/true));
+    Check(cudaDeviceSynchronize());
     same = dq3.Host() == dq2.Host() && dk3.Host() == dk2.Host() && dv3.Host() == dv2.Host();
     // (vector == compares values; NaN would compare unequal and fail too.)
   }
@@ -462,12 +460,12 @@ bool RunMergeCheck() {
     pl[i] = i % 7 == 0 ? -INFINITY : 3.0f * rnd();
   }
   Dev<float> dao(n), dpo(n), dal(m), dpl(m);
-  BENCH_CHECK(cudaMemcpy(dao.p, ao.data(), n * 4, cudaMemcpyHostToDevice));
-  BENCH_CHECK(cudaMemcpy(dpo.p, po.data(), n * 4, cudaMemcpyHostToDevice));
-  BENCH_CHECK(cudaMemcpy(dal.p, al.data(), m * 4, cudaMemcpyHostToDevice));
-  BENCH_CHECK(cudaMemcpy(dpl.p, pl.data(), m * 4, cudaMemcpyHostToDevice));
+  Check(cudaMemcpy(dao.p, ao.data(), n * 4, cudaMemcpyHostToDevice));
+  Check(cudaMemcpy(dpo.p, po.data(), n * 4, cudaMemcpyHostToDevice));
+  Check(cudaMemcpy(dal.p, al.data(), m * 4, cudaMemcpyHostToDevice));
+  Check(cudaMemcpy(dpl.p, pl.data(), m * 4, cudaMemcpyHostToDevice));
   Check(internal::LaunchMergePartial(dao.p, dal.p, dpo.p, dpl.p, B, S, H, D, nullptr));
-  BENCH_CHECK(cudaDeviceSynchronize());
+  Check(cudaDeviceSynchronize());
   std::vector<float> ro(n), rl(m);
   for (int64_t b = 0; b < B; ++b)
     for (int64_t i = 0; i < S; ++i)
@@ -526,22 +524,22 @@ float Median(std::vector<float> v) {
 template <typename F>
 float TimeMs(F&& f, int reps) {
   cudaEvent_t a, b;
-  BENCH_CHECK(cudaEventCreate(&a));
-  BENCH_CHECK(cudaEventCreate(&b));
+  Check(cudaEventCreate(&a));
+  Check(cudaEventCreate(&b));
   for (int i = 0; i < 3; ++i) f();
-  BENCH_CHECK(cudaDeviceSynchronize());
+  Check(cudaDeviceSynchronize());
   std::vector<float> t;
   for (int i = 0; i < reps; ++i) {
-    BENCH_CHECK(cudaEventRecord(a));
+    Check(cudaEventRecord(a));
     f();
-    BENCH_CHECK(cudaEventRecord(b));
-    BENCH_CHECK(cudaEventSynchronize(b));
+    Check(cudaEventRecord(b));
+    Check(cudaEventSynchronize(b));
     float ms = 0.0f;
-    BENCH_CHECK(cudaEventElapsedTime(&ms, a, b));
+    Check(cudaEventElapsedTime(&ms, a, b));
     t.push_back(ms);
   }
-  BENCH_CHECK(cudaEventDestroy(a));
-  BENCH_CHECK(cudaEventDestroy(b));
+  Check(cudaEventDestroy(a));
+  Check(cudaEventDestroy(b));
   return Median(t);
 }
 
@@ -612,9 +610,9 @@ std::vector<float> ToFloats(const std::vector<uint16_t>& h) {
 template <class K>
 void PrintAttrs(K* kernel, int smem) {
   cudaFuncAttributes a;
-  BENCH_CHECK(cudaFuncGetAttributes(&a, kernel));
+  Check(cudaFuncGetAttributes(&a, kernel));
   int blocks = 0;
-  BENCH_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, a.maxThreadsPerBlock, smem));
+  Check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, a.maxThreadsPerBlock, smem));
   std::printf("regs %3d spill %4zu B smem %6d ctas/SM %d", a.numRegs, a.localSizeBytes, smem, blocks);
 }
 
@@ -630,12 +628,12 @@ struct TuneProblem {
 // shared memory opted into: the forward and the dQ pass.
 template <class Tr, class Kernel>
 auto QueryTileLaunch(Kernel* kernel, const AttnParams& p) {
-  BENCH_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes));
+  Check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes));
   const dim3 grid(static_cast<unsigned>((p.seqlen_q + Tr::kBlockM - 1) / Tr::kBlockM),
                   static_cast<unsigned>(p.num_heads), static_cast<unsigned>(p.batch));
   return [kernel, grid, &p] {
     kernel<<<grid, Tr::kThreads, Tr::kSmemBytes>>>(p);
-    BENCH_CHECK(cudaGetLastError());
+    Check(cudaGetLastError());
   };
 }
 
@@ -643,9 +641,9 @@ template <class Tr>
 void TuneFwd(const TuneProblem& t, Dev<uint16_t>& out, const std::vector<float>& ref, int reps) {
   auto* kernel = &detail::ForwardKernel<Tr, DType::kBFloat16, false>;
   const auto run = QueryTileLaunch<Tr>(kernel, t.p);
-  BENCH_CHECK(cudaMemset(out.p, 0xff, out.n * 2));
+  Check(cudaMemset(out.p, 0xff, out.n * 2));
   run();
-  BENCH_CHECK(cudaDeviceSynchronize());
+  Check(cudaDeviceSynchronize());
   const Err e = Compare(ToFloats(out.Host()), ref);
   const float ms = TimeMs(run, reps);
   std::printf("TUNE fwd D=%-3d causal=%d w%d mt%d n%-3d %s mb%d | ", t.D, t.causal, Tr::kWarps,
@@ -661,7 +659,7 @@ void TuneBwd(const TuneProblem& t, Dev<float>& dq, Dev<float>& dk, Dev<float>& d
              const std::vector<float>& rdq, const std::vector<float>& rdk,
              const std::vector<float>& rdv, int reps) {
   auto* kernel = &detail::BackwardKernel<Tr, DType::kBFloat16, false>;
-  BENCH_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes));
+  Check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes));
   const AttnParams& p = t.p;
   const dim3 grid(static_cast<unsigned>((p.seqlen_k + Tr::kBlockN - 1) / Tr::kBlockN),
                   static_cast<unsigned>(p.num_heads_k), static_cast<unsigned>(p.batch));
@@ -669,13 +667,13 @@ void TuneBwd(const TuneProblem& t, Dev<float>& dq, Dev<float>& dk, Dev<float>& d
     Check(internal::LaunchRowDot(p.dout, p.dout_stride, p.dtype, p.out, p.out_stride, p.out_dtype,
                                  const_cast<float*>(p.dsum), t.B, t.S, t.H, t.D, nullptr));
     kernel<<<grid, Tr::kThreads, Tr::kSmemBytes>>>(p, true);
-    BENCH_CHECK(cudaGetLastError());
+    Check(cudaGetLastError());
   };
   FillF32(dq, 0.0f);
   FillF32(dk, 0.0f);
   FillF32(dv, 0.0f);
   run();
-  BENCH_CHECK(cudaDeviceSynchronize());
+  Check(cudaDeviceSynchronize());
   const Err eq = Compare(dq.Host(), rdq), ek = Compare(dk.Host(), rdk), ev = Compare(dv.Host(), rdv);
   const float ms = TimeMs(run, reps);
   std::printf("TUNE bwd D=%-3d causal=%d w%d m%-3d mb%d ds%d | ", t.D, t.causal, Tr::kWarps,
@@ -695,7 +693,7 @@ void TuneDq(const TuneProblem& t, Dev<float>& dq, const std::vector<float>& rdq,
   const auto run = QueryTileLaunch<Tr>(kernel, t.p);
   FillF32(dq, 0.0f);
   run();
-  BENCH_CHECK(cudaDeviceSynchronize());
+  Check(cudaDeviceSynchronize());
   const Err e = Compare(dq.Host(), rdq);
   const float ms = TimeMs(run, reps);
   std::printf("TUNE dq  D=%-3d causal=%d w%d n%-3d | ", t.D, t.causal, Tr::kWarps, Tr::kBlockN);
@@ -721,13 +719,13 @@ void TuneHeadDim(FwdList<D, Fwd...>, BwdList<D, Bwd...>, DqList<D, Dq...>, int r
 
     // The launched kernels give the reference outputs (out, lse stay for
     // the backward; the accumulators start at zero).
-    Check(internal::LaunchForward<DType::kBFloat16, D>(p, nullptr));
-    BENCH_CHECK(cudaDeviceSynchronize());
+    Check(RunForward(p));
+    Check(cudaDeviceSynchronize());
     const std::vector<float> ref_out = ToFloats(bp.out.Host());
     Check(internal::LaunchRowDot(bp.dout.p, p.dout_stride, p.dtype, bp.out.p, p.out_stride,
                                  p.out_dtype, bp.dsum.p, t.B, t.S, t.H, D, nullptr));
-    Check(internal::LaunchBackward<DType::kBFloat16, D>(p, false, nullptr));
-    BENCH_CHECK(cudaDeviceSynchronize());
+    Check(RunBackward(p, /*deterministic=*/false));
+    Check(cudaDeviceSynchronize());
     const std::vector<float> rdq = bp.dq.Host(), rdk = bp.dk.Host(), rdv = bp.dv.Host();
 
     Dev<uint16_t> out2(bp.out.n);  // variants write a second output buffer
@@ -741,7 +739,7 @@ void TuneHeadDim(FwdList<D, Fwd...>, BwdList<D, Bwd...>, DqList<D, Dq...>, int r
 
 int TuneAll(int reps) {
   cudaDeviceProp prop;
-  BENCH_CHECK(cudaGetDeviceProperties(&prop, 0));
+  Check(cudaGetDeviceProperties(&prop, 0));
   std::printf("device: %s, %d SMs, cc %d.%d\n", prop.name, prop.multiProcessorCount, prop.major,
               prop.minor);
   // The launched shape comes first in each list (traits.h).
@@ -787,7 +785,7 @@ int BenchAll(const char* csv_path, int reps, int only_d, int64_t only_s, int onl
                  "impl,dtype,D,S,B,H,causal,fwd_ms,fwd_tflops,bwd_ms,bwd_tflops,bwd_det_ms,bwd_det_"
                  "tflops\n");
   cudaDeviceProp prop;
-  BENCH_CHECK(cudaGetDeviceProperties(&prop, 0));
+  Check(cudaGetDeviceProperties(&prop, 0));
   std::printf("device: %s, %d SMs, cc %d.%d\n", prop.name, prop.multiProcessorCount, prop.major,
               prop.minor);
   std::printf("%-4s %-6s %-3s %-4s %-7s | %9s %8s | %9s %8s | %9s %8s\n", "D", "S", "B", "H",
@@ -802,13 +800,11 @@ int BenchAll(const char* csv_path, int reps, int only_d, int64_t only_s, int onl
         const int64_t B = 16384 / S, H = 2048 / D;
         BenchProblem bp(B, S, H, D, causal, 1);
         const AttnParams& p = bp.p;
-        const FwdLauncher fwd = LaunchersFor<DType::kBFloat16>(D).first;
-        const BwdLauncher bwd = LaunchersFor<DType::kBFloat16>(D).second;
-        const float fwd_ms = TimeMs([&] { Check(fwd(p, nullptr)); }, reps);
+        const float fwd_ms = TimeMs([&] { Check(RunForward(p)); }, reps);
         auto backward = [&](bool det) {
           Check(internal::LaunchRowDot(bp.dout.p, p.dout_stride, p.dtype, bp.out.p, p.out_stride,
                                        p.out_dtype, bp.dsum.p, B, S, H, D, nullptr));
-          Check(bwd(p, det, nullptr));
+          Check(RunBackward(p, det));
         };
         const float bwd_ms = TimeMs([&] { backward(false); }, reps);
         const float det_ms = TimeMs([&] { backward(true); }, reps);

@@ -2,7 +2,7 @@
 """PyTorch scaled_dot_product_attention timings: the peer of the CUDA
 kernels in tools/gpu_check.sh.
 
-Same shapes and counting as tools/cuda_attn_bench.cu: bf16, D in {64, 128, 256},
+Same shapes and counting as bench/cuda_attn_bench.cu: bf16, D in {64, 128, 256},
 S in {2048, 8192, 16384}, causal and not, B = 16384 // S, H = 2048 // D,
 tensors laid out [B, S, H, D] (viewed as [B, H, S, D] for SDPA, as models
 do); median of --reps runs timed with CUDA events after warm-up; forward

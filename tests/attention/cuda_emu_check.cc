@@ -1,4 +1,4 @@
-// cuda_emu_check: runs the CUDA kernel bodies (fwd_kernel.cuh,
+// cuda_emu_check: runs the CUDA kernel bodies (attention/cuda/fwd_kernel.cuh,
 // bwd_kernel.cuh) on the CPU through the emulated PTX layer (ptx_emu.h) and
 // compares them with the float64 reference by flash-attn's tolerance rule,
 // like tests/attention/cuda_kernels_test.cc does on a GPU. For sessions
@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "attention/cuda/bwd_kernel.cuh"
+#include "attention/cuda/dispatch.h"
 #include "attention/cuda/fwd_kernel.cuh"
 #include "tests/attention/attn_test_util.h"
 
@@ -28,63 +29,46 @@ using testing::Case;
 using testing::PosKind;
 using testing::Problem;
 
-template <DType kT, int kD>
-void Forward(const AttnParams& p) {
-  using Tr = FwdTraits<kD>;
-  const emu::Dim grid{static_cast<unsigned>((p.seqlen_q + Tr::kBlockM - 1) / Tr::kBlockM),
-                      static_cast<unsigned>(p.num_heads), static_cast<unsigned>(p.batch)};
-  if (p.softcap > 0.0f) {
-    emu::Launch(grid, Tr::kThreads, Tr::kSmemBytes,
-                [&](char* s) { detail::ForwardBody<Tr, kT, true>(p, s); });
-  } else {
-    emu::Launch(grid, Tr::kThreads, Tr::kSmemBytes,
-                [&](char* s) { detail::ForwardBody<Tr, kT, false>(p, s); });
-  }
-}
-
-template <DType kT, int kD, bool kCap>
-void BackwardT(const AttnParams& p, bool deterministic) {
-  using Tr = BwdTraits<kD>;
-  const emu::Dim grid{static_cast<unsigned>((p.seqlen_k + Tr::kBlockN - 1) / Tr::kBlockN),
-                      static_cast<unsigned>(p.num_heads_k), static_cast<unsigned>(p.batch)};
-  emu::Launch(grid, Tr::kThreads, Tr::kSmemBytes,
-              [&](char* s) { detail::BackwardBody<Tr, kT, kCap>(p, !deterministic, s); });
-  if (!deterministic) return;
-  using TrQ = BwdDqTraits<kD>;
-  const emu::Dim grid_q{static_cast<unsigned>((p.seqlen_q + TrQ::kBlockM - 1) / TrQ::kBlockM),
-                        static_cast<unsigned>(p.num_heads), static_cast<unsigned>(p.batch)};
-  emu::Launch(grid_q, TrQ::kThreads, TrQ::kSmemBytes,
-              [&](char* s) { detail::BackwardDqBody<TrQ, kT, kCap>(p, s); });
-}
-
-template <int kD>
-void RunForwardD(const AttnParams& p) {
-  p.dtype == DType::kBFloat16 ? Forward<DType::kBFloat16, kD>(p) : Forward<DType::kFloat16, kD>(p);
-}
-
 void Unsupported(const AttnParams& p) {
   std::fprintf(stderr, "no kernels for head dim %ld\n", static_cast<long>(p.head_dim));
   std::exit(2);
 }
 
+// The kernel bodies dispatch.h picks for p, launched as the launchers
+// (fwd_launch.cuh, bwd_launch.cuh) launch them.
 void RunForward(const AttnParams& p) {
-  WithHeadDim(p.head_dim, [&]<int kD>() { RunForwardD<kD>(p); }, [&] { Unsupported(p); });
-}
-
-template <int kD>
-void RunBackwardD(const AttnParams& p, bool det) {
-  const bool bf16 = p.dtype == DType::kBFloat16, cap = p.softcap > 0.0f;
-  if (bf16) {
-    cap ? BackwardT<DType::kBFloat16, kD, true>(p, det)
-        : BackwardT<DType::kBFloat16, kD, false>(p, det);
-  } else {
-    cap ? BackwardT<DType::kFloat16, kD, true>(p, det)
-        : BackwardT<DType::kFloat16, kD, false>(p, det);
-  }
+  DispatchForward(
+      p,
+      [&]<DType kT, int kD, bool kCap>() {
+        using Tr = FwdTraits<kD>;
+        const emu::Dim grid{static_cast<unsigned>((p.seqlen_q + Tr::kBlockM - 1) / Tr::kBlockM),
+                            static_cast<unsigned>(p.num_heads), static_cast<unsigned>(p.batch)};
+        emu::Launch(grid, Tr::kThreads, Tr::kSmemBytes,
+                    [&](char* s) { detail::ForwardBody<Tr, kT, kCap>(p, s); });
+      },
+      [&] { Unsupported(p); });
 }
 
 void RunBackward(const AttnParams& p, bool det) {
-  WithHeadDim(p.head_dim, [&]<int kD>() { RunBackwardD<kD>(p, det); }, [&] { Unsupported(p); });
+  DispatchBackward(
+      p, det,
+      [&]<DType kT, int kD, bool kCap, bool kDeterministic>() {
+        using Tr = BwdTraits<kD>;
+        const emu::Dim grid{static_cast<unsigned>((p.seqlen_k + Tr::kBlockN - 1) / Tr::kBlockN),
+                            static_cast<unsigned>(p.num_heads_k), static_cast<unsigned>(p.batch)};
+        emu::Launch(grid, Tr::kThreads, Tr::kSmemBytes, [&](char* s) {
+          detail::BackwardBody<Tr, kT, kCap>(p, /*compute_dq=*/!kDeterministic, s);
+        });
+        if constexpr (kDeterministic) {
+          using TrQ = BwdDqTraits<kD>;
+          const emu::Dim grid_q{
+              static_cast<unsigned>((p.seqlen_q + TrQ::kBlockM - 1) / TrQ::kBlockM),
+              static_cast<unsigned>(p.num_heads), static_cast<unsigned>(p.batch)};
+          emu::Launch(grid_q, TrQ::kThreads, TrQ::kSmemBytes,
+                      [&](char* s) { detail::BackwardDqBody<TrQ, kT, kCap>(p, s); });
+        }
+      },
+      [&] { Unsupported(p); });
 }
 
 int failures = 0;

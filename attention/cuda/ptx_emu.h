@@ -1,7 +1,12 @@
 // Host emulation of attention/cuda/ptx.cuh, for checking the kernel bodies'
 // index math, fragment layouts, masks and pipelining on a machine without a
-// GPU (most sessions here). Compiled only into cuda_emu_check, with
-// RINGATTN_CUDA_EMULATE defined; never part of the library.
+// GPU (most sessions here). Compiled only into tests, with
+// RINGATTN_CUDA_EMULATE defined: cuda_emu_check (the kernel bodies) and
+// cuda_tiles_test (device.cuh's tile bookkeeping); never part of the
+// library. It lives here, beside ptx.cuh, rather than under tests/, because
+// it is the other variant of ptx.cuh, which includes it itself: the device
+// code (ptx.cuh, device.cuh, the kernel bodies) reaches it when compiled for
+// the host, so a library header never includes a test header.
 //
 // One std::thread per CUDA thread of a block; __syncthreads is a block
 // barrier; warp collectives (shuffle, ldmatrix, mma) exchange operands

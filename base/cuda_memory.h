@@ -1,7 +1,9 @@
 // Device memory for callers that must not include CUDA headers (tests,
-// tools, the runtime): an owning buffer and checked copies. Every function
-// returns a Status (Unimplemented when CUDA was not built; the CUDA error
-// name and file:line otherwise).
+// tools, the runtime): an owning buffer, a stream, and checked copies and
+// fills. Every function returns a Status: the CUDA error name and file:line
+// (base/cuda_status.h). Two variants: cuda_memory.cc on the CUDA runtime,
+// and cuda_memory_stub.cc for builds without the CUDA toolkit, where every
+// call answers Unimplemented, so callers need no #ifdef.
 #pragma once
 
 #include <cstdint>

@@ -1,9 +1,0 @@
-// Forward kernels, bf16 inputs: D in {64, 128}, each with and without softcap.
-#include "attention/cuda/fwd_launch.cuh"
-
-namespace ringattn::cuda::internal {
-
-template LaunchResult LaunchForward<DType::kBFloat16, 64>(const AttnParams&, cudaStream_t);
-template LaunchResult LaunchForward<DType::kBFloat16, 128>(const AttnParams&, cudaStream_t);
-
-}  // namespace ringattn::cuda::internal

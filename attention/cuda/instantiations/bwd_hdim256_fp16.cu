@@ -1,0 +1,7 @@
+// Backward kernels at head dim 256, fp16 inputs, softcap off and on: the
+// main kernel (dK, dV; dQ with atomics) and the deterministic dQ pass.
+#include "attention/cuda/bwd_launch.cuh"
+
+namespace ringattn::cuda::internal {
+RINGATTN_INSTANTIATE_BACKWARD(DType::kFloat16, 256);
+}  // namespace ringattn::cuda::internal

@@ -1,0 +1,6 @@
+// Forward kernels at head dim 64, bf16 inputs, softcap off and on.
+#include "attention/cuda/fwd_launch.cuh"
+
+namespace ringattn::cuda::internal {
+RINGATTN_INSTANTIATE_FORWARD(DType::kBFloat16, 64);
+}  // namespace ringattn::cuda::internal
