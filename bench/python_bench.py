@@ -42,6 +42,12 @@ import ringattn
 UCX_ENV = {"UCX_TLS": "self,sm,tcp", "UCX_NET_DEVICES": "lo"}
 
 
+def fwd_bwd(attend, q, k, v, dout, **kwargs):
+    """One forward and backward of attend(q, k, v, **kwargs): a timed call."""
+    qq, kk, vv = (t.detach().requires_grad_() for t in (q, k, v))
+    torch.autograd.grad(attend(qq, kk, vv, **kwargs), (qq, kk, vv), dout)
+
+
 def timed(fn, iters, warmup=1):
     for _ in range(warmup):
         fn()
@@ -64,21 +70,15 @@ def kernel(args):
             g = torch.Generator().manual_seed(0)
             q, k, v, dout = (torch.randn(B, S, H, D, generator=g) for _ in range(4))
 
-            def ours():
-                qq, kk, vv = (t.detach().requires_grad_() for t in (q, k, v))
-                out = ringattn.attention(qq, kk, vv, causal=causal)
-                torch.autograd.grad(out, (qq, kk, vv), dout)
-
             qt, kt, vt, dt = (t.transpose(1, 2).contiguous() for t in (q, k, v, dout))
 
             def sdpa():
-                qq, kk, vv = (t.detach().requires_grad_() for t in (qt, kt, vt))
                 with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.FLASH_ATTENTION):
-                    out = F.scaled_dot_product_attention(qq, kk, vv, is_causal=causal)
-                torch.autograd.grad(out, (qq, kk, vv), dt)
+                    fwd_bwd(F.scaled_dot_product_attention, qt, kt, vt, dt, is_causal=causal)
 
             t_sdpa = timed(sdpa, args.iters)
-            t_ours = timed(ours, args.iters)
+            t_ours = timed(lambda: fwd_bwd(ringattn.attention, q, k, v, dout, causal=causal),
+                           args.iters)
             row = dict(D=D, causal=causal, S=S, H=H, threads=torch.get_num_threads(),
                        sdpa_s=t_sdpa, ringattn_s=t_ours, speedup=t_sdpa / t_ours)
             rows.append(row)
@@ -146,9 +146,7 @@ def _ring_worker(rank, world, port, S, H, D, iters, results):
     q, k, v, dout = (ringattn.shard(t) for t in full)
 
     def ours():
-        qq, kk, vv = (t.detach().requires_grad_() for t in (q, k, v))
-        out = ringattn.ring_attention(qq, kk, vv, causal=True)
-        torch.autograd.grad(out, (qq, kk, vv), dout)
+        fwd_bwd(ringattn.ring_attention, q, k, v, dout, causal=True)
 
     qt, kt, vt, dt = (t.transpose(1, 2).contiguous() for t in (q, k, v, dout))
 
@@ -174,12 +172,7 @@ def ring(args):
     g = torch.Generator().manual_seed(0)
     q, k, v, dout = (torch.randn(1, S, H, D, generator=g) for _ in range(4))
 
-    def one():
-        qq, kk, vv = (t.detach().requires_grad_() for t in (q, k, v))
-        out = ringattn.attention(qq, kk, vv, causal=True)
-        torch.autograd.grad(out, (qq, kk, vv), dout)
-
-    t_one = timed(one, args.iters)
+    t_one = timed(lambda: fwd_bwd(ringattn.attention, q, k, v, dout, causal=True), args.iters)
     ctx = mp.get_context("spawn")
     results = ctx.SimpleQueue()
     with socket.socket() as s:

@@ -114,6 +114,23 @@ absl::Status ValidateSendRecvPart(int rank, int size, const char* peer_name, int
   return absl::OkStatus();
 }
 
+absl::StatusOr<SendRecvHalves> ValidateSendRecv(int rank, int size, const void* send,
+                                                int64_t send_bytes, int to,
+                                                const MessageMeta& send_meta, const void* recv,
+                                                int64_t recv_bytes, int from,
+                                                const MessageMeta& recv_meta) {
+  SendRecvHalves halves;
+  halves.send = send != nullptr || send_bytes != 0;
+  halves.recv = recv != nullptr || recv_bytes != 0;
+  if (halves.send) {
+    RETURN_IF_ERROR(ValidateSendRecvPart(rank, size, "to", to, send, send_bytes, send_meta));
+  }
+  if (halves.recv) {
+    RETURN_IF_ERROR(ValidateSendRecvPart(rank, size, "from", from, recv, recv_bytes, recv_meta));
+  }
+  return halves;
+}
+
 absl::StatusOr<std::unique_ptr<Request>> Communicator::SendRecvOnStream(
     void*, const void*, int64_t, int, const MessageMeta&, void*, int64_t, int,
     const MessageMeta&) {

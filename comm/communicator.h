@@ -58,6 +58,19 @@ std::string HeaderToString(const MessageHeader& h);
 absl::Status ValidateSendRecvPart(int rank, int size, const char* peer_name, int peer,
                                   const void* buf, int64_t bytes, const MessageMeta& meta);
 
+// The halves of a SendRecv the caller wants: a half with a null buffer and
+// zero bytes is not wanted. ValidateSendRecv checks each wanted half with
+// ValidateSendRecvPart and says which they are.
+struct SendRecvHalves {
+  bool send = false;
+  bool recv = false;
+};
+absl::StatusOr<SendRecvHalves> ValidateSendRecv(int rank, int size, const void* send,
+                                                int64_t send_bytes, int to,
+                                                const MessageMeta& send_meta, const void* recv,
+                                                int64_t recv_bytes, int from,
+                                                const MessageMeta& recv_meta);
+
 // Handle of one posted SendRecv. Destroying a pending request waits for it
 // (without timeout only if the communicator was aborted; otherwise with the
 // communicator's timeout), so buffers are never written after they are freed.

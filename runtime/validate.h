@@ -1,7 +1,7 @@
 // Argument validation of the public API, run once per call before any
 // allocation or communication: options at Create, tensors at every
 // Forward / Backward. Every error names the argument with the expected and
-// the actual value (DESIGN.md, Errors).
+// the actual value (docs/ARCHITECTURE.md, Contracts).
 #pragma once
 
 #include <cstdint>

@@ -4,7 +4,7 @@
 // overlap efficiency, the speedup over one rank on the same problem, and
 // memory per rank. With no flags it runs a CPU demo of about 30 s on 2 cores.
 //
-// Configurations measured in one run (DESIGN.md, "Measuring"):
+// Configurations measured in one run (docs/ARCHITECTURE.md, "Measuring"):
 //   ring      W ranks, each owning cores/W threads (at least one)
 //   1 rank    one rank owning the same share as one ring rank: the W-rank
 //             run against it is strong scaling over devices (ideal min(W, cores))

@@ -240,14 +240,10 @@ class LocalComm final : public Communicator {
                                                 const MessageMeta& send_meta, void* recv,
                                                 int64_t recv_bytes, int from,
                                                 const MessageMeta& recv_meta) {
-    const bool want_send = !(send == nullptr && send_bytes == 0);
-    const bool want_recv = !(recv == nullptr && recv_bytes == 0);
-    if (want_send) {
-      RETURN_IF_ERROR(ValidateSendRecvPart(rank_, world_->size, "to", to, send, send_bytes, send_meta));
-    }
-    if (want_recv) {
-      RETURN_IF_ERROR(ValidateSendRecvPart(rank_, world_->size, "from", from, recv, recv_bytes, recv_meta));
-    }
+    ASSIGN_OR_RETURN(const SendRecvHalves halves,
+                     ValidateSendRecv(rank_, world_->size, send, send_bytes, to, send_meta, recv,
+                                      recv_bytes, from, recv_meta));
+    const bool want_send = halves.send, want_recv = halves.recv;
     auto request = std::make_unique<LocalRequest>(world_, rank_);
     request->mark_ = std::move(mark);
     if (want_send) {

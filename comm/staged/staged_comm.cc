@@ -116,16 +116,11 @@ class StagedComm final : public Communicator {
                                                     const MessageMeta& send_meta, void* recv,
                                                     int64_t recv_bytes, int from,
                                                     const MessageMeta& recv_meta) override {
-    const bool want_send = send != nullptr || send_bytes != 0;
-    const bool want_recv = recv != nullptr || recv_bytes != 0;
     // Checked here too: the copies below must not touch a bad buffer.
-    if (want_send) {
-      RETURN_IF_ERROR(ValidateSendRecvPart(Rank(), Size(), "to", to, send, send_bytes, send_meta));
-    }
-    if (want_recv) {
-      RETURN_IF_ERROR(
-          ValidateSendRecvPart(Rank(), Size(), "from", from, recv, recv_bytes, recv_meta));
-    }
+    ASSIGN_OR_RETURN(const SendRecvHalves halves,
+                     ValidateSendRecv(Rank(), Size(), send, send_bytes, to, send_meta, recv,
+                                      recv_bytes, from, recv_meta));
+    const bool want_send = halves.send, want_recv = halves.recv;
     Pool::Buffer sbuf, rbuf;
     if (want_send) {
       ASSIGN_OR_RETURN(sbuf, pool_->Acquire(send_bytes));

@@ -1003,12 +1003,10 @@ absl::StatusOr<std::unique_ptr<Request>> UcxComm::SendRecv(const void* send, int
                                                            int to, const MessageMeta& send_meta,
                                                            void* recv, int64_t recv_bytes, int from,
                                                            const MessageMeta& recv_meta) {
-  const bool want_send = !(send == nullptr && send_bytes == 0);
-  const bool want_recv = !(recv == nullptr && recv_bytes == 0);
-  if (want_send) RETURN_IF_ERROR(ValidateSendRecvPart(rank_, size_, "to", to, send, send_bytes, send_meta));
-  if (want_recv) {
-    RETURN_IF_ERROR(ValidateSendRecvPart(rank_, size_, "from", from, recv, recv_bytes, recv_meta));
-  }
+  ASSIGN_OR_RETURN(const SendRecvHalves halves,
+                   ValidateSendRecv(rank_, size_, send, send_bytes, to, send_meta, recv, recv_bytes,
+                                    from, recv_meta));
+  const bool want_send = halves.send, want_recv = halves.recv;
   std::shared_ptr<Op> send_op, recv_op;
   if (want_send) {
     send_op = std::make_shared<Op>();

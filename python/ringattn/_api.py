@@ -197,23 +197,29 @@ def _(dout, q, k, v, out, lse, causal, window_left, window_right, softcap, scale
     return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
 
 
-def _setup_single(ctx, inputs, output):
-    q, k, v, *params = inputs
-    out, lse = output
-    ctx.save_for_backward(q, k, v, out, lse)
-    ctx.params = params
-    ctx.mark_non_differentiable(lse)
+def _register_autograd(forward_op, backward_op):
+    """forward_op(q, k, v, *params) -> (out, lse) gets the gradient
+    backward_op(dout, q, k, v, out, lse, *params) -> (dq, dk, dv); lse has
+    none (flash-attn's convention)."""
+
+    def setup_context(ctx, inputs, output):
+        q, k, v, *params = inputs
+        out, lse = output
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.params = params
+        ctx.mark_non_differentiable(lse)
+
+    def backward(ctx, dout, dlse):
+        q, k, v, out, lse = ctx.saved_tensors
+        if dout is None:
+            dout = torch.zeros_like(out)
+        dq, dk, dv = backward_op(dout, q, k, v, out, lse, *ctx.params)
+        return (dq, dk, dv) + (None,) * len(ctx.params)
+
+    forward_op.register_autograd(backward, setup_context=setup_context)
 
 
-def _backward_single(ctx, dout, dlse):
-    q, k, v, out, lse = ctx.saved_tensors
-    if dout is None:
-        dout = torch.zeros_like(out)
-    dq, dk, dv = _attention_backward(dout, q, k, v, out, lse, *ctx.params)
-    return (dq, dk, dv) + (None,) * len(ctx.params)
-
-
-_attention_forward.register_autograd(_backward_single, setup_context=_setup_single)
+_register_autograd(_attention_forward, _attention_backward)
 
 
 def attention(q, k, v, *, causal: bool = False, window=None, softcap: float = 0.0,
@@ -300,15 +306,7 @@ def _(dout, q, k, v, out, lse, group, sharding, causal, window_left, window_righ
     return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
 
 
-def _backward_ring(ctx, dout, dlse):
-    q, k, v, out, lse = ctx.saved_tensors
-    if dout is None:
-        dout = torch.zeros_like(out)
-    dq, dk, dv = _ring_backward(dout, q, k, v, out, lse, *ctx.params)
-    return (dq, dk, dv) + (None,) * len(ctx.params)
-
-
-_ring_forward.register_autograd(_backward_ring, setup_context=_setup_single)
+_register_autograd(_ring_forward, _ring_backward)
 
 
 def ring_attention(q, k, v, *, group=None, sharding: str = "zigzag", causal: bool = False,

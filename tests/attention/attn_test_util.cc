@@ -115,6 +115,58 @@ PositionMap MakePositions(PosKind kind, int64_t n, int64_t salt) {
   return m;
 }
 
+Problem NonFiniteAtMaskedKeys(const Mask& mask, int64_t head_dim, DType dtype) {
+  Case c;
+  c.seqlen_q = 100;
+  c.seqlen_k = 300;
+  c.head_dim = head_dim;
+  c.dtype = dtype;
+  c.mask = mask;
+  Problem pr = MakeProblem(c, 17);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  for (int64_t j = 150; j < 300; j += 7)
+    for (int64_t h = 0; h < c.heads_k; ++h)
+      for (int64_t d = 0; d < head_dim; ++d) {
+        const int64_t off = (j * c.heads_k + h) * head_dim + d;
+        pr.k[off] = (d % 2) ? nan : INFINITY;
+        pr.v[off] = (d % 3) ? nan : -INFINITY;
+      }
+  for (int64_t d = 0; d < head_dim; ++d) {
+    pr.k[101 * c.heads_k * head_dim + d] = nan;
+    pr.v[101 * c.heads_k * head_dim + d] = nan;
+  }
+  pr.tk = MakeTensor(pr.k, 1, c.seqlen_k, c.heads_k, head_dim, dtype, false);
+  pr.tv = MakeTensor(pr.v, 1, c.seqlen_k, c.heads_k, head_dim, dtype, false);
+  return pr;
+}
+
+bool MaskedKeysStayedOut(const Problem& p, const std::vector<float>& out,
+                         const std::vector<float>& lse, const Grads& g) {
+  auto finite = [](const float* x, size_t n) {
+    return std::all_of(x, x + n, [](float v) { return std::isfinite(v); });
+  };
+  const size_t seen = static_cast<size_t>(100 * p.c.heads_k * p.c.head_dim);
+  return finite(out.data(), out.size()) && finite(lse.data(), lse.size()) &&
+         finite(g.dq.data(), g.dq.size()) && finite(g.dk.data(), seen) &&
+         finite(g.dv.data(), seen);
+}
+
+AttnParams BackwardParams(const Problem& pr, const float* lse, const float* dsum, Grads* g) {
+  const Case& c = pr.c;
+  AttnParams p = pr.Params();
+  p.lse = const_cast<float*>(lse);
+  p.lse_batch_stride = c.heads * c.seqlen_q;
+  p.lse_head_stride = c.seqlen_q;
+  p.dsum = dsum;
+  g->dq.assign(c.batch * c.seqlen_q * c.heads * c.head_dim, 0.0f);
+  g->dk.assign(c.batch * c.seqlen_k * c.heads_k * c.head_dim, 0.0f);
+  g->dv.assign(g->dk.size(), 0.0f);
+  p.dq_accum = g->dq.data();
+  p.dk_accum = g->dk.data();
+  p.dv_accum = g->dv.data();
+  return p;
+}
+
 Problem MakeProblem(const Case& c, uint32_t seed) {
   Problem p;
   p.c = c;

@@ -78,6 +78,26 @@ struct Problem {
 };
 Problem MakeProblem(const Case& c, uint32_t seed);
 
+// The problem of the "non-finite at masked keys" checks: 100 queries, 300
+// keys (keys 100.. in every query's future), NaN and Inf in K and V at keys
+// 150, 157, ... and NaN at key 101, which shares a tile with visible keys.
+// Under `mask` (causal, or a window that hides them) no output may turn
+// non-finite.
+Problem NonFiniteAtMaskedKeys(const Mask& mask, int64_t head_dim, DType dtype);
+
+// Gradients of a problem (host, fp32).
+struct Grads {
+  std::vector<float> dq, dk, dv;
+};
+
+// Whether no output of a NonFiniteAtMaskedKeys problem turned non-finite:
+// out, lse and dq everywhere, dk and dv at the keys some query sees (0..99).
+bool MaskedKeysStayedOut(const Problem& p, const std::vector<float>& out,
+                         const std::vector<float>& lse, const Grads& g);
+// The backward's params: the problem's inputs, the global lse and dsum
+// (contiguous [B, H, S_q]), and `g`'s accumulators, sized and zeroed here.
+AttnParams BackwardParams(const Problem& p, const float* lse, const float* dsum, Grads* g);
+
 // Naive unfused attention in fp32 (scores, softmax, P rounded to dtype for
 // bf16 and fp16, then P V), output rounded to dtype: the "same precision"
 // baseline.

@@ -27,6 +27,7 @@ namespace {
 
 using testing::Case;
 using testing::PosKind;
+using testing::Grads;
 using testing::Problem;
 
 void Unsupported(const AttnParams& p) {
@@ -106,10 +107,6 @@ Outputs Forward(const Problem& pr, DType out_dtype) {
   return r;
 }
 
-struct Grads {
-  std::vector<float> dq, dk, dv;
-};
-
 // dsum from `out` (contiguous, already rounded as stored), then backward.
 Grads Backward(const Problem& pr, const std::vector<float>& out, std::vector<float> lse, bool det) {
   const Case& c = pr.c;
@@ -124,19 +121,8 @@ Grads Backward(const Problem& pr, const std::vector<float>& out, std::vector<flo
         }
         dsum[(b * c.heads + h) * c.seqlen_q + i] = acc;
       }
-  AttnParams p = pr.Params();
-  p.lse = lse.data();
-  p.lse_batch_stride = c.heads * c.seqlen_q;
-  p.lse_head_stride = c.seqlen_q;
-  p.dsum = dsum.data();
   Grads g;
-  g.dq.assign(c.batch * c.seqlen_q * c.heads * c.head_dim, 0.0f);
-  g.dk.assign(c.batch * c.seqlen_k * c.heads_k * c.head_dim, 0.0f);
-  g.dv.assign(g.dk.size(), 0.0f);
-  p.dq_accum = g.dq.data();
-  p.dk_accum = g.dk.data();
-  p.dv_accum = g.dv.data();
-  RunBackward(p, det);
+  RunBackward(testing::BackwardParams(pr, lse.data(), dsum.data(), &g), det);
   return g;
 }
 
@@ -184,39 +170,14 @@ void CheckCase(const Case& c, DType out_dtype) {
 }
 
 void CheckNanAtMaskedKeys() {
-  const float nan = std::numeric_limits<float>::quiet_NaN();
   for (Mask m : {Mask{true, -1, -1}, Mask{false, 10, 0}, Mask{true, 5, -1}})
     for (int64_t d : {64, 128, 256}) {
-      Case c;
-      c.seqlen_q = 100;
-      c.seqlen_k = 300;  // keys 100.. are in every query's future
-      c.head_dim = d;
-      c.dtype = DType::kBFloat16;
-      c.mask = m;
-      Problem pr = testing::MakeProblem(c, 17);
-      for (int64_t j = 150; j < 300; j += 7)
-        for (int64_t h = 0; h < c.heads_k; ++h)
-          for (int64_t x = 0; x < d; ++x) {
-            const int64_t off = (j * c.heads_k + h) * d + x;
-            pr.k[off] = (x % 2) ? nan : INFINITY;
-            pr.v[off] = (x % 3) ? nan : -INFINITY;
-          }
-      for (int64_t x = 0; x < d; ++x) {  // key 101 shares a tile with visible keys
-        pr.k[101 * c.heads_k * d + x] = nan;
-        pr.v[101 * c.heads_k * d + x] = nan;
-      }
-      pr.tk = testing::MakeTensor(pr.k, 1, c.seqlen_k, c.heads_k, d, c.dtype, false);
-      pr.tv = testing::MakeTensor(pr.v, 1, c.seqlen_k, c.heads_k, d, c.dtype, false);
-      const Outputs r = Forward(pr, c.dtype);
+      const Problem pr = testing::NonFiniteAtMaskedKeys(m, d, DType::kBFloat16);
+      const Outputs r = Forward(pr, pr.c.dtype);
       bool finite = true;
-      for (float x : r.out) finite = finite && std::isfinite(x);
-      for (float x : r.lse) finite = finite && std::isfinite(x);
       for (bool det : {false, true}) {
-        const Grads g = Backward(pr, r.out, r.lse, det);
-        for (float x : g.dq) finite = finite && std::isfinite(x);
-        for (int64_t j = 0; j < 100 * d; ++j) {
-          finite = finite && std::isfinite(g.dk[j]) && std::isfinite(g.dv[j]);
-        }
+        finite = finite &&
+                 testing::MaskedKeysStayedOut(pr, r.out, r.lse, Backward(pr, r.out, r.lse, det));
       }
       std::printf("%-4s nan-at-masked-keys d=%ld mask=(%d,%ld,%ld)\n", finite ? "ok" : "FAIL", d,
                   m.causal, m.window_left, m.window_right);

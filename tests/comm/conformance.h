@@ -50,6 +50,8 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "comm/communicator.h"
+#include "base/status.h"
+#include "comm/local/local_comm.h"
 #include "gtest/gtest.h"
 
 namespace ringattn::comm::conformance {
@@ -109,6 +111,26 @@ struct ConformanceParam {
 };
 
 // One parameter per world size, for INSTANTIATE_TEST_SUITE_P.
+// A backend whose worlds are LocalWorlds (communicator timeout `timeout`)
+// that `wrap` turns into a CommWorld: the local backend, and the staged
+// backend over it. Its header mismatches fail the sender too. (Inline: the
+// suite's other users do not link the local backend.)
+inline std::shared_ptr<const CommBackend> LocalBackendOf(
+    std::string name,
+    std::function<std::unique_ptr<CommWorld>(std::unique_ptr<LocalWorld>, absl::Duration)> wrap) {
+  auto backend = std::make_shared<CommBackend>();
+  backend->name = std::move(name);
+  backend->make_world = [wrap](int size, absl::Duration timeout)
+      -> absl::StatusOr<std::unique_ptr<CommWorld>> {
+    LocalWorldOptions options;
+    options.timeout = timeout;
+    ASSIGN_OR_RETURN(std::unique_ptr<LocalWorld> world, LocalWorld::Create(size, options));
+    return wrap(std::move(world), timeout);
+  };
+  backend->sender_sees_header_mismatch = true;
+  return backend;
+}
+
 std::vector<ConformanceParam> ConformanceParams(std::shared_ptr<const CommBackend> backend,
                                                 const std::vector<int>& sizes);
 // "W4": the test's name suffix.

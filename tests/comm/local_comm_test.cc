@@ -42,18 +42,10 @@ class LocalCommWorld : public conformance::CommWorld {
 };
 
 std::shared_ptr<const conformance::CommBackend> LocalBackend() {
-  auto backend = std::make_shared<conformance::CommBackend>();
-  backend->name = "local";
-  backend->make_world =
-      [](int size,
-         absl::Duration timeout) -> absl::StatusOr<std::unique_ptr<conformance::CommWorld>> {
-    LocalWorldOptions options;
-    options.timeout = timeout;
-    ASSIGN_OR_RETURN(std::unique_ptr<LocalWorld> world, LocalWorld::Create(size, options));
-    return std::unique_ptr<conformance::CommWorld>(new LocalCommWorld(std::move(world)));
-  };
-  backend->sender_sees_header_mismatch = true;
-  return backend;
+  return conformance::LocalBackendOf(
+      "local", [](std::unique_ptr<LocalWorld> world, absl::Duration) {
+        return std::unique_ptr<conformance::CommWorld>(new LocalCommWorld(std::move(world)));
+      });
 }
 
 INSTANTIATE_TEST_SUITE_P(Local, CommConformanceTest,

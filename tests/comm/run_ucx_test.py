@@ -5,20 +5,12 @@
 # Usage: run_ucx_test.py RINGATTN_RUN MPIRUN NP
 import os
 import random
-import struct
 import subprocess
 import sys
 import tempfile
 
-
-def write_npy(path, shape, values):
-    header = "{'descr': '<f4', 'fortran_order': False, 'shape': (%s), }" % "".join(
-        "%d, " % d for d in shape)
-    pad = 64 - (10 + len(header) + 1) % 64
-    header = header + " " * pad + "\n"
-    with open(path, "wb") as f:
-        f.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode())
-        f.write(struct.pack("<%df" % len(values), *values))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
+from npy_write import write_npy  # noqa: E402
 
 
 def main():

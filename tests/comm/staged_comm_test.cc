@@ -40,18 +40,11 @@ class StagedWorld : public conformance::CommWorld {
 };
 
 std::shared_ptr<const conformance::CommBackend> StagedBackend() {
-  auto backend = std::make_shared<conformance::CommBackend>();
-  backend->name = "staged local";
-  backend->make_world =
-      [](int size,
-         absl::Duration timeout) -> absl::StatusOr<std::unique_ptr<conformance::CommWorld>> {
-    LocalWorldOptions options;
-    options.timeout = timeout;
-    ASSIGN_OR_RETURN(std::unique_ptr<LocalWorld> world, LocalWorld::Create(size, options));
-    return std::unique_ptr<conformance::CommWorld>(new StagedWorld(std::move(world), timeout));
-  };
-  backend->sender_sees_header_mismatch = true;
-  return backend;
+  return conformance::LocalBackendOf(
+      "staged local", [](std::unique_ptr<LocalWorld> world, absl::Duration timeout) {
+        return std::unique_ptr<conformance::CommWorld>(
+            new StagedWorld(std::move(world), timeout));
+      });
 }
 
 INSTANTIATE_TEST_SUITE_P(Staged, CommConformanceTest,

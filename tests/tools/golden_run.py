@@ -14,10 +14,11 @@
 import hashlib
 import os
 import random
-import struct
 import subprocess
 import sys
 import tempfile
+
+from npy_write import write_npy
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 GOLDEN = os.path.join(HERE, "golden_run.sha256")
@@ -52,16 +53,6 @@ CASES = {
     "w4_tiny_causal": (1, 3, 2, 2, 8, 13, ["--ranks", "4", "--causal"]),
 }
 OUTPUTS = ("out.npy", "lse.npy", "dq.npy", "dk.npy", "dv.npy")
-
-
-def write_npy(path, shape, values):
-    header = "{'descr': '<f4', 'fortran_order': False, 'shape': (%s), }" % "".join(
-        "%d, " % d for d in shape)
-    pad = 64 - (10 + len(header) + 1) % 64
-    header = header + " " * pad + "\n"
-    with open(path, "wb") as f:
-        f.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode())
-        f.write(struct.pack("<%df" % len(values), *values))
 
 
 def run_case(run, name, tmp):

@@ -12,7 +12,7 @@
 //              (The end-to-end float64 lse of every query would cost
 //              O(S^2 D); the backward as a function of its inputs is
 //              exactly what Backward computes.)
-// Tolerance, flash-attn's rule (DESIGN.md): error <= 2 x the error of a
+// Tolerance, flash-attn's rule (docs/ARCHITECTURE.md): error <= 2 x the error of a
 // naive implementation in the same precision on the same rows + atol
 // (fp32 1e-5, bf16 1e-3); the naive baseline is computed here row-wise too.
 #pragma once

@@ -89,52 +89,52 @@ std::string ShareText(double share) {
 }
 
 Json MaskJson(const Mask& m) {
-  Json j = Json::object();
-  j["causal"] = m.causal;
-  j["window_left"] = m.window_left;
-  j["window_right"] = m.window_right;
-  j["label"] = m.ToString();
-  return j;
+  return Json{
+      {"causal", m.causal},
+      {"window_left", m.window_left},
+      {"window_right", m.window_right},
+      {"label", m.ToString()},
+  };
 }
 
 Json StatJson(const ErrorStat& s) {
-  Json j = Json::object();
-  j["max_abs_error"] = s.max_abs;
-  j["naive_max_abs_error"] = s.naive_max_abs;
-  j["tolerance"] = s.tol;
-  j["max_rel_error"] = s.rel_max;
-  j["mean_rel_error"] = s.rel_mean;
-  j["rows_x_heads"] = s.rows;
-  j["finite"] = s.finite;
-  j["pass"] = s.pass();
-  return j;
+  return Json{
+      {"max_abs_error", s.max_abs},
+      {"naive_max_abs_error", s.naive_max_abs},
+      {"tolerance", s.tol},
+      {"max_rel_error", s.rel_max},
+      {"mean_rel_error", s.rel_mean},
+      {"rows_x_heads", s.rows},
+      {"finite", s.finite},
+      {"pass", s.pass()},
+  };
 }
 
 Json StatsJson(const RunStats& s) {
-  Json j = Json::object();
-  j["fwd_seconds"] = s.fwd_seconds;
-  j["bwd_seconds"] = s.bwd_seconds;
-  j["fwd_compute_seconds"] = s.fwd_compute_seconds;
-  j["bwd_compute_seconds"] = s.bwd_compute_seconds;
-  j["tensor_bytes_per_rank"] = s.tensor_bytes;
-  j["workspace_bytes_per_rank"] = s.workspace_bytes;
-  j["rank_bytes"] = s.rank_bytes;
-  j["ring_steps"] = s.steps;
-  j["fwd_bytes_sent_per_rank"] = s.bytes_sent;
-  j["rss_before_bytes"] = s.rss_before;
-  j["rss_peak_delta_bytes"] = s.rss_peak_delta;
-  return j;
+  return Json{
+      {"fwd_seconds", s.fwd_seconds},
+      {"bwd_seconds", s.bwd_seconds},
+      {"fwd_compute_seconds", s.fwd_compute_seconds},
+      {"bwd_compute_seconds", s.bwd_compute_seconds},
+      {"tensor_bytes_per_rank", s.tensor_bytes},
+      {"workspace_bytes_per_rank", s.workspace_bytes},
+      {"rank_bytes", s.rank_bytes},
+      {"ring_steps", s.steps},
+      {"fwd_bytes_sent_per_rank", s.bytes_sent},
+      {"rss_before_bytes", s.rss_before},
+      {"rss_peak_delta_bytes", s.rss_peak_delta},
+  };
 }
 
 Json FitJson(const Fit& f) {
-  Json j = Json::object();
-  j["ok"] = f.ok;
-  j["a"] = f.a;
-  j["b"] = f.b;
-  j["c"] = f.c;
-  j["r2"] = f.r2;
-  j["points"] = f.points;
-  return j;
+  return Json{
+      {"ok", f.ok},
+      {"a", f.a},
+      {"b", f.b},
+      {"c", f.c},
+      {"r2", f.r2},
+      {"points", f.points},
+  };
 }
 
 Json BuildJson(const EvalData& d) {
