@@ -213,21 +213,26 @@ bool BackendBuilt(Backend b) { return b == Backend::kCpu || CudaBackendBuilt(); 
 const char* StrategyName(Strategy s) {
   switch (s) {
     case Strategy::kRing: return "ring";
+    case Strategy::kLocal: return "local";
   }
   return "?";
 }
 
 absl::StatusOr<Strategy> ParseStrategy(const std::string& name) {
-  for (Strategy s : {Strategy::kRing}) {
+  for (Strategy s : {Strategy::kRing, Strategy::kLocal}) {
     if (name == StrategyName(s)) return s;
   }
-  return ArgError("strategy", "ring", absl::StrCat("'", name, "'"));
+  return ArgError("strategy", "ring or local", absl::StrCat("'", name, "'"));
 }
 
 absl::StatusOr<std::unique_ptr<RingAttention>> RingAttention::Create(comm::Communicator* comm,
                                                                      const RingOptions& options) {
   if (comm == nullptr) return absl::InvalidArgumentError("comm: null communicator");
   RETURN_IF_ERROR(ValidateOptions(options));
+  if (options.strategy == Strategy::kLocal && comm->Size() != 1) {
+    return ArgError("strategy local: world size", "1 (one device, no communication)",
+                    comm->Size());
+  }
   ASSIGN_OR_RETURN(Layout layout,
                    Layout::Create(options.sharding, options.seqlen, comm->Size(), options.stripe));
   ASSIGN_OR_RETURN(const absl::Duration timeout, comm::ResolveTimeout(options.timeout, "timeout"));

@@ -25,6 +25,12 @@
 
 namespace ringattn {
 
+// The batch, sequence and head strides of a [B, S, H, D] view (the kernels'
+// TensorStrides; D is contiguous).
+inline TensorStrides BshdStrides(const TensorView& t) {
+  return {t.strides[0], t.strides[1], t.strides[2]};
+}
+
 class KernelBackend {
  public:
   virtual ~KernelBackend() = default;

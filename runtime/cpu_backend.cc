@@ -12,8 +12,6 @@
 namespace ringattn {
 namespace {
 
-TensorStrides Bshd(const TensorView& t) { return {t.strides[0], t.strides[1], t.strides[2]}; }
-
 class CpuBackend final : public KernelBackend {
  public:
   explicit CpuBackend(int num_threads) : threads_(num_threads < 1 ? 1 : num_threads) {}
@@ -29,7 +27,7 @@ class CpuBackend final : public KernelBackend {
     return absl::OkStatus();
   }
   absl::Status RowDot(const TensorView& dout, const TensorView& out, float* dsum) override {
-    cpu::RowDot(dout.data, Bshd(dout), dout.dtype, out.data, Bshd(out), out.dtype, dsum,
+    cpu::RowDot(dout.data, BshdStrides(dout), dout.dtype, out.data, BshdStrides(out), out.dtype, dsum,
                 out.shape[0], out.shape[1], out.shape[2], out.shape[3], threads_);
     return absl::OkStatus();
   }

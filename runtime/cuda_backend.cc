@@ -48,8 +48,6 @@ cuda_backend::View ViewOf(const TensorView& t) {
   return v;
 }
 
-TensorStrides Bshd(const TensorView& t) { return {t.strides[0], t.strides[1], t.strides[2]}; }
-
 class CudaBackend final : public KernelBackend {
  public:
   CudaBackend(int device, bool deterministic, cudaStream_t stream, cudaEvent_t order_event,
@@ -110,7 +108,7 @@ class CudaBackend final : public KernelBackend {
   }
   absl::Status RowDot(const TensorView& dout, const TensorView& out, float* dsum) override {
     RETURN_IF_ERROR(Enter("rowdot"));
-    return In("rowdot", cuda::RowDot(dout.data, Bshd(dout), dout.dtype, out.data, Bshd(out),
+    return In("rowdot", cuda::RowDot(dout.data, BshdStrides(dout), dout.dtype, out.data, BshdStrides(out),
                                      out.dtype, dsum, out.shape[0], out.shape[1], out.shape[2],
                                      out.shape[3], stream_));
   }

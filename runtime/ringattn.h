@@ -56,11 +56,14 @@ absl::StatusOr<Backend> ParseBackend(const std::string& name);
 bool BackendBuilt(Backend b);
 
 // How the ranks share one attention call (runtime/strategy.h).
-//   kRing  each rank keeps its queries; the key/value blocks rotate around
-//          the ring, overlapped with the compute, and stop early when no
-//          later step has work for anyone (sliding windows)
-enum class Strategy : uint8_t { kRing = 0 };
-const char* StrategyName(Strategy s);  // "ring"
+//   kRing   each rank keeps its queries; the key/value blocks rotate around
+//           the ring, overlapped with the compute, and stop early when no
+//           later step has work for anyone (sliding windows)
+//   kLocal  one device, no communication (a world of one rank): the kernels
+//           run on the caller's tensors in place, with no packing or copy
+//           back -- single-device attention (the Python ringattn.attention)
+enum class Strategy : uint8_t { kRing = 0, kLocal = 1 };
+const char* StrategyName(Strategy s);  // "ring", "local"
 absl::StatusOr<Strategy> ParseStrategy(const std::string& name);
 
 struct RingOptions {

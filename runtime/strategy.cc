@@ -5,6 +5,7 @@ namespace ringattn {
 
 std::unique_ptr<AttentionStrategy> MakeStrategy(const StrategyContext& ctx) {
   switch (ctx.options->strategy) {
+    case Strategy::kLocal: return MakeLocalStrategy(ctx);
     case Strategy::kRing: break;
   }
   return MakeRingStrategy(ctx);  // ValidateOptions admits no other value
@@ -14,7 +15,7 @@ AttnParams BaseParams(const StrategyContext& ctx, const ShardDims& d, const Tens
   const RingOptions& o = *ctx.options;
   AttnParams p;
   p.q = q.data;
-  p.q_stride = {q.strides[0], q.strides[1], q.strides[2]};
+  p.q_stride = BshdStrides(q);
   p.dtype = o.dtype;
   p.batch = d.B;
   p.seqlen_q = d.S;

@@ -6,6 +6,8 @@
 //   ring.cc   the ring: KV blocks rotate past every rank, double buffered
 //             and overlapped with the compute; the fp32 dK/dV accumulators
 //             follow them in the backward
+//   local.cc  one device, no communication: the kernels on the caller's
+//             tensors in place
 // An all-gather or Ulysses strategy is a new file here, a new Strategy
 // value, and a line in MakeStrategy; nothing else changes.
 //
@@ -68,6 +70,7 @@ class AttentionStrategy {
 // The strategy RingOptions::strategy names.
 std::unique_ptr<AttentionStrategy> MakeStrategy(const StrategyContext& ctx);
 std::unique_ptr<AttentionStrategy> MakeRingStrategy(const StrategyContext& ctx);
+std::unique_ptr<AttentionStrategy> MakeLocalStrategy(const StrategyContext& ctx);
 
 // The params every block-pair kernel call of this rank shares: q and its
 // strides, sizes, scale (default 1/sqrt(D)), softcap, mask, the global

@@ -42,6 +42,16 @@ struct TensorView {
     return t;
   }
 
+  // Whether the elements are dense in row-major order.
+  bool IsContiguous() const {
+    int64_t expect = 1;
+    for (int d = ndim - 1; d >= 0; --d) {
+      if (shape[d] > 1 && strides[d] != expect) return false;
+      expect *= shape[d];
+    }
+    return true;
+  }
+
   std::string ShapeString() const {
     return absl::StrCat("[", absl::StrJoin(shape, shape + ndim, ", "), "]");
   }

@@ -32,8 +32,8 @@ absl::Status ValidateOptions(const RingOptions& o) {
   if (o.mask.window_right < -1) {
     return ArgError("mask.window_right", ">= -1 (-1 = unbounded)", o.mask.window_right);
   }
-  if (o.strategy != Strategy::kRing) {
-    return ArgError("strategy", "kRing", static_cast<int>(o.strategy));
+  if (o.strategy != Strategy::kRing && o.strategy != Strategy::kLocal) {
+    return ArgError("strategy", "kRing or kLocal", static_cast<int>(o.strategy));
   }
   if (!std::isfinite(o.softcap) || o.softcap < 0) return ArgError("softcap", "finite >= 0", o.softcap);
   if (o.scale.has_value() && (!std::isfinite(*o.scale) || *o.scale <= 0)) {

@@ -28,6 +28,8 @@
 #     5. memcheck (compute-sanitizer) on a few small cases, beside step 1,
 #        and the tile-shape sweep (cuda_tune --tune) and Nsight Compute on
 #        the D=128 forward and backward after the timings.
+#     6. the Python package's CUDA tests (tests/python/test_cuda.py) with
+#        the extension prepare built, when the python3 versions match.
 #   Logs go to $OUT (default out/gpu_check): setup.log, table.txt, and
 #   logs.tgz holding tests.log, memcheck.log, check.log, bench.log,
 #   ours.csv, sdpa.csv, tune.log and ncu.txt. The whole run stays well inside 8
@@ -52,8 +54,20 @@ prepare() {
   cmake --build "$build" -j"$(nproc)" --target cuda_kernels_test cuda_attn_bench cuda_tune \
     cuda_ring_test cuda_local_comm_test run_tool_cuda_test nccl_comm_test nccl_ring_test \
     ringattn-run ringattn-bench || return 1
+  # The Python package for this machine's python3 (the GPU machine reaches no
+  # registry: nanobind and pytest travel too); step 6 of the run uses it
+  # when the GPU machine's python3 has the same version.
+  local pydeps="$build/pydeps"
+  python3 -m pip install -q --target "$pydeps" nanobind pytest pytest-timeout || return 1
+  cmake -S "$ROOT" -B "$build" -DRINGATTN_PYTHON=ON -DPython_EXECUTABLE="$(command -v python3)" \
+    -Dnanobind_DIR="$(PYTHONPATH="$pydeps" python3 -m nanobind --cmake_dir)" || return 1
+  cmake --build "$build" -j"$(nproc)" --target _C || return 1
   rm -rf "$CARRY"
-  mkdir -p "$CARRY/bin" "$CARRY/lib"
+  mkdir -p "$CARRY/bin" "$CARRY/lib" "$CARRY/python/ringattn"
+  cp python/ringattn/*.py "$build"/python/_C*.so "$CARRY/python/ringattn/"
+  cp -r "$pydeps"/{pytest,_pytest,pluggy,iniconfig,packaging,pytest_timeout.py,py.py} \
+    "$CARRY/python/" 2>/dev/null || true
+  python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' >"$CARRY/python/version"
   cp "$build/tests/attention/cuda_kernels_test" "$build/bench/cuda_attn_bench" \
     "$build/bench/cuda_tune" "$build/tests/runtime/cuda_ring_test" \
     "$build/tests/comm/cuda_local_comm_test" "$build/tests/tools/run_tool_cuda_test" \
@@ -61,7 +75,7 @@ prepare() {
     "$build/tools/ringattn-run" "$build/tools/ringattn-bench" "$CARRY/bin/"
   # Shared libraries the binaries need, except glibc's own (the GPU
   # machine's newer glibc runs binaries built against this one).
-  for bin in "$CARRY"/bin/*; do
+  for bin in "$CARRY"/bin/* "$CARRY"/python/ringattn/_C*.so; do
     ldd "$bin" | awk '/=> \//{print $3}'
   done | sort -u | while read -r lib; do
     case "$(basename "$lib")" in
@@ -72,7 +86,7 @@ prepare() {
   ls -la "$CARRY/bin" "$CARRY/lib"
   # One xz archive: the binaries and libraries (OpenBLAS alone is 35 MB)
   # would pass the device tool's 64 MiB limit on what travels.
-  tar cf - -C "$CARRY" bin lib | xz -6 -T"$(nproc)" >"$ROOT/carry.tar.xz.tmp" || return 1
+  tar cf - -C "$CARRY" bin lib python | xz -6 -T"$(nproc)" >"$ROOT/carry.tar.xz.tmp" || return 1
   rm -rf "$CARRY"
   mkdir -p "$CARRY"
   mv "$ROOT/carry.tar.xz.tmp" "$CARRY/carry.tar.xz"
@@ -291,6 +305,27 @@ if [[ -n "$SAN_PID" ]]; then
   grep -E '^========= (Invalid|Program hit|  at )' "$OUT/memcheck.log" | head -12 | tee -a "$SETUP"
 fi
 
+# ---------------------------------------------------------------- python package
+# tests/python/test_cuda.py (ringattn.attention on CUDA tensors against
+# float64; the ring over NCCL skips with one GPU) with the extension prepare
+# built, when this machine's python3 is the version it was built for and
+# has PyTorch with CUDA. Otherwise NOT RUN, saying why: building it here
+# needs the C++ dependencies of pip install . (Abseil, libxsmm, UCX, ...).
+PY_RC="not run"
+PY_WANT="$(cat "$CARRY/python/version" 2>/dev/null)"
+PY_HAVE="$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)"
+if [[ -z "$PY_WANT" ]]; then
+  log "python package: NOT RUN (no carried extension)"
+elif [[ "$PY_WANT" != "$PY_HAVE" ]]; then
+  log "python package: NOT RUN (carried for python $PY_WANT, this machine has $PY_HAVE)"
+else
+  log "python package: tests/python/test_cuda.py with the carried extension"
+  PYTHONPATH="$CARRY/python" LD_LIBRARY_PATH="$CARRY/lib" timeout "$(cap 120)" \
+    python3 -m pytest -q -rs -p no:cacheprovider tests/python/test_cuda.py >"$OUT/python.log" 2>&1
+  PY_RC=$?
+  log "python package rc=$PY_RC: $(tail -1 "$OUT/python.log")"
+fi
+
 # ---------------------------------------------------------------- self-check
 CHECK_RC=2
 if [[ -n "$BENCH_BIN" ]]; then
@@ -375,7 +410,7 @@ cat "$OUT/bench.log" 2>/dev/null | tail -15
 echo
 sed -n '/^TFLOP/,$p' "$OUT/table.txt"
 echo
-log "tests: $TEST_MODE rc=$TESTS_RC | ring tests rc=$RING_RC | nccl smoke rc=$NCCL_RC | memcheck rc=$SAN_RC | self-check rc=$CHECK_RC | total $(( $(date +%s) - START )) s"
+log "tests: $TEST_MODE rc=$TESTS_RC | ring tests rc=$RING_RC | nccl smoke rc=$NCCL_RC | python rc=$PY_RC | memcheck rc=$SAN_RC | self-check rc=$CHECK_RC | total $(( $(date +%s) - START )) s"
 # The device tool brings back at most 8 files: the detailed logs travel as
 # one archive beside setup.log and table.txt.
 (cd "$OUT" && ls | grep -vE '^(setup\.log|table\.txt|ring\.txt|logs\.tgz)$' | tar czf logs.tgz -T - &&

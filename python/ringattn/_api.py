@@ -86,10 +86,12 @@ def _stream(t: torch.Tensor) -> int:
 
 
 def _engine_options(t: torch.Tensor, seqlen: int, causal, wl, wr, softcap, scale,
-                    deterministic, timeout, sharding="contiguous") -> "_C.AttentionOptions":
+                    deterministic, timeout, sharding=None) -> "_C.AttentionOptions":
+    """One device (the local strategy) without `sharding`, else a ring rank."""
     o = _C.AttentionOptions()
     o.seqlen = seqlen
-    o.sharding = sharding
+    o.strategy = "ring" if sharding else "local"
+    o.sharding = sharding or "contiguous"
     o.causal = bool(causal)
     o.window_left = wl
     o.window_right = wr

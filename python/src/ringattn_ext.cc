@@ -13,8 +13,8 @@
 //              tensors, bootstrapped through a Python callable that
 //              exchanges blobs among the group (the package uses the
 //              group's c10d store, with a timeout)
-//   Attention  one RingAttention (a rank of a World, or a single device
-//              with no communication), forward and backward into
+//   Attention  one RingAttention (a rank of a World; or one device with no
+//              communication, the local strategy), forward and backward into
 //              caller-allocated outputs, on a caller's CUDA stream for
 //              device tensors
 // and the float64 reference (attention/reference.h), which the package's
@@ -246,6 +246,7 @@ comm::Communicator* SelfComm() {
 struct AttentionOptions {
   int64_t seqlen = 0;
   std::string sharding = "contiguous";
+  std::string strategy = "ring";  // "local" for one device
   int64_t stripe = 1;
   bool causal = false;
   int64_t window_left = -1, window_right = -1;
@@ -269,6 +270,9 @@ class Attention {
     Check(sharding.status());
     o.sharding = *sharding;
     o.stripe = a.stripe;
+    absl::StatusOr<Strategy> strategy = ParseStrategy(a.strategy);
+    Check(strategy.status());
+    o.strategy = *strategy;
     o.mask = Mask::Window(a.window_left, a.window_right, a.causal);
     o.softcap = static_cast<float>(a.softcap);
     if (a.scale.has_value()) o.scale = static_cast<float>(*a.scale);
@@ -429,6 +433,7 @@ NB_MODULE(_C, m) {
       .def(nb::init<>())
       .def_rw("seqlen", &AttentionOptions::seqlen)
       .def_rw("sharding", &AttentionOptions::sharding)
+      .def_rw("strategy", &AttentionOptions::strategy)
       .def_rw("stripe", &AttentionOptions::stripe)
       .def_rw("causal", &AttentionOptions::causal)
       .def_rw("window_left", &AttentionOptions::window_left)

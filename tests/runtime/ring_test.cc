@@ -253,6 +253,107 @@ TEST(Ring, AbortMidRingFailsEveryRankPromptly) {
   }
 }
 
+// The local strategy (one device, the caller's tensors in place) gives the
+// ring's W = 1 results bit for bit.
+TEST(LocalStrategy, BitwiseTheRingOfOneRank) {
+  for (DType t : {DType::kFloat32, DType::kBFloat16}) {
+    Case c;
+    c.seqlen_q = c.seqlen_k = 157;
+    c.heads = 4;
+    c.heads_k = t == DType::kFloat32 ? 2 : 1;
+    c.head_dim = 48;
+    c.dtype = t;
+    c.softcap = 2.0f;
+    c.mask = Mask::Window(30, -1, /*causal=*/true);
+    const Problem pr = MakeProblem(c, 5);
+    RingRunOptions local;
+    local.tweak = [](int, RingOptions* o, int64_t*) { o->strategy = Strategy::kLocal; };
+    const RingResult a = RunRing(pr, 1, Sharding::kContiguous);
+    const RingResult b = RunRing(pr, 1, Sharding::kContiguous, local);
+    ASSERT_TRUE(a.Ok().ok() && b.Ok().ok()) << a.Ok() << b.Ok();
+    for (auto [x, y] : {std::pair{&a.out, &b.out}, {&a.lse, &b.lse}, {&a.dq, &b.dq},
+                        {&a.dk, &b.dk}, {&a.dv, &b.dv}}) {
+      ASSERT_EQ(x->size(), y->size());
+      EXPECT_EQ(std::memcmp(x->data(), y->data(), x->size() * sizeof(float)), 0)
+          << DTypeName(t);
+    }
+    ExpectClose(b, Expect(pr));
+  }
+}
+
+// In place means any strides: q head-major, k and v padded, and fp32
+// gradients that are not contiguous (they take the scratch path).
+TEST(LocalStrategy, ReadsAndWritesStridedTensorsInPlace) {
+  Case c;
+  c.seqlen_q = c.seqlen_k = 70;
+  c.heads = c.heads_k = 2;
+  c.head_dim = 32;
+  c.strided = true;  // [B, H, S, D + 3] storage
+  c.mask = Mask::Causal();
+  const Problem pr = MakeProblem(c, 9);
+  const RingExpectation e = Expect(pr);
+  auto world = comm::LocalWorld::Create(1);
+  ASSERT_TRUE(world.ok());
+  RingOptions opt;
+  opt.seqlen = c.seqlen_q;
+  opt.mask = c.mask;
+  opt.strategy = Strategy::kLocal;
+  opt.num_threads = 1;
+  auto ring = RingAttention::Create(&(*world)->Comm(0), opt);
+  ASSERT_TRUE(ring.ok()) << ring.status();
+  auto view = [&](const Tensor& x, int64_t heads) {
+    TensorView v = TensorView::Contiguous(const_cast<void*>(x.data()), DType::kFloat32,
+                                          {1, c.seqlen_q, heads, c.head_dim});
+    v.strides[0] = x.stride.batch;
+    v.strides[1] = x.stride.seq;
+    v.strides[2] = x.stride.head;
+    return v;
+  };
+  const int64_t n = c.seqlen_q * c.heads * c.head_dim;
+  std::vector<float> out(n), lse(c.heads * c.seqlen_q);
+  // Gradients with a padded head: [1, S, H, D + 1].
+  std::vector<float> dq(c.seqlen_q * c.heads * (c.head_dim + 1), NAN), dk(dq.size(), NAN),
+      dv(dq.size(), NAN);
+  auto padded = [&](std::vector<float>& x) {
+    TensorView v = TensorView::Contiguous(x.data(), DType::kFloat32,
+                                          {1, c.seqlen_q, c.heads, c.head_dim + 1});
+    v.shape[3] = c.head_dim;
+    return v;
+  };
+  const TensorView q = view(pr.tq, c.heads), k = view(pr.tk, c.heads), v = view(pr.tv, c.heads),
+                   dout = view(pr.tdout, c.heads);
+  const TensorView o = TensorView::Contiguous(out.data(), DType::kFloat32,
+                                              {1, c.seqlen_q, c.heads, c.head_dim});
+  const TensorView l = TensorView::Contiguous(lse.data(), DType::kFloat32, {1, c.heads, c.seqlen_q});
+  ASSERT_TRUE((*ring)->Forward(q, k, v, o, l).ok());
+  ASSERT_TRUE((*ring)->Backward(q, k, v, o, l, dout, padded(dq), padded(dk), padded(dv)).ok());
+  auto unpad = [&](const std::vector<float>& x) {
+    std::vector<float> y;
+    for (int64_t r = 0; r < c.seqlen_q * c.heads; ++r)
+      y.insert(y.end(), x.begin() + r * (c.head_dim + 1), x.begin() + r * (c.head_dim + 1) + c.head_dim);
+    return y;
+  };
+  EXPECT_LE(MaxError(out, e.out), e.tol_out);
+  EXPECT_LE(MaxError(lse, e.lse), e.tol_lse);
+  EXPECT_LE(MaxError(unpad(dq), e.dq), e.tol_dq);
+  EXPECT_LE(MaxError(unpad(dk), e.dk), e.tol_dk);
+  EXPECT_LE(MaxError(unpad(dv), e.dv), e.tol_dv);
+}
+
+TEST(LocalStrategy, IsForOneRank) {
+  auto world = comm::LocalWorld::Create(2);
+  ASSERT_TRUE(world.ok());
+  RingOptions opt;
+  opt.seqlen = 16;
+  opt.strategy = Strategy::kLocal;
+  auto ring = RingAttention::Create(&(*world)->Comm(0), opt);
+  ASSERT_FALSE(ring.ok());
+  EXPECT_EQ(ring.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(ring.status().message(), "strategy local")) << ring.status();
+  EXPECT_EQ(ParseStrategy("local").value(), Strategy::kLocal);
+  EXPECT_FALSE(ParseStrategy("allgather").ok());
+}
+
 TEST(RingApi, ValidatesEveryArgument) {
   auto lw = comm::LocalWorld::Create(2);
   ASSERT_TRUE(lw.ok());
