@@ -1,6 +1,7 @@
 """What each rank of the multi-process tests runs (a module of its own, so
 that spawned processes import it). Every function takes (rank, world, ...)
 and asserts; a failure fails the test with its traceback."""
+import os
 import time
 
 import torch
@@ -125,3 +126,19 @@ def compiled_ring_equals_eager(rank, world):
     for g, p in zip(grads, proj.parameters()):
         assert torch.allclose(p.grad, g, rtol=1e-5, atol=1e-7)
 
+
+
+def dead_rank_is_an_error(rank, world, dead):
+    q, k, v = (torch.randn(1, 64, 2, 16) for _ in range(3))
+    ringattn.ring_attention(q, k, v, causal=True, timeout=3)  # everyone, once
+    if rank == dead:
+        os._exit(0)  # dies between calls, without a word
+    t0 = time.monotonic()
+    try:
+        ringattn.ring_attention(q, k, v, causal=True, timeout=3)
+    except (TimeoutError, RuntimeError) as e:
+        assert str(dead) in str(e), str(e)
+    else:
+        raise AssertionError(f"rank {rank}: no error with rank {dead} dead")
+    assert time.monotonic() - t0 < 3 + 5, "the failure took too long"
+    os._exit(0)  # the group lost a member: skip the collective teardown

@@ -37,3 +37,7 @@ def test_a_rank_that_never_calls_is_a_timeout():
 
 def test_compiled_ring_equals_eager():
     spawn(dist_cases.compiled_ring_equals_eager, 2)
+
+
+def test_a_rank_that_dies_is_an_error_within_the_timeout():
+    spawn(dist_cases.dead_rank_is_an_error, 3, 1)
