@@ -320,7 +320,13 @@ elif [[ "$PY_WANT" != "$PY_HAVE" ]]; then
   log "python package: NOT RUN (carried for python $PY_WANT, this machine has $PY_HAVE)"
 else
   log "python package: tests/python/test_cuda.py with the carried extension"
-  PYTHONPATH="$CARRY/python" LD_LIBRARY_PATH="$CARRY/lib" timeout "$(cap 120)" \
+  # The extension's libraries, but not the carried C++ runtime: PyTorch
+  # needs this machine's own libstdc++.
+  mkdir -p "$CARRY/pylib"
+  for lib in "$CARRY"/lib/*; do
+    case "$(basename "$lib")" in libstdc++*|libgcc_s*) ;; *) ln -sf "$lib" "$CARRY/pylib/" ;; esac
+  done
+  PYTHONPATH="$CARRY/python" LD_LIBRARY_PATH="$CARRY/pylib" timeout "$(cap 120)" \
     python3 -m pytest -q -rs -p no:cacheprovider tests/python/test_cuda.py >"$OUT/python.log" 2>&1
   PY_RC=$?
   log "python package rc=$PY_RC: $(tail -1 "$OUT/python.log")"
