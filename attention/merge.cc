@@ -13,22 +13,12 @@ void MergePartial(float* acc_out, float* acc_lse, const float* part_out, const f
     const int64_t i = r % seqlen;
     for (int64_t h = 0; h < heads; ++h) {
       const int64_t li = (b * heads + h) * seqlen + i;
-      float lse, wa, wb;
-      MergeWeights(acc_lse[li], part_lse[li], &lse, &wa, &wb);
-      acc_lse[li] = lse;
+      const RowMerge m = MergeRow(acc_lse[li], part_lse[li]);
+      acc_lse[li] = m.lse;
       float* o = acc_out + (r * heads + h) * head_dim;
       const float* po = part_out + (r * heads + h) * head_dim;
-      if (wb == 0.0f) {
-        // Nothing to add; keep acc (a fully masked acc is already 0).
-        if (wa == 0.0f)
-          for (int64_t d = 0; d < head_dim; ++d) o[d] = 0.0f;
-        continue;
-      }
-      if (wa == 0.0f) {
-        for (int64_t d = 0; d < head_dim; ++d) o[d] = po[d];
-        continue;
-      }
-      for (int64_t d = 0; d < head_dim; ++d) o[d] = wa * o[d] + wb * po[d];
+      if (m.kind == MergeKind::kKeep) continue;
+      for (int64_t d = 0; d < head_dim; ++d) o[d] = MergeValue(m, o[d], po[d]);
     }
   }
 }

@@ -8,6 +8,7 @@
 
 #include "attention/cuda/device.cuh"
 #include "attention/cuda/launch.h"
+#include "attention/merge.h"
 
 namespace ringattn::cuda::detail {
 namespace {
@@ -23,29 +24,14 @@ __global__ void __launch_bounds__(32 * kRowWarps)
   if (r >= rows) return;
   const int64_t h = r % H, i = (r / H) % S, b = r / (H * S);
   const int64_t li = (b * H + h) * S + i;
-  const float la = acc_lse[li], lb = part_lse[li];
-  const float m = fmaxf(la, lb);
-  float lse = -INFINITY, wa = 0.0f, wb = 0.0f;
-  if (m != -INFINITY) {
-    const float ea = expf(la - m), eb = expf(lb - m);
-    const float sum = ea + eb;
-    lse = m + logf(sum);
-    wa = ea / sum;
-    wb = eb / sum;
-  }
+  const RowMerge m = MergeRow(acc_lse[li], part_lse[li]);
   float* o = acc_out + r * D;
   const float* po = part_out + r * D;
-  for (int64_t d = lane; d < D; d += 32) {
-    if (wb == 0.0f) {
-      if (wa == 0.0f) o[d] = 0.0f;  // nothing on either side
-    } else if (wa == 0.0f) {
-      o[d] = po[d];
-    } else {
-      o[d] = wa * o[d] + wb * po[d];
-    }
+  if (m.kind != MergeKind::kKeep) {
+    for (int64_t d = lane; d < D; d += 32) o[d] = MergeValue(m, o[d], po[d]);
   }
   __syncwarp();  // every lane has read acc_lse before lane 0 replaces it
-  if (lane == 0) acc_lse[li] = lse;
+  if (lane == 0) acc_lse[li] = m.lse;
 }
 
 __global__ void __launch_bounds__(32 * kRowWarps)

@@ -2,6 +2,7 @@
 // blocks in any order and merging gives the one-block result; -inf is safe.
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 #include <random>
 #include <vector>
@@ -14,19 +15,37 @@
 namespace ringattn::testing {
 namespace {
 
-TEST(MergeWeights, NegInfIsNoContribution) {
-  float lse, wa, wb;
-  MergeWeights(-INFINITY, -INFINITY, &lse, &wa, &wb);
-  EXPECT_EQ(lse, -INFINITY);
-  EXPECT_EQ(wa, 0.0f);
-  EXPECT_EQ(wb, 0.0f);
-  MergeWeights(-INFINITY, 1.5f, &lse, &wa, &wb);
-  EXPECT_EQ(lse, 1.5f);
-  EXPECT_EQ(wa, 0.0f);
-  EXPECT_EQ(wb, 1.0f);
-  MergeWeights(0.0f, 0.0f, &lse, &wa, &wb);
-  EXPECT_FLOAT_EQ(lse, std::log(2.0f));
-  EXPECT_FLOAT_EQ(wa, 0.5f);
+TEST(MergeRow, NegInfIsNoContributionAndNaNIsNeverDropped) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  RowMerge m = MergeRow(-INFINITY, -INFINITY);
+  EXPECT_EQ(m.kind, MergeKind::kZero);
+  EXPECT_EQ(m.lse, -INFINITY);
+  EXPECT_EQ(MergeValue(m, nan, nan), 0.0f);
+  m = MergeRow(-INFINITY, 1.5f);
+  EXPECT_EQ(m.kind, MergeKind::kTake);
+  EXPECT_EQ(m.lse, 1.5f);
+  EXPECT_EQ(MergeValue(m, 7.0f, 2.0f), 2.0f);
+  m = MergeRow(1.5f, -INFINITY);
+  EXPECT_EQ(m.kind, MergeKind::kKeep);
+  EXPECT_EQ(MergeValue(m, 7.0f, nan), 7.0f);  // a partial that saw nothing
+  m = MergeRow(0.0f, 0.0f);
+  EXPECT_FLOAT_EQ(m.lse, std::log(2.0f));
+  EXPECT_FLOAT_EQ(m.w_a, 0.5f);
+  EXPECT_FLOAT_EQ(MergeValue(m, 1.0f, 3.0f), 2.0f);
+  // A NaN lse (a NaN or Inf at a visible position) makes the row NaN,
+  // whatever the other side holds -- -inf included.
+  for (float other : {-INFINITY, 0.0f, 80.0f, INFINITY}) {
+    for (const RowMerge& n : {MergeRow(nan, other), MergeRow(other, nan)}) {
+      EXPECT_EQ(n.kind, MergeKind::kNaN);
+      EXPECT_TRUE(std::isnan(n.lse));
+      EXPECT_TRUE(std::isnan(MergeValue(n, 1.0f, 1.0f)));
+    }
+  }
+  // A weight that underflows still multiplies: 0 * NaN stays NaN, as in
+  // the one-device kernel's P V.
+  m = MergeRow(0.0f, -200.0f);
+  EXPECT_EQ(m.w_b, 0.0f);
+  EXPECT_TRUE(std::isnan(MergeValue(m, 1.0f, nan)));
 }
 
 class MergeSplitTest : public ::testing::TestWithParam<int> {};

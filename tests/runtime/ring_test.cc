@@ -4,7 +4,10 @@
 // faults (abort, silent peer, shapes that disagree across ranks).
 #include <atomic>
 #include <cstring>
+#include <cmath>
 #include <functional>
+#include <limits>
+#include <tuple>
 #include <thread>
 #include <vector>
 
@@ -250,6 +253,55 @@ TEST(Ring, AbortMidRingFailsEveryRankPromptly) {
   for (int r = 0; r < world; ++r) {
     EXPECT_FALSE(st[r].ok()) << "rank " << r;
     EXPECT_TRUE(absl::StrContains(st[r].message(), "rank 2")) << st[r];
+  }
+}
+
+// NaN or Inf at a VISIBLE key or value propagates to the outputs exactly as
+// on one rank -- the same rows NaN, the others unchanged -- for every W
+// and layout (the merge once dropped a NaN partial beside a row that had
+// seen nothing yet, turning it into a clean zero); at masked-out keys it
+// reaches nothing (NonFiniteAtMaskedKeysStaysOut, the kernels' tests).
+TEST(Ring, NonFiniteAtVisibleKeysPropagatesAsOnOneRank) {
+  for (Mask mask : {Mask::Causal(), Mask::None(), Mask::Window(20, 5)}) {
+    Case c;
+    c.seqlen_q = c.seqlen_k = 131;
+    c.heads = 2;
+    c.heads_k = 1;
+    c.head_dim = 32;
+    c.mask = mask;
+    Problem pr = MakeProblem(c, 23);
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    for (int64_t d = 0; d < c.head_dim; ++d) {
+      pr.k[37 * c.head_dim + d] = nan;  // key 37
+      pr.v[100 * c.head_dim + d] = d % 2 ? INFINITY : -INFINITY;  // value 100
+    }
+    pr.tk = MakeTensor(pr.k, 1, c.seqlen_k, c.heads_k, c.head_dim, c.dtype, false);
+    pr.tv = MakeTensor(pr.v, 1, c.seqlen_k, c.heads_k, c.head_dim, c.dtype, false);
+    const RingResult one = RunRing(pr, 1, Sharding::kContiguous);
+    ASSERT_TRUE(one.Ok().ok()) << one.Ok();
+    int64_t nan_rows = 0;
+    for (float x : one.lse) nan_rows += std::isnan(x);
+    ASSERT_GT(nan_rows, 0) << "the visible NaN must poison some rows on one rank";
+    for (int world : {2, 3, 4, 5})
+      for (Sharding s : {Sharding::kContiguous, Sharding::kZigzag, Sharding::kStriped}) {
+        const RingResult r = RunRing(pr, world, s);
+        ASSERT_TRUE(r.Ok().ok()) << r.Ok();
+        const std::string where =
+            absl::StrCat(mask.ToString(), " W=", world, " ", ShardingName(s));
+        for (auto [name, got, want] :
+             {std::tuple{"out", &r.out, &one.out}, {"lse", &r.lse, &one.lse},
+              {"dq", &r.dq, &one.dq}, {"dk", &r.dk, &one.dk}, {"dv", &r.dv, &one.dv}}) {
+          ASSERT_EQ(got->size(), want->size());
+          int64_t differ = 0;  // equal, both NaN, or close
+          for (size_t i = 0; i < got->size(); ++i) {
+            const float a = (*got)[i], b = (*want)[i];
+            const bool same = a == b || (std::isnan(a) && std::isnan(b)) ||
+                              std::fabs(a - b) <= 1e-4f * (1 + std::fabs(b));
+            differ += !same;
+          }
+          EXPECT_EQ(differ, 0) << name << ", " << where;
+        }
+      }
   }
 }
 
