@@ -2,7 +2,9 @@
 // validates every call, orders it after the caller's stream, runs it
 // through the chosen strategy (strategy.h) and keeps the stats.
 //
-// A call: validate the tensors (nothing allocated or sent yet); settle the
+// A call: validate the tensors (nothing allocated or sent yet); at the
+// first call, compare the options with the neighbouring ranks (a
+// difference fails every rank, naming the option and both values); settle the
 // transfers a previous call on a caller's stream left in flight; let the
 // strategy grow its workspace; make the rank's stream wait for the caller's
 // (Begin); run the strategy; then either make the caller's stream wait for
@@ -27,6 +29,9 @@
 
 namespace ringattn {
 namespace {
+
+// MessageMeta::kind of the options message (the ring's own are 0..2).
+constexpr int kKindOptions = 7;
 
 double Now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
@@ -131,9 +136,42 @@ class Engine final : public RingAttention {
           "stream: the ", backend_->Name(),
           " backend has no streams (pass null, or use the cuda backend)"));
     }
+    RETURN_IF_ERROR(CheckOptionsOnce());
     RETURN_IF_ERROR(transfers_.Drain());
     timing_pending_ = false;
     stats_ = RingStats{};
+    return absl::OkStatus();
+  }
+  // Every rank sends its OptionsDigest to the next and compares the one of
+  // the previous: if any two ranks disagree, some two neighbours do, and
+  // the rank that sees it fails and aborts the world, so every rank fails
+  // (over nccl, whose abort is local, the others within their timeout).
+  absl::Status CheckOptionsOnce() {
+    if (options_checked_ || comm_->Size() == 1) return absl::OkStatus();
+    const int world = comm_->Size();
+    const int next = (rank_ + 1) % world, prev = (rank_ - 1 + world) % world;
+    const OptionsDigest mine = DigestOf(opt_);
+    OptionsDigest theirs;
+    theirs.magic = 0;
+    constexpr int64_t kBytes = sizeof(OptionsDigest);
+    Buffer send, recv;  // the backend's memory: device memory for nccl
+    absl::Status s = send.Reserve(backend_.get(), kBytes);
+    if (s.ok()) s = recv.Reserve(backend_.get(), kBytes);
+    if (s.ok()) s = backend_->CopyFromHost(send.c(), &mine, kBytes);
+    if (!s.ok()) return transfers_.Fail(s, 0, "sending the options");
+    comm::MessageMeta meta;
+    meta.kind = kKindOptions;
+    meta.ndim = 1;
+    meta.shape[0] = kBytes;
+    absl::StatusOr<std::unique_ptr<comm::Request>> req =
+        comm_->SendRecv(send.c(), kBytes, next, meta, recv.c(), kBytes, prev, meta);
+    s = req.ok() ? (*req)->Wait(timeout_) : req.status();
+    if (s.ok()) s = backend_->CopyToHost(&theirs, recv.c(), kBytes);
+    if (s.ok()) s = CompareDigests(mine, rank_, theirs, prev);
+    if (!s.ok()) {
+      return transfers_.Fail(s, 0, absl::StrCat("comparing the options with rank ", prev).c_str());
+    }
+    options_checked_ = true;
     return absl::OkStatus();
   }
   // After the workspace is reserved (growing it waits for the rank's
@@ -185,6 +223,7 @@ class Engine final : public RingAttention {
   int rank_;
   mutable RingStats stats_;
   mutable bool timing_pending_ = false;
+  bool options_checked_ = false;  // CheckOptionsOnce passed
   // Declared in this order so that the transfers in flight (a request
   // waits for its bytes when destroyed) go before the strategy's workspace.
   std::unique_ptr<AttentionStrategy> strategy_;

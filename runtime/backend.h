@@ -13,6 +13,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstring>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -69,6 +70,17 @@ class KernelBackend {
   // Contiguous fp32 [B, S, H, D] (or [B, H, S] for 3-d views) -> view,
   // converting to the view's dtype.
   virtual absl::Status Unpack(const float* src, const TensorView& dst) = 0;
+
+  // Blocking copies between host memory and this backend's memory (small
+  // messages: the options every rank compares at its first call).
+  virtual absl::Status CopyFromHost(void* dst, const void* host_src, int64_t bytes) {
+    std::memcpy(dst, host_src, static_cast<size_t>(bytes));
+    return absl::OkStatus();
+  }
+  virtual absl::Status CopyToHost(void* host_dst, const void* src, int64_t bytes) {
+    std::memcpy(host_dst, src, static_cast<size_t>(bytes));
+    return absl::OkStatus();
+  }
 
   // Stream order (defaults: a backend whose calls complete on return).
   // The compute stream (a cudaStream_t), or null.

@@ -136,6 +136,15 @@ class CudaBackend final : public KernelBackend {
     RINGATTN_CUDA_CHECK(cuda_backend::LaunchAdd(dst, src, n, stream_), "cuda backend add");
     return absl::OkStatus();
   }
+  // A copy on the rank's stream, waited for (small messages only).
+  absl::Status Copy(void* dst, const void* src, int64_t bytes, const char* what) {
+    RETURN_IF_ERROR(Enter(what));
+    RINGATTN_CUDA_CHECK(cudaMemcpyAsync(dst, src, static_cast<size_t>(bytes), cudaMemcpyDefault,
+                                        stream_),
+                        absl::StrCat("cuda backend ", what));
+    RINGATTN_CUDA_CHECK(cudaStreamSynchronize(stream_), absl::StrCat("cuda backend ", what));
+    return absl::OkStatus();
+  }
   absl::Status Pack(const TensorView& src, void* dst) override {
     RETURN_IF_ERROR(Enter("pack"));
     RINGATTN_CUDA_CHECK(
@@ -149,6 +158,13 @@ class CudaBackend final : public KernelBackend {
     RINGATTN_CUDA_CHECK(cuda_backend::LaunchUnpack(src, ViewOf(dst), dst.dtype, dst.data, stream_),
                         "cuda backend unpack");
     return absl::OkStatus();
+  }
+
+  absl::Status CopyFromHost(void* dst, const void* host_src, int64_t bytes) override {
+    return Copy(dst, host_src, bytes, "copying from the host");
+  }
+  absl::Status CopyToHost(void* host_dst, const void* src, int64_t bytes) override {
+    return Copy(host_dst, src, bytes, "copying to the host");
   }
 
   void* Stream() const override { return stream_; }

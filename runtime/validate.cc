@@ -4,8 +4,10 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "base/status.h"
 
 namespace ringattn {
@@ -54,6 +56,61 @@ absl::Status ValidateOptions(const RingOptions& o) {
   if (o.timeout < absl::ZeroDuration()) return ArgError("timeout", ">= 0", absl::FormatDuration(o.timeout));
   if (o.num_threads < 0) return ArgError("num_threads", ">= 0", o.num_threads);
   return absl::OkStatus();
+}
+
+OptionsDigest DigestOf(const RingOptions& o) {
+  OptionsDigest d;
+  d.sharding = static_cast<int32_t>(o.sharding);
+  d.strategy = static_cast<int32_t>(o.strategy);
+  d.dtype = static_cast<int32_t>(o.dtype);
+  d.backend = static_cast<int32_t>(o.backend);
+  d.causal = o.mask.causal;
+  d.deterministic = o.deterministic;
+  d.has_scale = o.scale.has_value();
+  d.seqlen = o.seqlen;
+  d.stripe = o.stripe;
+  d.window_left = o.mask.window_left;
+  d.window_right = o.mask.window_right;
+  d.softcap = o.softcap;
+  d.scale = o.scale.value_or(0.0f);
+  return d;
+}
+
+absl::Status CompareDigests(const OptionsDigest& mine, int my_rank, const OptionsDigest& theirs,
+                            int their_rank) {
+  if (theirs.magic != mine.magic) {
+    return absl::InvalidArgumentError(absl::StrCat("rank ", their_rank,
+                                                   " sent no options message (magic 0x",
+                                                   absl::Hex(theirs.magic), ")"));
+  }
+  std::vector<std::string> diffs;
+  auto check = [&](const char* name, auto a, auto b, auto show) {
+    if (a == b) return;
+    diffs.push_back(absl::StrCat(name, ": rank ", my_rank, " has ", show(a), ", rank ",
+                                 their_rank, " has ", show(b)));
+  };
+  auto plain = [](auto x) { return absl::StrCat(x); };
+  auto flag = [](int32_t x) { return x ? "true" : "false"; };
+  check("seqlen", mine.seqlen, theirs.seqlen, plain);
+  check("sharding", mine.sharding, theirs.sharding,
+        [](int32_t s) { return ShardingName(static_cast<Sharding>(s)); });
+  check("stripe", mine.stripe, theirs.stripe, plain);
+  check("strategy", mine.strategy, theirs.strategy,
+        [](int32_t s) { return StrategyName(static_cast<Strategy>(s)); });
+  check("causal", mine.causal, theirs.causal, flag);
+  check("window_left", mine.window_left, theirs.window_left, plain);
+  check("window_right", mine.window_right, theirs.window_right, plain);
+  check("softcap", mine.softcap, theirs.softcap, plain);
+  check("scale", mine.has_scale ? mine.scale : -1.0f, theirs.has_scale ? theirs.scale : -1.0f,
+        [](float s) { return s < 0 ? std::string("default (1/sqrt(D))") : absl::StrCat(s); });
+  check("dtype", mine.dtype, theirs.dtype,
+        [](int32_t t) { return DTypeName(static_cast<DType>(t)); });
+  check("backend", mine.backend, theirs.backend,
+        [](int32_t b) { return BackendName(static_cast<Backend>(b)); });
+  check("deterministic", mine.deterministic, theirs.deterministic, flag);
+  if (diffs.empty()) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("options differ across ranks: ", absl::StrJoin(diffs, "; ")));
 }
 
 absl::Status CheckView(const TensorView& t, const char* name, DType dtype,

@@ -27,6 +27,21 @@ struct ShardDims {
 // the backend stores, the mask's windows.
 absl::Status ValidateOptions(const RingOptions& o);
 
+// The options every rank of a world must share, as a fixed-size message:
+// each rank sends its own to the next one at its first call and compares
+// what it receives (any disagreement shows between some two neighbours).
+struct OptionsDigest {
+  uint32_t magic = 0x4F505453;  // "OPTS"
+  int32_t sharding = 0, strategy = 0, dtype = 0, backend = 0;
+  int32_t causal = 0, deterministic = 0, has_scale = 0;
+  int64_t seqlen = 0, stripe = 0, window_left = 0, window_right = 0;
+  float softcap = 0, scale = 0;
+};
+OptionsDigest DigestOf(const RingOptions& o);
+// InvalidArgument naming each option that differs, with both ranks' values.
+absl::Status CompareDigests(const OptionsDigest& mine, int my_rank, const OptionsDigest& theirs,
+                            int their_rank);
+
 // `t` has `shape`, `dtype`, the backend's device, data when not empty, an
 // innermost stride of 1 and no negative stride.
 absl::Status CheckView(const TensorView& t, const char* name, DType dtype,

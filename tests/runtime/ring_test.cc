@@ -17,6 +17,7 @@
 #include "gtest/gtest-spi.h"
 #include "gtest/gtest.h"
 #include "runtime/ringattn.h"
+#include "runtime/validate.h"
 #include "tests/attention/attn_test_util.h"
 #include "tests/runtime/ring_test_util.h"
 
@@ -138,8 +139,10 @@ TEST(Ring, WindowEndsTheRingEarly) {
     sent_b += b.bytes_sent[r];
   }
   const int64_t block = 2 * 203 * 1 * 32 * 4;  // K and V of all ranks, fp32
-  EXPECT_EQ(sent_a, block);       // one rotation
-  EXPECT_EQ(sent_b, 3 * block);   // W - 1 rotations
+  // Besides the KV blocks, each rank sends its options once (first call).
+  const int64_t options = 4 * static_cast<int64_t>(sizeof(OptionsDigest));
+  EXPECT_EQ(sent_a, block + options);      // one rotation
+  EXPECT_EQ(sent_b, 3 * block + options);  // W - 1 rotations
 }
 
 // A rank with a different head dim: every rank fails with an error that
@@ -303,6 +306,43 @@ TEST(Ring, NonFiniteAtVisibleKeysPropagatesAsOnOneRank) {
         }
       }
   }
+}
+
+// Ranks that disagree on an option fail, every one of them, naming the
+// option and both values (at the first call, before any KV moves).
+TEST(Ring, OptionsThatDifferAcrossRanksFailEveryRank) {
+  struct Variant {
+    const char* option;
+    std::function<void(RingOptions*)> change;
+  };
+  const std::vector<Variant> variants = {
+      {"causal", [](RingOptions* o) { o->mask.causal = !o->mask.causal; }},
+      {"window_left", [](RingOptions* o) { o->mask.window_left = 17; }},
+      {"softcap", [](RingOptions* o) { o->softcap = 3.0f; }},
+      {"scale", [](RingOptions* o) { o->scale = 0.5f; }},
+      {"sharding", [](RingOptions* o) { o->sharding = Sharding::kStriped; }},
+      {"stripe", [](RingOptions* o) { o->stripe = 4; }},
+      {"deterministic", [](RingOptions* o) { o->deterministic = true; }},
+  };
+  Case c;
+  c.seqlen_q = c.seqlen_k = 64;
+  c.mask = Mask::Causal();
+  const Problem pr = MakeProblem(c, 3);
+  for (int world : {2, 3})
+    for (const Variant& v : variants) {
+      RingRunOptions o;
+      o.backward = false;
+      o.tweak = [&](int rank, RingOptions* opt, int64_t*) {
+        if (rank == world - 1) v.change(opt);
+      };
+      const RingResult r = RunRing(pr, world, Sharding::kZigzag, o);
+      for (int rank = 0; rank < world; ++rank) {
+        const absl::Status& s = r.fwd_status[rank];
+        EXPECT_FALSE(s.ok()) << v.option << " W=" << world << " rank " << rank;
+        EXPECT_TRUE(absl::StrContains(s.message(), absl::StrCat(v.option, ": rank ")))
+            << v.option << " W=" << world << " rank " << rank << ": " << s;
+      }
+    }
 }
 
 // The local strategy (one device, the caller's tensors in place) gives the
