@@ -73,16 +73,18 @@ struct Mask {
   // Every query sees every key.
   RINGATTN_HD bool IsNone() const { return !HasLeft() && !HasRight(); }
 
-  // The keys the query at position q sees. Both ends are non-decreasing in q.
+  // The keys the query at position q >= 0 sees. Both ends are
+  // non-decreasing in q. A window reaching past int64 is unbounded there
+  // (saturated to kMaxPos), never wrapped.
   RINGATTN_HD PosRange KeyBounds(int64_t q) const {
     return PosRange{HasLeft() ? q - window_left : PosRange::kMinPos,
-                    HasRight() ? q + RightOffset() : PosRange::kMaxPos};
+                    HasRight() ? SaturatingAdd(q, RightOffset()) : PosRange::kMaxPos};
   }
-  // The queries that see the key at position k. Both ends are
+  // The queries that see the key at position k >= 0. Both ends are
   // non-decreasing in k.
   RINGATTN_HD PosRange QueryBounds(int64_t k) const {
     return PosRange{HasRight() ? k - RightOffset() : PosRange::kMinPos,
-                    HasLeft() ? k + window_left : PosRange::kMaxPos};
+                    HasLeft() ? SaturatingAdd(k, window_left) : PosRange::kMaxPos};
   }
   RINGATTN_HD bool Visible(int64_t q, int64_t k) const { return KeyBounds(q).Contains(k); }
 
@@ -95,16 +97,20 @@ struct Mask {
   // [lo(q_max), hi(q_min)].
   RINGATTN_HD TileClass Classify(int64_t q_min, int64_t q_max, int64_t k_min,
                                  int64_t k_max) const {
-    if (HasRight() && k_min > q_max + RightOffset()) return TileClass::kEmpty;
-    if (HasLeft() && k_max < q_min - window_left) return TileClass::kEmpty;
-    const bool right_ok = !HasRight() || k_max <= q_min + RightOffset();
-    const bool left_ok = !HasLeft() || k_min >= q_max - window_left;
-    return right_ok && left_ok ? TileClass::kFull : TileClass::kPartial;
+    if (k_min > KeyBounds(q_max).hi || k_max < KeyBounds(q_min).lo) return TileClass::kEmpty;
+    const bool full = KeyBounds(q_max).lo <= k_min && k_max <= KeyBounds(q_min).hi;
+    return full ? TileClass::kFull : TileClass::kPartial;
   }
 
   // "none", "causal", "window(L,R)", "causal+window(L,R)": for tools and
   // error messages (host only).
   std::string ToString() const;
+
+ private:
+  // x + y for x, y >= 0, kMaxPos where it would overflow.
+  RINGATTN_HD static int64_t SaturatingAdd(int64_t x, int64_t y) {
+    return y > PosRange::kMaxPos - x ? PosRange::kMaxPos : x + y;
+  }
 };
 
 RINGATTN_HD inline bool operator==(const Mask& a, const Mask& b) {

@@ -29,7 +29,15 @@ absl::StatusOr<Layout> Layout::Create(Sharding kind, int64_t seqlen, int world, 
   if (seqlen < 0) return absl::InvalidArgumentError(absl::StrCat("seqlen: expected >= 0, got ", seqlen));
   if (world < 1) return absl::InvalidArgumentError(absl::StrCat("world size: expected >= 1, got ", world));
   if (stripe < 1) return absl::InvalidArgumentError(absl::StrCat("stripe: expected >= 1, got ", stripe));
-  return Layout(kind, seqlen, world, stripe);
+  // Positions and strides stay far inside int64 (period = stripe * W).
+  constexpr int64_t kMaxSeqlen = int64_t{1} << 48;
+  if (seqlen > kMaxSeqlen) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("seqlen: expected at most 2^48 tokens, got ", seqlen));
+  }
+  // A stripe longer than the sequence is one stripe: the same layout as a
+  // stripe of the sequence's length (and no overflow in stripe * W).
+  return Layout(kind, seqlen, world, std::min(stripe, std::max<int64_t>(seqlen, 1)));
 }
 
 int64_t Layout::ChunkLength(int64_t c, int64_t n) const {

@@ -6,6 +6,7 @@
 // of mask joins RandomMask here and must pass the same checks.
 #include <algorithm>
 #include <cstdint>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -104,6 +105,27 @@ TEST(Mask, LocalIntervalIsTheRowsVisibleColumns) {
       ASSERT_EQ(c >= b && c < e, m.Visible(q, pos[c])) << m.ToString() << " q " << q;
     }
   }
+}
+
+// Windows at the int64 limits saturate: a right (or left) edge beyond int64
+// is unbounded, never a wrapped negative position.
+TEST(Mask, WindowsAtTheInt64LimitsSaturate) {
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  const Mask right = Mask::Window(0, kMax);
+  const Mask left = Mask::Window(kMax, 0);
+  for (int64_t q : {int64_t{0}, int64_t{5}, int64_t{1} << 40, kMax - 3}) {
+    EXPECT_EQ(right.KeyBounds(q).hi, PosRange::kMaxPos) << q;
+    EXPECT_EQ(right.KeyBounds(q).lo, q);
+    EXPECT_TRUE(right.Visible(q, q + 1 < q ? q : q + 1));
+    EXPECT_FALSE(right.Visible(q, q - 1 < 0 ? -1 : q - 1));
+    EXPECT_EQ(left.QueryBounds(q).hi, PosRange::kMaxPos) << q;
+    EXPECT_TRUE(left.Visible(q, 0));
+  }
+  // Tiles: a key far right of every query is still visible, not masked out.
+  EXPECT_EQ(right.Classify(10, 20, kMax - 10, kMax - 1), TileClass::kFull);
+  EXPECT_EQ(right.Classify(10, 20, 0, 5), TileClass::kEmpty);
+  EXPECT_EQ(Mask::Window(kMax, kMax).Classify(0, kMax - 1, 0, kMax - 1), TileClass::kFull);
+  EXPECT_EQ(Mask::Window(kMax, -1, true).Classify(kMax - 5, kMax - 1, 0, 3), TileClass::kFull);
 }
 
 TEST(Mask, NamesTheKinds) {

@@ -2,8 +2,10 @@
 // plan skips steps and ends early exactly where the mask allows.
 #include <algorithm>
 #include <numeric>
+#include <limits>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "gtest/gtest.h"
 #include "runtime/layout.h"
 #include "runtime/plan.h"
@@ -64,6 +66,21 @@ TEST(Layout, RejectsBadArguments) {
   EXPECT_FALSE(Layout::Create(Sharding::kStriped, 10, 2, 0).ok());
   EXPECT_FALSE(ParseSharding("diagonal").ok());
   EXPECT_EQ(*ParseSharding("zigzag"), Sharding::kZigzag);
+}
+
+// Strides and lengths at the int64 limits: a stripe longer than the
+// sequence is one stripe (no overflow in stripe * W), and lengths whose
+// positions could overflow are refused.
+TEST(Layout, Int64LimitsAreSafe) {
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  auto huge = Layout::Create(Sharding::kStriped, 100, 4, kMax);
+  auto whole = Layout::Create(Sharding::kStriped, 100, 4, 100);
+  ASSERT_TRUE(huge.ok() && whole.ok());
+  for (int r = 0; r < 4; ++r) EXPECT_EQ(huge->Positions(r), whole->Positions(r)) << r;
+  EXPECT_EQ(huge->ShardLength(0), 100);
+  auto too_long = Layout::Create(Sharding::kZigzag, kMax, 4);
+  ASSERT_FALSE(too_long.ok());
+  EXPECT_TRUE(absl::StrContains(too_long.status().message(), "seqlen")) << too_long.status();
 }
 
 TEST(Layout, ZigzagHoldsMirroredChunks) {

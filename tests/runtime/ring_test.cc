@@ -308,6 +308,27 @@ TEST(Ring, NonFiniteAtVisibleKeysPropagatesAsOnOneRank) {
   }
 }
 
+// A window edge at int64's end is the unbounded edge, bit for bit (it used
+// to wrap and mask out everything to the right). (Stripes at the limit:
+// layout_test.)
+TEST(Ring, Int64LimitsAreTheUnboundedCase) {
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  Case c;
+  c.seqlen_q = c.seqlen_k = 90;
+  c.mask = Mask::Window(7, kMax);
+  const Problem huge = MakeProblem(c, 8);
+  c.mask = Mask::Window(7, -1);
+  const Problem unbounded = MakeProblem(c, 8);
+  for (int world : {1, 3})
+    for (Sharding s : {Sharding::kZigzag, Sharding::kStriped}) {
+      const RingResult a = RunRing(huge, world, s);
+      const RingResult b = RunRing(unbounded, world, s);
+      ASSERT_TRUE(a.Ok().ok() && b.Ok().ok()) << a.Ok() << b.Ok();
+      EXPECT_EQ(std::memcmp(a.out.data(), b.out.data(), a.out.size() * 4), 0) << world;
+      EXPECT_EQ(std::memcmp(a.dq.data(), b.dq.data(), a.dq.size() * 4), 0) << world;
+    }
+}
+
 // Ranks that disagree on an option fail, every one of them, naming the
 // option and both values (at the first call, before any KV moves).
 TEST(Ring, OptionsThatDifferAcrossRanksFailEveryRank) {
