@@ -26,6 +26,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "base/status.h"
@@ -88,9 +89,9 @@ absl::Status EnsurePrivateDir(const std::string& dir) {
                                                       ::geteuid(), ")"));
   }
   if ((st.st_mode & 077) != 0) {
-    return absl::FailedPreconditionError(absl::StrCat("file store: ", dir, " has mode 0",
-                                                      absl::Hex(st.st_mode & 0777),
-                                                      "; it must be owner-only (chmod 700)"));
+    return absl::FailedPreconditionError(
+        absl::StrFormat("file store: %s has mode %04o; it must be owner-only (chmod 700)", dir,
+                        st.st_mode & 0777));
   }
   return absl::OkStatus();
 }

@@ -242,6 +242,8 @@ TEST(FileStoreTest, BadArgumentsAndOpenDirectoryAreRefused) {
   auto open = CreateFileStoreBootstrap(StoreOptions(open_dir, "j", 0, 1), absl::Seconds(1));
   EXPECT_EQ(open.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_TRUE(Contains(open.status().message(), "owner-only")) << open.status();
+  // The mode in octal, as chmod and ls spell it (it was printed in hex, "01ed").
+  EXPECT_TRUE(Contains(open.status().message(), "has mode 0755;")) << open.status();
 }
 
 // ---- fault tests: ranks as child processes -----------------------------------
