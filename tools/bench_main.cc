@@ -37,7 +37,6 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -47,6 +46,8 @@
 #include "runtime/plan.h"
 #include "runtime/ringattn.h"
 #include "tools/cli.h"
+#include "tools/flags.h"
+#include "tools/npy.h"
 #include "tools/mask_flags.h"
 #include "tools/gather.h"
 #include "tools/placement.h"
@@ -325,21 +326,50 @@ absl::StatusOr<RunResult> Run(const Config& c, comm::World& ranks, int threads,
   return res;
 }
 
-std::string Bytes(double b) {
-  const char* unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  int u = 0;
-  while (b >= 1024 && u < 4) {
-    b /= 1024;
-    ++u;
-  }
-  return absl::StrFormat("%.1f %s", b, unit[u]);
+
+// Every numeric flag against its stated range (the help text's units), before
+// anything is allocated.
+absl::Status CheckFlags() {
+  RETURN_IF_ERROR(CheckRange("--seq", absl::GetFlag(FLAGS_seq), 1, int64_t{1} << 40));
+  RETURN_IF_ERROR(CheckRange("--batch", absl::GetFlag(FLAGS_batch), 1, 65536));
+  RETURN_IF_ERROR(CheckRange("--heads", absl::GetFlag(FLAGS_heads), 1, 4096));
+  RETURN_IF_ERROR(CheckRange("--kv-heads", absl::GetFlag(FLAGS_kv_heads), 0, absl::GetFlag(FLAGS_heads)));
+  RETURN_IF_ERROR(CheckRange("--head-dim", absl::GetFlag(FLAGS_head_dim), 1, 512));
+  RETURN_IF_ERROR(CheckRange("--ranks", absl::GetFlag(FLAGS_ranks), 1, kMaxRanks));
+  RETURN_IF_ERROR(CheckRange("--stripe", absl::GetFlag(FLAGS_stripe), 1, int64_t{1} << 48));
+  RETURN_IF_ERROR(CheckRealRange("--softcap", absl::GetFlag(FLAGS_softcap), 0.0, 1e30));
+  RETURN_IF_ERROR(CheckRange("--iters", absl::GetFlag(FLAGS_iters), 1, 1000000));
+  RETURN_IF_ERROR(CheckRange("--warmup", absl::GetFlag(FLAGS_warmup), 0, 1000000));
+  RETURN_IF_ERROR(CheckRange("--threads", absl::GetFlag(FLAGS_threads), 0, kMaxThreads));
+  return absl::OkStatus();
+}
+
+// Bytes a run of the bench holds at once on all its ranks together
+// (estimated from the shapes: the inputs, outputs and gradients in the
+// storage dtype, the ring's double-buffered K/V and fp32 dK/dV accumulators,
+// the fp32 lse, and the fp32 staging of the random inputs).
+double EstimatedBytes(const Config& c, int world) {
+  const double es = DTypeSize(c.dtype);
+  const double q = static_cast<double>(c.B) * c.S * c.H * c.D, kv = static_cast<double>(c.B) * c.S * c.Hk * c.D;
+  const double per_block = kv / world;  // one rank's K (or V) shard
+  return (4 * q + 4 * kv) * es + world * per_block * (2 * 2 * es + 2 * 2 * 4) +
+         2.0 * c.B * c.H * c.S * 4 + q / world * 4;
 }
 
 int Main(int argc, char** argv) {
   absl::SetProgramUsageMessage("ringattn-bench: long-context ring attention benchmark (see README)");
-  NormalizeFlagNames(argc, argv);
-  const bool ranks_given = RanksFlagGiven(argc, argv);
-  absl::ParseCommandLine(argc, argv);
+  auto fail = [](const absl::Status& s) {
+    std::fprintf(stderr, "ringattn-bench: %s\n", std::string(s.message()).c_str());
+    return 2;
+  };
+  auto line = ParseCommandLine(argc, argv);
+  if (!line.ok()) return fail(line.status());
+  const bool ranks_given = line->ranks_given;
+  if (const absl::Status s = CheckFlags(); !s.ok()) return fail(s);
+  // An output that cannot be written is an error now, not after the run.
+  if (!absl::GetFlag(FLAGS_json).empty()) {
+    if (const absl::Status s = CheckCanCreate("--json", absl::GetFlag(FLAGS_json)); !s.ok()) return fail(s);
+  }
   Config c;
   c.S = absl::GetFlag(FLAGS_seq);
   c.B = absl::GetFlag(FLAGS_batch);
@@ -352,10 +382,6 @@ int Main(int argc, char** argv) {
   c.warmup = absl::GetFlag(FLAGS_warmup);
   c.backward = absl::GetFlag(FLAGS_backward);
   const int ranks_flag = absl::GetFlag(FLAGS_ranks);
-  auto fail = [](const absl::Status& s) {
-    std::fprintf(stderr, "ringattn-bench: %s\n", std::string(s.message()).c_str());
-    return 2;
-  };
   auto backend = ParseBackendFlag(absl::GetFlag(FLAGS_backend));
   if (!backend.ok()) return fail(backend.status());
   c.backend = *backend;
@@ -363,10 +389,6 @@ int Main(int argc, char** argv) {
   const bool gpu = c.backend == Backend::kCuda;
   auto comm_name = CommFor(c.backend, absl::GetFlag(FLAGS_comm));
   if (!comm_name.ok()) return fail(comm_name.status());
-  if (c.S < 1) return fail(ArgError("--seq", ">= 1", c.S));
-  if (ranks_flag < 1) return fail(ArgError("--ranks", ">= 1", ranks_flag));
-  if (c.iters < 1) return fail(ArgError("--iters", ">= 1", c.iters));
-  if (c.warmup < 0) return fail(ArgError("--warmup", ">= 0", c.warmup));
   auto sharding = ParseSharding(absl::GetFlag(FLAGS_sharding));
   if (!sharding.ok()) return fail(sharding.status());
   c.sharding = *sharding;
@@ -388,6 +410,21 @@ int Main(int argc, char** argv) {
   const int cores = Cores();
   int threads = absl::GetFlag(FLAGS_threads);
   if (threads == 0) threads = std::max(1, cores / world);
+  if (!ranks.one_rank_per_process()) {
+    if (const absl::Status s = CheckThreadsPerProcess(world, threads); !s.ok()) return fail(s);
+  }
+  {
+    // This process's share of the run, and the one-rank comparison run (on
+    // rank 0 alone), before anything is allocated.
+    const double ring_bytes = EstimatedBytes(c, world) / (ranks.one_rank_per_process() ? world : 1);
+    const double compare_bytes = absl::GetFlag(FLAGS_compare) && ranks.root() ? EstimatedBytes(c, 1) : 0;
+    if (const absl::Status s = CheckFitsInMemory(
+            absl::StrCat("--seq ", c.S, " x --batch ", c.B, " x --heads ", c.H, " x --head-dim ", c.D),
+            std::max(ring_bytes, compare_bytes));
+        !s.ok()) {
+      return fail(s);
+    }
+  }
   const double pairs = static_cast<double>(VisiblePairs(c.S, c.mask));
   const double fwd_flop = 4.0 * c.B * c.H * c.D * pairs;
   const double bwd_flop = 2.5 * fwd_flop;
@@ -474,8 +511,8 @@ int Main(int argc, char** argv) {
                 ring.fwd_compute_min > 0 ? ring.fwd_compute_max / ring.fwd_compute_min : 0.0);
     std::printf("  ring steps                %d of %d (%s)\n", ring.steps, world,
                 ring.steps < world ? "window ended the ring early" : "full ring");
-    std::printf("  bytes sent per rank       fwd %s%s\n", Bytes(ring.fwd_bytes).c_str(),
-                c.backward ? absl::StrFormat("   bwd %s", Bytes(ring.bwd_bytes)).c_str() : "");
+    std::printf("  bytes sent per rank       fwd %s%s\n", HumanBytes(ring.fwd_bytes).c_str(),
+                c.backward ? absl::StrFormat("   bwd %s", HumanBytes(ring.bwd_bytes)).c_str() : "");
     std::printf("  rotation bandwidth        %.2f GB/s needed by fwd at this speed; %.2f GB/s link (isolated block transfer, all ranks at once)\n",
                 ring.fwd_bytes / ring.fwd_s * 1e-9, ring.link_gbps);
     std::printf("  one-way link              %.2f GB/s (the same block, rank 0 -> rank 1 alone; compare ucx_perftest tag_bw)\n",
@@ -485,7 +522,7 @@ int Main(int argc, char** argv) {
   getrusage(RUSAGE_SELF, &ru);
   const int64_t peak_rss = static_cast<int64_t>(ru.ru_maxrss) * 1024;
   std::printf("  memory per rank           %s (shard tensors + ring workspace); process peak RSS %s\n",
-              Bytes(ring.rank_bytes).c_str(), Bytes(peak_rss).c_str());
+              HumanBytes(ring.rank_bytes).c_str(), HumanBytes(peak_rss).c_str());
 
   const std::string json_path = absl::GetFlag(FLAGS_json);
   if (!json_path.empty()) {
@@ -531,8 +568,10 @@ int Main(int argc, char** argv) {
     j["peak_rss_bytes"] = peak_rss;
     const std::string text =
         j.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace) + "\n";
-    std::ofstream f(json_path);
-    if (!(f << text)) return fail(absl::InternalError(absl::StrCat("--json ", json_path, ": cannot write")));
+    OutputFiles file;
+    absl::Status written = file.AddText(json_path, text);
+    if (written.ok()) written = file.Commit();
+    if (!written.ok()) return fail(absl::Status(written.code(), absl::StrCat("--json ", written.message())));
   }
   return 0;
 }

@@ -1,6 +1,6 @@
-// Small helpers shared by the command-line tools (the mask flags are in
-// mask_flags.h): flag names with dashes, whether --ranks was given, and the
-// world of communicators a tool's --comm and --ranks ask for.
+// The world of communicators a tool's --comm and --ranks ask for, shared by
+// the command-line tools (the command line itself is parsed by flags.h, the
+// mask flags are in mask_flags.h).
 #pragma once
 
 #include <memory>
@@ -12,32 +12,6 @@
 #include "comm/world.h"
 
 namespace ringattn::tools {
-
-// Lets users write --head-dim for the flag head_dim: rewrites dashes in flag
-// NAMES (never in values) to underscores, in place. Stops at "--".
-inline void NormalizeFlagNames(int argc, char** argv) {
-  for (int i = 1; i < argc; ++i) {
-    char* a = argv[i];
-    if (a[0] != '-' || a[1] != '-') continue;
-    if (a[2] == '\0') break;
-    for (char* p = a + 2; *p != '\0' && *p != '='; ++p)
-      if (*p == '-') *p = '_';
-  }
-}
-
-// Whether argv sets --ranks (or -ranks), for MakeWorld; call before flags
-// are parsed.
-inline bool RanksFlagGiven(int argc, char** argv) {
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "--") break;
-    for (const char* p : {"--ranks", "-ranks"}) {
-      const std::string f = p;
-      if (a == f || a.rfind(f + "=", 0) == 0) return true;
-    }
-  }
-  return false;
-}
 
 // The world of `--comm comm_name`: `ranks` local ranks (local,
 // cuda-local, on GPU `device`), or this process's rank of the launch (ucx,

@@ -24,7 +24,6 @@
 #endif
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -33,6 +32,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "tools/cli.h"
+#include "tools/flags.h"
 #include "tools/mask_flags.h"
 #include "tools/eval/eval.h"
 
@@ -98,7 +98,24 @@ absl::StatusOr<int64_t> ParseBytes(const std::string& s) {
   return static_cast<int64_t>(v * mult);
 }
 
+// Every numeric flag against its stated range.
+absl::Status CheckFlags() {
+  RETURN_IF_ERROR(CheckRange("--ranks", absl::GetFlag(FLAGS_ranks), 1, kMaxRanks));
+  RETURN_IF_ERROR(CheckRange("--stripe", absl::GetFlag(FLAGS_stripe), 1, int64_t{1} << 48));
+  RETURN_IF_ERROR(CheckRange("--heads", absl::GetFlag(FLAGS_heads), 1, 4096));
+  RETURN_IF_ERROR(CheckRange("--kv-heads", absl::GetFlag(FLAGS_kv_heads), 0, absl::GetFlag(FLAGS_heads)));
+  RETURN_IF_ERROR(CheckRange("--head-dim", absl::GetFlag(FLAGS_head_dim), 2, 512));
+  const int64_t max_seq = absl::GetFlag(FLAGS_max_seq);
+  if (max_seq != 0) RETURN_IF_ERROR(CheckRange("--max-seq", max_seq, eval::kMinSeq, int64_t{1} << 40));
+  RETURN_IF_ERROR(CheckRealRange("--time-budget", absl::GetFlag(FLAGS_time_budget), 1.0, 1e7));
+  RETURN_IF_ERROR(CheckRange("--seed", absl::GetFlag(FLAGS_seed), 0, INT64_MAX));
+  RETURN_IF_ERROR(CheckRange("--threads", absl::GetFlag(FLAGS_threads), 0, kMaxThreads));
+  RETURN_IF_ERROR(CheckRange("--rows", absl::GetFlag(FLAGS_rows), 0, 1000000));
+  return absl::OkStatus();
+}
+
 absl::StatusOr<eval::EvalOptions> Options() {
+  RETURN_IF_ERROR(CheckFlags());
   eval::EvalOptions o;
   if (absl::GetFlag(FLAGS_backend) != "cpu") {
     return absl::UnimplementedError(absl::StrCat("--backend ", absl::GetFlag(FLAGS_backend),
@@ -140,12 +157,9 @@ absl::StatusOr<eval::EvalOptions> Options() {
   o.max_seq = absl::GetFlag(FLAGS_max_seq);
   o.time_budget_s = absl::GetFlag(FLAGS_time_budget);
   ASSIGN_OR_RETURN(o.mem_budget_bytes, ParseBytes(absl::GetFlag(FLAGS_mem_budget)));
-  if (absl::GetFlag(FLAGS_seed) < 0) return ArgError("--seed", ">= 0", absl::GetFlag(FLAGS_seed));
   o.seed = static_cast<uint64_t>(absl::GetFlag(FLAGS_seed));
   o.threads = absl::GetFlag(FLAGS_threads);
-  if (o.threads < 0) return ArgError("--threads", ">= 0", o.threads);
   o.sample_rows = absl::GetFlag(FLAGS_rows);
-  if (o.sample_rows < 0) return ArgError("--rows", ">= 0", o.sample_rows);
   const std::string fault = absl::GetFlag(FLAGS_fault);
   if (fault == "none") {
     o.fault = eval::Fault::kNone;
@@ -165,10 +179,7 @@ int Main(int argc, char** argv) {
       "ringattn-eval --out DIR [--quick] [options]: exactness, reachability and cost of "
       "long-context ring attention on this machine, with a report in DIR");
   // The command line as typed, for the report (before flag names are normalized).
-  std::vector<std::string> typed(argv, argv + argc);
-  NormalizeFlagNames(argc, argv);
-  const bool ranks_given = RanksFlagGiven(argc, argv);
-  std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
+  auto line = ParseCommandLine(argc, argv);
   std::unique_ptr<comm::World> ranks;  // --comm ucx: this process's rank
   auto fail = [&ranks](const absl::Status& s) {
     // One rank per process: which one says so (the communicator's errors
@@ -181,12 +192,11 @@ int Main(int argc, char** argv) {
     std::fprintf(stderr, "ringattn-eval: %s%s\n", who.c_str(), std::string(s.message()).c_str());
     return 2;
   };
-  if (rest.size() > 1) {
-    return fail(absl::InvalidArgumentError(absl::StrCat("unexpected argument '", rest[1], "'")));
-  }
+  if (!line.ok()) return fail(line.status());
+  const bool ranks_given = line->ranks_given;
   auto opt = Options();
   if (!opt.ok()) return fail(opt.status());
-  opt->command_line = absl::StrJoin(typed, " ");
+  opt->command_line = absl::StrJoin(line->typed, " ");
   if (absl::GetFlag(FLAGS_comm) == "ucx") {
     auto created = MakeWorld("ucx", opt->ranks, ranks_given, /*device_memory=*/false);
     if (!created.ok()) return fail(created.status());
@@ -201,11 +211,9 @@ int Main(int argc, char** argv) {
   // raises this threshold after the first large free and keeps the memory).
   mallopt(M_MMAP_THRESHOLD, 256 * 1024);
 #endif
-  // An unusable --out is an error before any work (one rank per process:
-  // rank 0 checks it and tells the others, first thing in RunEval).
-  if (ranks == nullptr) {
-    if (absl::Status s = eval::PrepareOutDir(opt->out_dir); !s.ok()) return fail(s);
-  }
+  // An unusable --out is an error before any work: RunEval checks it first
+  // (one rank per process: rank 0 checks it and tells the others), and
+  // removes it again if it created it and the eval fails.
   auto res = eval::RunEval(*opt);
   if (!res.ok()) return fail(res.status());
   if (ranks != nullptr && !ranks->root()) return res->pass ? 0 : 1;  // rank 0's verdict

@@ -1,6 +1,6 @@
 // .npy reading and writing for the CLI tools: the preamble, a strict parser
 // for the Python-literal header dict, overflow-checked sizes, and an
-// atomic (temporary file + rename) writer. See npy.h.
+// atomic (temporary file + rename) writer of sets of files. See npy.h.
 #include "tools/npy.h"
 
 #include <fcntl.h>
@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -448,7 +449,10 @@ std::string ShapeToString(const std::vector<int64_t>& shape) {
 }
 
 absl::StatusOr<NpyArray> ReadNpy(const std::string& path) {
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  // O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused
+  // below with anything else that is not a regular file. (Reads of a
+  // regular file ignore the flag.)
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
   if (fd.get() < 0) return ErrnoError(errno, path, "cannot open for reading");
   struct stat st;
   if (::fstat(fd.get(), &st) != 0) return ErrnoError(errno, path, "cannot stat");
@@ -544,65 +548,130 @@ absl::StatusOr<NpyArray> ReadNpy(const std::string& path) {
   return array;
 }
 
-absl::Status WriteNpy(const std::string& path, const std::vector<int64_t>& shape,
-                      const float* data) {
-  absl::StatusOr<Sizes> sizes = ComputeSizes(shape);
-  if (!sizes.ok()) return PathError(path, sizes.status().message());
-  if (data == nullptr && sizes->count > 0) {
-    return PathError(path, absl::StrCat("no data for shape ", ShapeToString(shape)));
-  }
-  const size_t slash = path.rfind('/');
-  const std::string dir = slash == std::string::npos ? "" : path.substr(0, slash + 1);
-  const std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
-  if (base.empty() || base == "." || base == "..") {
-    return PathError(path, "not a file name");
-  }
-  const std::string header = MakeHeader(shape);
+namespace {
 
-  // A hidden temporary next to the target, so that rename() stays within one
-  // file system and is atomic. O_EXCL with 0666 (less the umask) gives the
-  // file the permissions a plain create would.
+// Splits `path` into its directory ("" or ending in '/') and file name;
+// an error unless the name is a plain file name.
+absl::Status SplitPath(const std::string& path, std::string* dir, std::string* base) {
+  const size_t slash = path.rfind('/');
+  *dir = slash == std::string::npos ? "" : path.substr(0, slash + 1);
+  *base = slash == std::string::npos ? path : path.substr(slash + 1);
+  if (base->empty() || *base == "." || *base == "..") return PathError(path, "not a file name");
+  return absl::OkStatus();
+}
+
+// Creates a hidden temporary next to `path` (so that rename() stays within
+// one file system and is atomic); O_EXCL with 0666 (less the umask) gives
+// the file the permissions a plain create would. Returns the descriptor.
+absl::StatusOr<int> CreateTemp(const std::string& path, std::string* tmp) {
+  std::string dir, base;
+  RETURN_IF_ERROR(SplitPath(path, &dir, &base));
+  int fd = -1;
+  for (int attempt = 0; attempt < 100 && fd < 0; ++attempt) {
+    *tmp = absl::StrCat(dir, ".", base, ".tmp.", ::getpid(), ".", temp_counter++);
+    fd = ::open(tmp->c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (fd < 0 && errno != EEXIST) break;
+  }
+  if (fd < 0) return ErrnoError(errno, path, absl::StrCat("cannot create temporary file ", *tmp));
+  return fd;
+}
+
+}  // namespace
+
+OutputFiles::~OutputFiles() {
+  for (const Staged& f : staged_) ::unlink(f.tmp.c_str());
+}
+
+absl::Status OutputFiles::Stage(const std::string& path,
+                                const std::function<bool(int fd)>& write) {
   std::string tmp;
-  int raw_fd = -1;
-  for (int attempt = 0; attempt < 100 && raw_fd < 0; ++attempt) {
-    tmp = absl::StrCat(dir, ".", base, ".tmp.", ::getpid(), ".", temp_counter++);
-    raw_fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-    if (raw_fd < 0 && errno != EEXIST) break;
-  }
-  if (raw_fd < 0) {
-    return ErrnoError(errno, path, absl::StrCat("cannot create temporary file ", tmp));
-  }
+  ASSIGN_OR_RETURN(const int raw_fd, CreateTemp(path, &tmp));
   Fd fd(raw_fd);
   auto fail = [&](int err, absl::string_view what) {
     if (fd.get() >= 0) fd.Close();
     ::unlink(tmp.c_str());
     return ErrnoError(err, path, absl::StrCat(what, " (temporary file ", tmp, ")"));
   };
-
-  if (!WriteFully(fd.get(), header.data(), static_cast<int64_t>(header.size()))) {
-    return fail(errno, "write error");
-  }
-  const char* bytes = reinterpret_cast<const char*>(data);
-  if constexpr (std::endian::native == std::endian::big) {
-    constexpr int64_t kChunk = 1 << 16;
-    std::vector<char> buf(kChunk * kItemSize);
-    for (int64_t i = 0; i < sizes->count; i += kChunk) {
-      const int64_t n = std::min(kChunk, sizes->count - i);
-      std::memcpy(buf.data(), bytes + i * kItemSize, static_cast<size_t>(n * kItemSize));
-      ByteSwap32(buf.data(), n);
-      if (!WriteFully(fd.get(), buf.data(), n * kItemSize)) return fail(errno, "write error");
-    }
-  } else if (sizes->bytes > 0 && !WriteFully(fd.get(), bytes, sizes->bytes)) {
-    return fail(errno, "write error");
-  }
+  if (!write(fd.get())) return fail(errno, "write error");
   // fsync before rename: otherwise a crash can leave the new name pointing
   // at a file whose data never reached the disk.
   if (::fsync(fd.get()) != 0) return fail(errno, "fsync failed");
   if (fd.Close() != 0) return fail(errno, "close failed");
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    return fail(errno, absl::StrCat("cannot rename the temporary file onto ", path));
+  staged_.push_back({tmp, path});
+  return absl::OkStatus();
+}
+
+absl::Status OutputFiles::AddNpy(const std::string& path, const std::vector<int64_t>& shape,
+                                 const float* data) {
+  absl::StatusOr<Sizes> sizes = ComputeSizes(shape);
+  if (!sizes.ok()) return PathError(path, sizes.status().message());
+  if (data == nullptr && sizes->count > 0) {
+    return PathError(path, absl::StrCat("no data for shape ", ShapeToString(shape)));
+  }
+  const std::string header = MakeHeader(shape);
+  return Stage(path, [&](int fd) {
+    if (!WriteFully(fd, header.data(), static_cast<int64_t>(header.size()))) return false;
+    const char* bytes = reinterpret_cast<const char*>(data);
+    if constexpr (std::endian::native == std::endian::big) {
+      constexpr int64_t kChunk = 1 << 16;
+      std::vector<char> buf(kChunk * kItemSize);
+      for (int64_t i = 0; i < sizes->count; i += kChunk) {
+        const int64_t n = std::min(kChunk, sizes->count - i);
+        std::memcpy(buf.data(), bytes + i * kItemSize, static_cast<size_t>(n * kItemSize));
+        ByteSwap32(buf.data(), n);
+        if (!WriteFully(fd, buf.data(), n * kItemSize)) return false;
+      }
+      return true;
+    }
+    return sizes->bytes == 0 || WriteFully(fd, bytes, sizes->bytes);
+  });
+}
+
+absl::Status OutputFiles::AddText(const std::string& path, absl::string_view text) {
+  return Stage(path, [&](int fd) {
+    return WriteFully(fd, text.data(), static_cast<int64_t>(text.size()));
+  });
+}
+
+absl::Status OutputFiles::Commit(const std::vector<std::string>& stale) {
+  // Stale files first: a reader never sees new files beside old ones that
+  // this set does not replace.
+  for (const std::string& path : stale) {
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+      return ErrnoError(errno, path, "cannot remove the stale output");
+    }
+  }
+  while (!staged_.empty()) {
+    const Staged& f = staged_.front();
+    if (::rename(f.tmp.c_str(), f.path.c_str()) != 0) {
+      return ErrnoError(errno, f.path, absl::StrCat("cannot rename the temporary file ", f.tmp,
+                                                    " onto it"));
+    }
+    staged_.erase(staged_.begin());
   }
   return absl::OkStatus();
+}
+
+absl::Status CheckCanCreate(absl::string_view flag, const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
+    return absl::InvalidArgumentError(absl::StrCat(flag, " ", path, ": is a directory"));
+  }
+  std::string tmp;
+  absl::StatusOr<int> fd = CreateTemp(path, &tmp);
+  if (!fd.ok()) {
+    return absl::Status(fd.status().code(), absl::StrCat(flag, " ", fd.status().message()));
+  }
+  ::close(*fd);
+  ::unlink(tmp.c_str());
+  return absl::OkStatus();
+}
+
+absl::Status WriteNpy(const std::string& path, const std::vector<int64_t>& shape,
+                      const float* data) {
+  OutputFiles out;
+  RETURN_IF_ERROR(out.AddNpy(path, shape, data));
+  return out.Commit();
 }
 
 absl::Status CheckShape(const NpyArray& a, const std::string& path,

@@ -1,4 +1,5 @@
-// A small, strict reader and writer of NumPy .npy files for the CLI tools.
+// A small, strict reader and writer of NumPy .npy files for the CLI tools,
+// and the all-or-nothing output sets they write.
 // Only little-endian float32 ('<f4') in C order is accepted; format versions
 // 1.0, 2.0 and 3.0 are read, and files are written as NumPy's own np.save
 // would write them (version 1.0, or 2.0 when the header does not fit).
@@ -7,11 +8,13 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace ringattn::tools {
 
@@ -26,11 +29,43 @@ struct NpyArray {
 absl::StatusOr<NpyArray> ReadNpy(const std::string& path);
 
 // Writes product(shape) floats from `data` (may be null when that is zero)
-// as a '<f4' .npy file, byte for byte as np.save would. The bytes go to a
-// temporary file in the same directory which is then renamed over `path`,
-// so a failure leaves neither a partial file nor a changed `path` behind.
+// as a '<f4' .npy file, byte for byte as np.save would: an OutputFiles of
+// one file, so a failure leaves neither a partial file nor a changed `path`.
 absl::Status WriteNpy(const std::string& path, const std::vector<int64_t>& shape,
                       const float* data);
+
+// A set of output files written all or nothing: each Add* writes a
+// temporary file beside its target (and fsyncs it); Commit() removes the
+// `stale` paths (outputs of an earlier run that this set does not write)
+// and renames every temporary onto its target. A failed Add* (a full disk,
+// a write error) leaves every target as it was, and the destructor removes
+// the temporaries of a set that was not committed, so an earlier complete
+// set stays intact.
+class OutputFiles {
+ public:
+  OutputFiles() = default;
+  OutputFiles(const OutputFiles&) = delete;
+  OutputFiles& operator=(const OutputFiles&) = delete;
+  ~OutputFiles();
+
+  absl::Status AddNpy(const std::string& path, const std::vector<int64_t>& shape,
+                      const float* data);
+  absl::Status AddText(const std::string& path, absl::string_view text);
+  absl::Status Commit(const std::vector<std::string>& stale = {});
+
+ private:
+  struct Staged {
+    std::string tmp, path;
+  };
+  absl::Status Stage(const std::string& path, const std::function<bool(int fd)>& write);
+  std::vector<Staged> staged_;
+};
+
+// Whether a file can be created at `path` (its directory exists and is
+// writable, and `path` is not a directory), by creating and removing a
+// temporary beside it: for an output flag, checked before the work.
+// Errors start with "<flag> <path>".
+absl::Status CheckCanCreate(absl::string_view flag, const std::string& path);
 
 // "()", "(3,)", "(2, 3)": NumPy's spelling of a shape.
 std::string ShapeToString(const std::vector<int64_t>& shape);

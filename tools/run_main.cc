@@ -24,11 +24,11 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "runtime/ringattn.h"
 #include "tools/cli.h"
+#include "tools/flags.h"
 #include "tools/mask_flags.h"
 #include "tools/npy.h"
 #include "tools/gather.h"
@@ -81,12 +81,17 @@ absl::Status Main(bool ranks_given) {
   if (stat(out_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
     return absl::InvalidArgumentError(absl::StrCat("--out-dir ", out_dir, ": not a directory"));
   }
+  RETURN_IF_ERROR(CheckCanCreate("--out-dir", out_dir + "/out.npy"));
   ASSIGN_OR_RETURN(const Backend backend, ParseBackendFlag(absl::GetFlag(FLAGS_backend)));
   ASSIGN_OR_RETURN(const std::string comm_name, CommFor(backend, absl::GetFlag(FLAGS_comm)));
   ASSIGN_OR_RETURN(const DType dtype, DTypeFor(backend, absl::GetFlag(FLAGS_dtype)));
   RETURN_IF_ERROR(CheckBackendUsable(backend));
   const int ranks_flag = absl::GetFlag(FLAGS_ranks);
-  if (ranks_flag < 1) return ArgError("--ranks", ">= 1", ranks_flag);
+  RETURN_IF_ERROR(CheckRange("--ranks", ranks_flag, 1, kMaxRanks));
+  RETURN_IF_ERROR(CheckRange("--threads", absl::GetFlag(FLAGS_threads), 0, kMaxThreads));
+  RETURN_IF_ERROR(CheckRange("--stripe", absl::GetFlag(FLAGS_stripe), 1, int64_t{1} << 48));
+  RETURN_IF_ERROR(CheckRealRange("--softcap", absl::GetFlag(FLAGS_softcap), 0.0, 1e30));
+  RETURN_IF_ERROR(CheckRealRange("--scale", absl::GetFlag(FLAGS_scale), 0.0, 1e30));
   ASSIGN_OR_RETURN(const Sharding sharding, ParseSharding(absl::GetFlag(FLAGS_sharding)));
   ASSIGN_OR_RETURN(const Mask mask, MaskFromFlags());
 
@@ -210,14 +215,23 @@ absl::Status Main(bool ranks_given) {
       }));
   if (!ranks->root()) return absl::OkStatus();
 
+  // All or nothing: the files of this run replace the earlier set only when
+  // every one is written, and the gradients of an earlier run with --dout
+  // do not survive beside a forward-only set.
   const std::string dir = out_dir + "/";
-  RETURN_IF_ERROR(WriteNpy(dir + "out.npy", {B, S, H, D}, FromStorage(out_full, dtype).data()));
-  RETURN_IF_ERROR(WriteNpy(dir + "lse.npy", {B, H, S}, lse_full.data()));
-  if (backward) {
-    RETURN_IF_ERROR(WriteNpy(dir + "dq.npy", {B, S, H, D}, FromStorage(dq_full, dtype).data()));
-    RETURN_IF_ERROR(WriteNpy(dir + "dk.npy", {B, S, Hk, D}, FromStorage(dk_full, dtype).data()));
-    RETURN_IF_ERROR(WriteNpy(dir + "dv.npy", {B, S, Hk, D}, FromStorage(dv_full, dtype).data()));
+  OutputFiles files;
+  RETURN_IF_ERROR(files.AddNpy(dir + "out.npy", {B, S, H, D}, FromStorage(out_full, dtype).data()));
+  RETURN_IF_ERROR(files.AddNpy(dir + "lse.npy", {B, H, S}, lse_full.data()));
+  std::vector<std::string> stale;
+  for (const char* name : {"dq.npy", "dk.npy", "dv.npy"}) {
+    if (!backward) stale.push_back(dir + name);
   }
+  if (backward) {
+    RETURN_IF_ERROR(files.AddNpy(dir + "dq.npy", {B, S, H, D}, FromStorage(dq_full, dtype).data()));
+    RETURN_IF_ERROR(files.AddNpy(dir + "dk.npy", {B, S, Hk, D}, FromStorage(dk_full, dtype).data()));
+    RETURN_IF_ERROR(files.AddNpy(dir + "dv.npy", {B, S, Hk, D}, FromStorage(dv_full, dtype).data()));
+  }
+  RETURN_IF_ERROR(files.Commit(stale));
   return absl::OkStatus();
 }
 
@@ -227,10 +241,8 @@ absl::Status Main(bool ranks_given) {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "ringattn-run --q Q.npy --k K.npy --v V.npy [--dout DO.npy] --out-dir DIR [options]");
-  ringattn::tools::NormalizeFlagNames(argc, argv);
-  const bool ranks_given = ringattn::tools::RanksFlagGiven(argc, argv);
-  absl::ParseCommandLine(argc, argv);
-  const absl::Status s = ringattn::tools::Main(ranks_given);
+  auto line = ringattn::tools::ParseCommandLine(argc, argv);
+  const absl::Status s = line.ok() ? ringattn::tools::Main(line->ranks_given) : line.status();
   if (!s.ok()) {
     std::fprintf(stderr, "ringattn-run: %s\n", std::string(s.message()).c_str());
     return 2;

@@ -18,6 +18,7 @@
 #include <string>
 #include <thread>
 #include <utility>
+#include <unordered_map>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -90,9 +91,11 @@ struct LocalWorld::Impl {
   std::vector<std::condition_variable> rank_cv;  // [rank]: its requests and barrier
   std::vector<std::condition_variable> copy_cv;  // [rank]: its copy thread
   // [src * size + dst]: posted sends / receives not matched yet, in posting
-  // order. At most one of the two queues of a channel is non-empty.
-  std::vector<std::deque<Op*>> sends;
-  std::vector<std::deque<Op*>> recvs;
+  // order. At most one of the two queues of a channel is non-empty. Only
+  // the channels in use exist (a ring uses 2 W of the W x W; a dense table
+  // took gigabytes at thousands of ranks).
+  std::unordered_map<uint64_t, std::deque<Op*>> sends;
+  std::unordered_map<uint64_t, std::deque<Op*>> recvs;
   std::vector<std::deque<Job>> jobs;  // [receiving rank]
   bool shutdown = false;
   absl::Status abort_status;         // OK until some rank aborts
@@ -298,15 +301,13 @@ LocalWorld::Impl::Impl(int world_size, absl::Duration wait_timeout,
       copiers(world_size),
       rank_cv(world_size),
       copy_cv(world_size),
-      sends(static_cast<size_t>(world_size) * world_size),
-      recvs(static_cast<size_t>(world_size) * world_size),
       jobs(world_size),
       barrier_arrived(world_size, false) {
   for (int r = 0; r < size; ++r) comms.push_back(std::make_unique<LocalComm>(this, r));
 }
 
 void LocalWorld::Impl::Post(Op* op) {
-  const size_t channel = static_cast<size_t>(op->header.src_rank) * size + op->header.dst_rank;
+  const uint64_t channel = static_cast<uint64_t>(op->header.src_rank) * size + op->header.dst_rank;
   std::deque<Op*>& peers = op->is_send ? recvs[channel] : sends[channel];
   if (!peers.empty()) {
     Op* peer = peers.front();
@@ -346,7 +347,7 @@ void LocalWorld::Impl::Complete(Op* op, const absl::Status& status) {
 }
 
 void LocalWorld::Impl::Cancel(Op* op) {
-  const size_t channel = static_cast<size_t>(op->header.src_rank) * size + op->header.dst_rank;
+  const uint64_t channel = static_cast<uint64_t>(op->header.src_rank) * size + op->header.dst_rank;
   std::deque<Op*>& queue = op->is_send ? sends[channel] : recvs[channel];
   queue.erase(std::remove(queue.begin(), queue.end(), op), queue.end());
   Complete(op, absl::CancelledError(absl::StrCat("rank ", op->request->rank_,
@@ -441,7 +442,7 @@ void LocalWorld::Impl::Abort(int rank, const absl::Status& reason) {
   // Everything not yet copying fails now; running copies stop at the next
   // chunk. Complete() wakes the requests' ranks; barriers wake here.
   for (auto* queues : {&sends, &recvs}) {
-    for (std::deque<Op*>& queue : *queues) {
+    for (auto& [channel, queue] : *queues) {
       for (Op* op : queue) Complete(op, abort_status);
       queue.clear();
     }

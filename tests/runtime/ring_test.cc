@@ -496,6 +496,11 @@ TEST(RingApi, ValidatesEveryArgument) {
   o.stripe = 0;
   o.sharding = Sharding::kStriped;
   expect_bad(o, "stripe");
+  o = opt;
+  o.num_threads = 100000;  // a pool this large crashed
+  expect_bad(o, "num_threads");
+  o.num_threads = -1;
+  expect_bad(o, "num_threads");
 
   opt.num_threads = 1;
   auto ring = RingAttention::Create(c, opt);

@@ -162,5 +162,44 @@ TEST_F(BenchJsonTest, WhatARunDidNotMeasureIsNull) {
   EXPECT_TRUE(j["fwd_ms"].is_number());
 }
 
+// Every numeric flag is checked against its stated range before anything is
+// allocated, and a run that cannot fit in memory is refused up front; before,
+// these crashed (--threads, negative sizes), threw bad_alloc (--ranks) or
+// spun (--seq 2^40).
+TEST(BenchFlags, AbsurdValuesAreRefusedNamingTheFlag) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"--threads 100000", "--threads: expected in [0, 1024], got 100000"},
+      {"--ranks 100000", "--ranks: expected in [1, 4096], got 100000"},
+      {"--heads -1", "--heads: expected in [1, 4096], got -1"},
+      {"--kv-heads -1", "--kv-heads: expected in [0, 8], got -1"},
+      {"--head-dim -64", "--head-dim: expected in [1, 512], got -64"},
+      {"--batch -2", "--batch: expected in [1, 65536], got -2"},
+      {"--seq 0", "--seq: expected in [1, 1099511627776], got 0"},
+      {"--iters 0", "--iters: expected in [1, 1000000], got 0"},
+      {"--softcap nan", "--softcap: expected a finite number"},
+      {"--ranks 2048 --threads 16", "--ranks x --threads: expected at most 16384 threads"},
+      {"--seq 1099511627776", "of memory; this machine has"},
+      {"--compare false now", "unexpected argument 'now'"}};
+  for (const auto& [args, message] : cases) {
+    const Exec e = RunCommand(absl::StrCat("timeout 60 ", RINGATTN_BENCH_BINARY, " ", args));
+    EXPECT_EQ(e.code, 2) << args << ": " << e.output;
+    EXPECT_NE(e.output.find(message), std::string::npos) << args << ": " << e.output;
+    EXPECT_EQ(e.output.find("ringattn-bench: S="), std::string::npos) << args << ": it ran";
+  }
+}
+
+// --json that cannot be written is an error before the run, not after it.
+TEST(BenchFlags, UnwritableJsonIsRefusedBeforeTheRun) {
+  const fs::path dir = fs::temp_directory_path() / absl::StrCat("ringattn_bench_json_", getpid());
+  fs::create_directories(dir);
+  for (const fs::path& bad : {dir, dir / "missing" / "r.json"}) {
+    const Exec e = RunCommand(absl::StrCat(RINGATTN_BENCH_BINARY, " --seq 64 --json ", bad.string()));
+    EXPECT_EQ(e.code, 2) << e.output;
+    EXPECT_NE(e.output.find("--json " + bad.string()), std::string::npos) << e.output;
+    EXPECT_EQ(e.output.find("ringattn-bench: S="), std::string::npos) << e.output;
+  }
+  fs::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace ringattn::testing

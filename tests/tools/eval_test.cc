@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <limits>
 #include <sstream>
 #include <string>
@@ -442,6 +443,51 @@ TEST_F(EvalTest, BinaryRefusesBadFlagsWithExitStatus2) {
   e = RunTool("--quick");
   EXPECT_EQ(e.code, 2);
   EXPECT_TRUE(absl::StrContains(e.output, "--out")) << e.output;
+  // Numbers in their stated ranges, no stray words.
+  for (const auto& [args, message] :
+       std::vector<std::pair<std::string, std::string>>{
+           {"--ranks 100000", "--ranks: expected in [1, 4096]"},
+           {"--threads 100000", "--threads: expected in [0, 1024]"},
+           {"--head-dim -1", "--head-dim: expected in [2, 512]"},
+           {"--max-seq 32", "--max-seq: expected in [64, "},
+           {"--rows -1", "--rows: expected in [0, 1000000]"},
+           {"--time-budget nan", "--time-budget: expected a finite number"},
+           {"--quick no-such-word", "unexpected argument 'no-such-word'"}}) {
+    e = RunTool(absl::StrCat(args, " --out ", (dir_ / "fresh").string()));
+    EXPECT_EQ(e.code, 2) << args;
+    EXPECT_TRUE(absl::StrContains(e.output, message)) << args << ": " << e.output;
+  }
+  // A failed eval leaves no --out directory behind (it was created first).
+  e = RunTool(absl::StrCat("--quick --kv-heads 3 --out ", (dir_ / "fresh").string()));
+  EXPECT_EQ(e.code, 2);
+  EXPECT_FALSE(fs::exists(dir_ / "fresh"));
+}
+
+// --max-seq bounds every length the eval runs: the calibration, the matrix
+// and the given ladders (it used to let the ladders and a 64-token
+// calibration through).
+TEST_F(EvalTest, MaxSeqBoundsEveryLength) {
+  EvalOptions o = Small();
+  o.max_seq = 256;  // the matrix (203) and needles (150) stay; 300, 406 and above go
+  o.cost_seqs = {64, 128, 256, 512};
+  const auto res = RunEval(o);
+  ASSERT_TRUE(res.ok()) << res.status();
+  auto j = ParseJson(ReadFile(dir_ / "out" / "report.json"));
+  ASSERT_TRUE(j.ok()) << j.status();
+  int seen = 0;
+  std::function<void(const Json&, const std::string&)> walk = [&](const Json& x, const std::string& key) {
+    if (x.is_object()) {
+      for (const auto& [k, v] : x.items()) walk(v, k);
+    } else if (x.is_array()) {
+      for (const Json& v : x) walk(v, key);
+    } else if (x.is_number() && (key == "seqlen" || key == "matrix_seqlen" || key == "seqlens" ||
+                                 key == "needle_seqlens" || key == "cost_seqlens")) {
+      ++seen;
+      EXPECT_LE(x.get<int64_t>(), 256) << key;
+    }
+  };
+  walk(*j, "");
+  EXPECT_GT(seen, 10);
 }
 
 TEST(BrokenMask, MovesEveryEdgeOutwardByOne) {

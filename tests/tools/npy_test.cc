@@ -616,6 +616,19 @@ TEST_F(NpyTest, DirectoryIsNotARegularFile) {
   EXPECT_THAT(std::string(a.status().message()), HasSubstr(dir_ + ": not a regular file"));
 }
 
+// A FIFO (or a device) is refused by name at once: opening it used to wait
+// forever for a writer.
+TEST_F(NpyTest, FifoAndDeviceAreRefusedWithoutBlocking) {
+  const std::string fifo = dir_ + "/q.npy";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  for (const std::string& path : {fifo, std::string("/dev/null")}) {
+    absl::StatusOr<NpyArray> a = ReadNpy(path);
+    ASSERT_FALSE(a.ok()) << path;
+    EXPECT_EQ(a.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(a.status().message()), HasSubstr(path + ": not a regular file"));
+  }
+}
+
 TEST_F(NpyTest, UnreadableFileIsPermissionDenied) {
   const std::vector<float> data = Ramp(3);
   const std::string path = Path("secret.npy");
@@ -701,6 +714,65 @@ TEST_F(NpyTest, FailedWriteKeepsTheOldFileAndRemovesTheTemporary) {
   EXPECT_THAT(std::string(s.message()), HasSubstr("File too large"));
   EXPECT_THAT(ListDir(dir_), ElementsAre("a.npy"));
   EXPECT_EQ(ReadFile(path), old_bytes);
+}
+
+// A set of outputs is all or nothing: a write that fails on the third file
+// (the disk full, here a file size limit) leaves the earlier set exactly as
+// it was and no temporary behind; a committed set replaces it and removes
+// the stale names it does not write.
+TEST_F(NpyTest, OutputSetIsAllOrNothing) {
+  const std::vector<float> one = Ramp(2), two = Ramp(3);
+  {
+    OutputFiles set;
+    ASSERT_TRUE(set.AddNpy(Path("out.npy"), {2}, one.data()).ok());
+    ASSERT_TRUE(set.AddNpy(Path("lse.npy"), {2}, one.data()).ok());
+    ASSERT_TRUE(set.AddNpy(Path("dq.npy"), {2}, one.data()).ok());
+    ASSERT_TRUE(set.Commit().ok());
+  }
+  const std::string out_before = ReadFile(Path("out.npy")), dq_before = ReadFile(Path("dq.npy"));
+
+  const std::vector<float> big(100000, 1.0f);
+  struct rlimit saved;
+  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &saved), 0);
+  struct rlimit small = saved;
+  small.rlim_cur = 4096;
+  auto old_handler = ::signal(SIGXFSZ, SIG_IGN);
+  absl::Status s;
+  {
+    OutputFiles set;
+    ASSERT_TRUE(set.AddNpy(Path("out.npy"), {3}, two.data()).ok());
+    ASSERT_TRUE(set.AddNpy(Path("lse.npy"), {3}, two.data()).ok());
+    ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &small), 0);
+    s = set.AddNpy(Path("dq.npy"), {100000}, big.data());
+    ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &saved), 0);
+    // Not committed: the destructor removes the two staged temporaries.
+  }
+  ::signal(SIGXFSZ, old_handler);
+  ASSERT_FALSE(s.ok());
+  EXPECT_THAT(std::string(s.message()), HasSubstr("File too large"));
+  EXPECT_THAT(ListDir(dir_), ElementsAre("dq.npy", "lse.npy", "out.npy"));
+  EXPECT_EQ(ReadFile(Path("out.npy")), out_before);
+  EXPECT_EQ(ReadFile(Path("dq.npy")), dq_before);
+
+  // A complete set without dq: the stale dq goes, the rest is replaced.
+  OutputFiles set;
+  ASSERT_TRUE(set.AddNpy(Path("out.npy"), {3}, two.data()).ok());
+  ASSERT_TRUE(set.AddNpy(Path("lse.npy"), {3}, two.data()).ok());
+  ASSERT_TRUE(set.Commit({Path("dq.npy"), Path("dk.npy")}).ok());
+  EXPECT_THAT(ListDir(dir_), ElementsAre("lse.npy", "out.npy"));
+  auto read = ReadNpy(Path("out.npy"));
+  ASSERT_TRUE(read.ok());
+  EXPECT_EQ(read->data, two);
+}
+
+TEST_F(NpyTest, CheckCanCreateNamesTheFlag) {
+  EXPECT_TRUE(CheckCanCreate("--json", Path("r.json")).ok());
+  EXPECT_THAT(ListDir(dir_), IsEmpty());  // the probe is gone
+  absl::Status s = CheckCanCreate("--json", dir_);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("--json " + dir_ + ": is a directory"));
+  s = CheckCanCreate("--json", Path("no/such/dir/r.json"));
+  EXPECT_FALSE(s.ok());
+  EXPECT_THAT(std::string(s.message()), HasSubstr("--json " + Path("no/such/dir/r.json")));
 }
 
 TEST_F(NpyTest, WriteRefusesBadShapesAndMissingData) {

@@ -5,7 +5,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <iterator>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -181,6 +183,96 @@ TEST_F(RunToolTest, RefusesBadFlags) {
 
 // Without CUDA built, or without a device: a clear error naming --backend
 // cuda, nothing written.
+// Numbers out of their stated range, and stray words, are refused naming the
+// flag (or the word) before any work; nothing is written.
+TEST_F(RunToolTest, RefusesAbsurdNumbersAndStrayWords) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"--threads 100000", "--threads: expected in [0, 1024], got 100000"},
+      {"--ranks 100000", "--ranks: expected in [1, 4096], got 100000"},
+      {"--ranks -2", "--ranks: expected in [1, 4096], got -2"},
+      {"--stripe 0", "--stripe: expected in [1, "},
+      {"--softcap -1", "--softcap: expected a finite number in [0, "},
+      {"--scale inf", "--scale: expected a finite number in [0, "},
+      {"--deterministic maybe", "unexpected argument 'maybe'"},
+      {"extra.npy", "unexpected argument 'extra.npy'"}};
+  for (const auto& [extra, message] : cases) {
+    const Exec e = RunTool(Args("q.npy", extra));
+    EXPECT_EQ(e.code, 2) << extra;
+    EXPECT_TRUE(absl::StrContains(e.output, message)) << extra << ": " << e.output;
+    EXPECT_TRUE(OutputEmpty()) << extra;
+  }
+}
+
+// A boolean flag means what it says in every spelling: `--causal false`
+// used to run causal attention (absl read `--causal` and dropped "false").
+TEST_F(RunToolTest, BooleanFlagsMeanWhatTheySay) {
+  const std::string base = absl::StrCat("--q ", P("q.npy"), " --k ", P("k.npy"), " --v ", P("v.npy"),
+                                        " --out-dir ", P("out"), " ");
+  auto out_of = [&](const std::string& flags) {
+    fs::remove_all(dir_ / "out");
+    fs::create_directories(dir_ / "out");
+    const Exec e = RunTool(base + flags);
+    EXPECT_EQ(e.code, 0) << flags << ": " << e.output;
+    return Read("out.npy");
+  };
+  const std::vector<float> full = out_of(""), causal = out_of("--causal");
+  ASSERT_FALSE(full.empty());
+  ASSERT_NE(full, causal);
+  for (const char* f : {"--causal false", "--causal=false", "--nocausal", "--causal no",
+                        "--causal 0", "-causal False"}) {
+    EXPECT_EQ(out_of(f), full) << f;
+  }
+  for (const char* f : {"--causal true", "--causal=true", "--causal yes", "--causal 1"}) {
+    EXPECT_EQ(out_of(f), causal) << f;
+  }
+}
+
+// The outputs are one set: a forward-only run removes the gradients of an
+// earlier run with --dout, and a run that cannot write (a full disk, here a
+// file size limit) fails and leaves the earlier set intact, with no
+// temporary files.
+TEST_F(RunToolTest, OutputSetIsReplacedWholeOrNotAtAll) {
+  ASSERT_EQ(RunTool(Args()).code, 0);
+  for (const char* f : {"out.npy", "lse.npy", "dq.npy", "dk.npy", "dv.npy"}) {
+    ASSERT_TRUE(fs::exists(dir_ / "out" / f)) << f;
+  }
+  auto snapshot = [&] {
+    std::vector<std::pair<std::string, std::string>> files;
+    for (const auto& e : fs::directory_iterator(dir_ / "out")) {
+      std::ifstream in(e.path(), std::ios::binary);
+      files.emplace_back(e.path().filename().string(),
+                         std::string(std::istreambuf_iterator<char>(in), {}));
+    }
+    std::sort(files.begin(), files.end());
+    return files;
+  };
+  const auto before = snapshot();
+  // 64 KiB per file: out.npy (134 KB) cannot be written; SIGXFSZ ignored so
+  // that write() fails with EFBIG as on a full disk.
+  const Exec full = RunCommand(absl::StrCat("bash -c 'trap \"\" XFSZ; ulimit -f 64; exec ",
+                                            RINGATTN_RUN_BINARY, " ", Args("q.npy", "--softcap 5"), "'"));
+  EXPECT_EQ(full.code, 2) << full.output;
+  EXPECT_TRUE(absl::StrContains(full.output, "File too large")) << full.output;
+  EXPECT_EQ(snapshot(), before);
+
+  const std::string fwd_only = absl::StrCat("--q ", P("q.npy"), " --k ", P("k.npy"), " --v ",
+                                            P("v.npy"), " --out-dir ", P("out"));
+  ASSERT_EQ(RunTool(fwd_only).code, 0);
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(dir_ / "out")) names.push_back(e.path().filename());
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"lse.npy", "out.npy"}));
+}
+
+// A FIFO as an input is refused by name at once (it used to block forever).
+TEST_F(RunToolTest, FifoInputIsRefused) {
+  ASSERT_EQ(::mkfifo(P("fifo.npy").c_str(), 0600), 0);
+  const Exec e = RunCommand(absl::StrCat("timeout 30 ", RINGATTN_RUN_BINARY, " ", Args("fifo.npy")));
+  EXPECT_EQ(e.code, 2) << e.output;
+  EXPECT_TRUE(absl::StrContains(e.output, P("fifo.npy") + ": not a regular file")) << e.output;
+  EXPECT_TRUE(OutputEmpty());
+}
+
 TEST_F(RunToolTest, CudaBackendWithoutDeviceIsAClearError) {
   if (cuda::DeviceAvailable()) GTEST_SKIP() << "a CUDA device is present (run_tool_cuda_test)";
   const Exec e = RunTool(Args("q.npy", "--backend cuda --dtype bf16"));

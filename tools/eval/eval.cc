@@ -14,6 +14,7 @@
 #include <fstream>
 #include <map>
 #include <random>
+#include <filesystem>
 #include <set>
 #include <thread>
 #if defined(__GLIBC__)
@@ -250,7 +251,9 @@ absl::Status Runner::Validate() const {
     return ArgError("--window", "LEFT,RIGHT >= -1",
                     absl::StrCat(o_.mask.window_left, ",", o_.mask.window_right));
   }
-  if (o_.max_seq < 0) return ArgError("--max-seq", ">= 0", o_.max_seq);
+  if (o_.max_seq != 0 && o_.max_seq < kMinSeq) {
+    return ArgError("--max-seq", absl::StrCat("0 (no cap) or >= ", kMinSeq), o_.max_seq);
+  }
   if (!(o_.time_budget_s > 0)) return ArgError("--time-budget", "> 0 seconds", o_.time_budget_s);
   if (o_.mem_budget_bytes <= 0) return ArgError("--mem-budget", "> 0 bytes", o_.mem_budget_bytes);
   if (o_.drop_step < 1) return ArgError("drop_step", ">= 1", o_.drop_step);
@@ -299,8 +302,7 @@ std::vector<int64_t> Runner::SampleRows(int64_t S, uint64_t salt) const {
 absl::Status Runner::Calibrate() {
   // One forward and backward of the main configuration gives this
   // machine's rates (and validates the configuration against the ring).
-  const int64_t S = std::min<int64_t>(o_.quick ? 2048 : 8192,
-                                      o_.max_seq > 0 ? std::max<int64_t>(o_.max_seq, 64) : 1 << 30);
+  const int64_t S = std::min<int64_t>(o_.quick ? 2048 : 8192, o_.max_seq > 0 ? o_.max_seq : 1 << 30);
   const Mask m = MaskFor(d_.main_kind, S);
   progress_.Begin("calibrating rates", 1.0);
   const double t0 = Now();
@@ -335,6 +337,7 @@ void Runner::Plan() {
   const int64_t cap = std::min(mem_cap_seq_, o_.max_seq > 0 ? o_.max_seq : mem_cap_seq_);
   const int64_t base_m = o_.matrix_seq > 0 ? o_.matrix_seq : quick ? 1024 : 8192;
   d_.matrix_seq = std::max<int64_t>(16, std::min(base_m, cap));
+  if (o_.max_seq > 0) d_.matrix_seq = std::min(d_.matrix_seq, o_.max_seq);
   const int64_t S_m = d_.matrix_seq;
   const int nl = static_cast<int>(o_.shardings.size()), nd = static_cast<int>(o_.dtypes.size());
 
@@ -368,6 +371,12 @@ void Runner::Plan() {
   long_seqs_ = o_.long_seqs;
   needle_seqs_ = o_.needle_seqs;
   cost_seqs_ = o_.cost_seqs;
+  if (o_.max_seq > 0) {  // --max-seq bounds the given ladders too
+    for (auto* v : {&long_seqs_, &needle_seqs_, &cost_seqs_}) {
+      v->erase(std::remove_if(v->begin(), v->end(), [&](int64_t S) { return S > o_.max_seq; }),
+               v->end());
+    }
+  }
   const bool grow_long = o_.long_seqs.empty() && o_.run_exactness;
   const bool grow_needle = o_.needle_seqs.empty() && o_.run_needle;
   const bool grow_cost = o_.cost_seqs.empty() && o_.run_cost;
@@ -1007,8 +1016,16 @@ absl::StatusOr<EvalResult> Runner::Run() {
 }  // namespace
 
 absl::StatusOr<EvalResult> RunEval(const EvalOptions& options) {
+  // Rank 0 (or the one process) owns --out: a directory this call creates
+  // is removed again, with whatever it holds, when the eval fails.
+  const bool owns_out = options.comm == nullptr || options.comm->Rank() == 0;
+  std::error_code ec;
+  const bool out_existed = !owns_out || std::filesystem::exists(options.out_dir, ec);
   Runner r(options);
   auto res = r.Run();
+  if (!res.ok() && !out_existed && std::filesystem::is_directory(options.out_dir, ec)) {
+    std::filesystem::remove_all(options.out_dir, ec);
+  }
   // An error on one rank of a world of processes stops the others at once
   // (they would otherwise wait for it at the next run).
   if (!res.ok() && options.comm != nullptr) options.comm->Abort(res.status());

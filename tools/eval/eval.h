@@ -41,6 +41,10 @@
 
 namespace ringattn::eval {
 
+// The shortest context length the eval runs (its calibration and matrix);
+// --max-seq must be 0 (no cap) or at least this.
+inline constexpr int64_t kMinSeq = 64;
+
 struct EvalOptions {
   int ranks = 4;  // W of the main configuration and the layout matrix
   std::vector<Sharding> shardings = {Sharding::kZigzag, Sharding::kContiguous, Sharding::kStriped};
@@ -50,7 +54,7 @@ struct EvalOptions {
   Mask mask = Mask::Causal();
   int64_t heads = 2, kv_heads = 1, head_dim = 64;
   std::vector<DType> dtypes = {DType::kFloat32, DType::kBFloat16};
-  int64_t max_seq = 0;                           // 0: no cap
+  int64_t max_seq = 0;                           // 0: no cap; else bounds every length run
   double time_budget_s = 3600;                   // whole run, planned from measured rates
   int64_t mem_budget_bytes = int64_t{80} << 30;  // per rank, for the extrapolation
   bool quick = false;
@@ -170,7 +174,8 @@ absl::Status PrepareOutDir(const std::string& dir);
 // or write its report; failed checks are in the result (pass = false).
 // One rank per process: collective (every rank calls it); rank 0 alone
 // needs and writes out_dir, and an error on any rank aborts the world, so
-// that every rank returns an error promptly.
+// that every rank returns an error promptly. An out_dir that this call
+// created is removed again when it returns an error (nothing is left behind).
 absl::StatusOr<EvalResult> RunEval(const EvalOptions& options);
 
 }  // namespace ringattn::eval

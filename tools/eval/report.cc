@@ -16,6 +16,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "tools/eval/svg.h"
+#include "tools/flags.h"
 
 namespace ringattn::eval {
 
@@ -53,15 +54,6 @@ namespace {
 
 std::string Slug(absl::string_view s) { return absl::StrReplaceAll(s, {{"+", "-"}}); }
 
-std::string Bytes(double b) {
-  const char* unit[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
-  int u = 0;
-  while (std::abs(b) >= 1024 && u < 5) {
-    b /= 1024;
-    ++u;
-  }
-  return absl::StrFormat("%.1f %s", b, unit[u]);
-}
 
 // Predicted durations: seconds up to minutes, then hours and days.
 std::string HumanSeconds(double s) {
@@ -533,7 +525,7 @@ std::string Markdown(const EvalData& d, const std::vector<std::string>& needle_f
       "s%s).\n\n",
       processes ? "Rank 0's machine" : "Machine", static_cast<int>(number("cores")),
       env.contains("cpu") ? env["cpu"].get<std::string>() : "?",
-      Bytes(number("mem_available_bytes")),
+      tools::HumanBytes(number("mem_available_bytes")),
       processes ? absl::StrFormat("%s, %d thread(s) per rank",
                                   env["comm_description"].get<std::string>(),
                                   static_cast<int>(number("threads_per_rank")))
@@ -677,9 +669,9 @@ std::string Markdown(const EvalData& d, const std::vector<std::string>& needle_f
                     "| bwd GFLOP/s |\n|---|---|---|---|---|---|---|---|---|\n");
     for (const CostPoint& p : c.points) {
       absl::StrAppendFormat(&md, "| %s | %d | %d | %s | %s | %.3f | %.3f | %.1f | %.1f |\n",
-                            Tokens(p.seqlen), p.world, p.shard_len, Bytes(p.stats.rank_bytes),
+                            Tokens(p.seqlen), p.world, p.shard_len, tools::HumanBytes(p.stats.rank_bytes),
                             p.stats.rss_peak_delta >= 0
-                                ? Bytes(static_cast<double>(p.stats.rss_peak_delta) / p.world)
+                                ? tools::HumanBytes(static_cast<double>(p.stats.rss_peak_delta) / p.world)
                                 : "-",
                             p.stats.fwd_seconds, p.stats.bwd_seconds,
                             p.fwd_flop / std::max(p.stats.fwd_seconds, 1e-12) * 1e-9,
@@ -692,14 +684,14 @@ std::string Markdown(const EvalData& d, const std::vector<std::string>& needle_f
         "\nMemory fit over all (S, W): bytes/rank = %s + %.1f·n + %.3g·n² (n = S/W; R² %.6f); the "
         "n² term is %s of the fitted value at n = %d. Linear fit: %.1f bytes per token per rank "
         "+ %s.\n",
-        Bytes(Clean(c.mem_quad.a)), c.mem_quad.b, Clean(c.mem_quad.c), c.mem_quad.r2,
+        tools::HumanBytes(Clean(c.mem_quad.a)), c.mem_quad.b, Clean(c.mem_quad.c), c.mem_quad.r2,
         ShareText(c.mem_quad.ok ? c.mem_quad.QuadShare(nmax) : 0.0), static_cast<int64_t>(nmax),
-        c.mem_lin.b, Bytes(Clean(c.mem_lin.a)));
+        c.mem_lin.b, tools::HumanBytes(Clean(c.mem_lin.a)));
     if (c.rss_available && c.rss_lin.ok) {
       absl::StrAppendFormat(&md,
                             "RSS per rank: %.1f bytes per token + %s (R² %.4f); at the top two "
                             "lengths it grew %.2f× for %.2f× the tokens.\n",
-                            c.rss_lin.b, Bytes(c.rss_lin.a), c.rss_lin.r2, c.rss_growth,
+                            c.rss_lin.b, tools::HumanBytes(c.rss_lin.a), c.rss_lin.r2, c.rss_growth,
                             c.rss_growth_tokens);
     }
     absl::StrAppend(&md,
@@ -718,7 +710,7 @@ std::string Markdown(const EvalData& d, const std::vector<std::string>& needle_f
         "rank fits the budget of %s per rank, and the time this machine's fitted rate predicts "
         "for it:\n\n| W | tokens per rank | context S | S from the RSS fit | fwd (predicted) | bwd "
         "(predicted) |\n|---|---|---|---|---|---|\n",
-        Bytes(static_cast<double>(o.mem_budget_bytes)));
+        tools::HumanBytes(static_cast<double>(o.mem_budget_bytes)));
     for (const auto& e : c.extrapolations) {
       absl::StrAppendFormat(&md, "| %d | %s | %s | %s | %s | %s |\n", e.world,
                             Tokens(e.max_tokens_per_rank), Tokens(e.max_seqlen),
