@@ -1,5 +1,6 @@
 // Backend-independent parts of the communicator interface: the header check
-// every backend runs on receipt, its printing, and the default timeout.
+// every backend runs on receipt, the checksums, printing, and the default
+// timeout.
 #include "comm/communicator.h"
 
 #include <cstdlib>
@@ -9,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
+#include "base/crc32c.h"
 #include "base/status.h"
 
 namespace ringattn::comm {
@@ -41,6 +43,39 @@ std::string HeaderToString(const MessageHeader& h) {
                       h.src_rank, ", dst ", h.dst_rank, ", step ", h.meta.step, ", kind ",
                       h.meta.kind, ", dtype ", h.meta.dtype, ", shape ", shape, ", bytes ", h.bytes,
                       "}");
+}
+
+namespace {
+uint32_t HeaderCrc(MessageHeader h) {
+  h.header_crc = 0;
+  return Crc32c(&h, sizeof(h));
+}
+}  // namespace
+
+void SealHeader(MessageHeader* h, const void* payload) {
+  h->flags |= kHeaderChecksummed;
+  h->payload_crc = h->bytes > 0 ? Crc32c(payload, static_cast<size_t>(h->bytes)) : 0;
+  h->header_crc = HeaderCrc(*h);
+}
+
+absl::Status CheckHeaderIntact(const MessageHeader& got) {
+  if ((got.flags & kHeaderChecksummed) == 0 || HeaderCrc(got) == got.header_crc) {
+    return absl::OkStatus();
+  }
+  return absl::DataLossError(absl::StrCat("the header of a message that names rank ", got.src_rank,
+                                          " as its sender was corrupted in transit (CRC-32C 0x",
+                                          absl::Hex(HeaderCrc(got)), ", sent 0x",
+                                          absl::Hex(got.header_crc), "): ", HeaderToString(got)));
+}
+
+absl::Status CheckPayloadIntact(const MessageHeader& got, const void* payload) {
+  if ((got.flags & kHeaderChecksummed) == 0) return absl::OkStatus();
+  const uint32_t crc = got.bytes > 0 ? Crc32c(payload, static_cast<size_t>(got.bytes)) : 0;
+  if (crc == got.payload_crc) return absl::OkStatus();
+  return absl::DataLossError(absl::StrCat(
+      "the payload from rank ", got.src_rank, " for step ", got.meta.step, " (kind ", got.meta.kind,
+      ", ", got.bytes, " bytes) was corrupted in transit (CRC-32C 0x", absl::Hex(crc), ", sent 0x",
+      absl::Hex(got.payload_crc), ")"));
 }
 
 absl::Status CheckHeader(const MessageHeader& got, const MessageHeader& expected) {

@@ -25,7 +25,11 @@
 namespace ringattn::comm {
 
 inline constexpr uint32_t kHeaderMagic = 0x52415454;  // "RATT"
-inline constexpr uint16_t kHeaderVersion = 1;
+inline constexpr uint16_t kHeaderVersion = 2;
+// MessageHeader::flags: payload_crc and header_crc are set (transports that
+// cross a process boundary: ucx). Checked on receipt: a mismatch is
+// DataLoss, never a silently wrong result.
+inline constexpr uint16_t kHeaderChecksummed = 1;
 
 // What a message is: the runtime's description of one block.
 struct MessageMeta {
@@ -40,12 +44,23 @@ struct MessageMeta {
 struct MessageHeader {
   uint32_t magic = kHeaderMagic;
   uint16_t version = kHeaderVersion;
-  uint16_t reserved = 0;
+  uint16_t flags = 0;
   int32_t src_rank = 0;
   int32_t dst_rank = 0;
   int64_t bytes = 0;
   MessageMeta meta;
+  uint32_t payload_crc = 0;  // CRC-32C of the payload
+  uint32_t header_crc = 0;   // CRC-32C of this header with header_crc = 0
 };
+
+// Sets flags, payload_crc (of `bytes` at `payload`) and header_crc.
+void SealHeader(MessageHeader* h, const void* payload);
+// For a sealed header: DataLoss naming the sender unless header_crc
+// matches (OK for an unsealed one).
+absl::Status CheckHeaderIntact(const MessageHeader& got);
+// For a sealed header: DataLoss naming the sender, step and kind unless the
+// received payload's CRC-32C matches payload_crc.
+absl::Status CheckPayloadIntact(const MessageHeader& got, const void* payload);
 
 // Checks a received header against what the receiver expects; the error
 // names both sides ("rank 1 sent ..., rank 2 expected ...").

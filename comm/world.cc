@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/status.h"
+#include "comm/bootstrap/bootstrap.h"
 #include "comm/launch.h"
 #include "comm/local/cuda_local.h"
 #include "comm/local/local_comm.h"
@@ -81,7 +82,7 @@ absl::Status World::CreateRemote(const WorldOptions& options) {
           "bootstrap: in-process is for the local communicators; ", name_,
           " runs one rank per process (environment, mpi, file or external)"));
     case BootstrapKind::kMpi: {
-      ASSIGN_OR_RETURN(bootstrap_, CreateMpiBootstrap());
+      ASSIGN_OR_RETURN(bootstrap_, CreateMpiBootstrap(timeout_));
       break;
     }
     case BootstrapKind::kFile:
@@ -153,10 +154,13 @@ absl::Status World::CreateRemote(const WorldOptions& options) {
 
 World::~World() {
   if (remote_ == nullptr) return;
-  // Nobody closes while a peer still talks to it (rank 0 may still be
-  // printing or running its comparisons); a dead peer ends this at once
-  // over ucx, and within 10 minutes over nccl (which cannot tell).
-  (void)remote_->Barrier(nccl_ ? absl::Minutes(10) : absl::Hours(24));
+  // Nobody closes while a peer still receives from it. After a Run the
+  // ranks are in step already; otherwise (the Python package drives the
+  // communicator itself) a barrier, bounded by the configured timeout: a
+  // peer still busy after it has long received what this rank sent (the
+  // transports progress on their own threads), and a stopped one must not
+  // keep this process from exiting.
+  if (!in_step_ && !failed_ && !remote_->Barrier(timeout_).ok()) SkipMpiFinalizeAtExit();
   staged_.reset();
   remote_.reset();
 }
@@ -179,6 +183,7 @@ std::string World::Describe() const {
 }
 
 absl::Status World::Run(const std::function<absl::Status(Communicator&)>& body) {
+  in_step_ = false;
   std::vector<absl::Status> status(comms_.size());
   std::vector<std::thread> threads;
   for (size_t i = 0; i < comms_.size(); ++i) {
@@ -190,7 +195,25 @@ absl::Status World::Run(const std::function<absl::Status(Communicator&)>& body) 
     });
   }
   for (std::thread& t : threads) t.join();
-  for (const absl::Status& s : status) RETURN_IF_ERROR(s);
+  absl::Status first;
+  for (const absl::Status& s : status) {
+    if (!s.ok()) {
+      first = s;
+      break;
+    }
+  }
+  if (remote_ == nullptr) return first;
+  if (first.ok()) {
+    // In step: every rank's body is done, so every message has arrived.
+    first = remote_->Barrier(timeout_);
+    if (!first.ok()) remote_->Abort(first);
+  }
+  if (!first.ok()) {
+    failed_ = true;
+    SkipMpiFinalizeAtExit();
+    return first;
+  }
+  in_step_ = true;
   return absl::OkStatus();
 }
 

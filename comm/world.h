@@ -65,8 +65,9 @@ class World {
   // backend this build lacks; FailedPrecondition for a launch that is not
   // there (no launcher variables) or a missing device.
   static absl::StatusOr<std::unique_ptr<World>> Create(const WorldOptions& options);
-  // One rank per process: waits at a barrier until every peer is done with
-  // it, then closes (see world.cc for the bounds).
+  // One rank per process: unless Run left the ranks in step, waits at a
+  // barrier (the configured timeout at most) until every peer is done with
+  // it, then closes.
   ~World();
   World(const World&) = delete;
   World& operator=(const World&) = delete;
@@ -88,7 +89,11 @@ class World {
   // Runs body(comm) for each rank of this process, on a thread each (with
   // the rank's GPU current for nccl); for ucx and nccl a rank's error
   // aborts its communicator, so that its peers stop promptly instead of
-  // waiting out their timeouts. Returns the first error.
+  // waiting out their timeouts. Returns the first error. One rank per
+  // process: a successful body ends with a barrier (the configured timeout),
+  // so that no rank closes while a peer still receives from it; a failure
+  // (or a peer missing at that barrier) also keeps MPI from finalizing at
+  // exit, which would wait for a stopped peer forever.
   absl::Status Run(const std::function<absl::Status(Communicator&)>& body);
 
  private:
@@ -102,6 +107,8 @@ class World {
   int device_ = 0;
   absl::Duration timeout_;
   bool nccl_ = false;
+  bool in_step_ = false;  // the last Run ended at a barrier; nothing sent since
+  bool failed_ = false;   // a Run failed: the world is aborted, nobody to wait for
   std::unique_ptr<LocalWorld> local_;
   std::unique_ptr<Bootstrap> bootstrap_;
   std::string bootstrap_name_;

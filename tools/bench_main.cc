@@ -164,6 +164,9 @@ absl::StatusOr<RunResult> Run(const Config& c, comm::World& ranks, int threads,
   std::vector<int64_t> rank_bytes(world, 0);
   std::vector<double> link(world, 0), link_one_way(world, 0);
   std::string backend_description;
+  // Every wait on the other ranks: the configured timeout (--comm ucx/nccl:
+  // RINGATTN_TIMEOUT_MS, else 60 s), as in the ring itself.
+  const absl::Duration timeout = ranks.timeout();
   RETURN_IF_ERROR(ranks.Run([&](comm::Communicator& cm) -> absl::Status {
         const int r = cm.Rank();
         RingOptions opt;
@@ -214,11 +217,11 @@ absl::StatusOr<RunResult> Run(const Config& c, comm::World& ranks, int threads,
           double best = 0;
           for (int rep = 0; rep < 4; ++rep) {
             meta.step = rep;
-            RETURN_IF_ERROR(cm.Barrier(absl::Seconds(60)));
+            RETURN_IF_ERROR(cm.Barrier(timeout));
             const auto t0 = std::chrono::steady_clock::now();
             ASSIGN_OR_RETURN(auto req, cm.SendRecv(av.data, bytes, (r + 1) % world, meta, bv.data,
                                                    bytes, (r + world - 1) % world, meta));
-            RETURN_IF_ERROR(req->Wait(absl::Seconds(60)));
+            RETURN_IF_ERROR(req->Wait(timeout));
             const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
             best = std::max(best, bytes / dt / 1e9);
           }
@@ -228,13 +231,13 @@ absl::StatusOr<RunResult> Run(const Config& c, comm::World& ranks, int threads,
           best = 0;
           for (int rep = 0; rep < 4; ++rep) {
             meta.step = 100 + rep;
-            RETURN_IF_ERROR(cm.Barrier(absl::Seconds(60)));
+            RETURN_IF_ERROR(cm.Barrier(timeout));
             const auto t0 = std::chrono::steady_clock::now();
             if (r == 0 || r == 1) {
               ASSIGN_OR_RETURN(
                   auto req, r == 0 ? cm.SendRecv(av.data, bytes, 1, meta, nullptr, 0, 0, comm::MessageMeta{})
                                    : cm.SendRecv(nullptr, 0, 0, comm::MessageMeta{}, bv.data, bytes, 0, meta));
-              RETURN_IF_ERROR(req->Wait(absl::Seconds(60)));
+              RETURN_IF_ERROR(req->Wait(timeout));
             }
             const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
             best = std::max(best, bytes / dt / 1e9);
@@ -242,11 +245,11 @@ absl::StatusOr<RunResult> Run(const Config& c, comm::World& ranks, int threads,
           link_one_way[r] = r == 1 ? best : 0;
         }
         for (int it = 0; it < total; ++it) {
-          RETURN_IF_ERROR(cm.Barrier(absl::Seconds(600)));
+          RETURN_IF_ERROR(cm.Barrier(timeout));
           RETURN_IF_ERROR(ring->Forward(qv, kv, vv, ov, lv));
           fwd[r][it] = ring->LastStats();
           if (c.backward) {
-            RETURN_IF_ERROR(cm.Barrier(absl::Seconds(600)));
+            RETURN_IF_ERROR(cm.Barrier(timeout));
             RETURN_IF_ERROR(ring->Backward(qv, kv, vv, ov, lv, dov, dqv, dkv, dvv));
             bwd[r][it] = ring->LastStats();
           }
@@ -272,7 +275,7 @@ absl::StatusOr<RunResult> Run(const Config& c, comm::World& ranks, int threads,
               inbox[from].resize(mine.size());
               return static_cast<void*>(inbox[from].data());
             },
-            absl::Seconds(600)));
+            timeout));
         for (int from = 1; from < world && r == 0; ++from) {
           const double* d = inbox[from].data();
           for (int it = 0; it < total; ++it, d += 2 * kStatFields) {

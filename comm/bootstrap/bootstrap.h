@@ -52,10 +52,18 @@ struct FileStoreOptions {
 absl::StatusOr<std::unique_ptr<Bootstrap>> CreateFileStoreBootstrap(const FileStoreOptions& options,
                                                                     absl::Duration timeout);
 
-// MPI_COMM_WORLD (MPI_Init_thread on first use, MPI_Finalize at exit).
+// MPI_COMM_WORLD (MPI_Init_thread on first use, MPI_Finalize at exit). Its
+// collectives wait at most `timeout`; MPI_Init_thread, which waits for every
+// rank of the launch and cannot be interrupted, ends the process with a
+// message naming the timeout when it has not returned by then.
 // Unimplemented when the build has no MPI.
-absl::StatusOr<std::unique_ptr<Bootstrap>> CreateMpiBootstrap();
+absl::StatusOr<std::unique_ptr<Bootstrap>> CreateMpiBootstrap(absl::Duration timeout);
 bool MpiBootstrapBuilt();
+// After a failure: MPI is not finalized at exit. MPI_Finalize waits for
+// every rank, so a peer that stopped (SIGSTOP, a hung GPU) would keep this
+// process from exiting with its error; the launcher sees a non-zero exit
+// and ends the job. A no-op without MPI or when ringattn did not start MPI.
+void SkipMpiFinalizeAtExit();
 
 // The bootstrap for this process: MPI when launched by mpirun and MPI is
 // built (unless RINGATTN_BOOTSTRAP=file), else the file store in

@@ -288,7 +288,7 @@ absl::StatusOr<std::unique_ptr<Bootstrap>> CreateBootstrapFromEnvironment(absl::
         absl::StrCat("RINGATTN_BOOTSTRAP: expected \"mpi\" or \"file\", got \"", want, "\""));
   }
   if (want == "mpi" || (want.empty() && info.under_mpirun && MpiBootstrapBuilt())) {
-    ASSIGN_OR_RETURN(std::unique_ptr<Bootstrap> mpi, CreateMpiBootstrap());
+    ASSIGN_OR_RETURN(std::unique_ptr<Bootstrap> mpi, CreateMpiBootstrap(timeout));
     if (mpi->Size() != info.size || mpi->Rank() != info.rank) {
       return absl::InvalidArgumentError(absl::StrCat("MPI says rank ", mpi->Rank(), " of ",
                                                      mpi->Size(), ", but ", info.source,

@@ -1,17 +1,27 @@
 // The MPI bootstrap: MPI_COMM_WORLD of the job mpirun launched. MPI is
 // initialized on first use (MPI_THREAD_MULTIPLE if offered, the
-// bootstrap is called from one thread anyway) and finalized at exit. MPI
+// bootstrap is called from one thread anyway) and finalized at exit, unless
+// the run failed (SkipMpiFinalizeAtExit). MPI
 // has no timeouts: a rank that never comes is the launcher's to detect.
 // The C API only: OpenMPI's deprecated C++ bindings would need libmpi_cxx.
 #define OMPI_SKIP_MPICXX 1
 #define MPICH_SKIP_MPICXX 1
 #include <mpi.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstdlib>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
 #include <mutex>
+#include <thread>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "base/status.h"
 #include "comm/bootstrap/bootstrap.h"
 
 namespace ringattn::comm {
@@ -24,21 +34,49 @@ absl::Status MpiError(const char* call, int code) {
   return absl::InternalError(absl::StrCat("MPI bootstrap: ", call, " failed: ", text));
 }
 
+std::atomic<bool> skip_finalize{false};
+
 void FinalizeAtExit() {
+  if (skip_finalize.load()) return;
   int finalized = 0;
   MPI_Finalized(&finalized);
   if (!finalized) MPI_Finalize();
 }
 
-absl::Status InitOnce() {
+absl::Status InitOnce(absl::Duration timeout) {
   static std::once_flag once;
   static absl::Status status;
-  std::call_once(once, [] {
+  std::call_once(once, [timeout] {
     int initialized = 0;
     MPI_Initialized(&initialized);
     if (initialized) return;
     int provided = 0;
+    // MPI_Init_thread waits for every process of the launch and has no
+    // timeout: a watchdog ends this process with a clear message instead of
+    // a silent hang when a peer never arrives.
+    std::mutex mu;
+    std::condition_variable cv;
+    bool returned = false;
+    std::thread watchdog([&] {
+      std::unique_lock<std::mutex> lock(mu);
+      if (cv.wait_for(lock, absl::ToChronoSeconds(timeout) + std::chrono::seconds(1),
+                      [&] { return returned; })) {
+        return;
+      }
+      std::fprintf(stderr,
+                   "ringattn: MPI bootstrap: MPI_Init_thread did not return within %s: a rank "
+                   "of the launch is stopped, hung or never started\n",
+                   absl::FormatDuration(timeout).c_str());
+      std::fflush(stderr);
+      std::_Exit(EXIT_FAILURE);
+    });
     const int rc = MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided);
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      returned = true;
+    }
+    cv.notify_all();
+    watchdog.join();
     if (rc != MPI_SUCCESS) {
       status = MpiError("MPI_Init_thread", rc);
       return;
@@ -56,31 +94,63 @@ class MpiBootstrap final : public Bootstrap {
   int Size() const override { return size_; }
   std::string Name() const override { return "mpi"; }
 
+  // Non-blocking collectives polled against the timeout: a rank that never
+  // arrives (stopped, or never started) is a DeadlineExceeded, not a hang.
+  // A timed-out collective stays pending inside MPI, so its buffers are
+  // left allocated and MPI is not finalized at exit.
   absl::StatusOr<std::vector<std::string>> AllGather(const std::string& mine,
-                                                     absl::Duration) override {
-    std::vector<int> lengths(size_);
-    int length = static_cast<int>(mine.size());
-    int rc = MPI_Allgather(&length, 1, MPI_INT, lengths.data(), 1, MPI_INT, MPI_COMM_WORLD);
-    if (rc != MPI_SUCCESS) return MpiError("MPI_Allgather", rc);
+                                                     absl::Duration timeout) override {
+    const absl::Time deadline = absl::Now() + timeout;
+    auto* lengths = new std::vector<int>(size_);
+    auto* length = new int(static_cast<int>(mine.size()));
+    MPI_Request request;
+    int rc = MPI_Iallgather(length, 1, MPI_INT, lengths->data(), 1, MPI_INT, MPI_COMM_WORLD, &request);
+    if (rc != MPI_SUCCESS) return MpiError("MPI_Iallgather", rc);
+    RETURN_IF_ERROR(Complete(&request, deadline, timeout, "the exchange of addresses (sizes)"));
     std::vector<int> offsets(size_);
     int total = 0;
     for (int r = 0; r < size_; ++r) {
       offsets[r] = total;
-      total += lengths[r];
+      total += (*lengths)[r];
     }
-    std::string all(static_cast<size_t>(total) + 1, '\0');
-    rc = MPI_Allgatherv(mine.data(), length, MPI_BYTE, all.data(), lengths.data(), offsets.data(),
-                        MPI_BYTE, MPI_COMM_WORLD);
-    if (rc != MPI_SUCCESS) return MpiError("MPI_Allgatherv", rc);
+    auto* all = new std::string(static_cast<size_t>(total) + 1, '\0');
+    auto* sent = new std::string(mine);
+    rc = MPI_Iallgatherv(sent->data(), *length, MPI_BYTE, all->data(), lengths->data(),
+                         offsets.data(), MPI_BYTE, MPI_COMM_WORLD, &request);
+    if (rc != MPI_SUCCESS) return MpiError("MPI_Iallgatherv", rc);
+    RETURN_IF_ERROR(Complete(&request, deadline, timeout, "the exchange of addresses"));
     std::vector<std::string> blobs(size_);
-    for (int r = 0; r < size_; ++r) blobs[r] = all.substr(offsets[r], lengths[r]);
+    for (int r = 0; r < size_; ++r) blobs[r] = all->substr(offsets[r], (*lengths)[r]);
+    delete lengths;
+    delete length;
+    delete all;
+    delete sent;
     return blobs;
   }
 
-  absl::Status Barrier(absl::Duration) override {
-    const int rc = MPI_Barrier(MPI_COMM_WORLD);
-    if (rc != MPI_SUCCESS) return MpiError("MPI_Barrier", rc);
-    return absl::OkStatus();
+  absl::Status Barrier(absl::Duration timeout) override {
+    MPI_Request request;
+    const int rc = MPI_Ibarrier(MPI_COMM_WORLD, &request);
+    if (rc != MPI_SUCCESS) return MpiError("MPI_Ibarrier", rc);
+    return Complete(&request, absl::Now() + timeout, timeout, "a barrier");
+  }
+
+ private:
+  absl::Status Complete(MPI_Request* request, absl::Time deadline, absl::Duration timeout,
+                        const char* what) {
+    for (absl::Duration nap = absl::Microseconds(50);; nap = std::min(2 * nap, absl::Milliseconds(5))) {
+      int done = 0;
+      const int rc = MPI_Test(request, &done, MPI_STATUS_IGNORE);
+      if (rc != MPI_SUCCESS) return MpiError("MPI_Test", rc);
+      if (done) return absl::OkStatus();
+      if (absl::Now() >= deadline) break;
+      absl::SleepFor(nap);
+    }
+    SkipMpiFinalizeAtExit();
+    return absl::DeadlineExceededError(absl::StrCat(
+        "MPI bootstrap, rank ", rank_, " of ", size_, ": not every rank joined ", what, " within ",
+        absl::FormatDuration(timeout),
+        " (MPI cannot say which; a rank that is stopped, hung or never started)"));
   }
 
  private:
@@ -92,8 +162,10 @@ class MpiBootstrap final : public Bootstrap {
 
 bool MpiBootstrapBuilt() { return true; }
 
-absl::StatusOr<std::unique_ptr<Bootstrap>> CreateMpiBootstrap() {
-  const absl::Status init = InitOnce();
+void SkipMpiFinalizeAtExit() { skip_finalize.store(true); }
+
+absl::StatusOr<std::unique_ptr<Bootstrap>> CreateMpiBootstrap(absl::Duration timeout) {
+  const absl::Status init = InitOnce(timeout);
   if (!init.ok()) return init;
   int rank = 0, size = 1;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);

@@ -745,7 +745,8 @@ void UcxComm::OnHeaderRecv(void* request, ucs_status_t status, const ucp_tag_rec
     op->header_arrived = true;
     if (op->complete) return;  // cancelled meanwhile
   }
-  const absl::Status check = CheckHeader(op->got, op->header);
+  absl::Status check = CheckHeaderIntact(op->got);
+  if (check.ok()) check = CheckHeader(op->got, op->header);
   op->reply.expected = op->header;
   op->reply.ok = check.ok() ? 1 : 0;
   if (check.ok() && op->bytes > 0) {
@@ -764,8 +765,7 @@ void UcxComm::OnHeaderRecv(void* request, ucs_status_t status, const ucp_tag_rec
                                Tag(kReply, c->rank_, op->seq), &UcxComm::OnReplySent, op);
   if (!UCS_PTR_IS_ERR(r)) ++op->outstanding;
   if (!check.ok()) {
-    c->Finish(op,
-              absl::InvalidArgumentError(absl::StrCat("rank ", c->rank_, ": ", check.message())));
+    c->Finish(op, absl::Status(check.code(), absl::StrCat("rank ", c->rank_, ": ", check.message())));
   } else if (op->bytes == 0) {
     c->Finish(op, absl::OkStatus());
   }
@@ -783,7 +783,9 @@ void UcxComm::OnDataRecv(void* request, ucs_status_t status, const ucp_tag_recv_
   UcxComm* c = op->comm;
   op->recv_handle = nullptr;
   if (status == UCS_OK && info->length == static_cast<size_t>(op->bytes)) {
-    c->Finish(op, absl::OkStatus());
+    const absl::Status intact = CheckPayloadIntact(op->got, op->recv_buf);
+    c->Finish(op, intact.ok() ? intact
+                              : absl::DataLossError(absl::StrCat("rank ", c->rank_, ": ", intact.message())));
   } else if (status != UCS_ERR_CANCELED) {
     c->Finish(op, PeerFailure(c->rank_, *op, "payload receive", status));
   }
@@ -1019,6 +1021,9 @@ absl::StatusOr<std::unique_ptr<Request>> UcxComm::SendRecv(const void* send, int
     send_op->header.dst_rank = to;
     send_op->header.bytes = send_bytes;
     send_op->header.meta = send_meta;
+    // Between processes: CRC-32C of the header and payload, checked on
+    // receipt (a corrupted message is DataLoss, not a wrong result).
+    SealHeader(&send_op->header, send);
   }
   if (want_recv) {
     recv_op = std::make_shared<Op>();

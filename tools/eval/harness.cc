@@ -221,7 +221,9 @@ absl::Status RunRank(const RunSpec& spec, comm::Communicator* cm, int r, const F
   st.bytes_sent = fs.bytes_sent;
   st.workspace_bytes = fs.workspace_bytes;
   if (spec.backward) {
-    RETURN_IF_ERROR(cm->Barrier(absl::Seconds(600)));
+    // The ranks come straight from the forward: the ring's own timeout.
+    ASSIGN_OR_RETURN(const absl::Duration timeout, comm::DefaultTimeout());
+    RETURN_IF_ERROR(cm->Barrier(timeout));
     RETURN_IF_ERROR(ring->Backward(V(s.q, H), V(s.k, Hk), V(s.v, Hk), V(s.out, H), lv,
                                    V(s.dout, H), V(s.dq, H), V(s.dk, Hk), V(s.dv, Hk)));
     const RingStats bs = ring->LastStats();
