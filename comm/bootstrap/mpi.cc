@@ -36,11 +36,44 @@ absl::Status MpiError(const char* call, int code) {
 
 std::atomic<bool> skip_finalize{false};
 
+// The bootstrap's timeout, for the watchdogs (milliseconds).
+std::atomic<int64_t> timeout_ms{60000};
+
+// Runs `call`; if it has not returned `timeout_ms` (+ 1 s) later, prints
+// `what` and ends the process with EXIT_FAILURE: MPI's start and end wait
+// for every rank of the launch and cannot be interrupted, so a stopped or
+// hung peer would otherwise keep this process forever.
+template <typename Call>
+void WithWatchdog(const char* what, Call call) {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool returned = false;
+  const auto limit = std::chrono::milliseconds(timeout_ms.load()) + std::chrono::seconds(1);
+  std::thread watchdog([&] {
+    std::unique_lock<std::mutex> lock(mu);
+    if (cv.wait_for(lock, limit, [&] { return returned; })) return;
+    std::fprintf(stderr,
+                 "ringattn: MPI bootstrap: %s did not return within %lld ms: a rank of the launch "
+                 "is stopped, hung or never started (MPI cannot say which)\n",
+                 what, static_cast<long long>(timeout_ms.load()));
+    std::fflush(stderr);
+    std::_Exit(EXIT_FAILURE);
+  });
+  call();
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    returned = true;
+  }
+  cv.notify_all();
+  watchdog.join();
+}
+
 void FinalizeAtExit() {
   if (skip_finalize.load()) return;
   int finalized = 0;
   MPI_Finalized(&finalized);
-  if (!finalized) MPI_Finalize();
+  // A rank stopped after its work is done would hold every other rank here.
+  if (!finalized) WithWatchdog("MPI_Finalize", [] { MPI_Finalize(); });
 }
 
 absl::Status InitOnce(absl::Duration timeout) {
@@ -51,32 +84,11 @@ absl::Status InitOnce(absl::Duration timeout) {
     MPI_Initialized(&initialized);
     if (initialized) return;
     int provided = 0;
-    // MPI_Init_thread waits for every process of the launch and has no
-    // timeout: a watchdog ends this process with a clear message instead of
-    // a silent hang when a peer never arrives.
-    std::mutex mu;
-    std::condition_variable cv;
-    bool returned = false;
-    std::thread watchdog([&] {
-      std::unique_lock<std::mutex> lock(mu);
-      if (cv.wait_for(lock, absl::ToChronoSeconds(timeout) + std::chrono::seconds(1),
-                      [&] { return returned; })) {
-        return;
-      }
-      std::fprintf(stderr,
-                   "ringattn: MPI bootstrap: MPI_Init_thread did not return within %s: a rank "
-                   "of the launch is stopped, hung or never started\n",
-                   absl::FormatDuration(timeout).c_str());
-      std::fflush(stderr);
-      std::_Exit(EXIT_FAILURE);
+    timeout_ms.store(absl::ToInt64Milliseconds(timeout));
+    int rc = MPI_SUCCESS;
+    WithWatchdog("MPI_Init_thread", [&] {
+      rc = MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided);
     });
-    const int rc = MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided);
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      returned = true;
-    }
-    cv.notify_all();
-    watchdog.join();
     if (rc != MPI_SUCCESS) {
       status = MpiError("MPI_Init_thread", rc);
       return;
