@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <sstream>
@@ -26,14 +27,14 @@ bool IsBooleanWord(absl::string_view w) {
 
 }  // namespace
 
-absl::StatusOr<CommandLine> ParseCommandLine(int argc, char** argv) {
-  CommandLine line;
-  line.typed.assign(argv, argv + argc);
-  // The arguments as absl will see them: names with underscores, a boolean
-  // flag joined with its value word.
-  std::vector<std::string> args = {argc > 0 ? argv[0] : "tool"};
+std::vector<std::string> NormalizeArgs(const std::vector<std::string>& argv, bool* ranks_given,
+                                       const std::function<bool(const std::string&)>& is_bool) {
+  *ranks_given = false;
+  std::vector<std::string> args;
+  if (argv.empty()) return args;
+  args.push_back(argv[0]);
   bool flags_ended = false;
-  for (int i = 1; i < argc; ++i) {
+  for (size_t i = 1; i < argv.size(); ++i) {
     std::string a = argv[i];
     if (flags_ended || a.size() < 2 || a[0] != '-') {
       args.push_back(a);
@@ -49,15 +50,23 @@ absl::StatusOr<CommandLine> ParseCommandLine(int argc, char** argv) {
     for (size_t p = start; p < std::min(eq, a.size()); ++p)
       if (a[p] == '-') a[p] = '_';
     const std::string name = a.substr(start, eq == std::string::npos ? std::string::npos : eq - start);
-    if (name == "ranks") line.ranks_given = true;
-    if (eq == std::string::npos && i + 1 < argc && IsBooleanWord(argv[i + 1])) {
-      const absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
-      if (flag != nullptr && flag->IsOfType<bool>()) {
-        a = absl::StrCat(a, "=", argv[++i]);
-      }
+    if (name == "ranks") *ranks_given = true;
+    if (eq == std::string::npos && i + 1 < argv.size() && IsBooleanWord(argv[i + 1]) && is_bool(name)) {
+      a = absl::StrCat(a, "=", argv[++i]);
     }
     args.push_back(std::move(a));
   }
+  return args;
+}
+
+absl::StatusOr<CommandLine> ParseCommandLine(int argc, char** argv) {
+  CommandLine line;
+  line.typed.assign(argv, argv + argc);
+  std::vector<std::string> args = NormalizeArgs(line.typed, &line.ranks_given, [](const std::string& name) {
+    const absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+    return flag != nullptr && flag->IsOfType<bool>();
+  });
+  if (args.empty()) args.push_back("tool");
   std::vector<char*> ptrs;
   for (std::string& a : args) ptrs.push_back(a.data());
   const std::vector<char*> rest = absl::ParseCommandLine(static_cast<int>(ptrs.size()), ptrs.data());

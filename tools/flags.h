@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -29,6 +30,12 @@ struct CommandLine {
   std::vector<std::string> typed;  // argv as the user typed it (for reports)
   bool ranks_given = false;        // --ranks was set (MakeWorld)
 };
+
+// The arguments as absl is to see them: flag names with underscores, a
+// boolean flag (is_bool(name)) joined with a following true/false word;
+// sets *ranks_given when --ranks is there. Pure: no flag is touched.
+std::vector<std::string> NormalizeArgs(const std::vector<std::string>& argv, bool* ranks_given,
+                                       const std::function<bool(const std::string&)>& is_bool);
 
 // Parses argv into the absl flags as described above. Unknown flags and
 // values that do not parse make absl print its own message and exit(1).

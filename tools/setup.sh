@@ -16,6 +16,7 @@ packages=(
   libopenblas-dev           # BLAS: the GEMM ceiling in the benchmarks, libxsmm's fallback
   libucx-dev ucx-utils      # UCX communicator (one process per rank); ucx_perftest
   libopenmpi-dev openmpi-bin # MPI bootstrap; mpirun for the multi-process tests
+  clang libclang-rt-14-dev  # libFuzzer for the fuzz lane (tools/fuzz.sh)
 )
 missing=()
 for p in "${packages[@]}"; do

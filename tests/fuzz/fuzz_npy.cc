@@ -1,0 +1,26 @@
+// libFuzzer target: the .npy reader (tools/npy.h) on arbitrary bytes. It
+// must refuse or read, never crash, hang or allocate what the file cannot
+// hold; what it reads must write back and read again identically.
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <string>
+
+#include "tools/npy.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  static const std::string path = "/tmp/ringattn_fuzz_npy_" + std::to_string(getpid()) + ".npy";
+  FILE* f = std::fopen(path.c_str(), "wb");
+  if (f == nullptr) return 0;
+  std::fwrite(data, 1, size, f);
+  std::fclose(f);
+  auto a = ringattn::tools::ReadNpy(path);
+  if (a.ok()) {
+    if (!ringattn::tools::WriteNpy(path, a->shape, a->data.data()).ok()) __builtin_trap();
+    auto b = ringattn::tools::ReadNpy(path);
+    if (!b.ok() || b->shape != a->shape || b->data.size() != a->data.size()) __builtin_trap();
+  }
+  std::remove(path.c_str());
+  return 0;
+}
