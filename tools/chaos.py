@@ -14,7 +14,7 @@ seconds of the fault, with a message naming a rank ("error"). A hang or a
 wrong answer with exit code 0 fails the script.
 
 Usage: chaos.py --run build/tools/ringattn-run [--trials 100] [--np 3]
-                [--timeout-ms 2000] [--seed 1] [--table FILE.md]
+                [--timeout-ms 2000] [--seed 1] [--table FILE.md] [--cycle]
 Standard library only; needs mpirun and a C compiler (for the shim)."""
 import argparse
 import collections
@@ -133,6 +133,8 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--kinds", default="kill,stop,delay,corrupt")
     ap.add_argument("--table", help="write the result table (Markdown) here")
+    ap.add_argument("--cycle", action="store_true",
+                    help="take the kinds in turn (every kind in a short run) instead of at random")
     a = ap.parse_args()
     if not (1 <= a.trials <= 100000 and 2 <= a.np <= 64 and 100 <= a.timeout_ms <= 600000):
         ap.error("--trials in [1, 100000], --np in [2, 64], --timeout-ms in [100, 600000]")
@@ -183,7 +185,7 @@ def main():
         failures = []
         notes = []  # passing trials whose output is worth reading
         for trial in range(a.trials):
-            kind = rng.choice(kinds)
+            kind = kinds[trial % len(kinds)] if a.cycle else rng.choice(kinds)
             victim = rng.randrange(a.np)
             moment = rng.uniform(0.0, clean)
             out_dir = os.path.join(tmp, "t%d" % trial)

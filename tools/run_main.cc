@@ -95,6 +95,18 @@ absl::Status Main(bool ranks_given) {
   ASSIGN_OR_RETURN(const Sharding sharding, ParseSharding(absl::GetFlag(FLAGS_sharding)));
   ASSIGN_OR_RETURN(const Mask mask, MaskFromFlags());
 
+  // The memory the run will hold, from the inputs' sizes, before reading
+  // them: the float32 inputs, their copies in the storage dtype and each
+  // rank's shards of them, and as much again for the outputs and gradients
+  // (about 4x the input files; an estimate from below).
+  {
+    double input_bytes = 0;
+    for (const std::string& p : {qp, kp, vp, dp}) {
+      if (!p.empty() && stat(p.c_str(), &st) == 0) input_bytes += static_cast<double>(st.st_size);
+    }
+    RETURN_IF_ERROR(CheckFitsInMemory(
+        absl::StrCat("the inputs (", HumanBytes(input_bytes), " of .npy files)"), 4 * input_bytes));
+  }
   // Read and check every input before computing anything.
   ASSIGN_OR_RETURN(NpyArray q, ReadNpy(qp));
   if (q.shape.size() != 4) {

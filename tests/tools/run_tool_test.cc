@@ -264,6 +264,17 @@ TEST_F(RunToolTest, OutputSetIsReplacedWholeOrNotAtAll) {
   EXPECT_EQ(names, (std::vector<std::string>{"lse.npy", "out.npy"}));
 }
 
+// Inputs larger than the machine's memory are refused before they are
+// read (a sparse 1 TiB file stands for one), naming the sizes.
+TEST_F(RunToolTest, InputsBeyondMemoryAreRefusedBeforeReading) {
+  std::filesystem::resize_file(dir_ / "q.npy", std::uintmax_t{1} << 40);
+  const Exec e = RunCommand(absl::StrCat("timeout 30 ", RINGATTN_RUN_BINARY, " ", Args()));
+  EXPECT_EQ(e.code, 2) << e.output;
+  EXPECT_TRUE(absl::StrContains(e.output, "of .npy files) needs about")) << e.output;
+  EXPECT_TRUE(absl::StrContains(e.output, "available")) << e.output;
+  EXPECT_TRUE(OutputEmpty());
+}
+
 // A FIFO as an input is refused by name at once (it used to block forever).
 TEST_F(RunToolTest, FifoInputIsRefused) {
   ASSERT_EQ(::mkfifo(P("fifo.npy").c_str(), 0600), 0);
