@@ -140,16 +140,21 @@ void FillF32(Dev<float>& x, float v) {
 
 // ------------------------------------------------- naive fp32 references
 
-__device__ float Score(const AttnParams& p, int64_t b, int64_t h, int64_t hk, int64_t i,
-                       int64_t j) {
+// scale * q_i . k_j, before the softcap.
+__device__ float ScaledDot(const AttnParams& p, int64_t b, int64_t h, int64_t hk, int64_t i,
+                           int64_t j) {
   const int64_t qo = b * p.q_stride.batch + i * p.q_stride.seq + h * p.q_stride.head;
   const int64_t ko = b * p.k_stride.batch + j * p.k_stride.seq + hk * p.k_stride.head;
   float s = 0.0f;
   for (int64_t d = 0; d < p.head_dim; ++d)
     s += detail::LoadAsFloat(p.q, p.dtype, qo + d) * detail::LoadAsFloat(p.k, p.dtype, ko + d);
-  s *= p.scale;
-  if (p.softcap > 0.0f) s = p.softcap * tanhf(s / p.softcap);
-  return s;
+  return s * p.scale;
+}
+
+__device__ float Score(const AttnParams& p, int64_t b, int64_t h, int64_t hk, int64_t i,
+                       int64_t j) {
+  const float s = ScaledDot(p, b, h, hk, i, j);
+  return p.softcap > 0.0f ? p.softcap * tanhf(s / p.softcap) : s;
 }
 
 // One thread per (b, h, i); out fp32 [B, Sq, H, D] contiguous, lse [B, H, Sq].
@@ -160,7 +165,7 @@ __global__ void NaiveForwardKernel(const AttnParams p, float* out, float* lse) {
   const int64_t h = r % H, i = (r / H) % Sq, b = r / (H * Sq), hk = h / (H / p.num_heads_k);
   const int64_t qp = detail::GlobalPos(p.q_pos, i);
   float m = -INFINITY, l = 0.0f, o[kMaxD];
-  for (int d = 0; d < 128; ++d) o[d] = 0.0f;
+  for (int64_t d = 0; d < D; ++d) o[d] = 0.0f;
   for (int64_t j = 0; j < p.seqlen_k; ++j) {
     if (!p.mask.Visible(qp, detail::GlobalPos(p.k_pos, j))) continue;
     const float s = Score(p, b, h, hk, i, j);
@@ -178,12 +183,7 @@ __global__ void NaiveForwardKernel(const AttnParams p, float* out, float* lse) {
 
 __device__ float Prob(const AttnParams& p, int64_t b, int64_t h, int64_t hk, int64_t i, int64_t j,
                       float lse, float* dtanh) {
-  const int64_t qo = b * p.q_stride.batch + i * p.q_stride.seq + h * p.q_stride.head;
-  const int64_t ko = b * p.k_stride.batch + j * p.k_stride.seq + hk * p.k_stride.head;
-  float s = 0.0f;
-  for (int64_t d = 0; d < p.head_dim; ++d)
-    s += detail::LoadAsFloat(p.q, p.dtype, qo + d) * detail::LoadAsFloat(p.k, p.dtype, ko + d);
-  s *= p.scale;
+  float s = ScaledDot(p, b, h, hk, i, j);
   *dtanh = 1.0f;
   if (p.softcap > 0.0f) {
     const float th = tanhf(s / p.softcap);
@@ -213,7 +213,7 @@ __global__ void NaiveDqKernel(const AttnParams p, float* dq) {
   const float lse = p.lse[li], dsum = p.dsum[li];
   const int64_t qp = detail::GlobalPos(p.q_pos, i);
   float acc[kMaxD];
-  for (int d = 0; d < 128; ++d) acc[d] = 0.0f;
+  for (int64_t d = 0; d < D; ++d) acc[d] = 0.0f;
   for (int64_t j = 0; j < p.seqlen_k; ++j) {
     if (!p.mask.Visible(qp, detail::GlobalPos(p.k_pos, j))) continue;
     float dt;
@@ -233,7 +233,7 @@ __global__ void NaiveDkvKernel(const AttnParams p, float* dk, float* dv) {
   const int64_t hk = r % Hk, j = (r / Hk) % Sk, b = r / (Hk * Sk);
   const int64_t kp = detail::GlobalPos(p.k_pos, j);
   float ak[kMaxD], av[kMaxD];
-  for (int d = 0; d < 128; ++d) ak[d] = av[d] = 0.0f;
+  for (int64_t d = 0; d < D; ++d) ak[d] = av[d] = 0.0f;
   for (int64_t h = hk * G; h < (hk + 1) * G; ++h)
     for (int64_t i = 0; i < p.seqlen_q; ++i) {
       if (!p.mask.Visible(detail::GlobalPos(p.q_pos, i), kp)) continue;

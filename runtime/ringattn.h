@@ -79,6 +79,7 @@ struct RingOptions {
   absl::Duration timeout = absl::ZeroDuration();
   // CPU threads of this rank; 0 means hardware threads / world size (>= 1).
   int num_threads = 0;
+  static constexpr int kMaxThreads = 1024;  // num_threads' bound (a pool of 100000 crashed)
   Backend backend = Backend::kCpu;
   int device_index = 0;        // kCuda: the GPU of this rank
   // kCuda: bitwise reproducible backward (dQ without atomics; slower). The

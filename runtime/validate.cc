@@ -54,10 +54,9 @@ absl::Status ValidateOptions(const RingOptions& o) {
   }
   if (o.device_index < 0) return ArgError("device_index", ">= 0", o.device_index);
   if (o.timeout < absl::ZeroDuration()) return ArgError("timeout", ">= 0", absl::FormatDuration(o.timeout));
-  // A bound far above any machine's cores: a pool of 100000 threads crashed.
-  constexpr int kMaxThreads = 1024;
-  if (o.num_threads < 0 || o.num_threads > kMaxThreads) {
-    return ArgError("num_threads", absl::StrCat("in [0, ", kMaxThreads, "] (0 = automatic)"), o.num_threads);
+  if (o.num_threads < 0 || o.num_threads > RingOptions::kMaxThreads) {
+    return ArgError("num_threads", absl::StrCat("in [0, ", RingOptions::kMaxThreads, "] (0 = automatic)"),
+                    o.num_threads);
   }
   return absl::OkStatus();
 }

@@ -28,7 +28,6 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <fstream>
 #include <random>
 #include <string>
 #include <thread>
@@ -343,7 +342,7 @@ absl::Status CheckFlags() {
   RETURN_IF_ERROR(CheckRealRange("--softcap", absl::GetFlag(FLAGS_softcap), 0.0, 1e30));
   RETURN_IF_ERROR(CheckRange("--iters", absl::GetFlag(FLAGS_iters), 1, 1000000));
   RETURN_IF_ERROR(CheckRange("--warmup", absl::GetFlag(FLAGS_warmup), 0, 1000000));
-  RETURN_IF_ERROR(CheckRange("--threads", absl::GetFlag(FLAGS_threads), 0, kMaxThreads));
+  RETURN_IF_ERROR(CheckRange("--threads", absl::GetFlag(FLAGS_threads), 0, RingOptions::kMaxThreads));
   return absl::OkStatus();
 }
 

@@ -31,6 +31,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "runtime/ringattn.h"
 #include "tools/cli.h"
 #include "tools/flags.h"
 #include "tools/mask_flags.h"
@@ -109,7 +110,7 @@ absl::Status CheckFlags() {
   if (max_seq != 0) RETURN_IF_ERROR(CheckRange("--max-seq", max_seq, eval::kMinSeq, int64_t{1} << 40));
   RETURN_IF_ERROR(CheckRealRange("--time-budget", absl::GetFlag(FLAGS_time_budget), 1.0, 1e7));
   RETURN_IF_ERROR(CheckRange("--seed", absl::GetFlag(FLAGS_seed), 0, INT64_MAX));
-  RETURN_IF_ERROR(CheckRange("--threads", absl::GetFlag(FLAGS_threads), 0, kMaxThreads));
+  RETURN_IF_ERROR(CheckRange("--threads", absl::GetFlag(FLAGS_threads), 0, RingOptions::kMaxThreads));
   RETURN_IF_ERROR(CheckRange("--rows", absl::GetFlag(FLAGS_rows), 0, 1000000));
   return absl::OkStatus();
 }

@@ -23,7 +23,6 @@ namespace ringattn::tools {
 
 // The stated ranges that several tools share.
 inline constexpr int kMaxRanks = 4096;    // --ranks
-inline constexpr int kMaxThreads = 1024;  // --threads (per rank; RingOptions' bound)
 inline constexpr int64_t kMaxThreadsPerProcess = 16384;  // ranks x threads, local ranks
 
 struct CommandLine {

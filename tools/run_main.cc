@@ -88,7 +88,7 @@ absl::Status Main(bool ranks_given) {
   RETURN_IF_ERROR(CheckBackendUsable(backend));
   const int ranks_flag = absl::GetFlag(FLAGS_ranks);
   RETURN_IF_ERROR(CheckRange("--ranks", ranks_flag, 1, kMaxRanks));
-  RETURN_IF_ERROR(CheckRange("--threads", absl::GetFlag(FLAGS_threads), 0, kMaxThreads));
+  RETURN_IF_ERROR(CheckRange("--threads", absl::GetFlag(FLAGS_threads), 0, RingOptions::kMaxThreads));
   RETURN_IF_ERROR(CheckRange("--stripe", absl::GetFlag(FLAGS_stripe), 1, int64_t{1} << 48));
   RETURN_IF_ERROR(CheckRealRange("--softcap", absl::GetFlag(FLAGS_softcap), 0.0, 1e30));
   RETURN_IF_ERROR(CheckRealRange("--scale", absl::GetFlag(FLAGS_scale), 0.0, 1e30));
@@ -235,9 +235,7 @@ absl::Status Main(bool ranks_given) {
   RETURN_IF_ERROR(files.AddNpy(dir + "out.npy", {B, S, H, D}, FromStorage(out_full, dtype).data()));
   RETURN_IF_ERROR(files.AddNpy(dir + "lse.npy", {B, H, S}, lse_full.data()));
   std::vector<std::string> stale;
-  for (const char* name : {"dq.npy", "dk.npy", "dv.npy"}) {
-    if (!backward) stale.push_back(dir + name);
-  }
+  if (!backward) stale = {dir + "dq.npy", dir + "dk.npy", dir + "dv.npy"};
   if (backward) {
     RETURN_IF_ERROR(files.AddNpy(dir + "dq.npy", {B, S, H, D}, FromStorage(dq_full, dtype).data()));
     RETURN_IF_ERROR(files.AddNpy(dir + "dk.npy", {B, S, Hk, D}, FromStorage(dk_full, dtype).data()));

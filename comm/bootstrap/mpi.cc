@@ -1,8 +1,9 @@
 // The MPI bootstrap: MPI_COMM_WORLD of the job mpirun launched. MPI is
-// initialized on first use (MPI_THREAD_MULTIPLE if offered, the
-// bootstrap is called from one thread anyway) and finalized at exit, unless
-// the run failed (SkipMpiFinalizeAtExit). MPI
-// has no timeouts: a rank that never comes is the launcher's to detect.
+// initialized on first use (MPI_THREAD_SERIALIZED: the bootstrap is called
+// from one thread) and finalized at exit, unless the run failed
+// (SkipMpiFinalizeAtExit). MPI has no timeouts of its own: the collectives
+// are non-blocking ones polled against the timeout, and a watchdog bounds
+// MPI_Init_thread and MPI_Finalize, which cannot be interrupted.
 // The C API only: OpenMPI's deprecated C++ bindings would need libmpi_cxx.
 #define OMPI_SKIP_MPICXX 1
 #define MPICH_SKIP_MPICXX 1
@@ -10,10 +11,11 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cstdlib>
 #include <chrono>
+#include <cstdlib>
 #include <condition_variable>
 #include <cstdio>
+#include <memory>
 #include <mutex>
 #include <thread>
 
@@ -113,30 +115,39 @@ class MpiBootstrap final : public Bootstrap {
   absl::StatusOr<std::vector<std::string>> AllGather(const std::string& mine,
                                                      absl::Duration timeout) override {
     const absl::Time deadline = absl::Now() + timeout;
-    auto* lengths = new std::vector<int>(size_);
-    auto* length = new int(static_cast<int>(mine.size()));
+    struct Buffers {  // what MPI reads and writes while a collective is pending
+      int length = 0;
+      std::vector<int> lengths, offsets;
+      std::string sent, all;
+    };
+    auto x = std::make_unique<Buffers>();
+    x->length = static_cast<int>(mine.size());
+    x->lengths.resize(size_);
+    x->sent = mine;
+    // Waits for `request`; on a timeout the buffers are left to MPI.
+    auto complete = [&](MPI_Request* request, const char* what) {
+      absl::Status s = Complete(request, deadline, timeout, what);
+      if (!s.ok()) (void)x.release();
+      return s;
+    };
     MPI_Request request;
-    int rc = MPI_Iallgather(length, 1, MPI_INT, lengths->data(), 1, MPI_INT, MPI_COMM_WORLD, &request);
+    int rc = MPI_Iallgather(&x->length, 1, MPI_INT, x->lengths.data(), 1, MPI_INT, MPI_COMM_WORLD,
+                            &request);
     if (rc != MPI_SUCCESS) return MpiError("MPI_Iallgather", rc);
-    RETURN_IF_ERROR(Complete(&request, deadline, timeout, "the exchange of addresses (sizes)"));
-    std::vector<int> offsets(size_);
+    RETURN_IF_ERROR(complete(&request, "the exchange of addresses (sizes)"));
+    x->offsets.resize(size_);
     int total = 0;
     for (int r = 0; r < size_; ++r) {
-      offsets[r] = total;
-      total += (*lengths)[r];
+      x->offsets[r] = total;
+      total += x->lengths[r];
     }
-    auto* all = new std::string(static_cast<size_t>(total) + 1, '\0');
-    auto* sent = new std::string(mine);
-    rc = MPI_Iallgatherv(sent->data(), *length, MPI_BYTE, all->data(), lengths->data(),
-                         offsets.data(), MPI_BYTE, MPI_COMM_WORLD, &request);
+    x->all.assign(static_cast<size_t>(total) + 1, '\0');
+    rc = MPI_Iallgatherv(x->sent.data(), x->length, MPI_BYTE, x->all.data(), x->lengths.data(),
+                         x->offsets.data(), MPI_BYTE, MPI_COMM_WORLD, &request);
     if (rc != MPI_SUCCESS) return MpiError("MPI_Iallgatherv", rc);
-    RETURN_IF_ERROR(Complete(&request, deadline, timeout, "the exchange of addresses"));
+    RETURN_IF_ERROR(complete(&request, "the exchange of addresses"));
     std::vector<std::string> blobs(size_);
-    for (int r = 0; r < size_; ++r) blobs[r] = all->substr(offsets[r], (*lengths)[r]);
-    delete lengths;
-    delete length;
-    delete all;
-    delete sent;
+    for (int r = 0; r < size_; ++r) blobs[r] = x->all.substr(x->offsets[r], x->lengths[r]);
     return blobs;
   }
 
@@ -165,7 +176,6 @@ class MpiBootstrap final : public Bootstrap {
         " (MPI cannot say which; a rank that is stopped, hung or never started)"));
   }
 
- private:
   const int rank_;
   const int size_;
 };

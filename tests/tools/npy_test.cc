@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -158,6 +159,20 @@ class NpyTest : public ::testing::Test {
     return ss.str();
   }
 
+  // Runs `write` under a 4 KiB file size limit with SIGXFSZ ignored, so
+  // that write() fails half way with EFBIG, as on a full disk.
+  static absl::Status UnderFileSizeLimit(const std::function<absl::Status()>& write) {
+    struct rlimit saved;
+    if (::getrlimit(RLIMIT_FSIZE, &saved) != 0) return absl::InternalError("getrlimit failed");
+    struct rlimit small = saved;
+    small.rlim_cur = 4096;
+    auto old_handler = ::signal(SIGXFSZ, SIG_IGN);
+    if (::setrlimit(RLIMIT_FSIZE, &small) != 0) return absl::InternalError("setrlimit failed");
+    const absl::Status s = write();
+    ::setrlimit(RLIMIT_FSIZE, &saved);
+    ::signal(SIGXFSZ, old_handler);
+    return s;
+  }
   static std::vector<std::string> ListDir(const std::string& dir) {
     std::vector<std::string> names;
     for (const auto& e : std::filesystem::directory_iterator(dir)) {
@@ -699,17 +714,8 @@ TEST_F(NpyTest, FailedWriteKeepsTheOldFileAndRemovesTheTemporary) {
   ASSERT_TRUE(WriteNpy(path, {2}, old_data.data()).ok());
   const std::string old_bytes = ReadFile(path);
 
-  // A file size limit makes write() fail half way with EFBIG.
   const std::vector<float> big(100000, 1.0f);
-  struct rlimit saved;
-  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &saved), 0);
-  struct rlimit small = saved;
-  small.rlim_cur = 4096;
-  auto old_handler = ::signal(SIGXFSZ, SIG_IGN);
-  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &small), 0);
-  absl::Status s = WriteNpy(path, {100000}, big.data());
-  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &saved), 0);
-  ::signal(SIGXFSZ, old_handler);
+  absl::Status s = UnderFileSizeLimit([&] { return WriteNpy(path, {100000}, big.data()); });
 
   ASSERT_FALSE(s.ok());
   EXPECT_THAT(std::string(s.message()), HasSubstr(path + ": write error"));
@@ -734,22 +740,14 @@ TEST_F(NpyTest, OutputSetIsAllOrNothing) {
   const std::string out_before = ReadFile(Path("out.npy")), dq_before = ReadFile(Path("dq.npy"));
 
   const std::vector<float> big(100000, 1.0f);
-  struct rlimit saved;
-  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &saved), 0);
-  struct rlimit small = saved;
-  small.rlim_cur = 4096;
-  auto old_handler = ::signal(SIGXFSZ, SIG_IGN);
   absl::Status s;
   {
     OutputFiles set;
     ASSERT_TRUE(set.AddNpy(Path("out.npy"), {3}, two.data()).ok());
     ASSERT_TRUE(set.AddNpy(Path("lse.npy"), {3}, two.data()).ok());
-    ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &small), 0);
-    s = set.AddNpy(Path("dq.npy"), {100000}, big.data());
-    ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &saved), 0);
+    s = UnderFileSizeLimit([&] { return set.AddNpy(Path("dq.npy"), {100000}, big.data()); });
     // Not committed: the destructor removes the two staged temporaries.
   }
-  ::signal(SIGXFSZ, old_handler);
   ASSERT_FALSE(s.ok());
   EXPECT_THAT(std::string(s.message()), HasSubstr("File too large"));
   EXPECT_THAT(ListDir(dir_), ElementsAre("dq.npy", "lse.npy", "out.npy"));

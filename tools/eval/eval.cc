@@ -31,6 +31,7 @@
 #include "tools/eval/progress.h"
 #include "tools/eval/report.h"
 #include "tools/eval/svg.h"
+#include "tools/flags.h"
 
 namespace ringattn::eval {
 
@@ -81,17 +82,6 @@ int BoundCores() {
   cpu_set_t set;
   if (sched_getaffinity(0, sizeof(set), &set) != 0) return Cores();
   return std::max(1, CPU_COUNT(&set));
-}
-
-int64_t MemAvailable() {
-  std::ifstream f("/proc/meminfo");
-  std::string key;
-  int64_t kb;
-  std::string unit;
-  while (f >> key >> kb >> unit) {
-    if (key == "MemAvailable:") return kb * 1024;
-  }
-  return int64_t{4} << 30;  // unknown: assume 4 GiB
 }
 
 std::string CpuModel() {
@@ -845,7 +835,7 @@ absl::Status Runner::Connect() {
   comm::Communicator& c = *o_.comm;
   Json mine = Json::object();
   mine["host"] = HostName();
-  mine["mem_available_bytes"] = MemAvailable();
+  mine["mem_available_bytes"] = tools::MemoryAvailableBytes();
   ASSIGN_OR_RETURN(const std::vector<std::string> all, Gather(c, DumpJson(mine), arrive_));
   std::string text;
   absl::Status out_dir;
@@ -982,13 +972,13 @@ absl::StatusOr<EvalResult> Runner::Run() {
   }
   rows_ = o_.sample_rows > 0 ? o_.sample_rows : o_.quick ? 12 : 32;
   d_.sample_rows = rows_;
-  const int64_t mem = o_.comm == nullptr ? MemAvailable() : min_mem_per_rank_;
+  const int64_t mem = o_.comm == nullptr ? tools::MemoryAvailableBytes() : min_mem_per_rank_;
   const double per_token = 40.0 * o_.head_dim * (o_.heads + o_.kv_heads) + 64;
   mem_cap_seq_ = static_cast<int64_t>(0.6 * static_cast<double>(mem) / per_token);
   Json& env = d_.environment;
   env["cores"] = Cores();
   env["cpu"] = CpuModel();
-  env["mem_available_bytes"] = o_.comm == nullptr ? mem : MemAvailable();
+  env["mem_available_bytes"] = o_.comm == nullptr ? mem : tools::MemoryAvailableBytes();
   env["cpu_tiles"] = cpu::SmallGemm::Backend();
   env["backend"] = "cpu";
   if (o_.comm == nullptr) {
