@@ -10,6 +10,9 @@ std::string Mask::ToString() const {
   if (window_left >= 0 || window_right >= 0) {
     absl::StrAppend(&s, s.empty() ? "" : "+", "window(", window_left, ",", window_right, ")");
   }
+  if (prefix > 0) absl::StrAppend(&s, s.empty() ? "" : "+", "prefix(", prefix, ")");
+  if (sink > 0) absl::StrAppend(&s, s.empty() ? "" : "+", sink_part ? "sinkpart(" : "sink(", sink, ")");
+  if (HasDocuments()) absl::StrAppend(&s, s.empty() ? "" : "+", "docs(", num_docs, ")");
   return s.empty() ? "none" : s;
 }
 

@@ -3,20 +3,25 @@
 // kernels, the ring plan, the FLOP counts and the eval all ask the Mask.
 // Also the map from a shard's local rows to global positions.
 //
-// Variants today: no mask, causal, sliding window (left, right) with
-// flash-attn semantics (-1 = unbounded), and causal combined with a window.
+// Rules today, ANDed: causal, a sliding window (left, right) with flash-attn
+// semantics (-1 = unbounded), packed documents (cu_seqlens: a query sees
+// only keys of its own document) and prefix-LM (the first P tokens see each
+// other whatever the right edge).
 //
 // The contract every user relies on: the visible keys of the query at
 // position q are ONE interval KeyBounds(q) = [lo(q), hi(q)] whose ends never
-// decrease as q grows, and symmetrically QueryBounds(k) for the queries that
-// see the key at position k. Monotone bounds make the tile classification
-// exact from two corner evaluations, let a CTA find its visible tiles with
-// binary searches, and let a kernel row find its visible columns with two
-// compares. Adding a kind of mask:
-//   - a token rule that keeps one monotone interval per row (packed
-//     documents: lo(q) = max(doc_start(q), q - left), hi(q) = min(doc_end(q)
-//     - 1, q + right)) changes KeyBounds, QueryBounds and Visible here, the
-//     float64 reference, and nothing else;
+// decrease as q grows, that holds q itself when it is not empty, and
+// symmetrically QueryBounds(k) for the queries that see the key at position
+// k. Monotone bounds make the tile classification exact from two corner
+// evaluations, let a CTA find its visible tiles with binary searches, and
+// let a kernel row find its visible columns with two compares. Documents
+// and prefix-LM are such rules: with them
+//   lo(q) = max(doc_start(q), q - left)
+//   hi(q) = min(doc_end(q) - 1, max(q + right, P - 1))
+// so they changed KeyBounds, QueryBounds and ToString here and nothing in
+// the kernels, the plan or the ring. Adding a kind of mask:
+//   - a token rule that keeps one monotone interval per row changes these
+//     functions and nothing else;
 //   - a block rule (block-sparse) also answers in Classify (an off block is
 //     kEmpty, a block it does not cover whole is kPartial) and Visible;
 //   - a rule with a second interval (sink tokens) adds a second bounds pair
@@ -50,43 +55,129 @@ enum class TileClass : uint8_t { kEmpty, kFull, kPartial };
 // Query at global position i sees key j iff lo(i) <= j <= hi(i) where
 //   lo(i) = i - window_left            (unbounded when window_left < 0)
 //   hi(i) = i + window_right           (unbounded when window_right < 0)
-// and causal additionally caps hi(i) at i. A plain value: compared, copied
-// into AttnParams and onto the device as it is.
+// causal additionally caps hi(i) at i, prefix-LM lifts hi(i) to at least
+// prefix - 1, and documents clip [lo(i), hi(i)] to i's document. A plain
+// value: compared, copied into AttnParams and onto the device as it is.
+//
+// Documents are a VIEW: cu_seqlens[0..num_docs] = [0, e1, ..., S] (flash-
+// attn's cu_seqlens, non-decreasing, empty documents allowed) in memory the
+// maker of the Mask owns. RingAttention::Create copies them, so a caller's
+// array need only live through Create; a kernel call reads them for its
+// duration (host memory: the CUDA kernels refuse documents today).
 struct Mask {
   bool causal = false;
   int64_t window_left = -1;
   int64_t window_right = -1;
+  int64_t prefix = 0;                   // prefix-LM: 0 = off
+  const int64_t* cu_seqlens = nullptr;  // [num_docs + 1]; null = one document
+  int64_t num_docs = 0;
+  // Attention sinks (StreamingLLM): keys [0, sink) are visible to every
+  // query of their document up to its right edge, whatever the left window.
+  // A second interval per row: the kernels run the mask as two parts,
+  // MainPart() (one interval, the rules above) and SinkPart() (the keys
+  // only the sink adds), and merge the two partial results exactly as the
+  // ring merges blocks. sink_part marks the second part.
+  int64_t sink = 0;
+  bool sink_part = false;
 
   static Mask None() { return Mask{}; }
   static Mask Causal() { return Mask{true, -1, -1}; }
   static Mask Window(int64_t left, int64_t right, bool causal = false) {
     return Mask{causal, left, right};
   }
+  // Causal, with the first `p` tokens seeing each other bidirectionally.
+  static Mask PrefixLM(int64_t p) { return Mask{true, -1, -1, p}; }
+  // StreamingLLM: `n` sink tokens and a causal window of `left` keys.
+  static Mask Sink(int64_t n, int64_t left) {
+    Mask m{true, left, -1};
+    m.sink = n;
+    return m;
+  }
+  // The two parts of a mask with a sink (see `sink`); without one, MainPart
+  // is the mask itself and SinkPart sees nothing.
+  RINGATTN_HD Mask MainPart() const {
+    Mask m = *this;
+    m.sink = 0;
+    m.sink_part = false;
+    return m;
+  }
+  RINGATTN_HD Mask SinkPart() const {
+    Mask m = *this;
+    m.sink_part = true;
+    return m;
+  }
+  // Whether the kernels must run this mask as its two parts.
+  RINGATTN_HD bool HasSink() const { return sink > 0 && !sink_part; }
+  // This mask, within the documents bounds[0..n) (n = num_docs + 1 entries).
+  Mask WithDocuments(const int64_t* bounds, int64_t n) const {
+    Mask m = *this;
+    m.cu_seqlens = n > 1 ? bounds : nullptr;
+    m.num_docs = n > 1 ? n - 1 : 0;
+    return m;
+  }
 
   RINGATTN_HD bool HasLeft() const { return window_left >= 0; }
   RINGATTN_HD bool HasRight() const { return causal || window_right >= 0; }
+  RINGATTN_HD bool HasDocuments() const { return num_docs > 0; }
   // Offset of the right edge: hi(i) = i + RightOffset() when HasRight().
   RINGATTN_HD int64_t RightOffset() const {
     if (!causal) return window_right;
     return window_right < 0 ? 0 : std::min<int64_t>(window_right, 0);
   }
   // Every query sees every key.
-  RINGATTN_HD bool IsNone() const { return !HasLeft() && !HasRight(); }
+  RINGATTN_HD bool IsNone() const { return !HasLeft() && !HasRight() && !HasDocuments(); }
+
+  // The document of position x: [cu_seqlens[d], cu_seqlens[d + 1]), the
+  // last non-empty one starting at or before x (binary search).
+  RINGATTN_HD PosRange Document(int64_t x) const {
+    int64_t a = 0, z = num_docs;  // the last d in [0, num_docs) with bounds[d] <= x
+    while (z - a > 1) {
+      const int64_t mid = a + (z - a) / 2;
+      if (cu_seqlens[mid] <= x) {
+        a = mid;
+      } else {
+        z = mid;
+      }
+    }
+    return PosRange{cu_seqlens[a], cu_seqlens[a + 1] - 1};
+  }
 
   // The keys the query at position q >= 0 sees. Both ends are
   // non-decreasing in q. A window reaching past int64 is unbounded there
   // (saturated to kMaxPos), never wrapped.
+  // With a sink (HasSink), the main interval; SinkBounds gives the second.
   RINGATTN_HD PosRange KeyBounds(int64_t q) const {
-    return PosRange{HasLeft() ? q - window_left : PosRange::kMinPos,
-                    HasRight() ? SaturatingAdd(q, RightOffset()) : PosRange::kMaxPos};
+    return sink_part ? SinkBounds(q) : MainBounds(q);
   }
   // The queries that see the key at position k >= 0. Both ends are
-  // non-decreasing in k.
+  // non-decreasing in k. With a sink (HasSink), through the main rules.
   RINGATTN_HD PosRange QueryBounds(int64_t k) const {
-    return PosRange{HasRight() ? k - RightOffset() : PosRange::kMinPos,
-                    HasLeft() ? SaturatingAdd(k, window_left) : PosRange::kMaxPos};
+    if (sink_part) {
+      // Keys below the sink, seen by the queries of their document whose
+      // right edge reaches them and whose window has left them behind.
+      if (k >= sink || !HasLeft()) return Nothing();
+      PosRange r{SaturatingAdd(SaturatingAdd(k, window_left), 1), kMaxPosMinus1};
+      if (HasDocuments()) r = Clip(r, Document(k));
+      return r;
+    }
+    PosRange r{HasRight() && k >= prefix ? k - RightOffset() : PosRange::kMinPos,
+               HasLeft() ? SaturatingAdd(k, window_left) : PosRange::kMaxPos};
+    if (HasDocuments()) r = Clip(r, Document(k));
+    return r;
   }
-  RINGATTN_HD bool Visible(int64_t q, int64_t k) const { return KeyBounds(q).Contains(k); }
+  RINGATTN_HD bool Visible(int64_t q, int64_t k) const {
+    return KeyBounds(q).Contains(k) || (HasSink() && SinkBounds(q).Contains(k));
+  }
+  // The sink keys that the main interval of the query at q leaves out:
+  // [doc_start(q), min(sink - 1, lo(q) - 1, hi(q))] (empty without a sink
+  // or a left edge). Both ends non-decreasing in q.
+  RINGATTN_HD PosRange SinkBounds(int64_t q) const {
+    if (sink <= 0 || !HasLeft()) return Nothing();
+    const PosRange m = MainBounds(q);
+    PosRange r{HasDocuments() ? Document(q).lo : 0, std::min(sink - 1, m.hi)};
+    if (m.lo != PosRange::kMinPos) r.hi = std::min(r.hi, m.lo - 1);
+    return r;
+  }
 
   // The tile whose query positions lie in [q_min, q_max] and key positions
   // in [k_min, k_max]: kEmpty when no pair can be visible (skipped), kFull
@@ -95,27 +186,58 @@ struct Mask {
   // interleaved ones, never wrong: by monotonicity the union of the rows'
   // intervals lies in [lo(q_min), hi(q_max)] and their intersection is
   // [lo(q_max), hi(q_min)].
+  // With a sink (HasSink), of the union of the two parts.
   RINGATTN_HD TileClass Classify(int64_t q_min, int64_t q_max, int64_t k_min,
                                  int64_t k_max) const {
+    if (HasSink()) {
+      const TileClass a = MainPart().Classify(q_min, q_max, k_min, k_max);
+      const TileClass b = SinkPart().Classify(q_min, q_max, k_min, k_max);
+      if (a == TileClass::kEmpty && b == TileClass::kEmpty) return TileClass::kEmpty;
+      return a == TileClass::kFull ? TileClass::kFull : TileClass::kPartial;
+    }
     if (k_min > KeyBounds(q_max).hi || k_max < KeyBounds(q_min).lo) return TileClass::kEmpty;
     const bool full = KeyBounds(q_max).lo <= k_min && k_max <= KeyBounds(q_min).hi;
     return full ? TileClass::kFull : TileClass::kPartial;
   }
 
-  // "none", "causal", "window(L,R)", "causal+window(L,R)": for tools and
-  // error messages (host only).
+  // "none", "causal", "window(L,R)", "causal+window(L,R)", with "+prefix(P)",
+  // "+sink(N)" and "+docs(N)" appended: for tools and error messages (host
+  // only).
   std::string ToString() const;
 
  private:
+  // An empty range whose ends still never decrease after any other range
+  // (positions stay below 2^48, so kMaxPos - 1 is "unbounded" above).
+  static constexpr int64_t kMaxPosMinus1 = PosRange::kMaxPos - 1;
+  RINGATTN_HD static PosRange Nothing() { return PosRange{PosRange::kMaxPos, kMaxPosMinus1}; }
+
+  // The one-interval rules: window, causal, prefix-LM, documents.
+  RINGATTN_HD PosRange MainBounds(int64_t q) const {
+    PosRange r{HasLeft() ? q - window_left : PosRange::kMinPos,
+               HasRight() ? SaturatingAdd(q, RightOffset()) : PosRange::kMaxPos};
+    if (prefix > 0 && HasRight()) r.hi = std::max<int64_t>(r.hi, prefix - 1);
+    if (HasDocuments()) r = Clip(r, Document(q));
+    return r;
+  }
   // x + y for x, y >= 0, kMaxPos where it would overflow.
   RINGATTN_HD static int64_t SaturatingAdd(int64_t x, int64_t y) {
     return y > PosRange::kMaxPos - x ? PosRange::kMaxPos : x + y;
   }
+  RINGATTN_HD static PosRange Clip(PosRange r, PosRange doc) {
+    return PosRange{std::max(r.lo, doc.lo), std::min(r.hi, doc.hi)};
+  }
 };
 
 RINGATTN_HD inline bool operator==(const Mask& a, const Mask& b) {
-  return a.causal == b.causal && a.window_left == b.window_left &&
-         a.window_right == b.window_right;
+  if (a.causal != b.causal || a.window_left != b.window_left ||
+      a.window_right != b.window_right || a.prefix != b.prefix || a.num_docs != b.num_docs ||
+      a.sink != b.sink || a.sink_part != b.sink_part) {
+    return false;
+  }
+  for (int64_t d = 0; d <= a.num_docs && a.num_docs > 0; ++d) {
+    if (a.cu_seqlens[d] != b.cu_seqlens[d]) return false;
+  }
+  return true;
 }
 
 // The half-open local interval [*begin, *end) of the increasing positions
@@ -131,13 +253,16 @@ inline void LocalInterval(const PosRange& r, const int64_t* pos, int64_t n, int6
   *end = std::max(first, last) - pos;
 }
 
-// Local index -> global position. Up to kMaxSegments segments in increasing
-// local and global order; segment s covers local [local_begin, local_begin +
-// length) and maps local offset o to
+// Local index -> global position. Segments in increasing local and global
+// order; segment s covers local [local_begin, local_begin + length) and maps
+// local offset o to
 //   global_begin + (o / stripe) * period + (o % stripe).
 // A contiguous range has stripe == period (any value >= 1, we use 1); a
 // striped shard has period = stripe * world. The map is strictly increasing,
 // which the tile classifier and the per-row visible interval rely on.
+// Up to kMaxSegments segments live in the map (a plain value the CUDA
+// kernels copy); more (the balanced sharding of packed documents) live in
+// `many`, owned by the Layout that made the map, host only.
 struct PositionMap {
   static constexpr int kMaxSegments = 4;
   struct Segment {
@@ -147,30 +272,54 @@ struct PositionMap {
     int64_t stripe = 1;
     int64_t period = 1;
   };
-  int num_segments = 0;
+  int64_t num_segments = 0;
   Segment seg[kMaxSegments];
+  const Segment* many = nullptr;  // when num_segments > kMaxSegments
 
   static PositionMap Contiguous(int64_t global_begin, int64_t length) {
     PositionMap m;
     m.AddRange(global_begin, length);
     return m;
   }
-  // Appends a contiguous range at the end of the local index space.
+  // The map of `n` contiguous ranges (local order = global order), held
+  // inline when they fit, else viewing `ranges`, which must outlive it.
+  static PositionMap OfSegments(const Segment* ranges, int64_t n) {
+    PositionMap m;
+    if (n > kMaxSegments) {
+      m.many = ranges;
+      m.num_segments = n;
+    } else {
+      for (int64_t s = 0; s < n; ++s) m.seg[m.num_segments++] = ranges[s];
+    }
+    return m;
+  }
+  // Appends a contiguous range at the end of the local index space (at
+  // most kMaxSegments inline segments; further ones are dropped).
   void AddRange(int64_t global_begin, int64_t length) {
     AddStrided(global_begin, length, 1, 1);
   }
   void AddStrided(int64_t global_begin, int64_t length, int64_t stripe, int64_t period) {
-    if (length <= 0 || num_segments >= kMaxSegments) return;
+    if (length <= 0 || num_segments >= kMaxSegments || many != nullptr) return;
     const int64_t local_begin = Length();
     seg[num_segments++] = Segment{local_begin, length, global_begin, stripe, period};
   }
+  RINGATTN_HD const Segment* Segments() const { return many != nullptr ? many : seg; }
   RINGATTN_HD int64_t Length() const {
-    return num_segments == 0 ? 0 : seg[num_segments - 1].local_begin + seg[num_segments - 1].length;
+    const Segment* s = Segments();
+    return num_segments == 0 ? 0 : s[num_segments - 1].local_begin + s[num_segments - 1].length;
   }
   RINGATTN_HD int64_t Global(int64_t local) const {
-    int s = 0;
-    while (s + 1 < num_segments && local >= seg[s + 1].local_begin) ++s;
-    const Segment& g = seg[s];
+    const Segment* s = Segments();
+    int64_t a = 0, z = num_segments;  // the last segment starting at or before `local`
+    while (z - a > 1) {
+      const int64_t mid = a + (z - a) / 2;
+      if (s[mid].local_begin <= local) {
+        a = mid;
+      } else {
+        z = mid;
+      }
+    }
+    const Segment& g = s[a];
     const int64_t o = local - g.local_begin;
     return g.global_begin + (o / g.stripe) * g.period + (o % g.stripe);
   }

@@ -11,6 +11,12 @@ namespace {
 
 constexpr double kNegInf = -std::numeric_limits<double>::infinity();
 
+// The document index of position x: how many boundaries after the first lie
+// at or before it.
+int64_t DocIndex(const Mask& m, int64_t x) {
+  return std::upper_bound(m.cu_seqlens + 1, m.cu_seqlens + m.num_docs, x) - (m.cu_seqlens + 1);
+}
+
 template <typename T>
 struct Views {
   const RefProblem& p;
@@ -38,7 +44,7 @@ void RowScores(const Views<T>& t, int64_t b, int64_t h, int64_t i, std::vector<d
   x->assign(p.seqlen_k, kNegInf);
   if (tanh_out) tanh_out->assign(p.seqlen_k, 0.0);
   for (int64_t j = 0; j < p.seqlen_k; ++j) {
-    if (!p.mask.Visible(p.QPos(i), p.KPos(j))) continue;
+    if (!ReferenceVisible(p.mask, p.QPos(i), p.KPos(j))) continue;
     double s = 0;
     for (int64_t d = 0; d < p.head_dim; ++d) s += t.Q(b, i, h, d) * t.K(b, j, hk, d);
     s *= p.scale;
@@ -132,6 +138,21 @@ void BackwardImpl(const RefProblem& p, const T* q, const T* k, const T* v, const
 }
 
 }  // namespace
+
+bool ReferenceVisible(const Mask& m, int64_t i, int64_t j) {
+  bool right_ok = true;  // the right edge: causal or a right window, lifted by the prefix
+  if (m.HasRight()) {
+    const int64_t right = m.causal ? (m.window_right < 0 ? 0 : std::min<int64_t>(m.window_right, 0))
+                                   : m.window_right;
+    right_ok = j - i <= right || j < m.prefix;
+  }
+  const bool left_ok = !m.HasLeft() || j >= i - m.window_left;
+  const bool same_doc = !m.HasDocuments() || DocIndex(m, i) == DocIndex(m, j);
+  const bool main = right_ok && left_ok && same_doc;
+  const bool sink = j < m.sink && right_ok && same_doc;  // sinks ignore the left window
+  if (m.sink_part) return sink && !main;
+  return main || sink;
+}
 
 void ReferenceForwardRow(const RefProblem& p, const float* q, const float* k, const float* v,
                          int64_t b, int64_t h, int64_t i, double* out_row, double* lse) {

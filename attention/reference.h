@@ -23,6 +23,12 @@ struct RefProblem {
   int64_t KPos(int64_t j) const { return k_pos.empty() ? j : k_pos[j]; }
 };
 
+// Whether the query at position i sees the key at position j, from the
+// rules' definitions (causal, window, prefix-LM, documents, sinks) rather
+// than from Mask's bounds, so that the tests check those bounds. For a
+// SinkPart() mask: the pairs only the sink makes visible.
+bool ReferenceVisible(const Mask& m, int64_t i, int64_t j);
+
 // One query row (b, h, i): out_row [D] and its lse (natural log; -inf when
 // the row sees no key, with out_row = 0).
 void ReferenceForwardRow(const RefProblem& p, const float* q, const float* k, const float* v,

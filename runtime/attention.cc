@@ -18,6 +18,7 @@
 #include <memory>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "base/status.h"
@@ -48,6 +49,11 @@ class Engine final : public RingAttention {
         timeout_(timeout),
         rank_(comm->Rank()),
         transfers_(comm, backend_.get(), timeout, &stats_) {
+    // The mask views the caller's cu_seqlens; the engine keeps its own copy.
+    if (opt_.mask.HasDocuments()) {
+      cu_seqlens_.assign(opt_.mask.cu_seqlens, opt_.mask.cu_seqlens + opt_.mask.num_docs + 1);
+      opt_.mask.cu_seqlens = cu_seqlens_.data();
+    }
     StrategyContext ctx;
     ctx.options = &opt_;
     ctx.layout = &layout_;
@@ -217,6 +223,7 @@ class Engine final : public RingAttention {
 
   comm::Communicator* comm_;
   RingOptions opt_;
+  std::vector<int64_t> cu_seqlens_;  // opt_.mask's documents
   Layout layout_;
   std::unique_ptr<KernelBackend> backend_;
   absl::Duration timeout_;
@@ -273,7 +280,8 @@ absl::StatusOr<std::unique_ptr<RingAttention>> RingAttention::Create(comm::Commu
                     comm->Size());
   }
   ASSIGN_OR_RETURN(Layout layout,
-                   Layout::Create(options.sharding, options.seqlen, comm->Size(), options.stripe));
+                   Layout::Create(options.sharding, options.seqlen, comm->Size(),
+                                  options.stripe, options.mask));
   ASSIGN_OR_RETURN(const absl::Duration timeout, comm::ResolveTimeout(options.timeout, "timeout"));
   std::unique_ptr<KernelBackend> backend;
   if (options.backend == Backend::kCuda) {

@@ -60,6 +60,7 @@ class CudaBackend final : public KernelBackend {
   ~CudaBackend() override {
     if (cudaSetDevice(device_) != cudaSuccess) return;
     cudaStreamSynchronize(stream_);  // nothing of ours may run after the memory is gone
+    if (docs_device_ != nullptr) cudaFree(docs_device_);
     for (cudaEvent_t e : timing_events_) cudaEventDestroy(e);
     cudaEventDestroy(order_event_);
     cudaStreamDestroy(stream_);
@@ -94,11 +95,13 @@ class CudaBackend final : public KernelBackend {
 
   absl::Status Forward(const AttnParams& p) override {
     RETURN_IF_ERROR(Enter("forward"));
-    return In("forward", cuda::Forward(p, stream_));
+    ASSIGN_OR_RETURN(const AttnParams dp, WithDeviceDocuments(p));
+    return In("forward", cuda::Forward(dp, stream_));
   }
   absl::Status Backward(const AttnParams& p) override {
     RETURN_IF_ERROR(Enter("backward"));
-    return In("backward", cuda::Backward(p, deterministic_, stream_));
+    ASSIGN_OR_RETURN(const AttnParams dp, WithDeviceDocuments(p));
+    return In("backward", cuda::Backward(dp, deterministic_, stream_));
   }
   absl::Status Merge(float* acc_out, float* acc_lse, const float* part_out, const float* part_lse,
                      int64_t batch, int64_t seqlen, int64_t heads, int64_t head_dim) override {
@@ -136,6 +139,26 @@ class CudaBackend final : public KernelBackend {
     RINGATTN_CUDA_CHECK(cuda_backend::LaunchAdd(dst, src, n, stream_), "cuda backend add");
     return absl::OkStatus();
   }
+  // `p` with its mask's documents in device memory, where the kernels read
+  // them: uploaded on first use (the one call that waits for the rank's
+  // stream on a caller's stream) and again only when they change (an
+  // engine's documents never do).
+  absl::StatusOr<AttnParams> WithDeviceDocuments(const AttnParams& p) {
+    if (!p.mask.HasDocuments()) return p;
+    const int64_t n = p.mask.num_docs + 1;
+    if (!std::equal(p.mask.cu_seqlens, p.mask.cu_seqlens + n, docs_.begin(), docs_.end())) {
+      docs_.clear();
+      if (docs_device_ != nullptr) Free(docs_device_);
+      docs_device_ = nullptr;
+      ASSIGN_OR_RETURN(docs_device_, Allocate(n * static_cast<int64_t>(sizeof(int64_t))));
+      RETURN_IF_ERROR(Copy(docs_device_, p.mask.cu_seqlens, n * sizeof(int64_t), "cu_seqlens"));
+      docs_.assign(p.mask.cu_seqlens, p.mask.cu_seqlens + n);
+    }
+    AttnParams d = p;
+    d.mask.cu_seqlens = static_cast<const int64_t*>(docs_device_);
+    return d;
+  }
+
   // A copy on the rank's stream, waited for (small messages only).
   absl::Status Copy(void* dst, const void* src, int64_t bytes, const char* what) {
     RETURN_IF_ERROR(Enter(what));
@@ -251,6 +274,8 @@ class CudaBackend final : public KernelBackend {
   cudaEvent_t order_event_;  // caller's stream <-> this stream
   const std::string description_;
   std::vector<cudaEvent_t> timing_events_;  // begin, end, begin, end, ...
+  std::vector<int64_t> docs_;      // the documents on the device, as uploaded (host copy)
+  void* docs_device_ = nullptr;
   size_t timed_ = 0;                        // events recorded since StartTiming
 };
 

@@ -6,10 +6,10 @@
 namespace ringattn {
 
 bool BlocksInteract(const PositionMap& q, const PositionMap& k, const Mask& mask) {
-  for (int a = 0; a < q.num_segments; ++a)
-    for (int b = 0; b < k.num_segments; ++b) {
-      const auto& qs = q.seg[a];
-      const auto& ks = k.seg[b];
+  for (int64_t a = 0; a < q.num_segments; ++a)
+    for (int64_t b = 0; b < k.num_segments; ++b) {
+      const auto& qs = q.Segments()[a];
+      const auto& ks = k.Segments()[b];
       const int64_t q_min = q.Global(qs.local_begin), q_max = q.Global(qs.local_begin + qs.length - 1);
       const int64_t k_min = k.Global(ks.local_begin), k_max = k.Global(ks.local_begin + ks.length - 1);
       if (mask.Classify(q_min, q_max, k_min, k_max) != TileClass::kEmpty) return true;
@@ -32,13 +32,36 @@ RingPlan::RingPlan(const Layout& layout, const Mask& mask, int rank)
   num_steps_ = last + 1;
 }
 
+int64_t VisibleKeys(int64_t seqlen, const Mask& mask, int64_t q) {
+  auto count = [&](const PosRange& keys) {
+    return std::max<int64_t>(0, std::min(seqlen - 1, keys.hi) - std::max<int64_t>(0, keys.lo) + 1);
+  };
+  return count(mask.KeyBounds(q)) + (mask.HasSink() ? count(mask.SinkBounds(q)) : 0);
+}
+
 int64_t VisiblePairs(int64_t seqlen, const Mask& mask) {
   int64_t pairs = 0;
-  for (int64_t i = 0; i < seqlen; ++i) {
-    const PosRange keys = mask.KeyBounds(i);
-    pairs += std::max<int64_t>(0, std::min(seqlen - 1, keys.hi) - std::max<int64_t>(0, keys.lo) + 1);
+  for (int64_t i = 0; i < seqlen; ++i) pairs += VisibleKeys(seqlen, mask, i);
+  return pairs;
+}
+
+std::vector<int64_t> VisiblePairsPerRank(const Layout& layout, const Mask& mask) {
+  std::vector<int64_t> pairs(layout.world(), 0);
+  for (int r = 0; r < layout.world(); ++r) {
+    const PositionMap m = layout.Shard(r);
+    for (int64_t i = 0; i < m.Length(); ++i) pairs[r] += VisibleKeys(layout.seqlen(), mask, m.Global(i));
   }
   return pairs;
+}
+
+double Imbalance(const std::vector<int64_t>& work) {
+  if (work.empty()) return 1.0;
+  double sum = 0, max = 0;
+  for (int64_t w : work) {
+    sum += static_cast<double>(w);
+    max = std::max(max, static_cast<double>(w));
+  }
+  return sum > 0 ? max / (sum / static_cast<double>(work.size())) : 1.0;
 }
 
 }  // namespace ringattn

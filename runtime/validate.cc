@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "base/crc32c.h"
 #include "base/status.h"
 
 namespace ringattn {
@@ -25,6 +26,42 @@ bool MulOverflows(std::initializer_list<int64_t> xs, int64_t* out) {
 
 }  // namespace
 
+absl::Status ValidateMask(const Mask& m, int64_t seqlen) {
+  if (m.prefix < 0 || m.prefix > seqlen) {
+    return ArgError("mask.prefix", absl::StrCat("in [0, seqlen = ", seqlen, "]"), m.prefix);
+  }
+  if (m.prefix > 0 && !m.HasRight()) {
+    return ArgError("mask.prefix", "0 unless the mask is causal or has a right window "
+                    "(without a right edge every key is already visible)", m.prefix);
+  }
+  if (m.sink < 0 || m.sink > seqlen) {
+    return ArgError("mask.sink", absl::StrCat("in [0, seqlen = ", seqlen, "]"), m.sink);
+  }
+  if (m.sink > 0 && !m.HasLeft()) {
+    return ArgError("mask.sink", "0 unless the mask has a left window (without one every "
+                    "earlier key is already visible)", m.sink);
+  }
+  if (m.sink_part) return ArgError("mask.sink_part", "false (the kernels' own split)", "true");
+  if (m.num_docs < 0) return ArgError("mask.num_docs", ">= 0", m.num_docs);
+  if (m.num_docs == 0) return absl::OkStatus();
+  if (m.cu_seqlens == nullptr) return ArgError("cu_seqlens", "an array of num_docs + 1 boundaries", "null");
+  const int64_t n = m.num_docs;
+  if (m.cu_seqlens[0] != 0) return ArgError("cu_seqlens[0]", 0, m.cu_seqlens[0]);
+  for (int64_t d = 1; d <= n; ++d) {
+    if (m.cu_seqlens[d] < m.cu_seqlens[d - 1]) {
+      return ArgError(absl::StrCat("cu_seqlens[", d, "]"),
+                      absl::StrCat(">= cu_seqlens[", d - 1, "] = ", m.cu_seqlens[d - 1],
+                                   " (boundaries never decrease)"),
+                      m.cu_seqlens[d]);
+    }
+  }
+  if (m.cu_seqlens[n] != seqlen) {
+    return ArgError(absl::StrCat("cu_seqlens[", n, "] (the last boundary)"),
+                    absl::StrCat("seqlen = ", seqlen), m.cu_seqlens[n]);
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateOptions(const RingOptions& o) {
   if (o.seqlen < 0) return ArgError("seqlen", ">= 0", o.seqlen);
   if (o.stripe < 1) return ArgError("stripe", ">= 1", o.stripe);
@@ -34,6 +71,7 @@ absl::Status ValidateOptions(const RingOptions& o) {
   if (o.mask.window_right < -1) {
     return ArgError("mask.window_right", ">= -1 (-1 = unbounded)", o.mask.window_right);
   }
+  RETURN_IF_ERROR(ValidateMask(o.mask, o.seqlen));
   if (o.strategy != Strategy::kRing && o.strategy != Strategy::kLocal) {
     return ArgError("strategy", "kRing or kLocal", static_cast<int>(o.strategy));
   }
@@ -74,6 +112,12 @@ OptionsDigest DigestOf(const RingOptions& o) {
   d.stripe = o.stripe;
   d.window_left = o.mask.window_left;
   d.window_right = o.mask.window_right;
+  d.prefix = o.mask.prefix;
+  d.sink = o.mask.sink;
+  d.num_docs = o.mask.num_docs;
+  d.docs_crc = o.mask.HasDocuments()
+                   ? Crc32c(o.mask.cu_seqlens, sizeof(int64_t) * (o.mask.num_docs + 1))
+                   : 0;
   d.softcap = o.softcap;
   d.scale = o.scale.value_or(0.0f);
   return d;
@@ -103,6 +147,13 @@ absl::Status CompareDigests(const OptionsDigest& mine, int my_rank, const Option
   check("causal", mine.causal, theirs.causal, flag);
   check("window_left", mine.window_left, theirs.window_left, plain);
   check("window_right", mine.window_right, theirs.window_right, plain);
+  check("mask.prefix", mine.prefix, theirs.prefix, plain);
+  check("mask.sink", mine.sink, theirs.sink, plain);
+  check("cu_seqlens: number of documents", mine.num_docs, theirs.num_docs, plain);
+  if (mine.num_docs == theirs.num_docs) {
+    check("cu_seqlens: checksum of the boundaries", mine.docs_crc, theirs.docs_crc,
+          [](uint32_t c) { return absl::StrCat("0x", absl::Hex(c)); });
+  }
   check("softcap", mine.softcap, theirs.softcap, plain);
   check("scale", mine.has_scale ? mine.scale : -1.0f, theirs.has_scale ? theirs.scale : -1.0f,
         [](float s) { return s < 0 ? std::string("default (1/sqrt(D))") : absl::StrCat(s); });

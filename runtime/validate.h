@@ -34,9 +34,15 @@ struct OptionsDigest {
   uint32_t magic = 0x4F505453;  // "OPTS"
   int32_t sharding = 0, strategy = 0, dtype = 0, backend = 0;
   int32_t causal = 0, deterministic = 0, has_scale = 0;
-  int64_t seqlen = 0, stripe = 0, window_left = 0, window_right = 0;
+  int64_t seqlen = 0, stripe = 0, window_left = 0, window_right = 0, prefix = 0, sink = 0,
+          num_docs = 0;
+  uint32_t docs_crc = 0;  // CRC-32C of cu_seqlens
   float softcap = 0, scale = 0;
 };
+// The mask for a sequence of `seqlen` tokens: prefix and sink in range and
+// useful;
+// cu_seqlens (when given) starts at 0, never decreases, ends at seqlen.
+absl::Status ValidateMask(const Mask& m, int64_t seqlen);
 OptionsDigest DigestOf(const RingOptions& o);
 // InvalidArgument naming each option that differs, with both ranks' values.
 absl::Status CompareDigests(const OptionsDigest& mine, int my_rank, const OptionsDigest& theirs,

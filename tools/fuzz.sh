@@ -9,9 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-30}
 cmake --preset fuzz >/dev/null
-cmake --build build-fuzz -j "$(nproc)" --target fuzz_npy fuzz_message fuzz_text
+cmake --build build-fuzz -j "$(nproc)" --target fuzz_npy fuzz_message fuzz_text fuzz_docs
 export ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-for target in npy message text; do
+for target in npy message text docs; do
   work=$(mktemp -d)
   cp tests/fuzz/corpus/$target/* "$work"/
   echo "== fuzz_$target: ${seconds} s"

@@ -39,6 +39,15 @@ std::unique_ptr<T[]> Uninit(int64_t n) {
 
 absl::Status Backward(const AttnParams& p, int num_threads) {
   RETURN_IF_ERROR(CheckParams(p, /*backward=*/true));
+  if (p.mask.HasSink()) {
+    // The two parts' gradients add up (disjoint keys, the same global lse).
+    AttnParams part = p;
+    part.mask = p.mask.MainPart();
+    RETURN_IF_ERROR(Backward(part, num_threads));
+    if (!HasSinkKeys(p)) return absl::OkStatus();
+    part.mask = p.mask.SinkPart();
+    return Backward(part, num_threads);
+  }
   constexpr int64_t kM = BackwardTraits::kBlockM;  // queries per tile
   constexpr int64_t kN = BackwardTraits::kBlockN;  // keys per tile
   const int64_t B = p.batch, Sq = p.seqlen_q, Sk = p.seqlen_k, H = p.num_heads,

@@ -18,6 +18,7 @@
 #include "attention/cpu/kernels.h"
 #include "attention/cpu/pack.h"
 #include "attention/cpu/vec_math.h"
+#include "attention/merge.h"
 #include "base/status.h"
 
 namespace ringattn::cpu {
@@ -77,8 +78,56 @@ absl::Status CheckParams(const AttnParams& p, bool backward) {
   return absl::OkStatus();
 }
 
+// Whether some key of the block lies below the sink (its positions increase).
+bool HasSinkKeys(const AttnParams& p) {
+  return p.mask.HasSink() && p.seqlen_k > 0 && p.k_pos.Global(0) < p.mask.sink;
+}
+
+namespace {
+
+// A mask with a sink: the main part and the sink part into fp32 scratch,
+// merged as the ring merges blocks, then stored as the caller asked.
+absl::Status ForwardWithSink(const AttnParams& p, int num_threads) {
+  const int64_t B = p.batch, Sq = p.seqlen_q, H = p.num_heads, D = p.head_dim;
+  std::vector<float> out_a(B * Sq * H * D), lse_a(B * H * Sq), out_b(out_a.size()),
+      lse_b(lse_a.size());
+  AttnParams a = p;
+  a.mask = p.mask.MainPart();
+  a.out_dtype = DType::kFloat32;
+  a.out_stride = TensorStrides::Contiguous(Sq, H, D);
+  a.lse_batch_stride = H * Sq;
+  a.lse_head_stride = Sq;
+  AttnParams b = a;
+  b.mask = p.mask.SinkPart();
+  a.out = out_a.data();
+  a.lse = lse_a.data();
+  b.out = out_b.data();
+  b.lse = lse_b.data();
+  RETURN_IF_ERROR(Forward(a, num_threads));
+  RETURN_IF_ERROR(Forward(b, num_threads));
+  MergePartial(out_a.data(), lse_a.data(), out_b.data(), lse_b.data(), B, Sq, H, D, num_threads);
+#pragma omp parallel for num_threads(num_threads) schedule(static)
+  for (int64_t r = 0; r < B * Sq; ++r) {
+    const int64_t bi = r / Sq, i = r % Sq;
+    for (int64_t h = 0; h < H; ++h) {
+      StoreRow(p.out, p.out_dtype, Offset(p.out_stride, bi, i, h), D,
+               out_a.data() + ((bi * Sq + i) * H + h) * D);
+      p.lse[bi * p.lse_batch_stride + h * p.lse_head_stride + i] = lse_a[(bi * H + h) * Sq + i];
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::Status Forward(const AttnParams& p, int num_threads) {
   RETURN_IF_ERROR(CheckParams(p, /*backward=*/false));
+  if (p.mask.HasSink()) {
+    if (HasSinkKeys(p)) return ForwardWithSink(p, num_threads);
+    AttnParams main = p;  // no key of this block is a sink: the main rules alone
+    main.mask = p.mask.MainPart();
+    return Forward(main, num_threads);
+  }
   constexpr int64_t kM = ForwardTraits::kBlockM;
   constexpr int64_t kN = ForwardTraits::kBlockN;
   const int64_t B = p.batch, Sq = p.seqlen_q, Sk = p.seqlen_k, H = p.num_heads,

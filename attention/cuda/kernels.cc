@@ -133,6 +133,11 @@ absl::Status CheckParams(const AttnParams& p, bool backward) {
   }
   if (p.q_pos.Length() != p.seqlen_q) return ArgError("q_pos length", p.seqlen_q, p.q_pos.Length());
   if (p.k_pos.Length() != p.seqlen_k) return ArgError("k_pos length", p.seqlen_k, p.k_pos.Length());
+  if (p.q_pos.many != nullptr || p.k_pos.many != nullptr) {
+    return absl::UnimplementedError(absl::StrCat(
+        "positions: the CUDA kernels take at most ", PositionMap::kMaxSegments,
+        " position segments per block (the balanced sharding of packed documents is CPU only)"));
+  }
   // Grid limits: query tiles in x, heads in y, batch in z.
   if (p.batch > 65535 || p.num_heads > 65535) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -170,9 +175,53 @@ absl::Status CheckParams(const AttnParams& p, bool backward) {
   return absl::OkStatus();
 }
 
+namespace {
+
+// Whether some key of the block lies below the mask's sink.
+bool HasSinkKeys(const AttnParams& p) {
+  return p.mask.HasSink() && p.seqlen_k > 0 && p.k_pos.Global(0) < p.mask.sink;
+}
+
+}  // namespace
+
 absl::Status Forward(const AttnParams& p, void* stream) {
   RETURN_IF_ERROR(CheckParams(p, /*backward=*/false));
   if (p.seqlen_q == 0) return absl::OkStatus();
+  if (p.mask.HasSink()) {
+    // The two parts of the mask: the main part into the outputs, the sink
+    // part into stream-ordered scratch, merged in place. The merge needs
+    // the ring's fp32 contiguous partial results.
+    AttnParams main = p;
+    main.mask = p.mask.MainPart();
+    if (!HasSinkKeys(p)) return Forward(main, stream);
+    const int64_t B = p.batch, Sq = p.seqlen_q, H = p.num_heads, D = p.head_dim;
+    const TensorStrides contiguous = TensorStrides::Contiguous(Sq, H, D);
+    if (p.out_dtype != DType::kFloat32 || p.out_stride.batch != contiguous.batch ||
+        p.out_stride.seq != contiguous.seq || p.out_stride.head != contiguous.head ||
+        p.lse_batch_stride != H * Sq || p.lse_head_stride != Sq) {
+      return absl::UnimplementedError(
+          "mask.sink: the CUDA kernels merge the sink's part into fp32 contiguous outputs (the "
+          "ring's partial results); a 16-bit or strided output is not supported yet");
+    }
+    RETURN_IF_ERROR(Forward(main, stream));
+    const cudaStream_t s = AsStream(stream);
+    const size_t out_bytes = static_cast<size_t>(B * Sq * H * D) * 4, lse_bytes = B * H * Sq * 4;
+    void* scratch = nullptr;
+    RINGATTN_CUDA_CHECK(cudaMallocAsync(&scratch, out_bytes + lse_bytes, s), "mask.sink scratch");
+    AttnParams part = p;
+    part.mask = p.mask.SinkPart();
+    part.out = scratch;
+    part.lse = reinterpret_cast<float*>(static_cast<char*>(scratch) + out_bytes);
+    absl::Status st = Forward(part, stream);
+    if (st.ok()) {
+      st = MergePartial(static_cast<float*>(p.out), p.lse, static_cast<const float*>(part.out),
+                        part.lse, B, Sq, H, D, stream);
+    }
+    const cudaError_t freed = cudaFreeAsync(scratch, s);
+    RETURN_IF_ERROR(st);
+    RINGATTN_CUDA_CHECK(freed, "mask.sink scratch");
+    return absl::OkStatus();
+  }
   RETURN_IF_ERROR(CheckDevice(internal::ForwardSmemBytes(static_cast<int>(p.head_dim))));
   const cudaStream_t s = AsStream(stream);
   return DispatchForward(
@@ -186,6 +235,15 @@ absl::Status Forward(const AttnParams& p, void* stream) {
 absl::Status Backward(const AttnParams& p, bool deterministic, void* stream) {
   RETURN_IF_ERROR(CheckParams(p, /*backward=*/true));
   if (p.seqlen_q == 0 || p.seqlen_k == 0) return absl::OkStatus();  // nothing to add
+  if (p.mask.HasSink()) {
+    // The two parts' gradients add up (disjoint keys, the same global lse).
+    AttnParams part = p;
+    part.mask = p.mask.MainPart();
+    RETURN_IF_ERROR(Backward(part, deterministic, stream));
+    if (!HasSinkKeys(p)) return absl::OkStatus();
+    part.mask = p.mask.SinkPart();
+    return Backward(part, deterministic, stream);
+  }
   RETURN_IF_ERROR(CheckDevice(internal::BackwardSmemBytes(static_cast<int>(p.head_dim))));
   const cudaStream_t s = AsStream(stream);
   return DispatchBackward(

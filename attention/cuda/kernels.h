@@ -1,6 +1,7 @@
 // CUDA flash attention over one query block x one key block, with the same
 // contract as the CPU kernels (attention/cpu/kernels.h) on the same
-// AttnParams, whose pointers are DEVICE pointers here:
+// AttnParams, whose pointers are DEVICE pointers here (the mask's
+// cu_seqlens too: runtime/cuda_backend.cc uploads an engine's documents):
 //   Forward   writes out (out_dtype bf16, fp16 or fp32: fp32 keeps a ring's
 //             partial results exact until the last merge) and lse (fp32,
 //             natural log); a fully masked row gives out 0 and lse -inf.
@@ -10,6 +11,9 @@
 //             deterministic = true: a separate dQ pass without atomics, so
 //             gradients are bitwise identical run after run (see
 //             docs/CUDA_KERNELS.md for the cost).
+// A mask with a sink (Mask::HasSink) runs as its two parts: the forward
+// merges the sink's part into fp32 contiguous outputs (a 16-bit output is
+// Unimplemented), the backward adds both parts' gradients.
 // Inputs are bf16 or fp16 with 16-byte aligned rows (strides multiples of 8
 // elements), head dim 64, 128 or 256, on a device of compute capability 8.0 or
 // newer; anything else is refused with a Status before any launch.

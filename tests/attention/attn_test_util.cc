@@ -16,6 +16,9 @@ std::string Case::Name() const {
     m = absl::StrCat(mask.causal ? "causal" : "w", "_", mask.window_left < 0 ? std::string("u") : absl::StrCat(mask.window_left), "_",
                      mask.window_right < 0 ? std::string("u") : absl::StrCat(mask.window_right));
   }
+  if (mask.prefix > 0) absl::StrAppend(&m, "_prefix", mask.prefix);
+  if (mask.sink > 0) absl::StrAppend(&m, "_sink", mask.sink);
+  if (mask.HasDocuments()) absl::StrAppend(&m, "_docs", mask.num_docs);
   return absl::StrCat("b", batch, "_sq", seqlen_q, "_sk", seqlen_k, "_h", heads, "_hk", heads_k,
                       "_d", head_dim, "_", m, softcap > 0 ? "_cap" : "", "_",
                       DTypeName(dtype), "_pos", static_cast<int>(q_pos), static_cast<int>(k_pos),
@@ -90,6 +93,34 @@ std::vector<float> RandomValues(int64_t n, DType dtype, uint32_t seed, float std
   std::vector<float> x(n);
   for (float& v : x) v = RoundToDType(dtype, dist(gen));
   return x;
+}
+
+const std::vector<int64_t>& TestDocuments(DocKind kind) {
+  static const std::vector<int64_t>* sets[3] = {nullptr, nullptr, nullptr};
+  const int i = static_cast<int>(kind);
+  if (sets[i] != nullptr) return *sets[i];
+  auto* b = new std::vector<int64_t>{0};
+  std::mt19937 rng(40 + i);
+  auto add = [&](int64_t len) { b->push_back(b->back() + len); };
+  switch (kind) {
+    case DocKind::kTiny:  // lengths 1..4, a few empty
+      while (b->back() < 1500) add(std::uniform_int_distribution<int64_t>(0, 4)(rng));
+      break;
+    case DocKind::kMixed:  // 0..150: across tiles, some empty
+      while (b->back() < 1500) add(std::uniform_int_distribution<int64_t>(0, 150)(rng));
+      break;
+    case DocKind::kTileEdges:  // boundaries on and one off the kernels' 64-row tiles
+      for (int64_t e : {64, 127, 128, 129, 192, 192, 320, 641, 1024}) b->push_back(e);
+      break;
+  }
+  b->push_back(int64_t{1} << 40);  // the rest of the positions: one document
+  sets[i] = b;
+  return *b;
+}
+
+Mask WithTestDocuments(Mask m, DocKind kind) {
+  const std::vector<int64_t>& d = TestDocuments(kind);
+  return m.WithDocuments(d.data(), static_cast<int64_t>(d.size()));
 }
 
 PositionMap MakePositions(PosKind kind, int64_t n, int64_t salt) {

@@ -66,6 +66,12 @@ std::vector<float> RandomValues(int64_t n, DType dtype, uint32_t seed, float std
 
 PositionMap MakePositions(PosKind kind, int64_t n, int64_t salt);
 
+// Packed documents for kernel tests (boundaries in global positions; the
+// last document runs past every position a test uses). Static storage.
+enum class DocKind { kTiny, kMixed, kTileEdges };
+const std::vector<int64_t>& TestDocuments(DocKind kind);
+Mask WithTestDocuments(Mask m, DocKind kind);
+
 struct Problem {
   Case c;
   std::vector<float> q, k, v, dout;  // contiguous, rounded to dtype

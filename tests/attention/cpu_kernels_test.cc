@@ -126,6 +126,50 @@ std::vector<Case> SweepCases() {
         c.mask = m;
         add(c);
       }
+  // Packed documents (with every rule), prefix-LM, on contiguous, zigzag and
+  // striped positions; GQA, softcap and bf16.
+  for (DocKind dk : {DocKind::kTiny, DocKind::kMixed, DocKind::kTileEdges})
+    for (Mask m : {Mask{}, Causal(), Window(30, 5), CausalWindow(20), Mask::PrefixLM(100)})
+      for (PosKind pk : {PosKind::kFromZero, PosKind::kTwoRanges, PosKind::kStriped}) {
+        Case c;
+        c.seqlen_q = 300;
+        c.seqlen_k = 300;
+        c.heads = 4;
+        c.heads_k = 2;
+        c.head_dim = 32;
+        c.q_pos = pk;
+        c.k_pos = pk;
+        c.mask = WithTestDocuments(m, dk);
+        c.dtype = pk == PosKind::kStriped ? DType::kBFloat16 : DType::kFloat32;
+        c.softcap = dk == DocKind::kMixed ? 2.0f : 0.0f;
+        add(c);
+      }
+  // Attention sinks (two intervals per row): a few sink tokens and more
+  // than a tile of them, with documents, on sharded positions.
+  for (Mask m : {Mask::Sink(4, 30), Mask::Sink(70, 20), WithTestDocuments(Mask::Sink(5, 25), DocKind::kMixed),
+                 Mask{false, 40, 10, 0, nullptr, 0, 3}})
+    for (PosKind pk : {PosKind::kFromZero, PosKind::kOffset, PosKind::kTwoRanges, PosKind::kStriped}) {
+      Case c;
+      c.seqlen_q = 260;
+      c.seqlen_k = 300;
+      c.heads = 4;
+      c.heads_k = 1;
+      c.head_dim = 32;
+      c.q_pos = pk;
+      c.k_pos = pk == PosKind::kOffset ? PosKind::kFromZero : pk;
+      c.mask = m;
+      c.dtype = pk == PosKind::kStriped ? DType::kBFloat16 : DType::kFloat32;
+      c.softcap = pk == PosKind::kTwoRanges ? 2.0f : 0.0f;
+      add(c);
+    }
+  for (int64_t prefix : {1, 63, 64, 150}) {
+    Case c;
+    c.seqlen_q = 200;
+    c.seqlen_k = 200;
+    c.head_dim = 32;
+    c.mask = Mask::PrefixLM(prefix);
+    add(c);
+  }
   return cases;
 }
 
@@ -197,7 +241,7 @@ TEST(CpuKernel, FullyMaskedRowsGiveZeroAndNegInf) {
 // NaN and Inf in K and V at keys no query may see (causal future, outside a
 // window) must not reach out, lse, dq, dk or dv.
 TEST(CpuKernel, NonFiniteAtMaskedKeysStaysOut) {
-  for (Mask m : {Causal(), Window(10, 0), CausalWindow(5)}) {
+  for (Mask m : {Causal(), Window(10, 0), CausalWindow(5), Mask::Sink(3, 10)}) {
     const Problem pr = NonFiniteAtMaskedKeys(m, 64, DType::kFloat32);
     const ForwardResult r = RunForward(pr);
     std::vector<double> out_ref(r.out.begin(), r.out.end()), lse_ref(r.lse.begin(), r.lse.end());

@@ -8,8 +8,8 @@
 //
 //   cuda_emu_check [--at-issue] [all | N | nan | list]
 //     all (default)  every case (minutes: one thread per CUDA thread)
-//     N              case N only;  list: the cases;  nan: NaN/Inf stored at
-//                    masked-out keys must not reach any output
+//     N              case N only;  docs: the packed-document and sink cases;  list: the cases
+//     nan            NaN/Inf stored at masked-out keys must not reach any output
 //     --at-issue     cp.async data lands at issue instead of at the wait
 #include <cstdio>
 #include <cstdlib>
@@ -267,6 +267,36 @@ std::vector<std::pair<Case, DType>> Cases() {
   c.mask = Mask{true, -1, -1};
   c.dtype = DType::kBFloat16;
   add(c, c.dtype);  // rows 0..38 see no key
+  // Packed documents and prefix-LM (after the cases above, so their
+  // numbers stay): tiny, mixed and tile-edge documents, contiguous and
+  // zigzag positions, every head dim, GQA.
+  c = Case{};
+  c.seqlen_q = c.seqlen_k = 300;
+  c.heads = 4;
+  c.heads_k = 2;
+  c.dtype = DType::kBFloat16;
+  using testing::DocKind;
+  int turn = 0;
+  for (DocKind dk : {DocKind::kTiny, DocKind::kMixed, DocKind::kTileEdges})
+    for (Mask m : {Mask{true, -1, -1}, Mask{}, Mask{true, 30, -1}, Mask::PrefixLM(70)}) {
+      c.mask = testing::WithTestDocuments(m, dk);
+      c.head_dim = turn % 3 == 0 ? 64 : turn % 3 == 1 ? 128 : 256;
+      c.q_pos = c.k_pos = turn % 2 == 0 ? PosKind::kFromZero : PosKind::kTwoRanges;
+      c.dtype = turn % 4 == 3 ? DType::kFloat16 : DType::kBFloat16;
+      ++turn;
+      add(c, c.dtype);
+    }
+  // The two parts of a sink mask as the kernels run them (cuda::Forward
+  // splits, each part is one interval per row; the sink part's rows do not
+  // hold their own position).
+  c.q_pos = c.k_pos = PosKind::kFromZero;
+  c.dtype = DType::kBFloat16;
+  c.head_dim = 128;
+  for (Mask m : {Mask::Sink(5, 30).SinkPart(), Mask::Sink(70, 20).SinkPart(),
+                 testing::WithTestDocuments(Mask::Sink(5, 25), DocKind::kMixed).SinkPart()}) {
+    c.mask = m;
+    add(c, DType::kFloat32);
+  }
   return cases;
 }
 
@@ -296,7 +326,8 @@ int main(int argc, char** argv) {
     CheckNanAtMaskedKeys();
   } else {
     for (size_t i = 0; i < cases.size(); ++i) {
-      if (what != "all" && std::to_string(i) != what) continue;
+      const bool docs = cases[i].first.mask.HasDocuments() || cases[i].first.mask.sink > 0;
+      if (what != "all" && std::to_string(i) != what && !(what == "docs" && docs)) continue;
       std::printf("-- case %zu\n", i);
       CheckCase(cases[i].first, cases[i].second);
       std::fflush(stdout);

@@ -78,10 +78,14 @@ std::vector<float> ToFloats(const cuda::DeviceBuffer& buf, DType t, int64_t coun
 
 // The problem's inputs on the device, with the same strides as on the host.
 struct DeviceInputs {
-  cuda::DeviceBuffer q, k, v, dout;
+  cuda::DeviceBuffer q, k, v, dout, docs;  // docs: the mask's cu_seqlens, if any
 };
 DeviceInputs UploadInputs(const Problem& pr) {
-  return {Upload(pr.tq.words), Upload(pr.tk.words), Upload(pr.tv.words), Upload(pr.tdout.words)};
+  DeviceInputs in{Upload(pr.tq.words), Upload(pr.tk.words), Upload(pr.tv.words),
+                  Upload(pr.tdout.words), {}};
+  const Mask& m = pr.c.mask;
+  if (m.HasDocuments()) in.docs = Upload(m.cu_seqlens, (m.num_docs + 1) * 8);
+  return in;
 }
 AttnParams DeviceParams(const Problem& pr, const DeviceInputs& in) {
   AttnParams p = pr.Params();
@@ -89,6 +93,7 @@ AttnParams DeviceParams(const Problem& pr, const DeviceInputs& in) {
   p.k = in.k.data();
   p.v = in.v.data();
   p.dout = in.dout.data();
+  if (p.mask.HasDocuments()) p.mask.cu_seqlens = in.docs.as<const int64_t>();
   return p;
 }
 
@@ -242,6 +247,21 @@ std::vector<Case> SweepCases() {
         c.mask = m;
         cases.push_back(c);
       }
+  // Packed documents (device memory) with every rule, prefix-LM.
+  int turn = 0;
+  for (DocKind dk : {DocKind::kTiny, DocKind::kMixed, DocKind::kTileEdges})
+    for (Mask m : {Causal(), Mask{}, CausalWindow(30), Mask::PrefixLM(70)}) {
+      Case c;
+      c.seqlen_q = c.seqlen_k = 300;
+      c.heads = 4;
+      c.heads_k = 2;
+      c.head_dim = turn % 3 == 0 ? 64 : turn % 3 == 1 ? 128 : 256;
+      c.dtype = turn % 2 == 0 ? DType::kBFloat16 : DType::kFloat16;
+      c.q_pos = c.k_pos = turn % 4 < 2 ? PosKind::kFromZero : PosKind::kTwoRanges;
+      c.mask = WithTestDocuments(m, dk);
+      ++turn;
+      cases.push_back(c);
+    }
   return cases;
 }
 
@@ -253,9 +273,8 @@ TEST_P(CudaKernelTest, ForwardMatchesReference) {
   ExpectForwardClose(pr, RunForward(pr, pr.c.dtype), pr.c.dtype);
 }
 
-TEST_P(CudaKernelTest, BackwardMatchesReference) {
-  SKIP_WITHOUT_DEVICE();
-  const Problem pr = MakeProblem(GetParam(), 99);
+// The backward of `pr` in both dQ modes against the float64 reference.
+void ExpectBackwardClose(const Problem& pr) {
   std::vector<double> out_ref, lse_ref, dq_ref, dk_ref, dv_ref;
   ReferenceForward(pr.ref, pr.q.data(), pr.k.data(), pr.v.data(), &out_ref, &lse_ref);
   ReferenceBackward(pr.ref, pr.q.data(), pr.k.data(), pr.v.data(), pr.dout.data(), &dq_ref, &dk_ref,
@@ -272,10 +291,36 @@ TEST_P(CudaKernelTest, BackwardMatchesReference) {
   }
 }
 
+TEST_P(CudaKernelTest, BackwardMatchesReference) {
+  SKIP_WITHOUT_DEVICE();
+  ExpectBackwardClose(MakeProblem(GetParam(), 99));
+}
+
 INSTANTIATE_TEST_SUITE_P(Sweep, CudaKernelTest, ::testing::ValuesIn(SweepCases()),
                          [](const auto& info) {
                            return info.param.Name() + "_" + std::to_string(info.index);
                          });
+
+// Attention sinks: the mask runs as two parts, the sink's merged into the
+// fp32 outputs (the ring's partials) on the stream; the backward adds both
+// parts. A 16-bit output is refused (Unimplemented), not computed wrong.
+TEST(CudaKernel, SinkPartsMergeIntoFp32Outputs) {
+  SKIP_WITHOUT_DEVICE();
+  for (Mask m : {Mask::Sink(4, 30), Mask::Sink(70, 20), WithTestDocuments(Mask::Sink(5, 25), DocKind::kMixed)}) {
+    Case c;
+    c.seqlen_q = 260;
+    c.seqlen_k = 300;
+    c.heads = 4;
+    c.heads_k = 2;
+    c.head_dim = 64;
+    c.dtype = DType::kBFloat16;
+    c.mask = m;
+    SCOPED_TRACE(c.Name());
+    const Problem pr = MakeProblem(c, 5);
+    ExpectForwardClose(pr, RunForward(pr, DType::kFloat32), DType::kBFloat16);
+    ExpectBackwardClose(pr);
+  }
+}
 
 // A ring's partial results: each half of the keys in fp32, merged on the
 // device, must match the whole.

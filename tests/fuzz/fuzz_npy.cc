@@ -1,6 +1,7 @@
 // libFuzzer target: the .npy reader (tools/npy.h) on arbitrary bytes. It
 // must refuse or read, never crash, hang or allocate what the file cannot
-// hold; what it reads must write back and read again identically.
+// hold; what it reads must write back and read again identically. The
+// integer reader (ReadNpyInt) gets the same bytes.
 #include <unistd.h>
 
 #include <cstdint>
@@ -15,6 +16,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (f == nullptr) return 0;
   std::fwrite(data, 1, size, f);
   std::fclose(f);
+  // The integer reader (cu_seqlens) on the same bytes: refuse or read.
+  auto ints = ringattn::tools::ReadNpyInt(path);
+  if (ints.ok()) {
+    int64_t count = 1;
+    for (int64_t d : ints->shape) count *= d;
+    if (static_cast<int64_t>(ints->data.size()) != count) __builtin_trap();
+  }
   auto a = ringattn::tools::ReadNpy(path);
   if (a.ok()) {
     if (!ringattn::tools::WriteNpy(path, a->shape, a->data.data()).ok()) __builtin_trap();

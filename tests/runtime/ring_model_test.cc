@@ -18,7 +18,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <ostream>
 #include <random>
 #include <string>
@@ -61,12 +63,13 @@ struct Case {
   int64_t window = -1;  // window_left (and right when not causal)
   int64_t heads = 4, heads_k = 2;
   int64_t seqlen = 0;  // 0: 37 per rank (uneven across zigzag halves)
+  bool docs = false;   // packed documents (the backend uploads them to the "device")
 };
 
 std::string Name(const Case& c) {
   return absl::StrCat("W", c.world, "_", ShardingName(c.sharding), c.causal ? "_causal" : "",
                       c.window >= 0 ? absl::StrCat("_window", c.window) : "", "_H", c.heads, "kv",
-                      c.heads_k);
+                      c.heads_k, c.docs ? "_docs" : "");
 }
 
 void PrintTo(const Case& c, std::ostream* os) { *os << Name(c); }
@@ -84,8 +87,22 @@ struct RingRun {
 
 int64_t SeqLen(const Case& c) { return c.seqlen > 0 ? c.seqlen : 37 * c.world; }
 
+// The case's mask; its documents (tiny, empty, one across ranks) live in a
+// static pool.
+Mask MaskOf(const Case& c) {
+  const Mask m = Mask::Window(c.window, c.causal ? -1 : c.window, c.causal);
+  if (!c.docs) return m;
+  static std::mutex mu;
+  static std::map<int64_t, std::vector<int64_t>> pool;
+  std::lock_guard<std::mutex> lock(mu);
+  const int64_t S = SeqLen(c);
+  std::vector<int64_t>& b = pool[S];
+  if (b.empty()) b = {0, 5, 5, S / 3, S / 3 + 1, S - 10, S};
+  return m.WithDocuments(b.data(), static_cast<int64_t>(b.size()));
+}
+
 std::vector<Shard> MakeShards(const Case& c) {
-  auto layout = Layout::Create(c.sharding, SeqLen(c), c.world, 2);
+  auto layout = Layout::Create(c.sharding, SeqLen(c), c.world, 2, MaskOf(c));
   EXPECT_TRUE(layout.ok()) << layout.status();
   std::vector<Shard> shards(c.world);
   for (int r = 0; r < c.world; ++r) {
@@ -157,7 +174,7 @@ RingRun RunRing(const Case& c, Backend backend, Comm comm, const CallerStreams& 
       opt.seqlen = SeqLen(c);
       opt.sharding = c.sharding;
       opt.stripe = 2;
-      opt.mask = Mask::Window(c.window, c.causal ? -1 : c.window, c.causal);
+      opt.mask = MaskOf(c);
       opt.dtype = DType::kBFloat16;
       opt.timeout = timeout;
       opt.num_threads = 1;
@@ -250,6 +267,17 @@ std::vector<Case> AllCases() {
         cases.push_back(c);
       }
     }
+  }
+  for (Sharding sh : {Sharding::kZigzag, Sharding::kBalanced}) {
+    Case c;
+    c.world = sh == Sharding::kZigzag ? 3 : 4;
+    c.sharding = sh;
+    c.causal = true;
+    c.docs = true;
+    cases.push_back(c);
+    c.causal = false;
+    c.window = 20;
+    cases.push_back(c);
   }
   return cases;
 }

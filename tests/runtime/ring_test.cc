@@ -7,6 +7,8 @@
 #include <cmath>
 #include <functional>
 #include <limits>
+#include <random>
+#include <algorithm>
 #include <tuple>
 #include <thread>
 #include <vector>
@@ -16,6 +18,7 @@
 #include "comm/local/local_comm.h"
 #include "gtest/gtest-spi.h"
 #include "gtest/gtest.h"
+#include "runtime/plan.h"
 #include "runtime/ringattn.h"
 #include "runtime/validate.h"
 #include "tests/attention/attn_test_util.h"
@@ -65,6 +68,57 @@ std::vector<RingCase> RingCases() {
     tiny.c.head_dim = 16;
     tiny.c.mask = Mask{true, -1, -1};
     cases.push_back(tiny);
+  }
+  // Packed documents: every world size, sharding (balanced included) and
+  // kind of documents, with the masks in turn; then GQA, softcap, bf16.
+  const std::vector<Mask> doc_masks = {Mask{true, -1, -1}, Mask{}, Mask{true, 30, -1},
+                                       Mask::PrefixLM(40)};
+  int turn = 0;
+  for (int world : {1, 2, 3, 4, 5, 8})
+    for (Sharding s : {Sharding::kContiguous, Sharding::kZigzag, Sharding::kStriped,
+                       Sharding::kBalanced})
+      for (RingDocs d : {RingDocs::kTiny, RingDocs::kMixed, RingDocs::kTileEdges, RingDocs::kOne,
+                         RingDocs::kShardEdges}) {
+        RingCase rc;
+        rc.world = world;
+        rc.sharding = s;
+        rc.c.seqlen_q = rc.c.seqlen_k = 301 + world;
+        rc.c.heads = 2;
+        rc.c.heads_k = 1;
+        rc.c.head_dim = 32;
+        rc.c.mask = WithRingDocuments(doc_masks[turn++ % doc_masks.size()], d, rc.c.seqlen_q, world);
+        rc.tag = RingDocsName(d);
+        cases.push_back(rc);
+      }
+  // Attention sinks with a sliding window (and documents): every step needs
+  // the block that holds the sink.
+  for (int world : {1, 2, 3, 4, 5})
+    for (Sharding s : {Sharding::kContiguous, Sharding::kZigzag, Sharding::kStriped}) {
+      RingCase rc;
+      rc.world = world;
+      rc.sharding = s;
+      rc.c.seqlen_q = rc.c.seqlen_k = 257 + world;
+      rc.c.heads = 2;
+      rc.c.heads_k = 1;
+      rc.c.head_dim = 32;
+      rc.c.mask = world % 2 == 0 ? Mask::Sink(4, 40)
+                                 : WithRingDocuments(Mask::Sink(6, 30), RingDocs::kMixed,
+                                                     rc.c.seqlen_q, world);
+      rc.tag = "sink";
+      cases.push_back(rc);
+    }
+  for (Sharding s : {Sharding::kZigzag, Sharding::kBalanced}) {
+    RingCase rc;
+    rc.world = 3;
+    rc.sharding = s;
+    rc.c.heads = 8;
+    rc.c.heads_k = 2;
+    rc.c.head_dim = 64;
+    rc.c.seqlen_q = rc.c.seqlen_k = 400;
+    rc.c.softcap = 2.0f;
+    rc.c.dtype = DType::kBFloat16;
+    rc.c.mask = WithRingDocuments(Mask{true, -1, -1}, RingDocs::kMixed, 400, 3);
+    cases.push_back(rc);
   }
   return cases;
 }
@@ -143,6 +197,83 @@ TEST(Ring, WindowEndsTheRingEarly) {
   const int64_t options = 4 * static_cast<int64_t>(sizeof(OptionsDigest));
   EXPECT_EQ(sent_a, block + options);      // one rotation
   EXPECT_EQ(sent_b, 3 * block + options);  // W - 1 rotations
+}
+
+// Documents that never cross a contiguous shard's edge need no other
+// rank's keys: the ring runs one step and sends no KV block, forward or
+// backward. One document across the edge of ranks 1 and 2 brings back one
+// rotation (every rank sends one block; the backward's dK/dV go home too).
+TEST(Ring, DocumentsEndTheRingEarly) {
+  constexpr int kWorld = 4;
+  Case c = SmallCase();
+  c.seqlen_q = c.seqlen_k = 400;  // shards of 100
+  c.mask = WithRingDocuments(Mask{true, -1, -1}, RingDocs::kShardEdges, 400, kWorld);
+  const Problem inside = MakeProblem(c, 3);
+  static const int64_t across_bounds[] = {0, 100, 150, 250, 300, 400};  // [150, 250) crosses
+  c.mask = Mask::Causal().WithDocuments(across_bounds, 6);
+  const Problem across = MakeProblem(c, 3);
+  const int64_t options = kWorld * static_cast<int64_t>(sizeof(OptionsDigest));
+  const int64_t block = 2 * 400 * 1 * 32 * 4;  // K and V of all ranks, fp32
+  for (bool backward : {false, true}) {
+    SCOPED_TRACE(backward ? "forward and backward" : "forward");
+    RingRunOptions o;
+    o.backward = backward;
+    const RingResult a = RunRing(inside, kWorld, Sharding::kContiguous, o);
+    const RingResult b = RunRing(across, kWorld, Sharding::kContiguous, o);
+    ASSERT_TRUE(a.Ok().ok()) << a.Ok();
+    ASSERT_TRUE(b.Ok().ok()) << b.Ok();
+    ExpectClose(a, Expect(inside, backward), backward);
+    ExpectClose(b, Expect(across, backward), backward);
+    int64_t sent_a = 0, sent_b = 0;
+    for (int r = 0; r < kWorld; ++r) {
+      sent_a += a.bytes_sent[r];
+      sent_b += b.bytes_sent[r];
+    }
+    EXPECT_EQ(sent_a, options) << "no KV block moves";
+    // Backward: the blocks rotate again and each fp32 dK/dV accumulator
+    // (the size of a fp32 KV block) goes one step and then home.
+    EXPECT_EQ(sent_b, options + (backward ? 2 * block + 2 * block : block));
+  }
+}
+
+// The balanced sharding of packed documents: within one whole document's
+// work of equal visible work per rank, where zigzag is far from it.
+TEST(Layout, BalancedShardingEvensTheVisibleWork) {
+  // Long-tailed: a few documents of a quarter of the context, many short.
+  std::vector<int64_t> b{0};
+  std::mt19937 rng(2026);
+  constexpr int64_t kSeq = 65536;
+  while (b.back() < kSeq) {
+    const int64_t len = std::uniform_int_distribution<int>(0, 9)(rng) == 0
+                            ? kSeq / 4
+                            : std::uniform_int_distribution<int64_t>(1, 600)(rng);
+    b.push_back(std::min(kSeq, b.back() + len));
+  }
+  const Mask m = Mask::Causal().WithDocuments(b.data(), static_cast<int64_t>(b.size()));
+  for (int world : {2, 4, 8}) {
+    auto balanced = Layout::Create(Sharding::kBalanced, kSeq, world, 1, m);
+    auto zigzag = Layout::Create(Sharding::kZigzag, kSeq, world, 1, m);
+    ASSERT_TRUE(balanced.ok() && zigzag.ok());
+    const double ib = Imbalance(VisiblePairsPerRank(*balanced, m));
+    const double iz = Imbalance(VisiblePairsPerRank(*zigzag, m));
+    EXPECT_LE(ib, 1.05) << "W=" << world << " (zigzag: " << iz << ")";
+    // Every position once, increasing within a rank.
+    std::vector<int> seen(kSeq, 0);
+    for (int r = 0; r < world; ++r) {
+      const std::vector<int64_t> pos = balanced->Positions(r);
+      EXPECT_TRUE(std::is_sorted(pos.begin(), pos.end()));
+      for (int64_t p : pos) ++seen[p];
+    }
+    EXPECT_EQ(std::count(seen.begin(), seen.end(), 1), kSeq);
+  }
+  // The FLOP basis counts the visible pairs only: L(L+1)/2 per document.
+  int64_t want = 0;
+  for (size_t d = 0; d + 1 < b.size(); ++d) want += (b[d + 1] - b[d]) * (b[d + 1] - b[d] + 1) / 2;
+  EXPECT_EQ(VisiblePairs(kSeq, m), want);
+  // Without documents it is zigzag.
+  auto plain = Layout::Create(Sharding::kBalanced, 1000, 4, 1, Mask::Causal());
+  auto zz = Layout::Create(Sharding::kZigzag, 1000, 4);
+  for (int r = 0; r < 4; ++r) EXPECT_EQ(plain->Positions(r), zz->Positions(r));
 }
 
 // A rank with a different head dim: every rank fails with an error that

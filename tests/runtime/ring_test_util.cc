@@ -6,6 +6,10 @@
 #include <thread>
 #include <utility>
 
+#include <map>
+#include <mutex>
+#include <tuple>
+
 #include "absl/strings/str_cat.h"
 #include "base/cuda_memory.h"
 #include "comm/local/cuda_local.h"
@@ -35,9 +39,58 @@ absl::StatusOr<std::unique_ptr<comm::LocalWorld>> MakeWorld(Backend backend, int
 }  // namespace
 
 std::string RingCase::Name() const {
-  return absl::StrCat(c.Name(), "_w", world, "_", ShardingName(sharding));
+  return absl::StrCat(c.Name(), "_w", world, "_", ShardingName(sharding), tag.empty() ? "" : "_",
+                      tag);
 }
 void PrintTo(const RingCase& r, std::ostream* os) { *os << r.Name(); }
+
+const char* RingDocsName(RingDocs kind) {
+  switch (kind) {
+    case RingDocs::kTiny: return "tiny";
+    case RingDocs::kMixed: return "mixed";
+    case RingDocs::kTileEdges: return "tile_edges";
+    case RingDocs::kOne: return "one";
+    case RingDocs::kShardEdges: return "shard_edges";
+  }
+  return "?";
+}
+
+Mask WithRingDocuments(Mask m, RingDocs kind, int64_t seqlen, int world) {
+  static std::map<std::tuple<int, int64_t, int>, std::vector<int64_t>> pool;
+  static std::mutex mu;
+  std::lock_guard<std::mutex> lock(mu);
+  std::vector<int64_t>& b = pool[{static_cast<int>(kind), seqlen, world}];
+  if (b.empty()) {
+    b.push_back(0);
+    switch (kind) {
+      case RingDocs::kTiny:
+      case RingDocs::kMixed:
+      case RingDocs::kTileEdges: {
+        const DocKind k = kind == RingDocs::kTiny    ? DocKind::kTiny
+                          : kind == RingDocs::kMixed ? DocKind::kMixed
+                                                     : DocKind::kTileEdges;
+        for (int64_t e : TestDocuments(k)) {
+          if (e > 0 && e < seqlen) b.push_back(e);
+        }
+        break;
+      }
+      case RingDocs::kOne:
+        break;
+      case RingDocs::kShardEdges:  // the contiguous shards' edges, an empty document at each
+        for (int r = 1; r < world; ++r) {
+          const int64_t e = r * (seqlen / world) + std::min<int64_t>(r, seqlen % world);
+          b.push_back(e);
+          b.push_back(e);
+        }
+        break;
+    }
+    b.push_back(seqlen);
+  }
+  Mask out = m;
+  out.cu_seqlens = b.data();
+  out.num_docs = static_cast<int64_t>(b.size()) - 1;
+  return out;
+}
 
 absl::Status RingResult::Ok() const {
   for (size_t r = 0; r < fwd_status.size(); ++r) {
@@ -198,7 +251,7 @@ RingResult RunRing(const Problem& pr, int world, Sharding sharding, const RingRu
     res.bwd_status[r] = ranks[r].bwd;
     res.bytes_sent[r] = lw.Comm(r).BytesSent();
   }
-  auto layout = Layout::Create(sharding, S, world, 2);
+  auto layout = Layout::Create(sharding, S, world, 2, c.mask);
   auto gather = [&](std::vector<uint8_t> RankOutput::*part, int64_t heads, std::vector<float>* dst,
                     bool RankOutput::*done) {
     std::vector<uint8_t> f(B * S * heads * D * es);

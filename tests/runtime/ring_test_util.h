@@ -24,9 +24,19 @@ struct RingCase {
   Case c;  // c.seqlen_q == c.seqlen_k == S, positions from zero
   int world = 2;
   Sharding sharding = Sharding::kContiguous;
+  std::string tag;  // appended to the name (e.g. the kind of documents)
   std::string Name() const;
 };
 void PrintTo(const RingCase& r, std::ostream* os);
+
+// Packed documents for a ring over a sequence of `seqlen` tokens, ending
+// exactly at seqlen: tiny (1-4 tokens, empty ones), mixed (0-150), on the
+// kernels' tile edges, one document spanning every rank, and on the
+// contiguous shards' edges for `world` ranks (with an empty document at
+// each edge). Static storage.
+enum class RingDocs { kTiny, kMixed, kTileEdges, kOne, kShardEdges };
+const char* RingDocsName(RingDocs kind);
+Mask WithRingDocuments(Mask m, RingDocs kind, int64_t seqlen, int world);
 
 struct RingResult {
   std::vector<float> out, lse, dq, dk, dv;  // full, contiguous, as float (NaN: not produced)

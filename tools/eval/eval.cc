@@ -273,10 +273,11 @@ std::vector<int64_t> Runner::SampleRows(int64_t S, uint64_t salt) const {
       if (!layout.ok()) continue;
       for (int r = 0; r < w; ++r) {
         const PositionMap m = layout->Shard(r);
-        for (int s = 0; s < m.num_segments; ++s) {
-          if (m.seg[s].length == 0) continue;
-          edges.insert(m.Global(m.seg[s].local_begin));
-          edges.insert(m.Global(m.seg[s].local_begin + m.seg[s].length - 1));
+        for (int64_t s = 0; s < m.num_segments; ++s) {
+          const PositionMap::Segment& g = m.Segments()[s];
+          if (g.length == 0) continue;
+          edges.insert(m.Global(g.local_begin));
+          edges.insert(m.Global(g.local_begin + g.length - 1));
         }
       }
     }
