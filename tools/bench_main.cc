@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <random>
 #include <string>
@@ -37,6 +38,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -44,6 +46,7 @@
 #include "attention/cpu/gemm.h"
 #include "runtime/plan.h"
 #include "runtime/ringattn.h"
+#include "runtime/validate.h"
 #include "tools/cli.h"
 #include "tools/flags.h"
 #include "tools/npy.h"
@@ -57,7 +60,12 @@ ABSL_FLAG(int64_t, heads, 8, "query heads H");
 ABSL_FLAG(int64_t, kv_heads, 0, "(--kv-heads) key/value heads Hkv (0 = H; H % Hkv == 0 for GQA/MQA)");
 ABSL_FLAG(int64_t, head_dim, 64, "(--head-dim) head dimension D");
 ABSL_FLAG(int, ranks, 2, "ring size W (local ranks; with --comm ucx or nccl the launched world size)");
-ABSL_FLAG(std::string, sharding, "zigzag", "contiguous | zigzag | striped");
+ABSL_FLAG(std::string, sharding, "zigzag",
+          "contiguous | zigzag | striped | balanced (equal visible work; for --docs)");
+ABSL_FLAG(std::string, docs, "",
+          "packed documents: L1,L2,... (lengths summing to --seq) or longtail:MEAN[:SEED] "
+          "(a long-tailed mix: each document a quarter of --seq with probability 1/32, else "
+          "Pareto of shape 1.5 and mean MEAN, capped at a quarter of --seq; seed 2026)");
 ABSL_FLAG(int64_t, stripe, 1, "tokens per stripe for --sharding striped");
 ABSL_FLAG(double, softcap, 0.0, "score softcap (0 = off)");
 ABSL_FLAG(std::string, dtype, "fp32", "fp32 | bf16 (cpu); bf16 | fp16 (cuda)");
@@ -329,6 +337,50 @@ absl::StatusOr<RunResult> Run(const Config& c, comm::World& ranks, int threads,
 }
 
 
+// The document lengths --docs asks for (empty: no documents), as
+// cu_seqlens boundaries [0, ..., S].
+absl::StatusOr<std::vector<int64_t>> DocumentsFromFlag(int64_t S) {
+  const std::string spec = absl::GetFlag(FLAGS_docs);
+  std::vector<int64_t> bounds{0};
+  if (spec.empty()) return std::vector<int64_t>();
+  if (absl::StartsWith(spec, "longtail:")) {
+    std::vector<std::string> parts = absl::StrSplit(spec.substr(9), ':');
+    int64_t mean = 0;
+    uint64_t seed = 2026;
+    if (parts.size() > 2 || !absl::SimpleAtoi(parts[0], &mean) || mean < 1 ||
+        (parts.size() == 2 && !absl::SimpleAtoi(parts[1], &seed))) {
+      return ArgError("--docs", "longtail:MEAN[:SEED] with MEAN >= 1", absl::StrCat("'", spec, "'"));
+    }
+    // Most documents short (Pareto(scale, 1.5) has mean 3 * scale, a long
+    // tail of its own), a few of a quarter of the context.
+    std::mt19937_64 rng(seed);
+    std::uniform_real_distribution<double> u(0.0, 1.0);
+    const double scale = static_cast<double>(mean) / 3.0;
+    const int64_t cap = std::max<int64_t>(1, S / 4);
+    while (bounds.back() < S) {
+      const bool quarter = u(rng) < 1.0 / 32;
+      const double x = scale / std::pow(1.0 - u(rng), 1.0 / 1.5);
+      const int64_t len =
+          quarter ? cap : std::clamp<int64_t>(static_cast<int64_t>(std::llround(x)), 1, cap);
+      bounds.push_back(std::min(S, bounds.back() + len));
+    }
+    return bounds;
+  }
+  for (absl::string_view part : absl::StrSplit(spec, ',')) {
+    int64_t len = 0;
+    if (!absl::SimpleAtoi(part, &len) || len < 0 || len > S - bounds.back()) {
+      return ArgError("--docs", absl::StrCat("lengths >= 0 summing to --seq ", S, " (or longtail:MEAN[:SEED])"),
+                      absl::StrCat("'", spec, "'"));
+    }
+    bounds.push_back(bounds.back() + len);
+  }
+  if (bounds.back() != S) {
+    return ArgError("--docs", absl::StrCat("lengths summing to --seq ", S),
+                    absl::StrCat("lengths summing to ", bounds.back()));
+  }
+  return bounds;
+}
+
 // Every numeric flag against its stated range (the help text's units), before
 // anything is allocated.
 absl::Status CheckFlags() {
@@ -400,7 +452,10 @@ int Main(int argc, char** argv) {
   if (const absl::Status usable = CheckBackendUsable(c.backend); !usable.ok()) return fail(usable);
   auto mask = MaskFromFlags();
   if (!mask.ok()) return fail(mask.status());
-  c.mask = *mask;
+  auto docs = DocumentsFromFlag(c.S);
+  if (!docs.ok()) return fail(docs.status());
+  c.mask = mask->WithDocuments(docs->data(), static_cast<int64_t>(docs->size()));
+  if (const absl::Status s = ValidateMask(c.mask, c.S); !s.ok()) return fail(s);
 
   auto ring_ranks = MakeWorld(*comm_name, ranks_flag, ranks_given, gpu);
   if (!ring_ranks.ok()) return fail(ring_ranks.status());
@@ -429,6 +484,17 @@ int Main(int argc, char** argv) {
   }
   const double pairs = static_cast<double>(VisiblePairs(c.S, c.mask));
   const double fwd_flop = 4.0 * c.B * c.H * c.D * pairs;
+  // Balance of the visible work over the ranks (max / mean), this sharding
+  // and plain zigzag.
+  double imbalance = 1, zigzag_imbalance = 1;
+  if (root) {
+    auto mine = Layout::Create(c.sharding, c.S, world, c.stripe, c.mask);
+    auto zigzag = Layout::Create(Sharding::kZigzag, c.S, world, 1, c.mask);
+    if (!mine.ok()) return fail(mine.status());
+    if (!zigzag.ok()) return fail(zigzag.status());
+    imbalance = Imbalance(VisiblePairsPerRank(*mine, c.mask));
+    zigzag_imbalance = Imbalance(VisiblePairsPerRank(*zigzag, c.mask));
+  }
   const double bwd_flop = 2.5 * fwd_flop;
 
   if (root) {
@@ -448,6 +514,20 @@ int Main(int argc, char** argv) {
     std::printf("  backend cpu: %d %s x %d threads on %d cores; CPU tiles: %s; visible pairs %.3g\n",
                 world, ranks.one_rank_per_process() ? "processes" : "local ranks", threads, cores,
                 cpu::SmallGemm::Backend(), pairs);
+  }
+  if (c.mask.HasDocuments()) {
+    int64_t longest = 0;
+    for (int64_t d = 0; d < c.mask.num_docs; ++d) {
+      longest = std::max(longest, c.mask.cu_seqlens[d + 1] - c.mask.cu_seqlens[d]);
+    }
+    std::printf("  documents: %lld, mean %.0f tokens, longest %lld; visible pairs %.3g of causal %.3g\n",
+                static_cast<long long>(c.mask.num_docs), static_cast<double>(c.S) / c.mask.num_docs,
+                static_cast<long long>(longest), pairs,
+                static_cast<double>(VisiblePairs(c.S, Mask::Causal())));
+  }
+  if (world > 1) {
+    std::printf("  work imbalance (max/mean visible pairs per rank): %.3f %s; zigzag %.3f\n",
+                imbalance, ShardingName(c.sharding), zigzag_imbalance);
   }
   std::printf("  communicator %s\n", ranks.Describe().c_str());
   std::fflush(stdout);
@@ -512,7 +592,7 @@ int Main(int argc, char** argv) {
     std::printf("  load balance              fwd compute per rank max/min %.2f\n",
                 ring.fwd_compute_min > 0 ? ring.fwd_compute_max / ring.fwd_compute_min : 0.0);
     std::printf("  ring steps                %d of %d (%s)\n", ring.steps, world,
-                ring.steps < world ? "window ended the ring early" : "full ring");
+                ring.steps < world ? "the mask ended the ring early" : "full ring");
     std::printf("  bytes sent per rank       fwd %s%s\n", HumanBytes(ring.fwd_bytes).c_str(),
                 c.backward ? absl::StrFormat("   bwd %s", HumanBytes(ring.bwd_bytes)).c_str() : "");
     std::printf("  rotation bandwidth        %.2f GB/s needed by fwd at this speed; %.2f GB/s link (isolated block transfer, all ranks at once)\n",
@@ -551,6 +631,10 @@ int Main(int argc, char** argv) {
     j["causal"] = c.mask.causal;
     j["window_left"] = c.mask.window_left;
     j["window_right"] = c.mask.window_right;
+    j["mask"] = c.mask.ToString();
+    j["documents"] = c.mask.num_docs;
+    j["work_imbalance"] = imbalance;
+    j["zigzag_work_imbalance"] = zigzag_imbalance;
     j["fwd_ms"] = ring.fwd_s * 1e3;
     j["bwd_ms"] = if_measured(c.backward, ring.bwd_s * 1e3);
     j["fwd_gflops"] = fwd_gflops;

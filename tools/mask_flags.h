@@ -1,6 +1,8 @@
 // The mask flags, declared once for every CLI tool (ringattn-bench,
-// ringattn-run, ringattn-eval): --causal and --window LEFT,RIGHT
-// (flash-attn semantics, -1 = unbounded). mask_flags.cc is compiled into
+// ringattn-run, ringattn-eval): --causal, --window LEFT,RIGHT
+// (flash-attn semantics, -1 = unbounded) and --mask prefix-lm:P | sink:N. Packed
+// documents come from each tool's own source (ringattn-run --cu-seqlens
+// FILE, ringattn-bench --docs) and are attached with Mask::WithDocuments. mask_flags.cc is compiled into
 // each tool (tools/CMakeLists.txt, ringattn_mask_flags) because the tools
 // differ in one default: the bench and the eval measure causal attention
 // unless told otherwise, ringattn-run computes exactly what it is asked.
@@ -16,6 +18,7 @@
 
 ABSL_DECLARE_FLAG(bool, causal);
 ABSL_DECLARE_FLAG(std::string, window);
+ABSL_DECLARE_FLAG(std::string, mask);
 
 namespace ringattn::tools {
 

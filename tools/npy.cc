@@ -31,7 +31,7 @@ namespace {
 constexpr char kMagic[] = "\x93NUMPY";
 constexpr int64_t kMagicLen = 6;
 constexpr char kDescr[] = "<f4";
-constexpr int64_t kItemSize = 4;
+constexpr int64_t kItemSize = 4;  // of the float32 arrays written
 // np.save aligns the data to 64 bytes and leaves room for the first axis to
 // grow to 21 digits in place (numpy's ARRAY_ALIGN, GROWTH_AXIS_MAX_DIGITS).
 constexpr int64_t kArrayAlign = 64;
@@ -112,7 +112,7 @@ struct Sizes {
   int64_t count = 1;
   int64_t bytes = 0;
 };
-absl::StatusOr<Sizes> ComputeSizes(const std::vector<int64_t>& shape) {
+absl::StatusOr<Sizes> ComputeSizes(const std::vector<int64_t>& shape, int64_t item_size) {
   Sizes s;
   for (size_t i = 0; i < shape.size(); ++i) {
     if (shape[i] < 0) {
@@ -126,9 +126,9 @@ absl::StatusOr<Sizes> ComputeSizes(const std::vector<int64_t>& shape) {
           absl::StrCat("element count of shape ", ShapeToString(shape), " overflows int64"));
     }
   }
-  if (__builtin_mul_overflow(s.count, kItemSize, &s.bytes)) {
+  if (__builtin_mul_overflow(s.count, item_size, &s.bytes)) {
     return absl::InvalidArgumentError(absl::StrCat("byte count of shape ", ShapeToString(shape),
-                                                   " (", s.count, " elements of ", kItemSize,
+                                                   " (", s.count, " elements of ", item_size,
                                                    " bytes) overflows int64"));
   }
   return s;
@@ -325,9 +325,24 @@ class HeaderParser {
   size_t pos_ = 0;
 };
 
-// The shape of a valid '<f4', C-order header dict, or what is wrong with it.
-// Messages come without the path; the caller prefixes it.
-absl::StatusOr<std::vector<int64_t>> InterpretHeader(absl::string_view header) {
+// The dtypes a reader takes: their descr strings and, for messages, what
+// it accepts.
+struct Accepted {
+  std::vector<std::string> descrs;
+  const char* what;
+};
+const Accepted kFloat32{{kDescr}, "only little-endian float32 '<f4' is supported"};
+const Accepted kInteger{{"<i4", "<i8"}, "expected little-endian int32 '<i4' or int64 '<i8'"};
+
+struct Header {
+  std::vector<int64_t> shape;
+  std::string descr;
+};
+
+// The shape and dtype of a valid C-order header dict of an accepted dtype,
+// or what is wrong with it. Messages come without the path; the caller
+// prefixes it.
+absl::StatusOr<Header> InterpretHeader(absl::string_view header, const Accepted& accepted) {
   auto malformed = [&](absl::string_view what) {
     return absl::InvalidArgumentError(
         absl::StrCat("malformed .npy header: ", what, " (header: ", Quote(header), ")"));
@@ -362,15 +377,15 @@ absl::StatusOr<std::vector<int64_t>> InterpretHeader(absl::string_view header) {
 
   if (descr->kind == PyValue::Kind::kList) {
     return absl::InvalidArgumentError(
-        absl::StrCat("unsupported structured dtype ", descr->text,
-                     " (only little-endian float32 '<f4' is supported)"));
+        absl::StrCat("unsupported structured dtype ", descr->text, " (", accepted.what, ")"));
   }
   if (descr->kind != PyValue::Kind::kString) {
     return malformed(absl::StrCat("'descr' is not a string: ", descr->text));
   }
-  if (descr->str != kDescr) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "unsupported dtype ", descr->text, " (only little-endian float32 '<f4' is supported)"));
+  if (std::find(accepted.descrs.begin(), accepted.descrs.end(), descr->str) ==
+      accepted.descrs.end()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unsupported dtype ", descr->text, " (", accepted.what, ")"));
   }
   if (fortran_order->kind != PyValue::Kind::kBool) {
     return malformed(absl::StrCat("'fortran_order' is not True or False: ", fortran_order->text));
@@ -400,14 +415,11 @@ absl::StatusOr<std::vector<int64_t>> InterpretHeader(absl::string_view header) {
     }
     dims.push_back(d.int_value);
   }
-  return dims;
+  return Header{std::move(dims), descr->str};
 }
 
-void ByteSwap32(char* p, int64_t count) {
-  for (int64_t i = 0; i < count; ++i, p += 4) {
-    std::swap(p[0], p[3]);
-    std::swap(p[1], p[2]);
-  }
+void ByteSwap(char* p, int64_t count, int64_t item_size) {
+  for (int64_t i = 0; i < count; ++i, p += item_size) std::reverse(p, p + item_size);
 }
 
 // np.save's header: sorted keys, repr() values, room for the first axis to
@@ -448,7 +460,12 @@ std::string ShapeToString(const std::vector<int64_t>& shape) {
   return absl::StrCat("(", absl::StrJoin(shape, ", "), ")");
 }
 
-absl::StatusOr<NpyArray> ReadNpy(const std::string& path) {
+namespace {
+
+// Reads an array of an accepted dtype: `place(descr, count)` returns where
+// its count elements go (little-endian on disk, native in memory).
+absl::StatusOr<Header> ReadArray(const std::string& path, const Accepted& accepted,
+                                 const std::function<char*(const std::string&, int64_t)>& place) {
   // O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused
   // below with anything else that is not a regular file. (Reads of a
   // regular file ignore the flag.)
@@ -517,9 +534,12 @@ absl::StatusOr<NpyArray> ReadNpy(const std::string& path) {
       }
     }
   }
-  absl::StatusOr<std::vector<int64_t>> shape = InterpretHeader(header);
-  if (!shape.ok()) return PathError(path, shape.status().message());
-  absl::StatusOr<Sizes> sizes = ComputeSizes(*shape);
+  absl::StatusOr<Header> parsed = InterpretHeader(header, accepted);
+  if (!parsed.ok()) return PathError(path, parsed.status().message());
+  const std::vector<int64_t>* shape = &parsed->shape;
+  const std::string& descr = parsed->descr;
+  const int64_t item_size = descr == "<i8" ? 8 : 4;
+  absl::StatusOr<Sizes> sizes = ComputeSizes(*shape, item_size);
   if (!sizes.ok()) return PathError(path, sizes.status().message());
 
   // The data must fill the rest of the file exactly; checked before allocating.
@@ -527,24 +547,49 @@ absl::StatusOr<NpyArray> ReadNpy(const std::string& path) {
   const int64_t data_size = file_size - data_offset;
   if (data_size < sizes->bytes) {
     return PathError(path, absl::StrCat("truncated data: shape ", ShapeToString(*shape),
-                                        " of '<f4' needs ", sizes->bytes, " bytes after the ",
+                                        " of '", descr, "' needs ", sizes->bytes, " bytes after the ",
                                         data_offset, "-byte header, file has ", data_size));
   }
   if (data_size > sizes->bytes) {
     return PathError(
         path, absl::StrCat(data_size - sizes->bytes, " trailing bytes after the data: shape ",
-                           ShapeToString(*shape), " of '<f4' needs ", sizes->bytes,
+                           ShapeToString(*shape), " of '", descr, "' needs ", sizes->bytes,
                            " bytes after the ", data_offset, "-byte header, file has ", data_size));
   }
 
-  NpyArray array;
-  array.shape = *std::move(shape);
-  array.data.resize(static_cast<size_t>(sizes->count));
-  char* bytes = reinterpret_cast<char*>(array.data.data());
+  char* bytes = place(descr, sizes->count);
   const int64_t got = ReadFully(fd.get(), bytes, sizes->bytes);
   if (got < 0) return ErrnoError(errno, path, "read error");
   if (got != sizes->bytes) return PathError(path, "file shrank while reading the data");
-  if constexpr (std::endian::native == std::endian::big) ByteSwap32(bytes, sizes->count);
+  if constexpr (std::endian::native == std::endian::big) ByteSwap(bytes, sizes->count, item_size);
+  return parsed;
+}
+
+}  // namespace
+
+absl::StatusOr<NpyArray> ReadNpy(const std::string& path) {
+  NpyArray array;
+  ASSIGN_OR_RETURN(Header h, ReadArray(path, kFloat32, [&](const std::string&, int64_t count) {
+                     array.data.resize(static_cast<size_t>(count));
+                     return reinterpret_cast<char*>(array.data.data());
+                   }));
+  array.shape = std::move(h.shape);
+  return array;
+}
+
+absl::StatusOr<NpyIntArray> ReadNpyInt(const std::string& path) {
+  NpyIntArray array;
+  std::vector<int32_t> narrow;
+  ASSIGN_OR_RETURN(Header h, ReadArray(path, kInteger, [&](const std::string& descr, int64_t count) {
+                     if (descr == "<i8") {
+                       array.data.resize(static_cast<size_t>(count));
+                       return reinterpret_cast<char*>(array.data.data());
+                     }
+                     narrow.resize(static_cast<size_t>(count));
+                     return reinterpret_cast<char*>(narrow.data());
+                   }));
+  if (h.descr == "<i4") array.data.assign(narrow.begin(), narrow.end());
+  array.shape = std::move(h.shape);
   return array;
 }
 
@@ -603,7 +648,7 @@ absl::Status OutputFiles::Stage(const std::string& path,
 
 absl::Status OutputFiles::AddNpy(const std::string& path, const std::vector<int64_t>& shape,
                                  const float* data) {
-  absl::StatusOr<Sizes> sizes = ComputeSizes(shape);
+  absl::StatusOr<Sizes> sizes = ComputeSizes(shape, kItemSize);
   if (!sizes.ok()) return PathError(path, sizes.status().message());
   if (data == nullptr && sizes->count > 0) {
     return PathError(path, absl::StrCat("no data for shape ", ShapeToString(shape)));
@@ -618,7 +663,7 @@ absl::Status OutputFiles::AddNpy(const std::string& path, const std::vector<int6
       for (int64_t i = 0; i < sizes->count; i += kChunk) {
         const int64_t n = std::min(kChunk, sizes->count - i);
         std::memcpy(buf.data(), bytes + i * kItemSize, static_cast<size_t>(n * kItemSize));
-        ByteSwap32(buf.data(), n);
+        ByteSwap(buf.data(), n, kItemSize);
         if (!WriteFully(fd, buf.data(), n * kItemSize)) return false;
       }
       return true;

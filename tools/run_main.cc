@@ -27,6 +27,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "runtime/ringattn.h"
+#include "runtime/validate.h"
 #include "tools/cli.h"
 #include "tools/flags.h"
 #include "tools/mask_flags.h"
@@ -51,7 +52,11 @@ ABSL_FLAG(std::string, comm, "",
           "default local for --backend cpu, cuda-local for --backend cuda");
 ABSL_FLAG(int, ranks, 1,
           "ring size W (local ranks; with --comm ucx or nccl the launched world size)");
-ABSL_FLAG(std::string, sharding, "contiguous", "contiguous | zigzag | striped");
+ABSL_FLAG(std::string, sharding, "contiguous",
+          "contiguous | zigzag | striped | balanced (equal visible work; for --cu-seqlens)");
+ABSL_FLAG(std::string, cu_seqlens, "",
+          "(--cu-seqlens) packed documents: a 1-D int32 or int64 .npy [0, e1, ..., S] of "
+          "document boundaries; a query sees only keys of its own document");
 ABSL_FLAG(int64_t, stripe, 1, "tokens per stripe for --sharding striped");
 ABSL_FLAG(int, threads, 0, "threads per rank (0 = cores / W)");
 
@@ -93,7 +98,7 @@ absl::Status Main(bool ranks_given) {
   RETURN_IF_ERROR(CheckRealRange("--softcap", absl::GetFlag(FLAGS_softcap), 0.0, 1e30));
   RETURN_IF_ERROR(CheckRealRange("--scale", absl::GetFlag(FLAGS_scale), 0.0, 1e30));
   ASSIGN_OR_RETURN(const Sharding sharding, ParseSharding(absl::GetFlag(FLAGS_sharding)));
-  ASSIGN_OR_RETURN(const Mask mask, MaskFromFlags());
+  ASSIGN_OR_RETURN(Mask mask, MaskFromFlags());
 
   // The memory the run will hold, from the inputs' sizes, before reading
   // them: the float32 inputs, their copies in the storage dtype and each
@@ -123,6 +128,24 @@ absl::Status Main(bool ranks_given) {
   if (backward) {
     ASSIGN_OR_RETURN(dout, ReadNpy(dp));
     RETURN_IF_ERROR(CheckShape(dout, dp, {B, S, H, D}));
+  }
+
+  // Packed documents: read and checked against S before anything runs.
+  NpyIntArray cu_seqlens;
+  if (const std::string cp = absl::GetFlag(FLAGS_cu_seqlens); !cp.empty()) {
+    ASSIGN_OR_RETURN(cu_seqlens, ReadNpyInt(cp));
+    if (cu_seqlens.shape.size() != 1 || cu_seqlens.shape[0] < 2) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--cu-seqlens ", cp, ": expected a 1-D array of at least 2 boundaries [0, ..., S], "
+          "got shape ", ShapeToString(cu_seqlens.shape)));
+    }
+    mask = mask.WithDocuments(cu_seqlens.data.data(), cu_seqlens.shape[0]);
+    if (absl::Status s = ValidateMask(mask, S); !s.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--cu-seqlens ", cp, ": ", s.message()));
+    }
+  }
+  if (absl::Status s = ValidateMask(mask, S); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--mask: ", s.message()));
   }
 
   RingOptions opt;

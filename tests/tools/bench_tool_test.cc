@@ -47,6 +47,10 @@ constexpr Key kKeys[] = {
     {"causal", Kind::kBool},
     {"window_left", Kind::kInteger},
     {"window_right", Kind::kInteger},
+    {"mask", Kind::kString},
+    {"documents", Kind::kInteger},
+    {"work_imbalance", Kind::kNumber},
+    {"zigzag_work_imbalance", Kind::kNumber},
     {"fwd_ms", Kind::kNumber},
     {"bwd_ms", Kind::kNumberOrNull},
     {"fwd_gflops", Kind::kNumber},
@@ -160,6 +164,36 @@ TEST_F(BenchJsonTest, WhatARunDidNotMeasureIsNull) {
   }
   EXPECT_FALSE(j.contains("single_rank_all_cores_fwd_gflops"));
   EXPECT_TRUE(j["fwd_ms"].is_number());
+}
+
+// Packed documents: explicit lengths and the long-tailed generator, with the
+// balanced sharding; the documents and both imbalances are reported, and
+// the FLOPs count only the visible pairs (VisiblePairs, ring_test).
+TEST_F(BenchJsonTest, PackedDocumentsReportTheirBalance) {
+  Json j = Run("--ranks 2 --sharding balanced --docs 10,0,100,46,100 --compare=false");
+  ExpectKeysAndKinds(j);
+  EXPECT_EQ(j["documents"], 5);
+  EXPECT_EQ(j["mask"], "causal+docs(5)");
+  EXPECT_LE(j["work_imbalance"].get<double>(), j["zigzag_work_imbalance"].get<double>());
+  j = Run("--ranks 4 --sharding balanced --docs longtail:16:7 --compare=false --backward=false");
+  EXPECT_GT(j["documents"].get<int64_t>(), 4);
+  EXPECT_LE(j["work_imbalance"].get<double>(), 1.5);
+}
+
+TEST(BenchFlags, BadDocumentsAreRefusedNamingTheFlag) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"--seq 100 --docs 10,20", "--docs: expected lengths summing to --seq 100, got lengths summing to 30"},
+      {"--seq 100 --docs 10,x", "--docs: expected lengths >= 0 summing to --seq 100"},
+      {"--seq 100 --docs 90,20", "--docs: expected lengths >= 0 summing to --seq 100"},
+      {"--seq 100 --docs longtail:0", "--docs: expected longtail:MEAN[:SEED] with MEAN >= 1"},
+      {"--seq 100 --mask prefix-lm:200", "mask.prefix: expected in [0, seqlen = 100], got 200"},
+      {"--seq 100 --sharding diagonal", "sharding: expected contiguous, zigzag, striped or balanced"}};
+  for (const auto& [args, message] : cases) {
+    const Exec e = RunCommand(absl::StrCat("timeout 60 ", RINGATTN_BENCH_BINARY, " ", args));
+    EXPECT_EQ(e.code, 2) << args << ": " << e.output;
+    EXPECT_NE(e.output.find(message), std::string::npos) << args << ": " << e.output;
+    EXPECT_EQ(e.output.find("ringattn-bench: S="), std::string::npos) << args << ": it ran";
+  }
 }
 
 // Every numeric flag is checked against its stated range before anything is

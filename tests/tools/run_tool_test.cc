@@ -65,32 +65,43 @@ class RunToolTest : public ::testing::Test {
     return a.ok() ? a->data : std::vector<float>();
   }
   bool OutputEmpty() const { return fs::is_empty(dir_ / "out"); }
+  // Writes `pr`'s inputs as q/k/v/do.npy, then for each run's extra flags:
+  // runs the tool into an empty out/ and compares every output with the
+  // float64 reference (flash-attn's rule, fp32 storage).
+  void ExpectRunsMatchReference(const Problem& pr, const std::vector<std::string>& runs) {
+    const Case& c = pr.c;
+    Write("q.npy", {c.batch, c.seqlen_q, c.heads, c.head_dim}, pr.q);
+    Write("k.npy", {c.batch, c.seqlen_k, c.heads_k, c.head_dim}, pr.k);
+    Write("v.npy", {c.batch, c.seqlen_k, c.heads_k, c.head_dim}, pr.v);
+    Write("do.npy", {c.batch, c.seqlen_q, c.heads, c.head_dim}, pr.dout);
+    std::vector<double> out_ref, lse_ref, dq_ref, dk_ref, dv_ref;
+    ReferenceForward(pr.ref, pr.q.data(), pr.k.data(), pr.v.data(), &out_ref, &lse_ref);
+    ReferenceBackward(pr.ref, pr.q.data(), pr.k.data(), pr.v.data(), pr.dout.data(), &dq_ref,
+                      &dk_ref, &dv_ref);
+    std::vector<float> out_n, lse_n, dq_n, dk_n, dv_n;
+    NaiveForward(pr, &out_n, &lse_n);
+    NaiveBackward(pr, &dq_n, &dk_n, &dv_n);
+    const DType t = DType::kFloat32;
+    for (const std::string& extra : runs) {
+      fs::remove_all(dir_ / "out");
+      fs::create_directories(dir_ / "out");
+      const Exec e = RunTool(Args("q.npy", extra));
+      ASSERT_EQ(e.code, 0) << e.output;
+      EXPECT_LE(MaxError(Read("out.npy"), out_ref), Tolerance(MaxError(out_n, out_ref), t)) << extra;
+      EXPECT_LE(MaxError(Read("lse.npy"), lse_ref), Tolerance(MaxError(lse_n, lse_ref), t)) << extra;
+      EXPECT_LE(MaxError(Read("dq.npy"), dq_ref), Tolerance(MaxError(dq_n, dq_ref), t)) << extra;
+      EXPECT_LE(MaxError(Read("dk.npy"), dk_ref), Tolerance(MaxError(dk_n, dk_ref), t)) << extra;
+      EXPECT_LE(MaxError(Read("dv.npy"), dv_ref), Tolerance(MaxError(dv_n, dv_ref), t)) << extra;
+    }
+  }
 
   fs::path dir_;
   Problem pr_;
 };
 
 TEST_F(RunToolTest, MatchesReferenceOnOneAndManyRanks) {
-  std::vector<double> out_ref, lse_ref, dq_ref, dk_ref, dv_ref;
-  ReferenceForward(pr_.ref, pr_.q.data(), pr_.k.data(), pr_.v.data(), &out_ref, &lse_ref);
-  ReferenceBackward(pr_.ref, pr_.q.data(), pr_.k.data(), pr_.v.data(), pr_.dout.data(), &dq_ref,
-                    &dk_ref, &dv_ref);
-  std::vector<float> out_n, lse_n, dq_n, dk_n, dv_n;
-  NaiveForward(pr_, &out_n, &lse_n);
-  NaiveBackward(pr_, &dq_n, &dk_n, &dv_n);
-  for (const char* extra : {"", "--ranks 3 --sharding zigzag", "--ranks 4 --sharding striped",
-                            "--ranks 2 --sharding contiguous"}) {
-    fs::remove_all(dir_ / "out");
-    fs::create_directories(dir_ / "out");
-    const Exec e = RunTool(Args("q.npy", extra));
-    ASSERT_EQ(e.code, 0) << e.output;
-    const DType t = DType::kFloat32;
-    EXPECT_LE(MaxError(Read("out.npy"), out_ref), Tolerance(MaxError(out_n, out_ref), t)) << extra;
-    EXPECT_LE(MaxError(Read("lse.npy"), lse_ref), Tolerance(MaxError(lse_n, lse_ref), t)) << extra;
-    EXPECT_LE(MaxError(Read("dq.npy"), dq_ref), Tolerance(MaxError(dq_n, dq_ref), t)) << extra;
-    EXPECT_LE(MaxError(Read("dk.npy"), dk_ref), Tolerance(MaxError(dk_n, dk_ref), t)) << extra;
-    EXPECT_LE(MaxError(Read("dv.npy"), dv_ref), Tolerance(MaxError(dv_n, dv_ref), t)) << extra;
-  }
+  ExpectRunsMatchReference(pr_, {"", "--ranks 3 --sharding zigzag", "--ranks 4 --sharding striped",
+                                 "--ranks 2 --sharding contiguous"});
 }
 
 TEST_F(RunToolTest, Bf16IsWithinBf16Tolerance) {
@@ -108,6 +119,83 @@ TEST_F(RunToolTest, Bf16IsWithinBf16Tolerance) {
   std::vector<float> out_n, lse_n;
   NaiveForward(pb, &out_n, &lse_n);
   EXPECT_LE(MaxError(Read("out.npy"), out_ref), Tolerance(MaxError(out_n, out_ref), DType::kBFloat16));
+}
+
+// A 1-D little-endian integer .npy ('<i4' or '<i8'), as np.save writes it.
+void WriteIntNpy(const std::string& path, const std::string& descr,
+                 const std::vector<int64_t>& values) {
+  std::string dict = absl::StrCat("{'descr': '", descr, "', 'fortran_order': False, 'shape': (",
+                                  values.size(), ",), }");
+  const size_t total = 10 + dict.size() + 1;
+  dict.append((64 - total % 64) % 64, ' ');
+  dict.push_back('\n');
+  std::string bytes("\x93NUMPY\x01\x00", 8);
+  bytes.push_back(static_cast<char>(dict.size() & 0xff));
+  bytes.push_back(static_cast<char>(dict.size() >> 8));
+  bytes += dict;
+  for (int64_t v : values) {
+    if (descr == "<i4") {
+      const int32_t x = static_cast<int32_t>(v);
+      bytes.append(reinterpret_cast<const char*>(&x), 4);
+    } else {
+      bytes.append(reinterpret_cast<const char*>(&v), 8);
+    }
+  }
+  std::ofstream(path, std::ios::binary) << bytes;
+}
+
+// Packed documents (--cu-seqlens, int32 or int64; a document of one token
+// and an empty one) with prefix-LM on top, on one rank and across ranks in
+// every sharding (balanced included), against the float64 reference.
+TEST_F(RunToolTest, PackedDocumentsMatchTheReference) {
+  static const int64_t kDocs[] = {0, 1, 1, 40, 64, 100, 131};
+  Case c = pr_.c;
+  c.mask = Mask{true, 50, -1, 20}.WithDocuments(kDocs, 7);
+  const Problem pd = MakeProblem(c, 22);
+  WriteIntNpy(P("docs64.npy"), "<i8", std::vector<int64_t>(std::begin(kDocs), std::end(kDocs)));
+  WriteIntNpy(P("docs32.npy"), "<i4", std::vector<int64_t>(std::begin(kDocs), std::end(kDocs)));
+  const std::string d64 = "--mask prefix-lm:20 --cu-seqlens " + P("docs64.npy"),
+                    d32 = "--mask prefix-lm:20 --cu-seqlens " + P("docs32.npy");
+  ExpectRunsMatchReference(pd, {d64, d32 + " --ranks 3 --sharding zigzag",
+                                d64 + " --ranks 4 --sharding balanced",
+                                d32 + " --ranks 2 --sharding striped --stripe 3"});
+}
+
+// StreamingLLM's sink + sliding window through the tool, across ranks.
+TEST_F(RunToolTest, SinkMaskMatchesTheReference) {
+  Case c = pr_.c;
+  c.mask = Mask::Sink(3, 50);
+  ExpectRunsMatchReference(MakeProblem(c, 23), {"--mask sink:3", "--mask sink:3 --ranks 3 --sharding zigzag",
+                                                "--mask sink:3 --ranks 2 --sharding contiguous"});
+}
+
+// Bad document boundaries and named masks: refused naming the flag and the
+// problem, nothing written.
+TEST_F(RunToolTest, RefusesBadDocumentsAndMasks) {
+  WriteIntNpy(P("start.npy"), "<i8", {1, 50, 131});
+  WriteIntNpy(P("end.npy"), "<i8", {0, 50, 130});
+  WriteIntNpy(P("down.npy"), "<i4", {0, 60, 50, 131});
+  WriteIntNpy(P("one.npy"), "<i8", {0});
+  Write("float.npy", {3}, {0.0f, 50.0f, 131.0f});
+  Write("flat.npy", {1, 3}, {0.0f, 50.0f, 131.0f});
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"--cu-seqlens " + P("start.npy"), "cu_seqlens[0]: expected 0, got 1"},
+      {"--cu-seqlens " + P("end.npy"), "cu_seqlens[2] (the last boundary): expected seqlen = 131, got 130"},
+      {"--cu-seqlens " + P("down.npy"), "cu_seqlens[2]: expected >= cu_seqlens[1] = 60"},
+      {"--cu-seqlens " + P("one.npy"), "--cu-seqlens"},
+      {"--cu-seqlens " + P("float.npy"), "unsupported dtype '<f4' (expected little-endian int32"},
+      {"--cu-seqlens " + P("missing.npy"), "missing.npy"},
+      {"--mask prefix-lm:x", "--mask: expected prefix-lm:P with an integer P >= 1"},
+      {"--mask sliding", "--mask: expected none, prefix-lm:P or sink:N"},
+      {"--mask sink:0", "--mask: expected sink:N with an integer N >= 1"},
+      {"--mask prefix-lm:500", "mask.prefix: expected in [0, seqlen = 131], got 500"},
+  };
+  for (const auto& [extra, want] : cases) {
+    const Exec e = RunTool(Args("q.npy", extra));
+    EXPECT_NE(e.code, 0) << extra;
+    EXPECT_TRUE(absl::StrContains(e.output, want)) << extra << "\n" << e.output;
+    EXPECT_TRUE(OutputEmpty()) << extra;
+  }
 }
 
 // Each broken input file: exit non-zero, the message names the file and
