@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import collections
 import threading
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -70,6 +70,40 @@ def _window(window) -> Tuple[int, int]:
     return int(left), int(right)
 
 
+def _documents(cu_seqlens) -> List[int]:
+    """cu_seqlens (None, a 1-D int32/int64 tensor or array, or a sequence of
+    ints) as a list; its values are checked in C++ (ValueError naming the
+    entry)."""
+    if cu_seqlens is None:
+        return []
+    if isinstance(cu_seqlens, torch.Tensor):
+        if cu_seqlens.dtype not in (torch.int32, torch.int64):
+            raise TypeError(f"cu_seqlens dtype: expected torch.int32 or torch.int64, got "
+                            f"{cu_seqlens.dtype}")
+        cu_seqlens = cu_seqlens.detach().cpu().numpy()
+    if isinstance(cu_seqlens, np.ndarray):
+        if cu_seqlens.dtype not in (np.int32, np.int64):
+            raise TypeError(f"cu_seqlens dtype: expected int32 or int64, got {cu_seqlens.dtype}")
+        if cu_seqlens.ndim != 1:
+            raise ValueError(f"cu_seqlens rank: expected 1, got {cu_seqlens.ndim}")
+        return [int(x) for x in cu_seqlens]
+    try:
+        out = list(cu_seqlens)
+    except TypeError:
+        raise TypeError(f"cu_seqlens: expected a 1-D int tensor, array or sequence, got "
+                        f"{type(cu_seqlens).__name__}") from None
+    for i, x in enumerate(out):
+        if isinstance(x, bool) or not isinstance(x, (int, np.integer)):
+            raise TypeError(f"cu_seqlens[{i}]: expected an int, got {x!r}")
+    return [int(x) for x in out]
+
+
+def _count(name: str, x) -> int:
+    if isinstance(x, bool) or not isinstance(x, int) or x < 0:
+        raise ValueError(f"{name}: expected an int >= 0, got {x!r}")
+    return int(x)
+
+
 def _scalars(softcap, scale) -> Tuple[float, Optional[float]]:
     softcap = float(softcap)
     if not softcap >= 0.0 or softcap == float("inf"):
@@ -85,8 +119,9 @@ def _stream(t: torch.Tensor) -> int:
     return torch.cuda.current_stream(t.device).cuda_stream if t.is_cuda else 0
 
 
-def _engine_options(t: torch.Tensor, seqlen: int, causal, wl, wr, softcap, scale,
-                    deterministic, timeout, sharding=None) -> "_C.AttentionOptions":
+def _engine_options(t: torch.Tensor, seqlen: int, causal, wl, wr, prefix, sink, cu_seqlens,
+                    softcap, scale, deterministic, timeout,
+                    sharding=None) -> "_C.AttentionOptions":
     """One device (the local strategy) without `sharding`, else a ring rank."""
     o = _C.AttentionOptions()
     o.seqlen = seqlen
@@ -95,6 +130,9 @@ def _engine_options(t: torch.Tensor, seqlen: int, causal, wl, wr, softcap, scale
     o.causal = bool(causal)
     o.window_left = wl
     o.window_right = wr
+    o.prefix = prefix
+    o.sink = sink
+    o.cu_seqlens = list(cu_seqlens)
     o.softcap = softcap
     o.scale = scale
     o.dtype = _DTYPE_NAMES[t.dtype]
@@ -130,11 +168,12 @@ class _LruCache:
 _ENGINES = _LruCache()
 
 
-def _single_engine(q, causal, wl, wr, softcap, scale, deterministic):
-    key = ("single", q.device, q.dtype, q.shape[1], causal, wl, wr, softcap, scale,
-           deterministic, torch.get_num_threads())
+def _single_engine(q, causal, wl, wr, prefix, sink, cu_seqlens, softcap, scale, deterministic):
+    key = ("single", q.device, q.dtype, q.shape[1], causal, wl, wr, prefix, sink,
+           tuple(cu_seqlens), softcap, scale, deterministic, torch.get_num_threads())
     return _ENGINES.get(key, lambda: _C.Attention(
-        None, _engine_options(q, q.shape[1], causal, wl, wr, softcap, scale, deterministic, 0)))
+        None, _engine_options(q, q.shape[1], causal, wl, wr, prefix, sink, cu_seqlens, softcap,
+                              scale, deterministic, 0)))
 
 
 def _empty_outputs(q: torch.Tensor):
@@ -158,44 +197,50 @@ def _last_dim_unit(t: torch.Tensor) -> torch.Tensor:
 
 @torch.library.custom_op("ringattn::attention_forward", mutates_args=())
 def _attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
-                       window_left: int, window_right: int, softcap: float,
-                       scale: Optional[float], deterministic: bool
+                       window_left: int, window_right: int, prefix: int, sink: int,
+                       cu_seqlens: List[int], softcap: float, scale: Optional[float],
+                       deterministic: bool
                        ) -> Tuple[torch.Tensor, torch.Tensor]:
     q, k, v = _detached(q, k, v)
     out, lse = _empty_outputs(q)
     if q.dtype == torch.float64:
         _C.reference_forward(q.contiguous(), k.contiguous(), v.contiguous(), out, lse, causal,
-                             window_left, window_right, softcap, scale)
+                             window_left, window_right, prefix, sink, cu_seqlens, softcap, scale)
         return out, lse
-    engine = _single_engine(q, causal, window_left, window_right, softcap, scale, deterministic)
+    engine = _single_engine(q, causal, window_left, window_right, prefix, sink, cu_seqlens,
+                            softcap, scale, deterministic)
     engine.forward(q, k, v, out, lse, _stream(q))
     return out, lse
 
 
 @_attention_forward.register_fake
-def _(q, k, v, causal, window_left, window_right, softcap, scale, deterministic):
+def _(q, k, v, causal, window_left, window_right, prefix, sink, cu_seqlens, softcap, scale,
+      deterministic):
     return _empty_outputs(q)
 
 
 @torch.library.custom_op("ringattn::attention_backward", mutates_args=())
 def _attention_backward(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                         out: torch.Tensor, lse: torch.Tensor, causal: bool, window_left: int,
-                        window_right: int, softcap: float, scale: Optional[float],
-                        deterministic: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                        window_right: int, prefix: int, sink: int, cu_seqlens: List[int],
+                        softcap: float, scale: Optional[float], deterministic: bool
+                        ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     dout, q, k, v, out, lse = _detached(dout, q, k, v, out, lse)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     if q.dtype == torch.float64:
         _C.reference_backward(q.contiguous(), k.contiguous(), v.contiguous(), dout.contiguous(),
-                              dq, dk, dv, causal, window_left, window_right, softcap, scale)
+                              dq, dk, dv, causal, window_left, window_right, prefix, sink,
+                              cu_seqlens, softcap, scale)
         return dq, dk, dv
-    engine = _single_engine(q, causal, window_left, window_right, softcap, scale, deterministic)
+    engine = _single_engine(q, causal, window_left, window_right, prefix, sink, cu_seqlens,
+                            softcap, scale, deterministic)
     engine.backward(q, k, v, out, lse, _last_dim_unit(dout), dq, dk, dv, _stream(q))
     return dq, dk, dv
 
 
 @_attention_backward.register_fake
-def _(dout, q, k, v, out, lse, causal, window_left, window_right, softcap, scale,
-      deterministic):
+def _(dout, q, k, v, out, lse, causal, window_left, window_right, prefix, sink, cu_seqlens,
+      softcap, scale, deterministic):
     return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
 
 
@@ -226,7 +271,7 @@ _register_autograd(_attention_forward, _attention_backward)
 
 def attention(q, k, v, *, causal: bool = False, window=None, softcap: float = 0.0,
               scale: Optional[float] = None, return_lse: bool = False,
-              deterministic: bool = False):
+              deterministic: bool = False, cu_seqlens=None, prefix_lm: int = 0, sink: int = 0):
     """Exact attention on one device (flash-attn's conventions).
 
     q [B, S, H, D], k and v [B, S, Hkv, D] (H a multiple of Hkv: GQA/MQA),
@@ -235,19 +280,27 @@ def attention(q, k, v, *, causal: bool = False, window=None, softcap: float = 0.
     Returns out [B, S, H, D] and, with return_lse, lse [B, H, S] (float32,
     natural log; not differentiable). window=(left, right) as flash-attn:
     a query at i sees keys i-left..i+right, -1 unbounded. A row that sees
-    no key gives out 0 and lse -inf.
+    no key gives out 0 and lse -inf. cu_seqlens: packed documents, the
+    boundaries [0, e1, ..., S] (flash-attn's; int tensor, array or list,
+    empty documents allowed): a query sees only keys of its own document.
+    prefix_lm=P (with causal): the first P tokens see each other. sink=N
+    (with a left window): the first N tokens stay visible to every query up
+    to its right edge (StreamingLLM's attention sinks).
     """
     if isinstance(q, np.ndarray):
-        return _numpy_attention(q, k, v, causal, window, softcap, scale, return_lse)
+        return _numpy_attention(q, k, v, causal, window, softcap, scale, return_lse,
+                                cu_seqlens, prefix_lm, sink)
     _check_tensors(q, k, v)
     wl, wr = _window(window)
     softcap, scale = _scalars(softcap, scale)
-    out, lse = _attention_forward(q, k, v, bool(causal), wl, wr, softcap, scale,
+    out, lse = _attention_forward(q, k, v, bool(causal), wl, wr, _count("prefix_lm", prefix_lm),
+                                  _count("sink", sink), _documents(cu_seqlens), softcap, scale,
                                   bool(deterministic))
     return (out, lse) if return_lse else out
 
 
-def _numpy_attention(q, k, v, causal, window, softcap, scale, return_lse):
+def _numpy_attention(q, k, v, causal, window, softcap, scale, return_lse, cu_seqlens,
+                     prefix_lm, sink):
     for name, a in (("k", k), ("v", v)):
         if not isinstance(a, np.ndarray):
             raise TypeError(f"{name}: expected a numpy.ndarray like q, got {type(a).__name__}")
@@ -261,7 +314,8 @@ def _numpy_attention(q, k, v, causal, window, softcap, scale, return_lse):
     B, S, H, _ = q.shape
     out = np.empty_like(q)
     lse = np.empty((B, H, S), dtype=np.float32)
-    o = _engine_options(torch.empty(0), S, causal, wl, wr, softcap, scale, False, 0)
+    o = _engine_options(torch.empty(0), S, causal, wl, wr, _count("prefix_lm", prefix_lm),
+                        _count("sink", sink), _documents(cu_seqlens), softcap, scale, False, 0)
     _C.Attention(None, o).forward(q, k, v, out, lse, 0)
     return (out, lse) if return_lse else out
 
@@ -271,40 +325,41 @@ def _numpy_attention(q, k, v, causal, window, softcap, scale, return_lse):
 
 @torch.library.custom_op("ringattn::ring_forward", mutates_args=())
 def _ring_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, group: str, sharding: str,
-                  causal: bool, window_left: int, window_right: int, softcap: float,
-                  scale: Optional[float], deterministic: bool, timeout: float
-                  ) -> Tuple[torch.Tensor, torch.Tensor]:
+                  causal: bool, window_left: int, window_right: int, prefix: int, sink: int,
+                  cu_seqlens: List[int], softcap: float, scale: Optional[float],
+                  deterministic: bool, timeout: float) -> Tuple[torch.Tensor, torch.Tensor]:
     q, k, v = _detached(q, k, v)
     out, lse = _empty_outputs(q)
-    engine = _dist.ring_engine(q, group, sharding, causal, window_left, window_right, softcap,
-                               scale, deterministic, timeout)
+    engine = _dist.ring_engine(q, group, sharding, causal, window_left, window_right, prefix,
+                               sink, cu_seqlens, softcap, scale, deterministic, timeout)
     engine.forward(q, k, v, out, lse, _stream(q))
     return out, lse
 
 
 @_ring_forward.register_fake
-def _(q, k, v, group, sharding, causal, window_left, window_right, softcap, scale,
-      deterministic, timeout):
+def _(q, k, v, group, sharding, causal, window_left, window_right, prefix, sink, cu_seqlens,
+      softcap, scale, deterministic, timeout):
     return _empty_outputs(q)
 
 
 @torch.library.custom_op("ringattn::ring_backward", mutates_args=())
 def _ring_backward(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                    out: torch.Tensor, lse: torch.Tensor, group: str, sharding: str,
-                   causal: bool, window_left: int, window_right: int, softcap: float,
-                   scale: Optional[float], deterministic: bool, timeout: float
+                   causal: bool, window_left: int, window_right: int, prefix: int,
+                   sink: int, cu_seqlens: List[int], softcap: float, scale: Optional[float],
+                   deterministic: bool, timeout: float
                    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     dout, q, k, v, out, lse = _detached(dout, q, k, v, out, lse)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    engine = _dist.ring_engine(q, group, sharding, causal, window_left, window_right, softcap,
-                               scale, deterministic, timeout)
+    engine = _dist.ring_engine(q, group, sharding, causal, window_left, window_right, prefix,
+                               sink, cu_seqlens, softcap, scale, deterministic, timeout)
     engine.backward(q, k, v, out, lse, _last_dim_unit(dout), dq, dk, dv, _stream(q))
     return dq, dk, dv
 
 
 @_ring_backward.register_fake
-def _(dout, q, k, v, out, lse, group, sharding, causal, window_left, window_right, softcap,
-      scale, deterministic, timeout):
+def _(dout, q, k, v, out, lse, group, sharding, causal, window_left, window_right, prefix, sink,
+      cu_seqlens, softcap, scale, deterministic, timeout):
     return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
 
 
@@ -314,14 +369,19 @@ _register_autograd(_ring_forward, _ring_backward)
 def ring_attention(q, k, v, *, group=None, sharding: str = "zigzag", causal: bool = False,
                    window=None, softcap: float = 0.0, scale: Optional[float] = None,
                    return_lse: bool = False, deterministic: bool = False,
-                   timeout: Optional[float] = None):
+                   timeout: Optional[float] = None, cu_seqlens=None, prefix_lm: int = 0,
+                   sink: int = 0):
     """Exact attention over a sequence sharded across a torch.distributed group.
 
     Every rank of `group` (default: the world) passes its own shard, in the
-    order of `sharding` ("zigzag", "contiguous" or "striped";
-    ringattn.shard cuts a full tensor so): q [B, S_r, H, D], k and v
+    order of `sharding` ("zigzag", "contiguous", "striped", or "balanced":
+    equal visible work per rank for packed documents; ringattn.shard cuts a
+    full tensor so, given the same cu_seqlens): q [B, S_r, H, D], k and v
     [B, S_r, Hkv, D]. The global length is the sum of the shards, which may
-    differ by the remainder of the layout. CPU tensors travel over UCX,
+    differ by the remainder of the layout. cu_seqlens: packed documents by
+    GLOBAL position, the same on every rank (see attention()); the ring
+    skips the key blocks no local query can see; prefix_lm and sink as in
+    attention(). CPU tensors travel over UCX,
     CUDA tensors over NCCL (ringattn's own communicators, bootstrapped once
     per group through its store). Options must agree on every rank: a
     difference is a ValueError on every rank naming the option and both
@@ -333,11 +393,13 @@ def ring_attention(q, k, v, *, group=None, sharding: str = "zigzag", causal: boo
     _check_tensors(q, k, v, allow_float64=False)
     wl, wr = _window(window)
     softcap, scale = _scalars(softcap, scale)
-    if sharding not in ("zigzag", "contiguous", "striped"):
-        raise ValueError(f"sharding: expected zigzag, contiguous or striped, got {sharding!r}")
+    if sharding not in ("zigzag", "contiguous", "striped", "balanced"):
+        raise ValueError(
+            f"sharding: expected zigzag, contiguous, striped or balanced, got {sharding!r}")
     if timeout is not None and not float(timeout) > 0.0:
         raise ValueError(f"timeout: expected seconds > 0, got {timeout}")
     out, lse = _ring_forward(q, k, v, _dist.group_name(group), sharding, bool(causal), wl, wr,
-                             softcap, scale, bool(deterministic),
-                             float(timeout) if timeout is not None else 0.0)
+                             _count("prefix_lm", prefix_lm), _count("sink", sink),
+                             _documents(cu_seqlens), softcap, scale,
+                             bool(deterministic), float(timeout) if timeout is not None else 0.0)
     return (out, lse) if return_lse else out

@@ -125,7 +125,8 @@ def _state(name: str, device: torch.device, timeout: float) -> _GroupState:
 
 
 def ring_engine(q: torch.Tensor, name: str, sharding: str, causal: bool, wl: int, wr: int,
-                softcap: float, scale: Optional[float], deterministic: bool, timeout: float):
+                prefix: int, sink: int, cu_seqlens: List[int], softcap: float,
+                scale: Optional[float], deterministic: bool, timeout: float):
     """The engine of this rank for q's configuration; its first use agrees with the peers."""
     from ._api import _engine_options  # circular at import time
 
@@ -133,8 +134,8 @@ def ring_engine(q: torch.Tensor, name: str, sharding: str, causal: bool, wl: int
     state = _state(name, q.device, seconds)
     local = int(q.shape[1])
     options = {
-        "sharding": sharding, "causal": bool(causal), "window": [wl, wr], "softcap": softcap,
-        "scale": scale, "dtype": str(q.dtype), "batch": int(q.shape[0]),
+        "sharding": sharding, "causal": bool(causal), "window": [wl, wr], "prefix_lm": prefix,
+        "sink": sink, "cu_seqlens": list(cu_seqlens), "softcap": softcap, "scale": scale, "dtype": str(q.dtype), "batch": int(q.shape[0]),
         "heads": int(q.shape[2]), "head_dim": int(q.shape[3]),
         "deterministic": bool(deterministic),
     }
@@ -152,14 +153,14 @@ def ring_engine(q: torch.Tensor, name: str, sharding: str, causal: bool, wl: int
                     f"{state.rank} has {value!r}, rank {r} has {t['options'].get(opt)!r}")
     shards = [t["shard"] for t in theirs]
     seqlen = sum(shards)
-    expected = _C.shard_lengths(sharding, seqlen, state.size)
+    expected = _C.shard_lengths(sharding, seqlen, state.size, cu_seqlens=list(cu_seqlens))
     if shards != expected:
         raise ValueError(
             f"ring_attention: shard lengths {shards} (ranks 0..{state.size - 1}) are not the "
             f"{sharding} layout of S={seqlen} over {state.size} ranks, which is {expected}: pass "
             f"each rank's ringattn.shard(...) of the full sequence")
-    o = _engine_options(q, seqlen, causal, wl, wr, softcap, scale, deterministic, seconds,
-                        sharding)
+    o = _engine_options(q, seqlen, causal, wl, wr, prefix, sink, cu_seqlens, softcap, scale,
+                        deterministic, seconds, sharding)
     engine = _C.Attention(state.world, o)
     state.engines[key] = engine
     return engine
@@ -174,28 +175,38 @@ def _rank_size(group):
     return dist.get_rank(group), dist.get_world_size(group)
 
 
-def positions(seqlen: int, *, group=None, sharding: str = "zigzag",
-              device=None) -> torch.Tensor:
+def positions(seqlen: int, *, group=None, sharding: str = "zigzag", device=None,
+              cu_seqlens=None) -> torch.Tensor:
     """The global positions of this rank's tokens under `sharding`, in local order.
 
     For rotary embeddings and for sharding labels; an int64 tensor of
     length S_r. Without an initialized process group: one rank, 0..S-1.
+    The balanced sharding depends on the documents: pass the cu_seqlens
+    that ring_attention gets.
     """
+    from ._api import _documents  # circular at import time
+
     if isinstance(seqlen, bool) or not isinstance(seqlen, int) or seqlen < 0:
         raise ValueError(f"seqlen: expected an int >= 0, got {seqlen!r}")
     rank, size = _rank_size(group)
-    pos = _C.positions(sharding, seqlen, size, rank)
+    pos = _C.positions(sharding, seqlen, size, rank, cu_seqlens=_documents(cu_seqlens))
     return torch.tensor(pos, dtype=torch.int64, device=device)
 
 
-def shard(x: torch.Tensor, *, dim: int = 1, group=None, sharding: str = "zigzag"):
+def shard(x: torch.Tensor, *, dim: int = 1, group=None, sharding: str = "zigzag",
+          cu_seqlens=None):
     """This rank's shard of the full tensor `x` along `dim` (the sequence)."""
-    pos = positions(x.shape[dim], group=group, sharding=sharding, device=x.device)
+    pos = positions(x.shape[dim], group=group, sharding=sharding, device=x.device,
+                    cu_seqlens=cu_seqlens)
     return x.index_select(dim, pos)
 
 
-def unshard(x: torch.Tensor, *, dim: int = 1, group=None, sharding: str = "zigzag"):
+def unshard(x: torch.Tensor, *, dim: int = 1, group=None, sharding: str = "zigzag",
+            cu_seqlens=None):
     """The full tensor, in global order, from every rank's shard `x` along `dim`."""
+    from ._api import _documents  # circular at import time
+
+    docs = _documents(cu_seqlens)
     rank, size = _rank_size(group)
     if size == 1:
         return x
@@ -204,7 +215,7 @@ def unshard(x: torch.Tensor, *, dim: int = 1, group=None, sharding: str = "zigza
     dist.all_gather(lengths, local, group=group)
     lengths = [int(t.item()) for t in lengths]
     seqlen = sum(lengths)
-    if lengths != _C.shard_lengths(sharding, seqlen, size):
+    if lengths != _C.shard_lengths(sharding, seqlen, size, cu_seqlens=docs):
         raise ValueError(f"unshard: shard lengths {lengths} are not the {sharding} layout of "
                          f"S={seqlen} over {size} ranks")
     longest = max(lengths)
@@ -217,7 +228,8 @@ def unshard(x: torch.Tensor, *, dim: int = 1, group=None, sharding: str = "zigza
     full_shape[dim] = seqlen
     full = x.new_empty(full_shape)
     for r in range(size):
-        pos = torch.tensor(_C.positions(sharding, seqlen, size, r), dtype=torch.int64,
+        pos = torch.tensor(_C.positions(sharding, seqlen, size, r, cu_seqlens=docs),
+                           dtype=torch.int64,
                            device=x.device)
         full.index_copy_(dim, pos, parts[r].narrow(dim, 0, lengths[r]))
     return full

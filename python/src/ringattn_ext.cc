@@ -44,6 +44,7 @@
 #include "runtime/layout.h"
 #include "runtime/ringattn.h"
 #include "runtime/tensor.h"
+#include "runtime/validate.h"
 
 namespace nb = nanobind;
 
@@ -250,6 +251,9 @@ struct AttentionOptions {
   int64_t stripe = 1;
   bool causal = false;
   int64_t window_left = -1, window_right = -1;
+  int64_t prefix = 0;                // prefix-LM (with causal)
+  int64_t sink = 0;                  // attention sinks (with a left window)
+  std::vector<int64_t> cu_seqlens;   // packed documents [0, ..., S]; empty: none
   double softcap = 0.0;
   std::optional<double> scale;
   std::string dtype = "fp32";
@@ -274,6 +278,13 @@ class Attention {
     Check(strategy.status());
     o.strategy = *strategy;
     o.mask = Mask::Window(a.window_left, a.window_right, a.causal);
+    o.mask.prefix = a.prefix;
+    o.mask.sink = a.sink;
+    if (a.cu_seqlens.size() == 1) {
+      Raise(PyExc_ValueError, "cu_seqlens: expected [0, ..., S], got one entry");
+    }
+    // Create copies the documents; `a` outlives it.
+    o.mask = o.mask.WithDocuments(a.cu_seqlens.data(), static_cast<int64_t>(a.cu_seqlens.size()));
     o.softcap = static_cast<float>(a.softcap);
     if (a.scale.has_value()) o.scale = static_cast<float>(*a.scale);
     if (!ParseDType(a.dtype, &o.dtype)) {
@@ -332,16 +343,36 @@ class Attention {
 
 // ---- layouts and the reference -----------------------------------------------
 
-Layout MakeLayout(const std::string& sharding, int64_t seqlen, int world, int64_t stripe) {
+// The mask of a reference or layout call, its documents checked against
+// seqlen (InvalidArgument naming cu_seqlens -> ValueError). Views
+// `cu_seqlens`.
+Mask MakeMask(bool causal, int64_t window_left, int64_t window_right, int64_t prefix,
+              int64_t sink, const std::vector<int64_t>& cu_seqlens, int64_t seqlen) {
+  Mask m = Mask::Window(window_left, window_right, causal);
+  m.prefix = prefix;
+  m.sink = sink;
+  m = m.WithDocuments(cu_seqlens.data(), static_cast<int64_t>(cu_seqlens.size()));
+  if (cu_seqlens.size() == 1) {
+    Raise(PyExc_ValueError, "cu_seqlens: expected [0, ..., S], got one entry");
+  }
+  Check(ValidateMask(m, seqlen));
+  return m;
+}
+
+Layout MakeLayout(const std::string& sharding, int64_t seqlen, int world, int64_t stripe,
+                  const std::vector<int64_t>& cu_seqlens) {
   absl::StatusOr<Sharding> kind = ParseSharding(sharding);
   Check(kind.status());
-  absl::StatusOr<Layout> layout = Layout::Create(*kind, seqlen, world, stripe);
+  if (seqlen < 0) Raise(PyExc_ValueError, absl::StrCat("seqlen: expected >= 0, got ", seqlen));
+  const Mask docs = MakeMask(false, -1, -1, 0, 0, cu_seqlens, seqlen);
+  absl::StatusOr<Layout> layout = Layout::Create(*kind, seqlen, world, stripe, docs);
   Check(layout.status());
   return *layout;
 }
 
 RefProblem MakeProblem(const std::vector<int64_t>& q_shape, const std::vector<int64_t>& k_shape,
-                       bool causal, int64_t window_left, int64_t window_right, double softcap,
+                       bool causal, int64_t window_left, int64_t window_right, int64_t prefix,
+                       int64_t sink, const std::vector<int64_t>& cu_seqlens, double softcap,
                        std::optional<double> scale) {
   if (q_shape.size() != 4 || k_shape.size() != 4) {
     Raise(PyExc_ValueError, "q, k: expected [B, S, H, D] and [B, S, Hkv, D]");
@@ -359,7 +390,7 @@ RefProblem MakeProblem(const std::vector<int64_t>& q_shape, const std::vector<in
   }
   p.scale = scale.has_value() ? *scale : 1.0 / std::sqrt(static_cast<double>(p.head_dim));
   p.softcap = softcap;
-  p.mask = Mask::Window(window_left, window_right, causal);
+  p.mask = MakeMask(causal, window_left, window_right, prefix, sink, cu_seqlens, p.seqlen_q);
   return p;
 }
 
@@ -374,12 +405,14 @@ void CopyOut(const std::vector<double>& from, const Array& to, const char* name)
 
 void ReferenceForward(const Array& q, const Array& k, const Array& v, const Array& out,
                       const Array& lse, bool causal, int64_t window_left, int64_t window_right,
+                      int64_t prefix, int64_t sink, const std::vector<int64_t>& cu_seqlens,
                       double softcap, std::optional<double> scale) {
   std::vector<int64_t> qs, ks;
   const double* qp = F64(q, "q", &qs);
   const double* kp = F64(k, "k", &ks);
   const double* vp = F64(v, "v");
-  const RefProblem p = MakeProblem(qs, ks, causal, window_left, window_right, softcap, scale);
+  const RefProblem p = MakeProblem(qs, ks, causal, window_left, window_right, prefix, sink,
+                                   cu_seqlens, softcap, scale);
   std::vector<double> o, l;
   {
     nb::gil_scoped_release release;
@@ -391,14 +424,16 @@ void ReferenceForward(const Array& q, const Array& k, const Array& v, const Arra
 
 void ReferenceBackward(const Array& q, const Array& k, const Array& v, const Array& dout,
                        const Array& dq, const Array& dk, const Array& dv, bool causal,
-                       int64_t window_left, int64_t window_right, double softcap,
+                       int64_t window_left, int64_t window_right, int64_t prefix,
+                       int64_t sink, const std::vector<int64_t>& cu_seqlens, double softcap,
                        std::optional<double> scale) {
   std::vector<int64_t> qs, ks;
   const double* qp = F64(q, "q", &qs);
   const double* kp = F64(k, "k", &ks);
   const double* vp = F64(v, "v");
   const double* dop = F64(dout, "dout");
-  const RefProblem p = MakeProblem(qs, ks, causal, window_left, window_right, softcap, scale);
+  const RefProblem p = MakeProblem(qs, ks, causal, window_left, window_right, prefix, sink,
+                                   cu_seqlens, softcap, scale);
   std::vector<double> gq, gk, gv;
   {
     nb::gil_scoped_release release;
@@ -438,6 +473,9 @@ NB_MODULE(_C, m) {
       .def_rw("causal", &AttentionOptions::causal)
       .def_rw("window_left", &AttentionOptions::window_left)
       .def_rw("window_right", &AttentionOptions::window_right)
+      .def_rw("prefix", &AttentionOptions::prefix)
+      .def_rw("sink", &AttentionOptions::sink)
+      .def_rw("cu_seqlens", &AttentionOptions::cu_seqlens)
       .def_rw("softcap", &AttentionOptions::softcap)
       .def_rw("scale", &AttentionOptions::scale, nb::arg().none())
       .def_rw("dtype", &AttentionOptions::dtype)
@@ -460,30 +498,35 @@ NB_MODULE(_C, m) {
 
   m.def(
       "positions",
-      [](const std::string& sharding, int64_t seqlen, int world, int rank, int64_t stripe) {
+      [](const std::string& sharding, int64_t seqlen, int world, int rank, int64_t stripe,
+         const std::vector<int64_t>& cu_seqlens) {
         if (rank < 0 || rank >= world) {
           Raise(PyExc_ValueError, absl::StrCat("rank: expected 0..", world - 1, ", got ", rank));
         }
-        return MakeLayout(sharding, seqlen, world, stripe).Positions(rank);
+        return MakeLayout(sharding, seqlen, world, stripe, cu_seqlens).Positions(rank);
       },
       nb::arg("sharding"), nb::arg("seqlen"), nb::arg("world"), nb::arg("rank"),
-      nb::arg("stripe") = 1, "the global positions of `rank`'s tokens, in local order");
+      nb::arg("stripe") = 1, nb::arg("cu_seqlens") = std::vector<int64_t>(),
+      "the global positions of `rank`'s tokens, in local order");
   m.def(
       "shard_lengths",
-      [](const std::string& sharding, int64_t seqlen, int world, int64_t stripe) {
-        const ringattn::Layout layout = MakeLayout(sharding, seqlen, world, stripe);
+      [](const std::string& sharding, int64_t seqlen, int world, int64_t stripe,
+         const std::vector<int64_t>& cu_seqlens) {
+        const ringattn::Layout layout = MakeLayout(sharding, seqlen, world, stripe, cu_seqlens);
         std::vector<int64_t> out;
         for (int r = 0; r < world; ++r) out.push_back(layout.ShardLength(r));
         return out;
       },
-      nb::arg("sharding"), nb::arg("seqlen"), nb::arg("world"), nb::arg("stripe") = 1);
+      nb::arg("sharding"), nb::arg("seqlen"), nb::arg("world"), nb::arg("stripe") = 1,
+      nb::arg("cu_seqlens") = std::vector<int64_t>());
   m.def("reference_forward", &ReferenceForward, nb::arg("q"), nb::arg("k"), nb::arg("v"),
         nb::arg("out"), nb::arg("lse"), nb::arg("causal"), nb::arg("window_left"),
-        nb::arg("window_right"), nb::arg("softcap"), nb::arg("scale").none());
+        nb::arg("window_right"), nb::arg("prefix"), nb::arg("sink"), nb::arg("cu_seqlens"),
+        nb::arg("softcap"), nb::arg("scale").none());
   m.def("reference_backward", &ReferenceBackward, nb::arg("q"), nb::arg("k"), nb::arg("v"),
         nb::arg("dout"), nb::arg("dq"), nb::arg("dk"), nb::arg("dv"), nb::arg("causal"),
-        nb::arg("window_left"), nb::arg("window_right"), nb::arg("softcap"),
-        nb::arg("scale").none());
+        nb::arg("window_left"), nb::arg("window_right"), nb::arg("prefix"), nb::arg("sink"),
+        nb::arg("cu_seqlens"), nb::arg("softcap"), nb::arg("scale").none());
   m.def("backend_built", [](const std::string& name) {
     if (name == "cuda") return ringattn::BackendBuilt(ringattn::Backend::kCuda);
     return ringattn::comm::BackendBuilt(name);

@@ -142,3 +142,35 @@ def dead_rank_is_an_error(rank, world, dead):
         raise AssertionError(f"rank {rank}: no error with rank {dead} dead")
     assert time.monotonic() - t0 < 3 + 5, "the failure took too long"
     os._exit(0)  # the group lost a member: skip the collective teardown
+
+
+def ring_with_documents(rank, world, S):
+    """Packed documents across the ring, every sharding (balanced included),
+    forward and backward against float64; the layout helpers round-trip."""
+    g = torch.Generator().manual_seed(11)
+    q, k, v, dout = (torch.randn(1, S, h, 32, generator=g) for h in (4, 2, 2, 4))
+    docs = [0, 1, 1, S // 7, S // 3, S // 3 + 2, S - 40, S]  # one spans ranks, tiny and empty ones
+    for sharding in ("zigzag", "contiguous", "striped", "balanced"):
+        pos = ringattn.positions(S, sharding=sharding, cu_seqlens=docs)
+        for mask in (dict(causal=True), dict(), dict(causal=True, window=(25, -1), prefix_lm=10),
+                     dict(causal=True, window=(20, -1), sink=4)):
+            where = f"rank {rank} of {world}, {sharding}, {mask}"
+            shard = lambda t: ringattn.shard(t, sharding=sharding, cu_seqlens=docs)
+            ql, kl, vl = (shard(t).requires_grad_() for t in (q, k, v))
+            out = ringattn.ring_attention(ql, kl, vl, sharding=sharding, cu_seqlens=docs, **mask)
+            grads = torch.autograd.grad(out, (ql, kl, vl), shard(dout))
+            q64, k64, v64 = (t.double().requires_grad_() for t in (q, k, v))
+            out64, _ = reference(q64, k64, v64, cu_seqlens=docs, **mask)
+            g64 = torch.autograd.grad(out64, (q64, k64, v64), dout.double())
+            qn, kn, vn = (t.clone().requires_grad_() for t in (q, k, v))
+            out_n, _ = reference(qn, kn, vn, cu_seqlens=docs, **mask)
+            g_n = torch.autograd.grad(out_n, (qn, kn, vn), dout)
+            mine = lambda t: t.index_select(1, pos)
+            assert max_err(out, mine(out64)) <= tolerance(max_err(mine(out_n), mine(out64)),
+                                                          torch.float32), where
+            for name, got, naive, want in zip("qkv", grads, g_n, g64):
+                assert max_err(got, mine(want)) <= tolerance(
+                    max_err(mine(naive), mine(want)), torch.float32), f"d{name}, {where}"
+        x = torch.arange(S, dtype=torch.float32).view(1, S)
+        assert torch.equal(ringattn.unshard(ringattn.shard(x, sharding=sharding, cu_seqlens=docs),
+                                            sharding=sharding, cu_seqlens=docs), x), sharding

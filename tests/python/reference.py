@@ -1,6 +1,7 @@
 """A dense attention reference in torch (any dtype, autograd), with the
 engine's semantics: scale, softcap c*tanh(x/c), flash-attn windows by
-global position, GQA; a row that sees no key gives out 0 and lse -inf.
+global position, packed documents (cu_seqlens), prefix-LM, attention sinks, GQA; a row that
+sees no key gives out 0 and lse -inf.
 Run in float64 it is the ground truth; run in the storage dtype it is the
 naive implementation whose error sets the tolerance (flash-attn's rule:
 at most 2x the naive error, plus a small atol)."""
@@ -10,7 +11,7 @@ import torch
 
 
 def reference(q, k, v, *, causal=False, window=None, softcap=0.0, scale=None, q_pos=None,
-              k_pos=None):
+              k_pos=None, cu_seqlens=None, prefix_lm=0, sink=0):
     B, S, H, D = q.shape
     Sk, Hk = k.shape[1], k.shape[2]
     scale = 1.0 / math.sqrt(D) if scale is None else scale
@@ -23,13 +24,21 @@ def reference(q, k, v, *, causal=False, window=None, softcap=0.0, scale=None, q_
         x = softcap * torch.tanh(x / softcap)
     left, right = window if window is not None else (-1, -1)
     rel = k_pos[None, :] - q_pos[:, None]  # j - i
-    visible = torch.ones(S, Sk, dtype=torch.bool)
+    left_ok = torch.ones(S, Sk, dtype=torch.bool)
     if left >= 0:
-        visible &= rel >= -left
+        left_ok &= rel >= -left
+    in_prefix = (k_pos < prefix_lm)[None, :]  # every query sees the prefix up to its right edge
+    visible = torch.ones(S, Sk, dtype=torch.bool)  # the right edge and the document
     if right >= 0:
-        visible &= rel <= right
+        visible &= (rel <= right) | in_prefix
     if causal:
-        visible &= rel <= 0
+        visible &= (rel <= 0) | in_prefix
+    if cu_seqlens is not None:  # packed documents: the same document only
+        bounds = torch.as_tensor(list(cu_seqlens), dtype=torch.int64)[1:-1]
+        doc_q = torch.bucketize(q_pos, bounds, right=True)
+        doc_k = torch.bucketize(k_pos, bounds, right=True)
+        visible &= doc_q[:, None] == doc_k[None, :]
+    visible &= left_ok | (k_pos < sink)[None, :]  # sinks ignore the left window
     visible = visible.to(q.device)
     x = x.masked_fill(~visible, float("-inf"))
     lse = torch.logsumexp(x, dim=-1)  # [B, H, S]

@@ -38,29 +38,34 @@ def _inputs(B, S, H, Hk, D, dtype, requires_grad=True):
     return q, k, v
 
 
+def _expect_float64_close(q, k, v, dtype, call_mask, ref_mask):
+    """ringattn.attention(**call_mask) against the float64 reference
+    (**ref_mask): out, finite lse, and the gradients, by flash-attn's rule."""
+    dout = torch.randn(q.shape).to(dtype)
+    out, lse = ringattn.attention(q, k, v, return_lse=True, **call_mask)
+    assert out.dtype == dtype and out.shape == q.shape and lse.dtype == torch.float32
+    assert lse.shape == (q.shape[0], q.shape[2], q.shape[1])
+    dq, dk, dv = torch.autograd.grad(out, (q, k, v), dout)
+    q64, k64, v64 = [t.detach().double().requires_grad_() for t in (q, k, v)]
+    out64, lse64 = reference(q64, k64, v64, **ref_mask)
+    g64 = torch.autograd.grad(out64, (q64, k64, v64), dout.double())
+    qn, kn, vn = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+    out_n, _ = reference(qn, kn, vn, **ref_mask)
+    g_n = torch.autograd.grad(out_n, (qn, kn, vn), dout)
+    assert max_err(out, out64) <= tolerance(max_err(out_n, out64), dtype)
+    finite = lse64[torch.isfinite(lse64)]
+    assert max_err(lse, lse64) <= 1e-4 * max(1.0, finite.abs().max().item() if finite.numel() else 0)
+    for name, got, naive, want in zip("qkv", (dq, dk, dv), g_n, g64):
+        assert max_err(got, want) <= tolerance(max_err(naive, want), dtype), f"d{name}"
+    return out, q64, k64, v64
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "b%d_s%d_h%d_kv%d_d%d" % s)
 @pytest.mark.parametrize("mask", MASKS, ids=lambda m: "_".join(f"{k}{v}" for k, v in m.items())
                          or "none")
 def test_matches_float64(shape, mask, dtype):
-    q, k, v = _inputs(*shape, dtype)
-    dout = torch.randn(q.shape).to(dtype)
-    out, lse = ringattn.attention(q, k, v, return_lse=True, **mask)
-    assert out.dtype == dtype and out.shape == q.shape and lse.dtype == torch.float32
-    assert lse.shape == (shape[0], shape[2], shape[1])
-    dq, dk, dv = torch.autograd.grad(out, (q, k, v), dout)
-
-    q64, k64, v64 = [t.detach().double().requires_grad_() for t in (q, k, v)]
-    out64, lse64 = reference(q64, k64, v64, **mask)
-    g64 = torch.autograd.grad(out64, (q64, k64, v64), dout.double())
-    qn, kn, vn = [t.detach().clone().requires_grad_() for t in (q, k, v)]
-    out_n, _ = reference(qn, kn, vn, **mask)
-    g_n = torch.autograd.grad(out_n, (qn, kn, vn), dout)
-
-    assert max_err(out, out64) <= tolerance(max_err(out_n, out64), dtype)
-    assert max_err(lse, lse64) <= 1e-4 * max(1.0, lse64.abs().max().item())
-    for name, got, naive, want in zip("qkv", (dq, dk, dv), g_n, g64):
-        assert max_err(got, want) <= tolerance(max_err(naive, want), dtype), f"d{name}"
+    _expect_float64_close(*_inputs(*shape, dtype), dtype, mask, mask)
 
 
 def test_reference_agrees_with_sdpa():
@@ -118,6 +123,51 @@ def test_gradcheck_float64(mask):
                                     (q, k, v), eps=1e-6, atol=1e-7)
 
 
+DOCS = [0, 1, 1, 40, 64, 100, 230, 300]  # a one-token document, an empty one, tile edges
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("mask", [dict(causal=True), dict(), dict(causal=True, window=(30, -1)),
+                                  dict(causal=True, prefix_lm=20), dict(softcap=2.0, causal=True)],
+                         ids=["causal", "none", "causal_w", "prefix", "cap"])
+@pytest.mark.parametrize("form", ["list", "int32", "int64", "numpy"])
+def test_packed_documents_match_float64(mask, dtype, form):
+    docs = {"list": DOCS, "int32": torch.tensor(DOCS, dtype=torch.int32),
+            "int64": torch.tensor(DOCS), "numpy": np.array(DOCS, dtype=np.int64)}[form]
+    out, q64, k64, v64 = _expect_float64_close(*_inputs(1, 300, 4, 2, 32, dtype), dtype,
+                                               dict(cu_seqlens=docs, **mask),
+                                               dict(cu_seqlens=DOCS, **mask))
+    # Documents are really separate: no query sees another document.
+    assert max_err(out, reference(q64, k64, v64, **mask)[0]) > 1e-2
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("mask", [dict(causal=True, window=(30, -1), sink=4),
+                                  dict(causal=True, window=(20, -1), sink=70),
+                                  dict(window=(40, 10), sink=3),
+                                  dict(causal=True, window=(25, -1), sink=5, cu_seqlens=DOCS)],
+                         ids=["sink4", "sink70", "bidir", "docs"])
+def test_sinks_match_float64(mask, dtype):
+    _expect_float64_close(*_inputs(1, 300, 4, 2, 32, dtype), dtype, mask, mask)
+
+
+def test_packed_documents_gradcheck_and_numpy():
+    q, k, v = _inputs(1, 9, 2, 1, 4, torch.float64)
+    docs = [0, 2, 2, 7, 9]
+    assert torch.autograd.gradcheck(
+        lambda a, b, c: ringattn.attention(a, b, c, causal=True, cu_seqlens=docs), (q, k, v),
+        eps=1e-6, atol=1e-7)
+    assert torch.autograd.gradcheck(
+        lambda a, b, c: ringattn.attention(a, b, c, causal=True, window=(2, -1), sink=2),
+        (q, k, v), eps=1e-6, atol=1e-7)
+    rng = np.random.default_rng(3)
+    qn, kn, vn = (rng.standard_normal((1, 70, 2, 16), dtype=np.float32) for _ in range(3))
+    out = ringattn.attention(qn, kn, vn, causal=True, cu_seqlens=np.array([0, 30, 70]))
+    want, _ = reference(*(torch.from_numpy(a).double() for a in (qn, kn, vn)), causal=True,
+                        cu_seqlens=[0, 30, 70])
+    assert max_err(torch.from_numpy(out), want) < 1e-5
+
+
 def test_torch_compile_fullgraph_equals_eager():
     class Block(torch.nn.Module):
         def __init__(self):
@@ -129,7 +179,8 @@ def test_torch_compile_fullgraph_equals_eager():
             q, k, v = self.proj(x).view(B, S, 3, 4, 16).unbind(2)
             a = ringattn.attention(q, k, v, causal=True, window=(20, 0))
             b = ringattn.attention(q, k, v, softcap=3.0)
-            return (a + b).square().mean()
+            c = ringattn.attention(q, k, v, causal=True, cu_seqlens=[0, 30, 30, 75], prefix_lm=5)
+            return (a + b + c).square().mean()
 
     torch.manual_seed(1)
     model = Block()

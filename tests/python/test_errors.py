@@ -65,6 +65,30 @@ def test_options_are_checked():
     _raises(ValueError, "seqlen", ringattn.positions, -1)
 
 
+def test_documents_are_checked():
+    q, k, v = _qkv()
+    _raises(ValueError, r"cu_seqlens\[0\]: expected 0, got 1", ringattn.attention, q, k, v,
+            cu_seqlens=[1, 16])
+    _raises(ValueError, r"cu_seqlens\[2\] \(the last boundary\): expected seqlen = 16, got 15",
+            ringattn.attention, q, k, v, cu_seqlens=[0, 4, 15])
+    _raises(ValueError, r"cu_seqlens\[2\]: expected >= cu_seqlens\[1\] = 9", ringattn.attention,
+            q, k, v, cu_seqlens=[0, 9, 3, 16])
+    _raises(ValueError, "cu_seqlens", ringattn.attention, q, k, v, cu_seqlens=[0])
+    _raises(TypeError, "cu_seqlens dtype", ringattn.attention, q, k, v,
+            cu_seqlens=torch.tensor([0.0, 16.0]))
+    _raises(TypeError, r"cu_seqlens\[1\]: expected an int", ringattn.attention, q, k, v,
+            cu_seqlens=[0, 16.0])
+    _raises(ValueError, "cu_seqlens rank", ringattn.attention, q, k, v,
+            cu_seqlens=np.zeros((2, 2), dtype=np.int64))
+    _raises(ValueError, "mask.prefix", ringattn.attention, q, k, v, prefix_lm=4)  # not causal
+    _raises(ValueError, "prefix_lm", ringattn.attention, q, k, v, causal=True, prefix_lm=-1)
+    _raises(ValueError, "mask.sink: expected 0 unless the mask has a left window",
+            ringattn.attention, q, k, v, causal=True, sink=2)
+    _raises(ValueError, "sink: expected an int >= 0", ringattn.attention, q, k, v, sink=-3)
+    _raises(ValueError, "cu_seqlens", ringattn.shard, torch.zeros(1, 16), sharding="balanced",
+            cu_seqlens=[0, 5])
+
+
 def test_ring_without_a_process_group_says_so():
     q, k, v = _qkv()
     _raises(RuntimeError, "init_process_group", ringattn.ring_attention, q, k, v)

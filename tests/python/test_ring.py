@@ -14,6 +14,11 @@ def test_ring_matches_float64(world):
     spawn(dist_cases.ring_matches_float64, world, 301, 4, 2, 32, "float32")
 
 
+@pytest.mark.parametrize("world", [2, 3])
+def test_ring_with_packed_documents(world):
+    spawn(dist_cases.ring_with_documents, world, 211)
+
+
 def test_ring_bf16_mqa():
     spawn(dist_cases.ring_matches_float64, 2, 130, 4, 1, 64, "bfloat16")
 
