@@ -149,9 +149,32 @@ class Runner {
         return Mask{true, -1, -1};
       case 2:
         return Mask{false, L, R};
-      default:
+      case 3:
         return Mask{true, L, -1};
+      case 4: {
+        const std::vector<int64_t>& docs = DocumentsFor(S);
+        return Mask::Causal().WithDocuments(docs.data(), static_cast<int64_t>(docs.size()));
+      }
+      case 5:
+        return Mask::Sink(o_.mask.sink > 0 ? o_.mask.sink : 4, L);
+      default:
+        return Mask::PrefixLM(std::min(S, o_.mask.prefix > 0 ? o_.mask.prefix : S / 4));
     }
+  }
+  // Packed documents at length S (kept for the run): a long one over
+  // several shards, tiny ones, an empty one and a one-token one, then
+  // lengths of S/64 .. S/8 (deterministic, the same on every rank).
+  const std::vector<int64_t>& DocumentsFor(int64_t S) const {
+    std::vector<int64_t>& b = documents_[S];
+    if (!b.empty()) return b;
+    b.push_back(0);
+    auto add = [&](int64_t len) { b.push_back(std::min(S, b.back() + std::max<int64_t>(0, len))); };
+    add(S * 3 / 8);
+    add(1);
+    add(0);
+    add(3);
+    for (int64_t i = 0; b.back() < S; ++i) add(std::max<int64_t>(1, S / (8 << (i % 4))));
+    return b;
   }
   // Per rank: the cores of this machine shared by the ranks on it (all W
   // local ranks, or the processes of the world on this host, each at most
@@ -205,6 +228,7 @@ class Runner {
   const EvalOptions& o_;
   Progress progress_;
   EvalData d_;
+  mutable std::map<int64_t, std::vector<int64_t>> documents_;  // DocumentsFor, by length
   double start_ = 0;
   double rate_fwd_ = 1e9, rate_bwd_ = 1e9;  // FLOP/s
   double ref_per_unit_ = 5e-9;              // seconds per (row x head x key x d)
@@ -335,7 +359,7 @@ void Runner::Plan() {
   // Fixed work: the matrix and the W sweep at S_m.
   double fixed = 0;
   if (o_.run_exactness) {
-    for (int k = 0; k < 4; ++k) {
+    for (int k = 0; k < kNumMaskKinds; ++k) {
       const Mask m = MaskFor(k, S_m);
       fixed += nd * (nl + d_.worlds.size()) * (EstRing(S_m, m, true) + EstCheck(S_m, m));
     }
@@ -346,7 +370,7 @@ void Runner::Plan() {
   };
   auto est_needle = [&](int64_t S) {
     double t = 0;
-    for (int k = 0; k < 4; ++k) t += nl * EstRing(S, MaskFor(k, S), false);
+    for (int k = 0; k < kNumMaskKinds; ++k) t += nl * EstRing(S, MaskFor(k, S), false);
     return t;
   };
   auto est_cost = [&](int64_t S) {
@@ -454,7 +478,7 @@ absl::Status Runner::RunExactness() {
       progress_.Begin(absl::StrFormat("inputs S=%d %s", S, DTypeName(t)), 0);
       const Problem p = MakeProblem(S, o_.heads, o_.kv_heads, o_.head_dim, t, o_.seed + S);
       progress_.End();
-      for (int k = 0; k < 4; ++k) {
+      for (int k = 0; k < kNumMaskKinds; ++k) {
         if (!lv.matrix && k != d_.main_kind) continue;
         const Mask m = MaskFor(k, S);
         const double tr = Now();
@@ -502,7 +526,7 @@ absl::Status Runner::RunExactness() {
   // Growth with W, per dtype, mask and quantity, on the main layout.
   if (d_.worlds.size() > 1) {
     for (DType t : o_.dtypes) {
-      for (int k = 0; k < 4; ++k) {
+      for (int k = 0; k < kNumMaskKinds; ++k) {
         std::map<int, const ExactRun*> by_w;
         for (const ExactRun& r : d_.exact) {
           if (r.seqlen == d_.matrix_seq && r.dtype == t && r.mask_kind == kMaskKinds[k] &&
@@ -541,7 +565,7 @@ absl::Status Runner::RunReachability() {
   const double t0 = Now();
   progress_.Note("== 2/3 reachability: needles at every depth, rank and shard boundary");
   for (Sharding sh : o_.shardings) {
-    for (int k = 0; k < 4; ++k) {
+    for (int k = 0; k < kNumMaskKinds; ++k) {
       NeedleConfig c;
       c.sharding = sh;
       c.mask_kind = kMaskKinds[k];
@@ -551,7 +575,7 @@ absl::Status Runner::RunReachability() {
   for (int64_t S : needle_seqs_) {
     for (NeedleConfig& c : d_.needles) {
       const int k =
-          static_cast<int>(std::find(kMaskKinds, kMaskKinds + 4, c.mask_kind) - kMaskKinds);
+          static_cast<int>(std::find(kMaskKinds, kMaskKinds + kNumMaskKinds, c.mask_kind) - kMaskKinds);
       NeedleSpec ns;
       ns.seqlen = S;
       ns.heads = o_.heads;
@@ -598,7 +622,7 @@ absl::Status Runner::RunCost() {
       CostPoint pt;
       pt.seqlen = S;
       pt.world = w;
-      ASSIGN_OR_RETURN(const Layout layout, Layout::Create(d_.main_sharding, S, w, o_.stripe));
+      ASSIGN_OR_RETURN(const Layout layout, Layout::Create(d_.main_sharding, S, w, o_.stripe, m));
       pt.shard_len = layout.MaxShardLength();
       pt.fwd_flop = FwdFlop(S, m, o_.heads, o_.head_dim);
       pt.bwd_flop = 2.5 * pt.fwd_flop;
@@ -949,7 +973,10 @@ absl::StatusOr<EvalResult> Runner::Run() {
   d_.main_sharding = o_.shardings.front();
   d_.main_dtype = o_.dtypes.front();
   const bool user_window = o_.mask.window_left >= 0 || o_.mask.window_right >= 0;
-  d_.main_kind = o_.mask.causal ? (user_window ? 3 : 1) : (user_window ? 2 : 0);
+  d_.main_kind = o_.mask.sink > 0     ? 5
+                 : o_.mask.prefix > 0 ? 6
+                 : o_.mask.causal     ? (user_window ? 3 : 1)
+                                      : (user_window ? 2 : 0);
   if (o_.sweep_ranks.empty()) {
     std::set<int> w = {1, 2, 4, o_.ranks};
     d_.worlds.assign(w.begin(), w.end());

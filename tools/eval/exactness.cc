@@ -58,15 +58,23 @@ RefProblem MakeRef(const Problem& p, const Mask& m) {
   return r;
 }
 
-// Visible key interval of query i (global positions = indices here).
+// The smallest range holding both (an empty one holds nothing).
+PosRange Hull(const PosRange& a, const PosRange& b) {
+  if (a.Empty()) return b;
+  if (b.Empty()) return a;
+  return PosRange{std::min(a.lo, b.lo), std::max(a.hi, b.hi)};
+}
+// The keys query i may see (global positions = indices here): with a sink,
+// the hull of both parts' intervals; callers test each pair with Visible.
 void KeyRange(const Mask& m, int64_t S, int64_t i, int64_t* lo, int64_t* hi) {
-  const PosRange keys = m.KeyBounds(i);
+  const PosRange keys = m.HasSink() ? Hull(m.KeyBounds(i), m.SinkBounds(i)) : m.KeyBounds(i);
   *lo = std::max<int64_t>(0, keys.lo);
   *hi = std::min<int64_t>(S - 1, keys.hi);
 }
-// Query interval that sees key j.
+// The queries that may see key j (the same, from the key's side).
 void QueryRange(const Mask& m, int64_t S, int64_t j, int64_t* lo, int64_t* hi) {
-  const PosRange queries = m.QueryBounds(j);
+  const PosRange queries =
+      m.HasSink() ? Hull(m.QueryBounds(j), m.SinkPart().QueryBounds(j)) : m.QueryBounds(j);
   *lo = std::max<int64_t>(0, queries.lo);
   *hi = std::min<int64_t>(S - 1, queries.hi);
 }

@@ -377,7 +377,7 @@ absl::StatusOr<RunStats> RunOwnRank(const RunSpec& spec, const FillFn& fill, con
     std::vector<uint8_t> packed;
     if (r != 0) PackOutputs(s, &packed);
     ASSIGN_OR_RETURN(const Layout layout,
-                     Layout::Create(spec.sharding, spec.seqlen, W, spec.stripe));
+                     Layout::Create(spec.sharding, spec.seqlen, W, spec.stripe, spec.mask));
     std::vector<std::vector<uint8_t>> shards(W);
     RETURN_IF_ERROR(tools::GatherToRoot(
         c, kShardTag, packed.data(),

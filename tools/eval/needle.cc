@@ -55,10 +55,11 @@ absl::StatusOr<NeedleRun> RunNeedles(const NeedleSpec& spec) {
   if (S < 2) return ArgError("needle seqlen", ">= 2", S);
   if (D < 2) return ArgError("head_dim for the needle check", ">= 2", D);
   if (Hk < 1 || H % Hk != 0) return ArgError("heads % kv_heads", "0", H % std::max<int64_t>(Hk, 1));
-  ASSIGN_OR_RETURN(const Layout layout, Layout::Create(spec.sharding, S, spec.world, spec.stripe));
+  const Mask& mask = spec.mask;
+  ASSIGN_OR_RETURN(const Layout layout,
+                   Layout::Create(spec.sharding, S, spec.world, spec.stripe, mask));
   const int W = spec.world;
   const int64_t group = H / Hk;
-  const Mask& mask = spec.mask;
 
   // Owner of every position, and the shard boundaries.
   std::vector<int32_t> owner(S, 0);
@@ -95,10 +96,18 @@ absl::StatusOr<NeedleRun> RunNeedles(const NeedleSpec& spec) {
     wants.push_back({b - 1, "boundary-left", -1});
     wants.push_back({b, "boundary-right", -1});
   }
+  // Packed documents: needles on both sides of each document boundary
+  // (their probes across it must not retrieve them).
+  for (int64_t d = 1; d < mask.num_docs; ++d) {
+    const int64_t e = mask.cu_seqlens[d];
+    if (e <= 0 || e >= S) continue;
+    wants.push_back({e - 1, "document-last", -1});
+    wants.push_back({e, "document-first", -1});
+  }
   for (int r = 0; r < W; ++r) {
     const PositionMap m = layout.Shard(r);
     if (m.Length() == 0) continue;
-    wants.push_back({m.Global(m.seg[0].length / 2), "rank", -1});
+    wants.push_back({m.Global(m.Segments()[0].length / 2), "rank", -1});
   }
   std::vector<Want> needles;
   {

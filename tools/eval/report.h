@@ -26,7 +26,12 @@ std::string DumpJson(const Json& j);
 // Parses JSON (RFC 8259); malformed text is InvalidArgument, not an exception.
 absl::StatusOr<Json> ParseJson(absl::string_view text);
 
-inline constexpr const char* kMaskKinds[4] = {"none", "causal", "window", "causal+window"};
+// The masks every check runs: the four window kinds, causal attention over
+// packed documents of mixed lengths (Runner::MaskFor), StreamingLLM's sinks
+// with a causal window, and prefix-LM.
+inline constexpr int kNumMaskKinds = 7;
+inline constexpr const char* kMaskKinds[kNumMaskKinds] = {
+    "none", "causal", "window", "causal+window", "causal+docs", "sink+window", "prefix-lm"};
 
 struct EvalData {
   EvalOptions options;
