@@ -148,8 +148,12 @@ Case SmallCase(Mask m = Mask{true, -1, -1}) {
 
 TEST(Ring, DeterministicAcrossRuns) {
   const Problem pr = MakeProblem(SmallCase(), 3);
-  for (Sharding s : {Sharding::kZigzag, Sharding::kStriped}) {
-    const RingResult a = RunRing(pr, 4, s), b = RunRing(pr, 4, s);
+  Case packed = SmallCase(Mask::Sink(3, 40));  // documents, sinks, the balanced layout
+  packed.mask = WithRingDocuments(packed.mask, RingDocs::kMixed, packed.seqlen_q, 4);
+  const Problem pd = MakeProblem(packed, 3);
+  for (auto [p, s] : {std::pair{&pr, Sharding::kZigzag}, std::pair{&pr, Sharding::kStriped},
+                      std::pair{&pd, Sharding::kBalanced}}) {
+    const RingResult a = RunRing(*p, 4, s), b = RunRing(*p, 4, s);
     EXPECT_EQ(0, std::memcmp(a.out.data(), b.out.data(), a.out.size() * 4));
     EXPECT_EQ(0, std::memcmp(a.lse.data(), b.lse.data(), a.lse.size() * 4));
     EXPECT_EQ(0, std::memcmp(a.dq.data(), b.dq.data(), a.dq.size() * 4));
