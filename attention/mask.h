@@ -109,10 +109,11 @@ struct Mask {
   // Whether the kernels must run this mask as its two parts.
   RINGATTN_HD bool HasSink() const { return sink > 0 && !sink_part; }
   // This mask, within the documents bounds[0..n) (n = num_docs + 1 entries).
+  // n = 0 (no array) is no documents; n = 1 is refused by ValidateMask.
   Mask WithDocuments(const int64_t* bounds, int64_t n) const {
     Mask m = *this;
-    m.cu_seqlens = n > 1 ? bounds : nullptr;
-    m.num_docs = n > 1 ? n - 1 : 0;
+    m.cu_seqlens = n > 0 ? bounds : nullptr;
+    m.num_docs = n > 0 ? n - 1 : 0;
     return m;
   }
 
@@ -167,6 +168,14 @@ struct Mask {
   }
   RINGATTN_HD bool Visible(int64_t q, int64_t k) const {
     return KeyBounds(q).Contains(k) || (HasSink() && SinkBounds(q).Contains(k));
+  }
+  // How many keys in [0, seqlen) the query at q sees (both parts of a sink).
+  RINGATTN_HD int64_t VisibleKeys(int64_t q, int64_t seqlen) const {
+    auto count = [seqlen](const PosRange& r) {
+      const int64_t n = std::min(seqlen - 1, r.hi) - std::max<int64_t>(0, r.lo) + 1;
+      return n > 0 ? n : 0;
+    };
+    return count(KeyBounds(q)) + (HasSink() ? count(SinkBounds(q)) : 0);
   }
   // The sink keys that the main interval of the query at q leaves out:
   // [doc_start(q), min(sink - 1, lo(q) - 1, hi(q))] (empty without a sink

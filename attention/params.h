@@ -69,6 +69,9 @@ struct AttnParams {
   PositionMap k_pos;  // global positions of the key rows
 
   int64_t GroupSize() const { return num_heads / num_heads_k; }
+  // Whether the mask has a sink and some key of this block lies below it
+  // (key positions increase): the kernels then run its sink part too.
+  bool HasSinkKeys() const { return mask.HasSink() && seqlen_k > 0 && k_pos.Global(0) < mask.sink; }
 };
 
 inline float DefaultScale(int64_t head_dim) {

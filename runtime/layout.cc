@@ -83,9 +83,7 @@ std::shared_ptr<const std::vector<Layout::Segments>> Layout::Balance(int64_t seq
   double total = 0;
   for (Doc& d : docs) {
     for (int64_t i = d.begin; i < d.end; ++i) {
-      const PosRange keys = mask.KeyBounds(i);
-      d.work += kRowOverhead + static_cast<double>(std::max<int64_t>(
-                                   0, std::min(seqlen - 1, keys.hi) - std::max<int64_t>(0, keys.lo) + 1));
+      d.work += kRowOverhead + static_cast<double>(mask.VisibleKeys(i, seqlen));
     }
     total += d.work;
   }

@@ -32,24 +32,16 @@ RingPlan::RingPlan(const Layout& layout, const Mask& mask, int rank)
   num_steps_ = last + 1;
 }
 
-int64_t VisibleKeys(int64_t seqlen, const Mask& mask, int64_t q) {
-  auto count = [&](const PosRange& keys) {
-    return std::max<int64_t>(0, std::min(seqlen - 1, keys.hi) - std::max<int64_t>(0, keys.lo) + 1);
-  };
-  return count(mask.KeyBounds(q)) + (mask.HasSink() ? count(mask.SinkBounds(q)) : 0);
-}
-
 int64_t VisiblePairs(int64_t seqlen, const Mask& mask) {
   int64_t pairs = 0;
-  for (int64_t i = 0; i < seqlen; ++i) pairs += VisibleKeys(seqlen, mask, i);
+  for (int64_t i = 0; i < seqlen; ++i) pairs += mask.VisibleKeys(i, seqlen);
   return pairs;
 }
 
 std::vector<int64_t> VisiblePairsPerRank(const Layout& layout, const Mask& mask) {
   std::vector<int64_t> pairs(layout.world(), 0);
   for (int r = 0; r < layout.world(); ++r) {
-    const PositionMap m = layout.Shard(r);
-    for (int64_t i = 0; i < m.Length(); ++i) pairs[r] += VisibleKeys(layout.seqlen(), mask, m.Global(i));
+    for (int64_t q : layout.Positions(r)) pairs[r] += mask.VisibleKeys(q, layout.seqlen());
   }
   return pairs;
 }

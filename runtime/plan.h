@@ -41,8 +41,6 @@ class RingPlan {
 // Number of (query, key) pairs of the whole sequence that the mask lets
 // through: the FLOP basis of the benchmarks (4 * pairs * D * H forward).
 int64_t VisiblePairs(int64_t seqlen, const Mask& mask);
-// The keys in [0, seqlen) the query at position q sees.
-int64_t VisibleKeys(int64_t seqlen, const Mask& mask, int64_t q);
 // Visible pairs whose query each rank holds: the work of each rank.
 std::vector<int64_t> VisiblePairsPerRank(const Layout& layout, const Mask& mask);
 // max / mean of per-rank work (1 = balanced; 1 for no work at all).

@@ -43,6 +43,9 @@ absl::Status ValidateMask(const Mask& m, int64_t seqlen) {
   }
   if (m.sink_part) return ArgError("mask.sink_part", "false (the kernels' own split)", "true");
   if (m.num_docs < 0) return ArgError("mask.num_docs", ">= 0", m.num_docs);
+  if (m.num_docs == 0 && m.cu_seqlens != nullptr) {
+    return ArgError("cu_seqlens", "[0, ..., seqlen] (at least 2 boundaries)", "one entry");
+  }
   if (m.num_docs == 0) return absl::OkStatus();
   if (m.cu_seqlens == nullptr) return ArgError("cu_seqlens", "an array of num_docs + 1 boundaries", "null");
   const int64_t n = m.num_docs;

@@ -44,7 +44,7 @@ absl::Status Backward(const AttnParams& p, int num_threads) {
     AttnParams part = p;
     part.mask = p.mask.MainPart();
     RETURN_IF_ERROR(Backward(part, num_threads));
-    if (!HasSinkKeys(p)) return absl::OkStatus();
+    if (!p.HasSinkKeys()) return absl::OkStatus();
     part.mask = p.mask.SinkPart();
     return Backward(part, num_threads);
   }

@@ -78,11 +78,6 @@ absl::Status CheckParams(const AttnParams& p, bool backward) {
   return absl::OkStatus();
 }
 
-// Whether some key of the block lies below the sink (its positions increase).
-bool HasSinkKeys(const AttnParams& p) {
-  return p.mask.HasSink() && p.seqlen_k > 0 && p.k_pos.Global(0) < p.mask.sink;
-}
-
 namespace {
 
 // A mask with a sink: the main part and the sink part into fp32 scratch,
@@ -123,7 +118,7 @@ absl::Status ForwardWithSink(const AttnParams& p, int num_threads) {
 absl::Status Forward(const AttnParams& p, int num_threads) {
   RETURN_IF_ERROR(CheckParams(p, /*backward=*/false));
   if (p.mask.HasSink()) {
-    if (HasSinkKeys(p)) return ForwardWithSink(p, num_threads);
+    if (p.HasSinkKeys()) return ForwardWithSink(p, num_threads);
     AttnParams main = p;  // no key of this block is a sink: the main rules alone
     main.mask = p.mask.MainPart();
     return Forward(main, num_threads);

@@ -35,8 +35,6 @@ absl::Status CheckParams(const AttnParams& p, bool backward);
 // parts' gradients; a block without sink keys runs the main part alone.
 absl::Status Forward(const AttnParams& p, int num_threads);
 absl::Status Backward(const AttnParams& p, int num_threads);
-// Whether p's mask has a sink and some key of the block lies below it.
-bool HasSinkKeys(const AttnParams& p);
 
 // dsum[b, h, i] = sum_d dout[b, i, h, d] * out[b, i, h, d] in fp32: the
 // backward pre-pass. dsum is contiguous [B, H, S].

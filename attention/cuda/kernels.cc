@@ -175,15 +175,6 @@ absl::Status CheckParams(const AttnParams& p, bool backward) {
   return absl::OkStatus();
 }
 
-namespace {
-
-// Whether some key of the block lies below the mask's sink.
-bool HasSinkKeys(const AttnParams& p) {
-  return p.mask.HasSink() && p.seqlen_k > 0 && p.k_pos.Global(0) < p.mask.sink;
-}
-
-}  // namespace
-
 absl::Status Forward(const AttnParams& p, void* stream) {
   RETURN_IF_ERROR(CheckParams(p, /*backward=*/false));
   if (p.seqlen_q == 0) return absl::OkStatus();
@@ -193,7 +184,7 @@ absl::Status Forward(const AttnParams& p, void* stream) {
     // the ring's fp32 contiguous partial results.
     AttnParams main = p;
     main.mask = p.mask.MainPart();
-    if (!HasSinkKeys(p)) return Forward(main, stream);
+    if (!p.HasSinkKeys()) return Forward(main, stream);
     const int64_t B = p.batch, Sq = p.seqlen_q, H = p.num_heads, D = p.head_dim;
     const TensorStrides contiguous = TensorStrides::Contiguous(Sq, H, D);
     if (p.out_dtype != DType::kFloat32 || p.out_stride.batch != contiguous.batch ||
@@ -240,7 +231,7 @@ absl::Status Backward(const AttnParams& p, bool deterministic, void* stream) {
     AttnParams part = p;
     part.mask = p.mask.MainPart();
     RETURN_IF_ERROR(Backward(part, deterministic, stream));
-    if (!HasSinkKeys(p)) return absl::OkStatus();
+    if (!p.HasSinkKeys()) return absl::OkStatus();
     part.mask = p.mask.SinkPart();
     return Backward(part, deterministic, stream);
   }

@@ -280,9 +280,6 @@ class Attention {
     o.mask = Mask::Window(a.window_left, a.window_right, a.causal);
     o.mask.prefix = a.prefix;
     o.mask.sink = a.sink;
-    if (a.cu_seqlens.size() == 1) {
-      Raise(PyExc_ValueError, "cu_seqlens: expected [0, ..., S], got one entry");
-    }
     // Create copies the documents; `a` outlives it.
     o.mask = o.mask.WithDocuments(a.cu_seqlens.data(), static_cast<int64_t>(a.cu_seqlens.size()));
     o.softcap = static_cast<float>(a.softcap);
@@ -352,9 +349,6 @@ Mask MakeMask(bool causal, int64_t window_left, int64_t window_right, int64_t pr
   m.prefix = prefix;
   m.sink = sink;
   m = m.WithDocuments(cu_seqlens.data(), static_cast<int64_t>(cu_seqlens.size()));
-  if (cu_seqlens.size() == 1) {
-    Raise(PyExc_ValueError, "cu_seqlens: expected [0, ..., S], got one entry");
-  }
   Check(ValidateMask(m, seqlen));
   return m;
 }
