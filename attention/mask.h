@@ -22,10 +22,12 @@
 // the kernels, the plan or the ring. Adding a kind of mask:
 //   - a token rule that keeps one monotone interval per row changes these
 //     functions and nothing else;
-//   - a block rule (block-sparse) also answers in Classify (an off block is
-//     kEmpty, a block it does not cover whole is kPartial) and Visible;
-//   - a rule with a second interval (sink tokens) adds a second bounds pair
-//     and the kernels' interval code learns to take two.
+//   - a block rule (block-sparse, `blocks`) leaves the intervals alone and
+//     answers in Classify (a tile over off blocks only is kEmpty, one over
+//     mixed blocks kPartial) and in BlockOn, which a partial tile's rows
+//     consult beside their interval;
+//   - a rule with a second interval (sink tokens) splits the mask into two
+//     parts, each one interval (MainPart, SinkPart).
 // The ring, its plan and the strategies see only Mask values and these
 // functions, so none of them changes.
 #pragma once
@@ -79,6 +81,14 @@ struct Mask {
   // ring merges blocks. sink_part marks the second part.
   int64_t sink = 0;
   bool sink_part = false;
+  // Block-sparse: the queries of block qb (positions [qb * block_size,
+  // (qb + 1) * block_size)) may see the keys of block kb in head h iff
+  // blocks[(h * block_rows + qb) * block_cols + kb] != 0, ANDed with the
+  // rules above. block_heads is 1 (every head) or the number of query
+  // heads; kernels take one head's slice with ForHead. A view, like
+  // cu_seqlens: Create copies it, the CUDA backend uploads it once.
+  const uint8_t* blocks = nullptr;
+  int64_t block_size = 0, block_heads = 0, block_rows = 0, block_cols = 0;
 
   static Mask None() { return Mask{}; }
   static Mask Causal() { return Mask{true, -1, -1}; }
@@ -117,6 +127,60 @@ struct Mask {
     return m;
   }
 
+  // This mask, ANDed with the block mask bits[heads][rows][cols] over blocks
+  // of `size` tokens (heads 1: the same for every head).
+  Mask WithBlocks(const uint8_t* bits, int64_t heads, int64_t rows, int64_t cols,
+                  int64_t size) const {
+    Mask m = *this;
+    m.blocks = bits;
+    m.block_heads = bits != nullptr ? heads : 0;
+    m.block_rows = bits != nullptr ? rows : 0;
+    m.block_cols = bits != nullptr ? cols : 0;
+    m.block_size = bits != nullptr ? size : 0;
+    return m;
+  }
+  RINGATTN_HD bool HasBlocks() const { return blocks != nullptr; }
+  // The mask of query head h: one head's slice of a per-head block mask.
+  RINGATTN_HD Mask ForHead(int64_t h) const {
+    Mask m = *this;
+    if (block_heads > 1) {
+      m.blocks += h * block_rows * block_cols;
+      m.block_heads = 1;
+    }
+    return m;
+  }
+  // Whether the block pair of positions (q, k) is on (in some head, for a
+  // per-head mask not yet narrowed by ForHead); true without a block mask.
+  RINGATTN_HD bool BlockOn(int64_t q, int64_t k) const {
+    if (!HasBlocks()) return true;
+    const int64_t at = (q / block_size) * block_cols + k / block_size;
+    for (int64_t h = 0; h < block_heads; ++h) {
+      if (blocks[h * block_rows * block_cols + at]) return true;
+    }
+    return false;
+  }
+  // Over the block pairs that positions [q_min, q_max] x [k_min, k_max]
+  // touch: kEmpty when all are off, kFull when all are on, else kPartial
+  // (kFull without a block mask).
+  RINGATTN_HD TileClass BlockClass(int64_t q_min, int64_t q_max, int64_t k_min,
+                                   int64_t k_max) const {
+    if (!HasBlocks()) return TileClass::kFull;
+    const int64_t qb0 = q_min / block_size, qb1 = q_max / block_size;
+    const int64_t kb0 = k_min / block_size, kb1 = k_max / block_size;
+    bool any_on = false, any_off = false;
+    for (int64_t qb = qb0; qb <= qb1; ++qb)
+      for (int64_t kb = kb0; kb <= kb1; ++kb) {
+        bool on = false;
+        for (int64_t h = 0; h < block_heads && !on; ++h) {
+          on = blocks[(h * block_rows + qb) * block_cols + kb] != 0;
+        }
+        any_on = any_on || on;
+        any_off = any_off || !on;
+        if (any_on && any_off) return TileClass::kPartial;
+      }
+    return any_on ? TileClass::kFull : TileClass::kEmpty;
+  }
+
   RINGATTN_HD bool HasLeft() const { return window_left >= 0; }
   RINGATTN_HD bool HasRight() const { return causal || window_right >= 0; }
   RINGATTN_HD bool HasDocuments() const { return num_docs > 0; }
@@ -126,7 +190,9 @@ struct Mask {
     return window_right < 0 ? 0 : std::min<int64_t>(window_right, 0);
   }
   // Every query sees every key.
-  RINGATTN_HD bool IsNone() const { return !HasLeft() && !HasRight() && !HasDocuments(); }
+  RINGATTN_HD bool IsNone() const {
+    return !HasLeft() && !HasRight() && !HasDocuments() && !HasBlocks();
+  }
 
   // The document of position x: [cu_seqlens[d], cu_seqlens[d + 1]), the
   // last non-empty one starting at or before x (binary search).
@@ -167,13 +233,29 @@ struct Mask {
     return r;
   }
   RINGATTN_HD bool Visible(int64_t q, int64_t k) const {
-    return KeyBounds(q).Contains(k) || (HasSink() && SinkBounds(q).Contains(k));
+    return (KeyBounds(q).Contains(k) || (HasSink() && SinkBounds(q).Contains(k))) &&
+           BlockOn(q, k);
   }
-  // How many keys in [0, seqlen) the query at q sees (both parts of a sink).
+  // How many keys in [0, seqlen) the query at q sees (both parts of a sink;
+  // with a per-head block mask, summed over its heads).
   RINGATTN_HD int64_t VisibleKeys(int64_t q, int64_t seqlen) const {
-    auto count = [seqlen](const PosRange& r) {
-      const int64_t n = std::min(seqlen - 1, r.hi) - std::max<int64_t>(0, r.lo) + 1;
-      return n > 0 ? n : 0;
+    if (HasBlocks() && block_heads > 1) {
+      int64_t sum = 0;
+      for (int64_t h = 0; h < block_heads; ++h) sum += ForHead(h).VisibleKeys(q, seqlen);
+      return sum;
+    }
+    auto count = [this, q, seqlen](const PosRange& r) {
+      const int64_t lo = std::max<int64_t>(0, r.lo), hi = std::min(seqlen - 1, r.hi);
+      if (hi < lo) return int64_t{0};
+      if (!HasBlocks()) return hi - lo + 1;
+      int64_t n = 0;  // the on blocks' share of [lo, hi]
+      const uint8_t* row = blocks + (q / block_size) * block_cols;
+      for (int64_t kb = lo / block_size; kb <= hi / block_size; ++kb) {
+        if (row[kb]) {
+          n += std::min(hi, (kb + 1) * block_size - 1) - std::max(lo, kb * block_size) + 1;
+        }
+      }
+      return n;
     };
     return count(KeyBounds(q)) + (HasSink() ? count(SinkBounds(q)) : 0);
   }
@@ -195,12 +277,22 @@ struct Mask {
   // interleaved ones, never wrong: by monotonicity the union of the rows'
   // intervals lies in [lo(q_min), hi(q_max)] and their intersection is
   // [lo(q_max), hi(q_min)].
-  // With a sink (HasSink), of the union of the two parts.
+  // With a sink (HasSink), of the union of the two parts; with a block
+  // mask, ANDed with BlockClass.
   RINGATTN_HD TileClass Classify(int64_t q_min, int64_t q_max, int64_t k_min,
                                  int64_t k_max) const {
+    const TileClass c = IntervalClass(q_min, q_max, k_min, k_max);
+    if (c == TileClass::kEmpty || !HasBlocks()) return c;
+    const TileClass b = BlockClass(q_min, q_max, k_min, k_max);
+    return b == TileClass::kFull ? c : b;
+  }
+
+  // Classify without the block mask.
+  RINGATTN_HD TileClass IntervalClass(int64_t q_min, int64_t q_max, int64_t k_min,
+                                      int64_t k_max) const {
     if (HasSink()) {
-      const TileClass a = MainPart().Classify(q_min, q_max, k_min, k_max);
-      const TileClass b = SinkPart().Classify(q_min, q_max, k_min, k_max);
+      const TileClass a = MainPart().IntervalClass(q_min, q_max, k_min, k_max);
+      const TileClass b = SinkPart().IntervalClass(q_min, q_max, k_min, k_max);
       if (a == TileClass::kEmpty && b == TileClass::kEmpty) return TileClass::kEmpty;
       return a == TileClass::kFull ? TileClass::kFull : TileClass::kPartial;
     }
@@ -245,6 +337,15 @@ RINGATTN_HD inline bool operator==(const Mask& a, const Mask& b) {
   }
   for (int64_t d = 0; d <= a.num_docs && a.num_docs > 0; ++d) {
     if (a.cu_seqlens[d] != b.cu_seqlens[d]) return false;
+  }
+  if (a.HasBlocks() != b.HasBlocks()) return false;
+  if (!a.HasBlocks()) return true;
+  if (a.block_size != b.block_size || a.block_heads != b.block_heads ||
+      a.block_rows != b.block_rows || a.block_cols != b.block_cols) {
+    return false;
+  }
+  for (int64_t x = 0; x < a.block_heads * a.block_rows * a.block_cols; ++x) {
+    if ((a.blocks[x] != 0) != (b.blocks[x] != 0)) return false;
   }
   return true;
 }

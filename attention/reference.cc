@@ -44,7 +44,7 @@ void RowScores(const Views<T>& t, int64_t b, int64_t h, int64_t i, std::vector<d
   x->assign(p.seqlen_k, kNegInf);
   if (tanh_out) tanh_out->assign(p.seqlen_k, 0.0);
   for (int64_t j = 0; j < p.seqlen_k; ++j) {
-    if (!ReferenceVisible(p.mask, p.QPos(i), p.KPos(j))) continue;
+    if (!ReferenceVisible(p.mask, p.QPos(i), p.KPos(j), h)) continue;
     double s = 0;
     for (int64_t d = 0; d < p.head_dim; ++d) s += t.Q(b, i, h, d) * t.K(b, j, hk, d);
     s *= p.scale;
@@ -139,7 +139,7 @@ void BackwardImpl(const RefProblem& p, const T* q, const T* k, const T* v, const
 
 }  // namespace
 
-bool ReferenceVisible(const Mask& m, int64_t i, int64_t j) {
+bool ReferenceVisible(const Mask& m, int64_t i, int64_t j, int64_t h) {
   bool right_ok = true;  // the right edge: causal or a right window, lifted by the prefix
   if (m.HasRight()) {
     const int64_t right = m.causal ? (m.window_right < 0 ? 0 : std::min<int64_t>(m.window_right, 0))
@@ -150,8 +150,14 @@ bool ReferenceVisible(const Mask& m, int64_t i, int64_t j) {
   const bool same_doc = !m.HasDocuments() || DocIndex(m, i) == DocIndex(m, j);
   const bool main = right_ok && left_ok && same_doc;
   const bool sink = j < m.sink && right_ok && same_doc;  // sinks ignore the left window
-  if (m.sink_part) return sink && !main;
-  return main || sink;
+  bool block_ok = true;  // the block pair, in head h (or the only head)
+  if (m.blocks != nullptr) {
+    const int64_t head = m.block_heads > 1 ? h : 0;
+    block_ok = m.blocks[(head * m.block_rows + i / m.block_size) * m.block_cols +
+                        j / m.block_size] != 0;
+  }
+  if (m.sink_part) return sink && !main && block_ok;
+  return (main || sink) && block_ok;
 }
 
 void ReferenceForwardRow(const RefProblem& p, const float* q, const float* k, const float* v,

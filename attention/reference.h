@@ -24,10 +24,11 @@ struct RefProblem {
 };
 
 // Whether the query at position i sees the key at position j, from the
-// rules' definitions (causal, window, prefix-LM, documents, sinks) rather
-// than from Mask's bounds, so that the tests check those bounds. For a
-// SinkPart() mask: the pairs only the sink makes visible.
-bool ReferenceVisible(const Mask& m, int64_t i, int64_t j);
+// rules' definitions (causal, window, prefix-LM, documents, sinks, the
+// block mask of query head h) rather than from Mask's bounds, so that the
+// tests check those bounds. For a SinkPart() mask: the pairs only the sink
+// makes visible.
+bool ReferenceVisible(const Mask& m, int64_t i, int64_t j, int64_t h = 0);
 
 // One query row (b, h, i): out_row [D] and its lse (natural log; -inf when
 // the row sees no key, with out_row = 0).

@@ -54,6 +54,12 @@ class Engine final : public RingAttention {
       cu_seqlens_.assign(opt_.mask.cu_seqlens, opt_.mask.cu_seqlens + opt_.mask.num_docs + 1);
       opt_.mask.cu_seqlens = cu_seqlens_.data();
     }
+    if (opt_.mask.HasBlocks()) {  // and its block mask, as 0/1
+      const Mask& m = opt_.mask;
+      blocks_.resize(m.block_heads * m.block_rows * m.block_cols);
+      for (size_t x = 0; x < blocks_.size(); ++x) blocks_[x] = m.blocks[x] != 0;
+      opt_.mask.blocks = blocks_.data();
+    }
     StrategyContext ctx;
     ctx.options = &opt_;
     ctx.layout = &layout_;
@@ -111,6 +117,7 @@ class Engine final : public RingAttention {
                           const TensorView& v, const TensorView& out, const TensorView& lse) {
     ASSIGN_OR_RETURN(const ShardDims d,
                      ValidateForwardArgs(layout_, rank_, opt_.dtype, *backend_, q, k, v, out, lse));
+    RETURN_IF_ERROR(ValidateMaskHeads(opt_.mask, d.H));
     RETURN_IF_ERROR(Start(stream));
     const double t_start = Now();
     RETURN_IF_ERROR(strategy_->ReserveForward(d));
@@ -124,6 +131,7 @@ class Engine final : public RingAttention {
                            const TensorView& dv) {
     ASSIGN_OR_RETURN(const ShardDims d,
                      ValidateForwardArgs(layout_, rank_, opt_.dtype, *backend_, q, k, v, out, lse));
+    RETURN_IF_ERROR(ValidateMaskHeads(opt_.mask, d.H));
     RETURN_IF_ERROR(ValidateBackwardArgs(d, opt_.dtype, *backend_, dout, dq, dk, dv));
     RETURN_IF_ERROR(Start(stream));
     const double t_start = Now();
@@ -224,6 +232,7 @@ class Engine final : public RingAttention {
   comm::Communicator* comm_;
   RingOptions opt_;
   std::vector<int64_t> cu_seqlens_;  // opt_.mask's documents
+  std::vector<uint8_t> blocks_;      // opt_.mask's block mask
   Layout layout_;
   std::unique_ptr<KernelBackend> backend_;
   absl::Duration timeout_;

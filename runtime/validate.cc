@@ -24,7 +24,36 @@ bool MulOverflows(std::initializer_list<int64_t> xs, int64_t* out) {
   return false;
 }
 
+// The block mask's size and shape: [heads, ceil(seqlen / block_size)]^2.
+absl::Status ValidateBlocks(const Mask& m, int64_t seqlen) {
+  if (!m.HasBlocks()) {
+    if (m.block_size != 0 || m.block_heads != 0 || m.block_rows != 0 || m.block_cols != 0) {
+      return ArgError("block_mask", "an array with its sizes", "sizes without an array");
+    }
+    return absl::OkStatus();
+  }
+  if (m.block_size < 1) return ArgError("block_size", ">= 1", m.block_size);
+  const int64_t n = seqlen / m.block_size + (seqlen % m.block_size != 0);
+  if (m.block_heads < 1 || m.block_rows != n || m.block_cols != n) {
+    return ArgError("block_mask shape",
+                    absl::StrCat("[", n, ", ", n, "] or [H, ", n, ", ", n,
+                                 "] (ceil(seqlen = ", seqlen, " / block_size = ", m.block_size,
+                                 ") blocks per side)"),
+                    absl::StrCat(m.block_heads > 1 ? absl::StrCat("[", m.block_heads, ", ") : "[",
+                                 m.block_rows, ", ", m.block_cols, "]"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+absl::Status ValidateMaskHeads(const Mask& m, int64_t heads) {
+  if (m.HasBlocks() && m.block_heads != 1 && m.block_heads != heads) {
+    return ArgError("block_mask heads", absl::StrCat("1 or the query heads H = ", heads),
+                    m.block_heads);
+  }
+  return absl::OkStatus();
+}
 
 absl::Status ValidateMask(const Mask& m, int64_t seqlen) {
   if (m.prefix < 0 || m.prefix > seqlen) {
@@ -46,6 +75,7 @@ absl::Status ValidateMask(const Mask& m, int64_t seqlen) {
   if (m.num_docs == 0 && m.cu_seqlens != nullptr) {
     return ArgError("cu_seqlens", "[0, ..., seqlen] (at least 2 boundaries)", "one entry");
   }
+  RETURN_IF_ERROR(ValidateBlocks(m, seqlen));
   if (m.num_docs == 0) return absl::OkStatus();
   if (m.cu_seqlens == nullptr) return ArgError("cu_seqlens", "an array of num_docs + 1 boundaries", "null");
   const int64_t n = m.num_docs;
@@ -121,6 +151,15 @@ OptionsDigest DigestOf(const RingOptions& o) {
   d.docs_crc = o.mask.HasDocuments()
                    ? Crc32c(o.mask.cu_seqlens, sizeof(int64_t) * (o.mask.num_docs + 1))
                    : 0;
+  if (o.mask.HasBlocks()) {
+    d.block_size = o.mask.block_size;
+    d.block_heads = o.mask.block_heads;
+    // Over the bits as 0/1, whatever nonzero byte a caller stored.
+    const int64_t n = o.mask.block_heads * o.mask.block_rows * o.mask.block_cols;
+    std::vector<uint8_t> bits(o.mask.blocks, o.mask.blocks + n);
+    for (uint8_t& x : bits) x = x != 0;
+    d.blocks_crc = Crc32c(bits.data(), bits.size());
+  }
   d.softcap = o.softcap;
   d.scale = o.scale.value_or(0.0f);
   return d;
@@ -155,6 +194,12 @@ absl::Status CompareDigests(const OptionsDigest& mine, int my_rank, const Option
   check("cu_seqlens: number of documents", mine.num_docs, theirs.num_docs, plain);
   if (mine.num_docs == theirs.num_docs) {
     check("cu_seqlens: checksum of the boundaries", mine.docs_crc, theirs.docs_crc,
+          [](uint32_t c) { return absl::StrCat("0x", absl::Hex(c)); });
+  }
+  check("block_size", mine.block_size, theirs.block_size, plain);
+  check("block_mask heads", mine.block_heads, theirs.block_heads, plain);
+  if (mine.block_size == theirs.block_size && mine.block_heads == theirs.block_heads) {
+    check("block_mask: checksum of the bits", mine.blocks_crc, theirs.blocks_crc,
           [](uint32_t c) { return absl::StrCat("0x", absl::Hex(c)); });
   }
   check("softcap", mine.softcap, theirs.softcap, plain);

@@ -37,12 +37,18 @@ struct OptionsDigest {
   int64_t seqlen = 0, stripe = 0, window_left = 0, window_right = 0, prefix = 0, sink = 0,
           num_docs = 0;
   uint32_t docs_crc = 0;  // CRC-32C of cu_seqlens
+  int64_t block_size = 0, block_heads = 0;  // 0: no block mask
+  uint32_t blocks_crc = 0;                  // CRC-32C of the block mask's bits (0/1)
   float softcap = 0, scale = 0;
 };
 // The mask for a sequence of `seqlen` tokens: prefix and sink in range and
 // useful;
-// cu_seqlens (when given) starts at 0, never decreases, ends at seqlen.
+// cu_seqlens (when given) starts at 0, never decreases, ends at seqlen;
+// a block mask (when given) has a positive block size and ceil(seqlen /
+// block_size) blocks per side.
 absl::Status ValidateMask(const Mask& m, int64_t seqlen);
+// A call's query heads against a per-head block mask's (1 or H).
+absl::Status ValidateMaskHeads(const Mask& m, int64_t heads);
 OptionsDigest DigestOf(const RingOptions& o);
 // InvalidArgument naming each option that differs, with both ranks' values.
 absl::Status CompareDigests(const OptionsDigest& mine, int my_rank, const OptionsDigest& theirs,

@@ -149,6 +149,7 @@ absl::Status Backward(const AttnParams& p, int num_threads) {
     auto dk = Uninit<float>(kN * D);
     auto dv = Uninit<float>(kN * D);
     int64_t ib[kN], ie[kN];
+    int64_t qblock[kM];  // a block-masked partial tile: each query's block row
 #pragma omp for schedule(dynamic, 1)
     for (int64_t item = 0; item < items; ++item) {
       const int64_t b = item / (Hk * classes), hk = (item / classes) % Hk, c = item % classes;
@@ -162,11 +163,22 @@ absl::Status Backward(const AttnParams& p, int num_threads) {
         std::fill(dk.get(), dk.get() + kN * D, 0.0f);
         std::fill(dv.get(), dv.get() + kN * D, 0.0f);
         for (int64_t h = hk * G; h < (hk + 1) * G; ++h) {
+          const Mask mask = p.mask.ForHead(h);
           for (int64_t tq = 0; tq < ntq; ++tq) {
             const int64_t i0 = tq * kM, rows = std::min(kM, Sq - i0);
             const TileClass cls =
-                p.mask.Classify(qpos[i0], qpos[i0 + rows - 1], kpos[j0], kpos[j0 + n - 1]);
+                mask.Classify(qpos[i0], qpos[i0 + rows - 1], kpos[j0], kpos[j0 + n - 1]);
             if (cls == TileClass::kEmpty) continue;
+            const bool by_block = cls == TileClass::kPartial && mask.HasBlocks();
+            if (by_block) {
+              for (int64_t i = 0; i < rows; ++i) {
+                qblock[i] = qpos[i0 + i] / mask.block_size * mask.block_cols;
+              }
+            }
+            // Whether the pair (row i, column j) of this tile is in an on block.
+            auto block_on = [&](int64_t i, int64_t j) {
+              return mask.blocks[qblock[i] + kpos[j0 + j] / mask.block_size] != 0;
+            };
             const int64_t qi = (b * H + h) * ntq + tq;
             const float* lse_t = lse2.get() + qi * kM;
             const float* dsum_t = dsum.get() + qi * kM;
@@ -180,7 +192,7 @@ absl::Status Backward(const AttnParams& p, int num_threads) {
               ib[j] = 0;
               ie[j] = j < n ? kM : 0;
               if (j < n && cls == TileClass::kPartial) {
-                LocalInterval(p.mask.QueryBounds(kpos[j0 + j]), qpos.data() + i0, rows, &ib[j],
+                LocalInterval(mask.QueryBounds(kpos[j0 + j]), qpos.data() + i0, rows, &ib[j],
                               &ie[j]);
               }
               if (has_softcap) SoftcapInplace(sj, tj, kM, cap2);
@@ -207,6 +219,13 @@ absl::Status Backward(const AttnParams& p, int num_threads) {
                   dj[i] = 0.0f;
                 }
               }
+              if (by_block) {
+                for (int64_t i = ib[j]; i < ie[j]; ++i) {
+                  if (block_on(i, j)) continue;
+                  sj[i] = 0.0f;
+                  dj[i] = 0.0f;
+                }
+              }
             }
             gemm_dkv(don.get() + qi * kM * D, st.get(), dv.get());
             gemm_dkv(qn.get() + qi * kM * D, dpt.get(), dk.get());
@@ -214,6 +233,7 @@ absl::Status Backward(const AttnParams& p, int num_threads) {
             if (safe) {
               for (int64_t j = 0; j < n; ++j)
                 for (int64_t i = ib[j]; i < ie[j]; ++i) {
+                  if (by_block && !block_on(i, j)) continue;
                   const float ds = dpt[j * kM + i];
                   for (int64_t d = 0; d < D; ++d) dq_t[d * kM + i] += ds * krow[j * D + d];
                 }

@@ -5,7 +5,8 @@
 //   K^T tiles [D][kBlockN]  ->  S (row-major [kBlockM][kBlockN]) = Q K^T
 //   V   tiles [kBlockN][D]  ->  O (row-major [kBlockM][D])      += P V
 // Empty tiles are skipped; full tiles do no mask work; partial tiles mask
-// each row to its visible key interval. A partial tile whose K or V holds a
+// each row to its visible key interval (and, with a block mask, to the on
+// blocks within it). A partial tile whose K or V holds a
 // non-finite value computes P V row by row over the visible keys only, so
 // NaN/Inf at masked-out keys never reaches an output (0 * NaN = NaN in a GEMM).
 #include <algorithm>
@@ -59,6 +60,10 @@ absl::Status CheckParams(const AttnParams& p, bool backward) {
   if (!(p.scale > 0.0f) || !std::isfinite(p.scale)) return ArgError("scale", "finite > 0", p.scale);
   if (!(p.softcap >= 0.0f) || !std::isfinite(p.softcap)) {
     return ArgError("softcap", "finite >= 0", p.softcap);
+  }
+  if (p.mask.HasBlocks() && p.mask.block_heads != 1 && p.mask.block_heads != p.num_heads) {
+    return ArgError("block_mask heads", absl::StrCat("1 or num_heads = ", p.num_heads),
+                    p.mask.block_heads);
   }
   if (p.q_pos.Length() != p.seqlen_q) return ArgError("q_pos length", p.seqlen_q, p.q_pos.Length());
   if (p.k_pos.Length() != p.seqlen_k) return ArgError("k_pos length", p.seqlen_k, p.k_pos.Length());
@@ -176,10 +181,13 @@ absl::Status Forward(const AttnParams& p, int num_threads) {
     auto o = Uninit<float>(kM * D);
     float m[kM], l[kM];
     int64_t jb[kM], je[kM];
+    const uint8_t* row_blocks[kM];  // a block-masked partial tile: each row's bits
+    int64_t kblock[kN];             // and each key's block
 #pragma omp for schedule(dynamic, 1)
     for (int64_t item = 0; item < items; ++item) {
       const int64_t b = item / (H * ntq), h = (item / ntq) % H, tq = item % ntq, hk = h / G;
       const int64_t i0 = tq * kM, rows = std::min(kM, Sq - i0);
+      const Mask mask = p.mask.ForHead(h);
       for (int64_t r = 0; r < kM; ++r) {
         if (r < rows) {
           LoadRow(p.q, p.dtype, Offset(p.q_stride, b, i0 + r, h), D, q_mul, q.get() + r * D);
@@ -194,8 +202,15 @@ absl::Status Forward(const AttnParams& p, int num_threads) {
 
       for (int64_t t = 0; t < ntk; ++t) {
         const int64_t j0 = t * kN, n = std::min(kN, Sk - j0);
-        const TileClass cls = p.mask.Classify(q_min, q_max, kpos[j0], kpos[j0 + n - 1]);
+        const TileClass cls = mask.Classify(q_min, q_max, kpos[j0], kpos[j0 + n - 1]);
         if (cls == TileClass::kEmpty) continue;
+        const bool by_block = cls == TileClass::kPartial && mask.HasBlocks();
+        if (by_block) {
+          for (int64_t j = 0; j < n; ++j) kblock[j] = kpos[j0 + j] / mask.block_size;
+          for (int64_t r = 0; r < rows; ++r) {
+            row_blocks[r] = mask.blocks + qpos[i0 + r] / mask.block_size * mask.block_cols;
+          }
+        }
         const int64_t panel = (b * Hk + hk) * ntk + t;
         const float* vtile = vp.get() + panel * kN * D;
         gemm_s(kt.get() + panel * D * kN, q.get(), s.get());
@@ -205,9 +220,14 @@ absl::Status Forward(const AttnParams& p, int num_threads) {
           jb[r] = 0;
           je[r] = n;
           if (cls == TileClass::kPartial) {
-            LocalInterval(p.mask.KeyBounds(qpos[i0 + r]), kpos.data() + j0, n, &jb[r], &je[r]);
+            LocalInterval(mask.KeyBounds(qpos[i0 + r]), kpos.data() + j0, n, &jb[r], &je[r]);
             for (int64_t j = 0; j < jb[r]; ++j) sr[j] = kNegInf;
             for (int64_t j = je[r]; j < n; ++j) sr[j] = kNegInf;
+            if (by_block) {
+              for (int64_t j = jb[r]; j < je[r]; ++j) {
+                if (!row_blocks[r][kblock[j]]) sr[j] = kNegInf;
+              }
+            }
           }
           const float m_tile = RowMax(sr + jb[r], je[r] - jb[r]);
           const float m_new = std::fmax(m[r], m_tile);
@@ -226,6 +246,7 @@ absl::Status Forward(const AttnParams& p, int num_threads) {
           for (int64_t r = 0; r < rows; ++r) {
             float* orow = o.get() + r * D;
             for (int64_t j = jb[r]; j < je[r]; ++j) {
+              if (by_block && !row_blocks[r][kblock[j]]) continue;
               const float pj = s[r * kN + j];
               for (int64_t d = 0; d < D; ++d) orow[d] += pj * vtile[j * D + d];
             }

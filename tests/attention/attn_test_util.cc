@@ -5,6 +5,8 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <map>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 
@@ -19,6 +21,13 @@ std::string Case::Name() const {
   if (mask.prefix > 0) absl::StrAppend(&m, "_prefix", mask.prefix);
   if (mask.sink > 0) absl::StrAppend(&m, "_sink", mask.sink);
   if (mask.HasDocuments()) absl::StrAppend(&m, "_docs", mask.num_docs);
+  if (mask.HasBlocks()) {
+    int64_t on = 0;
+    for (int64_t x = 0; x < mask.block_heads * mask.block_rows * mask.block_cols; ++x) {
+      on += mask.blocks[x] != 0;
+    }
+    absl::StrAppend(&m, "_blocks", mask.block_size, "x", mask.block_heads, "on", on);
+  }
   return absl::StrCat("b", batch, "_sq", seqlen_q, "_sk", seqlen_k, "_h", heads, "_hk", heads_k,
                       "_d", head_dim, "_", m, softcap > 0 ? "_cap" : "", "_",
                       DTypeName(dtype), "_pos", static_cast<int>(q_pos), static_cast<int>(k_pos),
@@ -116,6 +125,29 @@ const std::vector<int64_t>& TestDocuments(DocKind kind) {
   b->push_back(int64_t{1} << 40);  // the rest of the positions: one document
   sets[i] = b;
   return *b;
+}
+
+Mask WithTestBlocks(Mask m, BlockKind kind, int64_t size, int64_t heads) {
+  static std::map<std::tuple<int, int64_t, int64_t>, std::vector<uint8_t>> pool;
+  const int64_t n = (kTestBlockSpan + size - 1) / size;
+  std::vector<uint8_t>& bits = pool[{static_cast<int>(kind), size, heads}];
+  if (bits.empty()) {
+    bits.assign(heads * n * n, 0);
+    std::mt19937 rng(static_cast<uint32_t>(size * 31 + heads));
+    for (int64_t h = 0; h < heads; ++h)
+      for (int64_t a = 0; a < n; ++a)
+        for (int64_t b = 0; b < n; ++b) {
+          uint8_t on = 0;
+          switch (kind) {
+            case BlockKind::kRandom: on = rng() % 3 == 0 ? 1 + rng() % 7 : 0; break;  // any nonzero is on
+            case BlockKind::kAllOff: on = 0; break;
+            case BlockKind::kAllOn: on = 1; break;
+            case BlockKind::kDiagonal: on = a == b; break;
+          }
+          bits[(h * n + a) * n + b] = on;
+        }
+  }
+  return m.WithBlocks(bits.data(), heads, n, n, size);
 }
 
 Mask WithTestDocuments(Mask m, DocKind kind) {

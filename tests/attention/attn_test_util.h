@@ -72,6 +72,14 @@ enum class DocKind { kTiny, kMixed, kTileEdges };
 const std::vector<int64_t>& TestDocuments(DocKind kind);
 Mask WithTestDocuments(Mask m, DocKind kind);
 
+// Block masks for kernel tests over positions [0, kTestBlockSpan) (every
+// position a test uses) in blocks of `size` tokens, the same in every head
+// (heads = 1) or one per head: random (seeded, about a third on), all off,
+// all on, the diagonal (each block sees itself). Static storage.
+enum class BlockKind { kRandom, kAllOff, kAllOn, kDiagonal };
+constexpr int64_t kTestBlockSpan = 2048;
+Mask WithTestBlocks(Mask m, BlockKind kind, int64_t size, int64_t heads = 1);
+
 struct Problem {
   Case c;
   std::vector<float> q, k, v, dout;  // contiguous, rounded to dtype

@@ -162,6 +162,32 @@ std::vector<Case> SweepCases() {
       c.softcap = pk == PosKind::kTwoRanges ? 2.0f : 0.0f;
       add(c);
     }
+  // Block masks of every kind, ANDed with the other rules: blocks smaller
+  // than a tile (partial tiles, per-element bits), tile-sized, and not
+  // aligned to tiles; per-head masks with GQA; sharded positions.
+  struct BlockCase {
+    Mask m;
+    int64_t size;
+  };
+  for (BlockKind bk : {BlockKind::kRandom, BlockKind::kAllOff, BlockKind::kAllOn, BlockKind::kDiagonal})
+    for (const BlockCase& bc : {BlockCase{Mask{}, 64}, BlockCase{Causal(), 16},
+                                BlockCase{WithTestDocuments(Window(40, 8), DocKind::kMixed), 50},
+                                BlockCase{Mask::Sink(5, 30), 32}})
+      for (PosKind pk : {PosKind::kFromZero, PosKind::kTwoRanges, PosKind::kStriped}) {
+        if (bk != BlockKind::kRandom && pk != PosKind::kTwoRanges) continue;
+        Case c;
+        c.seqlen_q = 260;
+        c.seqlen_k = 300;
+        c.heads = 4;
+        c.heads_k = 2;
+        c.head_dim = 32;
+        c.q_pos = pk;
+        c.k_pos = pk;
+        c.mask = WithTestBlocks(bc.m, bk, bc.size, bk == BlockKind::kRandom && bc.size == 16 ? 4 : 1);
+        c.dtype = pk == PosKind::kStriped ? DType::kBFloat16 : DType::kFloat32;
+        c.softcap = bc.size == 50 ? 2.0f : 0.0f;
+        add(c);
+      }
   for (int64_t prefix : {1, 63, 64, 150}) {
     Case c;
     c.seqlen_q = 200;
@@ -247,6 +273,22 @@ TEST(CpuKernel, NonFiniteAtMaskedKeysStaysOut) {
     std::vector<double> out_ref(r.out.begin(), r.out.end()), lse_ref(r.lse.begin(), r.lse.end());
     const Grads g = RunBackward(pr, out_ref, lse_ref);
     EXPECT_TRUE(MaskedKeysStayedOut(pr, r.out, r.lse, g)) << m.ToString();
+  }
+  // Blocks of 50: queries 0..99 are block rows 0 and 1; only key blocks 0
+  // and 1 are on, so key 101 (block 2) is masked by the block mask alone,
+  // in a tile that holds visible keys.
+  static const std::vector<uint8_t> bits = [] {
+    std::vector<uint8_t> b(41 * 41, 0);
+    for (int64_t a = 0; a < 41; ++a) b[a * 41] = b[a * 41 + 1] = 1;
+    return b;
+  }();
+  for (Mask m : {Mask{}, Window(120, 120)}) {
+    const Problem pr = NonFiniteAtMaskedKeys(m.WithBlocks(bits.data(), 1, 41, 41, 50), 64,
+                                             DType::kFloat32);
+    const ForwardResult r = RunForward(pr);
+    std::vector<double> out_ref(r.out.begin(), r.out.end()), lse_ref(r.lse.begin(), r.lse.end());
+    const Grads g = RunBackward(pr, out_ref, lse_ref);
+    EXPECT_TRUE(MaskedKeysStayedOut(pr, r.out, r.lse, g)) << pr.c.mask.ToString();
   }
 }
 

@@ -153,6 +153,79 @@ TEST(Mask, LocalIntervalIsTheRowsVisibleColumns) {
   }
 }
 
+// A random block mask over [0, kSeq) in blocks of 1..40 tokens, the same
+// for every head or one per head (3 heads), about half on.
+Mask RandomBlocks(std::mt19937_64& rng, Mask m) {
+  static std::vector<std::vector<uint8_t>> pool;
+  pool.reserve(100000);
+  const int64_t size = std::uniform_int_distribution<int64_t>(1, 40)(rng);
+  const int64_t heads = rng() % 2 ? 3 : 1, n = (kSeq + size - 1) / size;
+  std::vector<uint8_t> bits(heads * n * n);
+  for (uint8_t& b : bits) b = rng() % 2;
+  pool.push_back(std::move(bits));
+  return m.WithBlocks(pool.back().data(), heads, n, n, size);
+}
+
+// Block masks leave the intervals alone: Visible and VisibleKeys of each
+// head agree with the rules' definition; a mask not narrowed to a head
+// answers for the union of the heads.
+TEST(Mask, BlockMasksAgreeWithTheRules) {
+  std::mt19937_64 rng(7);
+  for (int trial = 0; trial < 300; ++trial) {
+    const Mask all = RandomBlocks(rng, RandomMask(rng));
+    SCOPED_TRACE(all.ToString());
+    for (int64_t x = 0; x < kSeq; x += 3) {
+      int64_t union_keys = 0;
+      for (int64_t h = 0; h < all.block_heads; ++h) {
+        const Mask m = all.ForHead(h);
+        int64_t keys = 0;
+        for (int64_t y = 0; y < kSeq; ++y) {
+          const bool want = ReferenceVisible(all, x, y, h);
+          ASSERT_EQ(m.Visible(x, y), want) << "head " << h << " query " << x << " key " << y;
+          keys += want;
+        }
+        ASSERT_EQ(m.VisibleKeys(x, kSeq), keys) << "head " << h << " query " << x;
+        union_keys += keys;
+      }
+      ASSERT_EQ(all.VisibleKeys(x, kSeq), union_keys) << "summed over the heads";
+    }
+  }
+}
+
+TEST(Mask, BlockClassifyIsNeverWrongAndExactWithoutOtherRules) {
+  std::mt19937_64 rng(8);
+  std::uniform_int_distribution<int64_t> pos(0, 150), len(1, 40), stride(1, 5);
+  for (int trial = 0; trial < 20000; ++trial) {
+    const bool plain = trial % 2 == 0;  // blocks alone: Classify is exact
+    const Mask all = RandomBlocks(rng, plain ? Mask::None() : RandomMask(rng));
+    const Mask m = all.ForHead(rng() % all.block_heads);
+    const int64_t dq = plain ? 1 : stride(rng), dk = plain ? 1 : stride(rng);
+    const int64_t q0 = pos(rng), q1 = q0 + (len(rng) - 1) * dq;
+    const int64_t k0 = pos(rng), k1 = k0 + (len(rng) - 1) * dk;
+    if (q1 >= kSeq || k1 >= kSeq) continue;
+    int64_t seen = 0, pairs = 0;
+    for (int64_t q = q0; q <= q1; q += dq)
+      for (int64_t k = k0; k <= k1; k += dk) seen += m.Visible(q, k), ++pairs;
+    const TileClass c = m.Classify(q0, q1, k0, k1);
+    SCOPED_TRACE(m.ToString());
+    if (c == TileClass::kEmpty) ASSERT_EQ(seen, 0);
+    if (c == TileClass::kFull) ASSERT_EQ(seen, pairs);
+    if (plain) {
+      const TileClass want = seen == 0 ? TileClass::kEmpty
+                             : seen == pairs ? TileClass::kFull
+                                             : TileClass::kPartial;
+      ASSERT_EQ(static_cast<int>(c), static_cast<int>(want));
+    }
+    // Not narrowed to a head: empty only when every head's tile is.
+    if (all.Classify(q0, q1, k0, k1) == TileClass::kEmpty) {
+      for (int64_t h = 0; h < all.block_heads; ++h) {
+        ASSERT_EQ(static_cast<int>(all.ForHead(h).Classify(q0, q1, k0, k1)),
+                  static_cast<int>(TileClass::kEmpty));
+      }
+    }
+  }
+}
+
 // Windows at the int64 limits saturate: a right (or left) edge beyond int64
 // is unbounded, never a wrapped negative position.
 TEST(Mask, WindowsAtTheInt64LimitsSaturate) {
@@ -190,6 +263,14 @@ TEST(Mask, NamesTheKinds) {
   const int64_t same[] = {0, 3, 3, 10}, moved[] = {0, 3, 4, 10};
   EXPECT_EQ(packed, Mask::PrefixLM(2).WithDocuments(same, 4)) << "compared by content";
   EXPECT_FALSE(packed == Mask::PrefixLM(2).WithDocuments(moved, 4));
+  const uint8_t bits[] = {1, 0, 2, 1}, same_bits[] = {1, 0, 1, 1}, other_bits[] = {1, 1, 1, 1};
+  const Mask blocky = Mask::Causal().WithBlocks(bits, 1, 2, 2, 128);
+  EXPECT_EQ(blocky.ToString(), "causal+blocks(2x2/128, 75.0% on)");
+  EXPECT_FALSE(Mask::None().WithBlocks(bits, 1, 2, 2, 128).IsNone());
+  EXPECT_EQ(blocky, Mask::Causal().WithBlocks(same_bits, 1, 2, 2, 128)) << "any nonzero is on";
+  EXPECT_FALSE(blocky == Mask::Causal().WithBlocks(other_bits, 1, 2, 2, 128));
+  EXPECT_FALSE(blocky == Mask::Causal().WithBlocks(bits, 1, 2, 2, 64));
+  EXPECT_FALSE(blocky == Mask::Causal());
 }
 
 // StreamingLLM's sink + window by hand: the sink keys stay visible after

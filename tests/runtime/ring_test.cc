@@ -107,6 +107,32 @@ std::vector<RingCase> RingCases() {
       rc.tag = "sink";
       cases.push_back(rc);
     }
+  // Block masks: every world size and sharding, each kind of block mask,
+  // ANDed with the other rules in turn; blocks smaller than a tile, not
+  // aligned to shards, one per head.
+  const std::vector<Mask> block_bases = {Mask{}, Mask{true, -1, -1}, Mask{true, 60, -1},
+                                         WithRingDocuments(Mask{true, -1, -1}, RingDocs::kMixed,
+                                                           305, 1)};
+  const BlockKind block_kinds[] = {BlockKind::kRandom, BlockKind::kDiagonal, BlockKind::kAllOff,
+                                   BlockKind::kAllOn};
+  turn = 0;
+  for (int world : {1, 2, 3, 4, 5, 8})
+    for (Sharding s : {Sharding::kContiguous, Sharding::kZigzag, Sharding::kStriped,
+                       Sharding::kBalanced}) {
+      RingCase rc;
+      rc.world = world;
+      rc.sharding = s;
+      rc.c.seqlen_q = rc.c.seqlen_k = 305;
+      rc.c.heads = 2;
+      rc.c.heads_k = 1;
+      rc.c.head_dim = 32;
+      const int64_t size = turn % 3 == 0 ? 16 : turn % 3 == 1 ? 50 : 64;
+      rc.c.mask = WithRingBlocks(block_bases[turn % block_bases.size()], block_kinds[(turn / 4) % 4],
+                                 305, size, turn % 5 == 0 ? 2 : 1);
+      rc.tag = "blocks";
+      ++turn;
+      cases.push_back(rc);
+    }
   for (Sharding s : {Sharding::kZigzag, Sharding::kBalanced}) {
     RingCase rc;
     rc.world = 3;
@@ -236,6 +262,41 @@ TEST(Ring, DocumentsEndTheRingEarly) {
     EXPECT_EQ(sent_a, options) << "no KV block moves";
     // Backward: the blocks rotate again and each fp32 dK/dV accumulator
     // (the size of a fp32 KV block) goes one step and then home.
+    EXPECT_EQ(sent_b, options + (backward ? 2 * block + 2 * block : block));
+  }
+}
+
+// A block-diagonal mask whose blocks are the contiguous shards needs no
+// other rank's keys (one step, no KV block sent); one block below the
+// diagonal on brings back one rotation, as documents do.
+TEST(Ring, BlockMasksEndTheRingEarly) {
+  constexpr int kWorld = 4;
+  Case c = SmallCase(Mask{});
+  c.seqlen_q = c.seqlen_k = 400;  // shards of 100, blocks of 100
+  static const uint8_t diagonal[] = {1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1};
+  static const uint8_t one_more[] = {1, 0, 0, 0, 0, 1, 0, 0, 0, 1, 1, 0, 0, 0, 0, 1};
+  c.mask = Mask::None().WithBlocks(diagonal, 1, 4, 4, 100);
+  const Problem inside = MakeProblem(c, 3);
+  c.mask = Mask::Causal().WithBlocks(one_more, 1, 4, 4, 100);
+  const Problem across = MakeProblem(c, 3);
+  const int64_t options = kWorld * static_cast<int64_t>(sizeof(OptionsDigest));
+  const int64_t block = 2 * 400 * 1 * 32 * 4;  // K and V of all ranks, fp32
+  for (bool backward : {false, true}) {
+    SCOPED_TRACE(backward ? "forward and backward" : "forward");
+    RingRunOptions o;
+    o.backward = backward;
+    const RingResult a = RunRing(inside, kWorld, Sharding::kContiguous, o);
+    const RingResult b = RunRing(across, kWorld, Sharding::kContiguous, o);
+    ASSERT_TRUE(a.Ok().ok()) << a.Ok();
+    ASSERT_TRUE(b.Ok().ok()) << b.Ok();
+    ExpectClose(a, Expect(inside, backward), backward);
+    ExpectClose(b, Expect(across, backward), backward);
+    int64_t sent_a = 0, sent_b = 0;
+    for (int r = 0; r < kWorld; ++r) {
+      sent_a += a.bytes_sent[r];
+      sent_b += b.bytes_sent[r];
+    }
+    EXPECT_EQ(sent_a, options) << "no KV block moves";
     EXPECT_EQ(sent_b, options + (backward ? 2 * block + 2 * block : block));
   }
 }
@@ -636,6 +697,15 @@ TEST(RingApi, ValidatesEveryArgument) {
   expect_bad(o, "num_threads");
   o.num_threads = -1;
   expect_bad(o, "num_threads");
+  // Block masks: the block size, and ceil(64 / 16) = 4 blocks per side.
+  static const uint8_t bits[3 * 4 * 4] = {};
+  o = opt;
+  o.mask = Mask::Causal().WithBlocks(bits, 1, 4, 4, 0);
+  expect_bad(o, "block_size: expected >= 1, got 0");
+  o.mask = Mask::Causal().WithBlocks(bits, 1, 3, 4, 16);
+  expect_bad(o, "block_mask shape: expected [4, 4] or [H, 4, 4]");
+  o.mask = Mask::Causal().WithBlocks(bits, 1, 8, 8, 8);
+  EXPECT_TRUE(RingAttention::Create(c, o).ok()) << "8 blocks of 8";
 
   opt.num_threads = 1;
   auto ring = RingAttention::Create(c, opt);
@@ -665,6 +735,15 @@ TEST(RingApi, ValidatesEveryArgument) {
   // lse shape.
   s = fwd(good_q, good_k, V(lse, {1, 32, 4}));
   EXPECT_TRUE(absl::StrContains(s.message(), "lse shape")) << s;
+  {  // A per-head block mask of 3 heads for a call with 4.
+    RingOptions b = opt;
+    b.mask = Mask::Causal().WithBlocks(bits, 3, 4, 4, 16);
+    auto blocky = RingAttention::Create(c, b);
+    ASSERT_TRUE(blocky.ok()) << blocky.status();
+    s = (*blocky)->Forward(good_q, good_k, good_k, V(out, {1, 32, 4, 16}), good_l);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_TRUE(absl::StrContains(s.message(), "block_mask heads: expected 1 or the query heads H = 4, got 3")) << s;
+  }
   // Non-contiguous head dim.
   TensorView bad = good_q;
   bad.strides[3] = 2;

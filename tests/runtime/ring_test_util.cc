@@ -92,6 +92,25 @@ Mask WithRingDocuments(Mask m, RingDocs kind, int64_t seqlen, int world) {
   return out;
 }
 
+Mask WithRingBlocks(Mask m, BlockKind kind, int64_t seqlen, int64_t size, int64_t heads) {
+  static std::map<std::tuple<int, int64_t, int64_t, int64_t>, std::vector<uint8_t>> pool;
+  static std::mutex mu;
+  std::lock_guard<std::mutex> lock(mu);
+  const int64_t n = (seqlen + size - 1) / size;
+  std::vector<uint8_t>& bits = pool[{static_cast<int>(kind), seqlen, size, heads}];
+  if (bits.empty()) {
+    // The kernel tests' masks, cut to this sequence's blocks.
+    const Mask src = WithTestBlocks(Mask{}, kind, size, heads);
+    bits.resize(heads * n * n);
+    for (int64_t h = 0; h < heads; ++h)
+      for (int64_t a = 0; a < n; ++a)
+        for (int64_t b = 0; b < n; ++b) {
+          bits[(h * n + a) * n + b] = src.blocks[(h * src.block_rows + a) * src.block_cols + b];
+        }
+  }
+  return m.WithBlocks(bits.data(), heads, n, n, size);
+}
+
 absl::Status RingResult::Ok() const {
   for (size_t r = 0; r < fwd_status.size(); ++r) {
     if (!fwd_status[r].ok()) {

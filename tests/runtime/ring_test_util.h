@@ -37,6 +37,10 @@ void PrintTo(const RingCase& r, std::ostream* os);
 enum class RingDocs { kTiny, kMixed, kTileEdges, kOne, kShardEdges };
 const char* RingDocsName(RingDocs kind);
 Mask WithRingDocuments(Mask m, RingDocs kind, int64_t seqlen, int world);
+// A block mask of `kind` (attn_test_util.h) shaped for a ring over `seqlen`
+// tokens: ceil(seqlen / size) blocks per side, `heads` of them (1: shared).
+// Static storage.
+Mask WithRingBlocks(Mask m, BlockKind kind, int64_t seqlen, int64_t size, int64_t heads = 1);
 
 struct RingResult {
   std::vector<float> out, lse, dq, dk, dv;  // full, contiguous, as float (NaN: not produced)
