@@ -455,7 +455,11 @@ int Main(int argc, char** argv) {
   auto docs = DocumentsFromFlag(c.S);
   if (!docs.ok()) return fail(docs.status());
   c.mask = mask->WithDocuments(docs->data(), static_cast<int64_t>(docs->size()));
+  auto blocks = BlockMaskFromFlags(c.S, c.H);  // outlives c.mask, which views its bits
+  if (!blocks.ok()) return fail(blocks.status());
+  c.mask = blocks->Apply(c.mask);
   if (const absl::Status s = ValidateMask(c.mask, c.S); !s.ok()) return fail(s);
+  if (const absl::Status s = ValidateMaskHeads(c.mask, c.H); !s.ok()) return fail(s);
 
   auto ring_ranks = MakeWorld(*comm_name, ranks_flag, ranks_given, gpu);
   if (!ring_ranks.ok()) return fail(ring_ranks.status());
@@ -482,7 +486,9 @@ int Main(int argc, char** argv) {
       return fail(s);
     }
   }
-  const double pairs = static_cast<double>(VisiblePairs(c.S, c.mask));
+  // Visible pairs per head (a per-head block mask's are summed over its heads).
+  const double pairs = static_cast<double>(VisiblePairs(c.S, c.mask)) /
+                       static_cast<double>(c.mask.HasBlocks() ? c.mask.block_heads : 1);
   const double fwd_flop = 4.0 * c.B * c.H * c.D * pairs;
   // Balance of the visible work over the ranks (max / mean), this sharding
   // and plain zigzag.
@@ -524,6 +530,13 @@ int Main(int argc, char** argv) {
                 static_cast<long long>(c.mask.num_docs), static_cast<double>(c.S) / c.mask.num_docs,
                 static_cast<long long>(longest), pairs,
                 static_cast<double>(VisiblePairs(c.S, Mask::Causal())));
+  }
+  if (c.mask.HasBlocks()) {
+    const Mask without = c.mask.WithBlocks(nullptr, 0, 0, 0, 0);
+    std::printf("  block mask %s in blocks of %lld: %.1f%% of block pairs on; visible pairs %.3g "
+                "of %.3g without it\n",
+                blocks->spec.c_str(), static_cast<long long>(blocks->size),
+                100.0 * blocks->Density(), pairs, static_cast<double>(VisiblePairs(c.S, without)));
   }
   if (world > 1) {
     std::printf("  work imbalance (max/mean visible pairs per rank): %.3f %s; zigzag %.3f\n",
@@ -633,6 +646,9 @@ int Main(int argc, char** argv) {
     j["window_right"] = c.mask.window_right;
     j["mask"] = c.mask.ToString();
     j["documents"] = c.mask.num_docs;
+    j["block_mask"] = blocks->spec;
+    j["block_size"] = blocks->size;
+    j["block_density"] = blocks->Density();
     j["work_imbalance"] = imbalance;
     j["zigzag_work_imbalance"] = zigzag_imbalance;
     j["fwd_ms"] = ring.fwd_s * 1e3;

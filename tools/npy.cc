@@ -333,6 +333,7 @@ struct Accepted {
 };
 const Accepted kFloat32{{kDescr}, "only little-endian float32 '<f4' is supported"};
 const Accepted kInteger{{"<i4", "<i8"}, "expected little-endian int32 '<i4' or int64 '<i8'"};
+const Accepted kBytes{{"|b1", "|u1"}, "expected bool '|b1' or uint8 '|u1'"};
 
 struct Header {
   std::vector<int64_t> shape;
@@ -538,7 +539,7 @@ absl::StatusOr<Header> ReadArray(const std::string& path, const Accepted& accept
   if (!parsed.ok()) return PathError(path, parsed.status().message());
   const std::vector<int64_t>* shape = &parsed->shape;
   const std::string& descr = parsed->descr;
-  const int64_t item_size = descr == "<i8" ? 8 : 4;
+  const int64_t item_size = descr == "<i8" ? 8 : descr[0] == '|' ? 1 : 4;
   absl::StatusOr<Sizes> sizes = ComputeSizes(*shape, item_size);
   if (!sizes.ok()) return PathError(path, sizes.status().message());
 
@@ -589,6 +590,16 @@ absl::StatusOr<NpyIntArray> ReadNpyInt(const std::string& path) {
                      return reinterpret_cast<char*>(narrow.data());
                    }));
   if (h.descr == "<i4") array.data.assign(narrow.begin(), narrow.end());
+  array.shape = std::move(h.shape);
+  return array;
+}
+
+absl::StatusOr<NpyByteArray> ReadNpyBytes(const std::string& path) {
+  NpyByteArray array;
+  ASSIGN_OR_RETURN(Header h, ReadArray(path, kBytes, [&](const std::string&, int64_t count) {
+                     array.data.resize(static_cast<size_t>(count));
+                     return reinterpret_cast<char*>(array.data.data());
+                   }));
   array.shape = std::move(h.shape);
   return array;
 }

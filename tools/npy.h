@@ -1,7 +1,7 @@
 // A small, strict reader and writer of NumPy .npy files for the CLI tools,
 // and the all-or-nothing output sets they write.
-// Only little-endian float32 ('<f4') in C order is accepted (and int32 or
-// int64 by ReadNpyInt); format versions
+// Only little-endian float32 ('<f4') in C order is accepted (int32 or
+// int64 by ReadNpyInt, bool or uint8 by ReadNpyBytes); format versions
 // 1.0, 2.0 and 3.0 are read, and files are written as NumPy's own np.save
 // would write them (version 1.0, or 2.0 when the header does not fit).
 // Every refusal names the file and the problem, and all size arithmetic is
@@ -36,6 +36,14 @@ struct NpyIntArray {
   std::vector<int64_t> data;
 };
 absl::StatusOr<NpyIntArray> ReadNpyInt(const std::string& path);
+
+// A bool or uint8 array ('|b1' or '|u1'; e.g. a block mask), one byte per
+// element as stored. The same checks and messages as ReadNpy.
+struct NpyByteArray {
+  std::vector<int64_t> shape;
+  std::vector<uint8_t> data;
+};
+absl::StatusOr<NpyByteArray> ReadNpyBytes(const std::string& path);
 
 // Writes product(shape) floats from `data` (may be null when that is zero)
 // as a '<f4' .npy file, byte for byte as np.save would: an OutputFiles of

@@ -147,6 +147,12 @@ absl::Status Main(bool ranks_given) {
   if (absl::Status s = ValidateMask(mask, S); !s.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("--mask: ", s.message()));
   }
+  // A block mask: read, shaped and checked against S and H the same way.
+  ASSIGN_OR_RETURN(const BlockMaskFlags blocks, BlockMaskFromFlags(S, H));
+  mask = blocks.Apply(mask);
+  if (absl::Status s = ValidateMask(mask, S); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--block-mask ", blocks.spec, ": ", s.message()));
+  }
 
   RingOptions opt;
   opt.seqlen = S;
