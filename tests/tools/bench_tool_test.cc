@@ -49,6 +49,9 @@ constexpr Key kKeys[] = {
     {"window_right", Kind::kInteger},
     {"mask", Kind::kString},
     {"documents", Kind::kInteger},
+    {"block_mask", Kind::kString},
+    {"block_size", Kind::kInteger},
+    {"block_density", Kind::kNumber},
     {"work_imbalance", Kind::kNumber},
     {"zigzag_work_imbalance", Kind::kNumber},
     {"fwd_ms", Kind::kNumber},
@@ -180,6 +183,22 @@ TEST_F(BenchJsonTest, PackedDocumentsReportTheirBalance) {
   EXPECT_LE(j["work_imbalance"].get<double>(), 1.5);
 }
 
+// A block mask: its spec, size and density are reported, and the FLOPs
+// count only the pairs it lets through (a tenth of the blocks on: about a
+// tenth of the causal pairs).
+TEST_F(BenchJsonTest, BlockMasksReportTheirDensity) {
+  const Json dense = Run("--ranks 2 --compare=false --backward=false");
+  const Json j = Run("--ranks 2 --compare=false --block-size 16 --block-mask random:0.1:3");
+  ExpectKeysAndKinds(j);
+  EXPECT_EQ(j["block_mask"], "random:0.1:3");
+  EXPECT_EQ(j["block_size"], 16);
+  EXPECT_NEAR(j["block_density"].get<double>(), 0.1, 0.05);
+  const double ratio = j["fwd_gflops"].get<double>() * j["fwd_ms"].get<double>() /
+                       (dense["fwd_gflops"].get<double>() * dense["fwd_ms"].get<double>());
+  EXPECT_GT(ratio, 0.03) << "FLOPs of the visible pairs";
+  EXPECT_LT(ratio, 0.2);
+}
+
 TEST(BenchFlags, BadDocumentsAreRefusedNamingTheFlag) {
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"--seq 100 --docs 10,20", "--docs: expected lengths summing to --seq 100, got lengths summing to 30"},
@@ -187,7 +206,9 @@ TEST(BenchFlags, BadDocumentsAreRefusedNamingTheFlag) {
       {"--seq 100 --docs 90,20", "--docs: expected lengths >= 0 summing to --seq 100"},
       {"--seq 100 --docs longtail:0", "--docs: expected longtail:MEAN[:SEED] with MEAN >= 1"},
       {"--seq 100 --mask prefix-lm:200", "mask.prefix: expected in [0, seqlen = 100], got 200"},
-      {"--seq 100 --sharding diagonal", "sharding: expected contiguous, zigzag, striped or balanced"}};
+      {"--seq 100 --sharding diagonal", "sharding: expected contiguous, zigzag, striped or balanced"},
+      {"--seq 100 --block-mask random:x", "--block-mask: expected random:DENSITY[:SEED]"},
+      {"--seq 100 --block-mask diagonal --block-size -4", "--block-size: expected >= 1, got -4"}};
   for (const auto& [args, message] : cases) {
     const Exec e = RunCommand(absl::StrCat("timeout 60 ", RINGATTN_BENCH_BINARY, " ", args));
     EXPECT_EQ(e.code, 2) << args << ": " << e.output;

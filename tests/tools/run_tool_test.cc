@@ -10,6 +10,7 @@
 #include <iterator>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -144,6 +145,44 @@ void WriteIntNpy(const std::string& path, const std::string& descr,
   std::ofstream(path, std::ios::binary) << bytes;
 }
 
+// A bool ('|b1') or uint8 ('|u1') .npy of `shape`, as np.save writes it.
+void WriteByteNpy(const std::string& path, const std::string& descr,
+                  const std::vector<int64_t>& shape, const std::vector<uint8_t>& values) {
+  std::string dims;
+  for (int64_t d : shape) absl::StrAppend(&dims, d, ",", shape.size() == 1 ? "" : " ");
+  if (shape.size() > 1) dims.pop_back(), dims.pop_back();
+  std::string dict = absl::StrCat("{'descr': '", descr, "', 'fortran_order': False, 'shape': (",
+                                  dims, "), }");
+  const size_t total = 10 + dict.size() + 1;
+  dict.append((64 - total % 64) % 64, ' ');
+  dict.push_back('\n');
+  std::string bytes("\x93NUMPY\x01\x00", 8);
+  bytes.push_back(static_cast<char>(dict.size() & 0xff));
+  bytes.push_back(static_cast<char>(dict.size() >> 8));
+  bytes += dict;
+  bytes.append(values.begin(), values.end());
+  std::ofstream(path, std::ios::binary) << bytes;
+}
+
+// Block masks (--block-mask, bool or uint8, shared or per head; blocks of
+// 32 over 131 tokens: 5 per side, the last one short) with causal and a
+// window on top, on one rank and across ranks, against the reference.
+TEST_F(RunToolTest, BlockMasksMatchTheReference) {
+  std::mt19937 rng(5);
+  std::vector<uint8_t> shared(25), per_head(4 * 25);
+  for (uint8_t& b : shared) b = rng() % 2;
+  for (uint8_t& b : per_head) b = rng() % 3 == 0 ? 0 : 1 + rng() % 200;
+  WriteByteNpy(P("blocks.npy"), "|b1", {5, 5}, shared);
+  WriteByteNpy(P("heads.npy"), "|u1", {4, 5, 5}, per_head);
+  Case c = pr_.c;
+  c.mask = pr_.c.mask.WithBlocks(shared.data(), 1, 5, 5, 32);
+  const std::string shared_flags = "--causal --window 50,-1 --block-size 32 --block-mask " + P("blocks.npy");
+  ExpectRunsMatchReference(MakeProblem(c, 24), {shared_flags, shared_flags + " --ranks 3 --sharding zigzag"});
+  c.mask = pr_.c.mask.WithBlocks(per_head.data(), 4, 5, 5, 32);
+  const std::string head_flags = "--causal --window 50,-1 --block-size 32 --block-mask " + P("heads.npy");
+  ExpectRunsMatchReference(MakeProblem(c, 25), {head_flags + " --ranks 2 --sharding striped"});
+}
+
 // Packed documents (--cu-seqlens, int32 or int64; a document of one token
 // and an empty one) with prefix-LM on top, on one rank and across ranks in
 // every sharding (balanced included), against the float64 reference.
@@ -189,7 +228,16 @@ TEST_F(RunToolTest, RefusesBadDocumentsAndMasks) {
       {"--mask sliding", "--mask: expected none, prefix-lm:P or sink:N"},
       {"--mask sink:0", "--mask: expected sink:N with an integer N >= 1"},
       {"--mask prefix-lm:500", "mask.prefix: expected in [0, seqlen = 131], got 500"},
+      {"--block-mask " + P("b4.npy"), "--block-mask " + P("b4.npy") + ": expected shape (2, 2) or (4, 2, 2)"},
+      {"--block-size 32 --block-mask " + P("b4.npy"), "got (4, 4)"},
+      {"--block-size 32 --block-mask " + P("h3.npy"), "expected shape (5, 5) or (4, 5, 5)"},
+      {"--block-size 0 --block-mask " + P("b4.npy"), "--block-size: expected >= 1, got 0"},
+      {"--block-size 32 --block-mask " + P("float.npy"), "unsupported dtype '<f4' (expected bool '|b1' or uint8 '|u1')"},
+      {"--block-mask dense", "--block-mask: expected FILE.npy, random:DENSITY[:SEED] or diagonal"},
+      {"--block-mask random:1.5", "--block-mask: expected random:DENSITY[:SEED] with DENSITY in [0, 1]"},
   };
+  WriteByteNpy(P("b4.npy"), "|b1", {4, 4}, std::vector<uint8_t>(16, 1));
+  WriteByteNpy(P("h3.npy"), "|u1", {3, 5, 5}, std::vector<uint8_t>(75, 1));
   for (const auto& [extra, want] : cases) {
     const Exec e = RunTool(Args("q.npy", extra));
     EXPECT_NE(e.code, 0) << extra;
