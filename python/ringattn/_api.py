@@ -17,6 +17,7 @@ fp32/bf16 kernels are checked against float64 SDPA in the tests.
 from __future__ import annotations
 
 import collections
+import hashlib
 import threading
 from typing import List, Optional, Tuple
 
@@ -98,6 +99,55 @@ def _documents(cu_seqlens) -> List[int]:
     return [int(x) for x in out]
 
 
+def _block_mask(block_mask, block_size) -> Tuple[Optional[torch.Tensor], int]:
+    """block_mask: None, or a bool/uint8 tensor or array [nQ, nK] or [H, nQ, nK]
+    (nQ = nK = ceil(S / block_size), checked by the engine)."""
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+        raise ValueError(f"block_size: expected an int >= 1, got {block_size!r}")
+    if block_mask is None:
+        return None, int(block_size)
+    if isinstance(block_mask, np.ndarray):
+        block_mask = torch.from_numpy(block_mask)
+    if not isinstance(block_mask, torch.Tensor):
+        raise TypeError(f"block_mask: expected a bool or uint8 tensor or array, got "
+                        f"{type(block_mask).__name__}")
+    if block_mask.dtype not in (torch.bool, torch.uint8):
+        raise TypeError(f"block_mask dtype: expected torch.bool or torch.uint8, got "
+                        f"{block_mask.dtype}")
+    if block_mask.dim() not in (2, 3):
+        raise ValueError(f"block_mask rank: expected 2 ([nQ, nK]) or 3 ([H, nQ, nK]), got "
+                         f"{block_mask.dim()}")
+    return block_mask, int(block_size)
+
+
+class _Blocks:
+    """A block mask as the engine takes it: one byte per block pair, its shape
+    and block size, and a digest that keys the engine caches and that the
+    ranks of a group compare."""
+
+    def __init__(self, t: torch.Tensor, size: int):
+        a = t.detach().to(device="cpu", dtype=torch.uint8).contiguous().numpy()
+        self.bits = (a != 0).astype(np.uint8).tobytes()
+        self.shape = [int(d) for d in a.shape]
+        self.size = size
+        self.digest = (f"{'x'.join(map(str, self.shape))}/{size}:"
+                       f"{hashlib.blake2b(self.bits, digest_size=16).hexdigest()}")
+
+    @staticmethod
+    def of(t: Optional[torch.Tensor], size: int) -> Optional["_Blocks"]:
+        return None if t is None else _Blocks(t, size)
+
+
+def _digest(blocks: Optional[_Blocks]):
+    return None if blocks is None else blocks.digest
+
+
+def _reference_blocks(blocks: Optional[_Blocks]) -> dict:
+    if blocks is None:
+        return {}
+    return {"block_bits": blocks.bits, "block_shape": blocks.shape, "block_size": blocks.size}
+
+
 def _count(name: str, x) -> int:
     if isinstance(x, bool) or not isinstance(x, int) or x < 0:
         raise ValueError(f"{name}: expected an int >= 0, got {x!r}")
@@ -120,7 +170,7 @@ def _stream(t: torch.Tensor) -> int:
 
 
 def _engine_options(t: torch.Tensor, seqlen: int, causal, wl, wr, prefix, sink, cu_seqlens,
-                    softcap, scale, deterministic, timeout,
+                    blocks, softcap, scale, deterministic, timeout,
                     sharding=None) -> "_C.AttentionOptions":
     """One device (the local strategy) without `sharding`, else a ring rank."""
     o = _C.AttentionOptions()
@@ -133,6 +183,8 @@ def _engine_options(t: torch.Tensor, seqlen: int, causal, wl, wr, prefix, sink, 
     o.prefix = prefix
     o.sink = sink
     o.cu_seqlens = list(cu_seqlens)
+    if blocks is not None:
+        o.set_block_mask(blocks.bits, blocks.shape, blocks.size)
     o.softcap = softcap
     o.scale = scale
     o.dtype = _DTYPE_NAMES[t.dtype]
@@ -168,12 +220,14 @@ class _LruCache:
 _ENGINES = _LruCache()
 
 
-def _single_engine(q, causal, wl, wr, prefix, sink, cu_seqlens, softcap, scale, deterministic):
+def _single_engine(q, causal, wl, wr, prefix, sink, cu_seqlens, blocks, softcap, scale,
+                   deterministic):
     key = ("single", q.device, q.dtype, q.shape[1], causal, wl, wr, prefix, sink,
-           tuple(cu_seqlens), softcap, scale, deterministic, torch.get_num_threads())
+           tuple(cu_seqlens), _digest(blocks), softcap, scale, deterministic,
+           torch.get_num_threads())
     return _ENGINES.get(key, lambda: _C.Attention(
-        None, _engine_options(q, q.shape[1], causal, wl, wr, prefix, sink, cu_seqlens, softcap,
-                              scale, deterministic, 0)))
+        None, _engine_options(q, q.shape[1], causal, wl, wr, prefix, sink, cu_seqlens, blocks,
+                              softcap, scale, deterministic, 0)))
 
 
 def _empty_outputs(q: torch.Tensor):
@@ -198,24 +252,27 @@ def _last_dim_unit(t: torch.Tensor) -> torch.Tensor:
 @torch.library.custom_op("ringattn::attention_forward", mutates_args=())
 def _attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
                        window_left: int, window_right: int, prefix: int, sink: int,
-                       cu_seqlens: List[int], softcap: float, scale: Optional[float],
+                       cu_seqlens: List[int], block_mask: Optional[torch.Tensor],
+                       block_size: int, softcap: float, scale: Optional[float],
                        deterministic: bool
                        ) -> Tuple[torch.Tensor, torch.Tensor]:
     q, k, v = _detached(q, k, v)
     out, lse = _empty_outputs(q)
+    blocks = _Blocks.of(block_mask, block_size)
     if q.dtype == torch.float64:
         _C.reference_forward(q.contiguous(), k.contiguous(), v.contiguous(), out, lse, causal,
-                             window_left, window_right, prefix, sink, cu_seqlens, softcap, scale)
+                             window_left, window_right, prefix, sink, cu_seqlens, softcap, scale,
+                             **_reference_blocks(blocks))
         return out, lse
     engine = _single_engine(q, causal, window_left, window_right, prefix, sink, cu_seqlens,
-                            softcap, scale, deterministic)
+                            blocks, softcap, scale, deterministic)
     engine.forward(q, k, v, out, lse, _stream(q))
     return out, lse
 
 
 @_attention_forward.register_fake
-def _(q, k, v, causal, window_left, window_right, prefix, sink, cu_seqlens, softcap, scale,
-      deterministic):
+def _(q, k, v, causal, window_left, window_right, prefix, sink, cu_seqlens, block_mask,
+      block_size, softcap, scale, deterministic):
     return _empty_outputs(q)
 
 
@@ -223,24 +280,26 @@ def _(q, k, v, causal, window_left, window_right, prefix, sink, cu_seqlens, soft
 def _attention_backward(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                         out: torch.Tensor, lse: torch.Tensor, causal: bool, window_left: int,
                         window_right: int, prefix: int, sink: int, cu_seqlens: List[int],
+                        block_mask: Optional[torch.Tensor], block_size: int,
                         softcap: float, scale: Optional[float], deterministic: bool
                         ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     dout, q, k, v, out, lse = _detached(dout, q, k, v, out, lse)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    blocks = _Blocks.of(block_mask, block_size)
     if q.dtype == torch.float64:
         _C.reference_backward(q.contiguous(), k.contiguous(), v.contiguous(), dout.contiguous(),
                               dq, dk, dv, causal, window_left, window_right, prefix, sink,
-                              cu_seqlens, softcap, scale)
+                              cu_seqlens, softcap, scale, **_reference_blocks(blocks))
         return dq, dk, dv
     engine = _single_engine(q, causal, window_left, window_right, prefix, sink, cu_seqlens,
-                            softcap, scale, deterministic)
+                            blocks, softcap, scale, deterministic)
     engine.backward(q, k, v, out, lse, _last_dim_unit(dout), dq, dk, dv, _stream(q))
     return dq, dk, dv
 
 
 @_attention_backward.register_fake
 def _(dout, q, k, v, out, lse, causal, window_left, window_right, prefix, sink, cu_seqlens,
-      softcap, scale, deterministic):
+      block_mask, block_size, softcap, scale, deterministic):
     return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
 
 
@@ -271,7 +330,8 @@ _register_autograd(_attention_forward, _attention_backward)
 
 def attention(q, k, v, *, causal: bool = False, window=None, softcap: float = 0.0,
               scale: Optional[float] = None, return_lse: bool = False,
-              deterministic: bool = False, cu_seqlens=None, prefix_lm: int = 0, sink: int = 0):
+              deterministic: bool = False, cu_seqlens=None, prefix_lm: int = 0, sink: int = 0,
+              block_mask=None, block_size: int = 128):
     """Exact attention on one device (flash-attn's conventions).
 
     q [B, S, H, D], k and v [B, S, Hkv, D] (H a multiple of Hkv: GQA/MQA),
@@ -285,22 +345,27 @@ def attention(q, k, v, *, causal: bool = False, window=None, softcap: float = 0.
     empty documents allowed): a query sees only keys of its own document.
     prefix_lm=P (with causal): the first P tokens see each other. sink=N
     (with a left window): the first N tokens stay visible to every query up
-    to its right edge (StreamingLLM's attention sinks).
+    to its right edge (StreamingLLM's attention sinks). block_mask: a
+    block-sparse mask, bool or uint8 [nQ, nK] (every head) or [H, nQ, nK]
+    over blocks of block_size tokens (nQ = nK = ceil(S / block_size)):
+    query i sees key j only if block pair (i // block_size, j // block_size)
+    is on, ANDed with the other masks; tiles of off blocks are skipped.
     """
     if isinstance(q, np.ndarray):
         return _numpy_attention(q, k, v, causal, window, softcap, scale, return_lse,
-                                cu_seqlens, prefix_lm, sink)
+                                cu_seqlens, prefix_lm, sink, block_mask, block_size)
     _check_tensors(q, k, v)
     wl, wr = _window(window)
     softcap, scale = _scalars(softcap, scale)
+    bm, bs = _block_mask(block_mask, block_size)
     out, lse = _attention_forward(q, k, v, bool(causal), wl, wr, _count("prefix_lm", prefix_lm),
-                                  _count("sink", sink), _documents(cu_seqlens), softcap, scale,
-                                  bool(deterministic))
+                                  _count("sink", sink), _documents(cu_seqlens), bm, bs, softcap,
+                                  scale, bool(deterministic))
     return (out, lse) if return_lse else out
 
 
 def _numpy_attention(q, k, v, causal, window, softcap, scale, return_lse, cu_seqlens,
-                     prefix_lm, sink):
+                     prefix_lm, sink, block_mask, block_size):
     for name, a in (("k", k), ("v", v)):
         if not isinstance(a, np.ndarray):
             raise TypeError(f"{name}: expected a numpy.ndarray like q, got {type(a).__name__}")
@@ -314,8 +379,10 @@ def _numpy_attention(q, k, v, causal, window, softcap, scale, return_lse, cu_seq
     B, S, H, _ = q.shape
     out = np.empty_like(q)
     lse = np.empty((B, H, S), dtype=np.float32)
+    bm, bs = _block_mask(block_mask, block_size)
     o = _engine_options(torch.empty(0), S, causal, wl, wr, _count("prefix_lm", prefix_lm),
-                        _count("sink", sink), _documents(cu_seqlens), softcap, scale, False, 0)
+                        _count("sink", sink), _documents(cu_seqlens), _Blocks.of(bm, bs), softcap,
+                        scale, False, 0)
     _C.Attention(None, o).forward(q, k, v, out, lse, 0)
     return (out, lse) if return_lse else out
 
@@ -326,19 +393,21 @@ def _numpy_attention(q, k, v, causal, window, softcap, scale, return_lse, cu_seq
 @torch.library.custom_op("ringattn::ring_forward", mutates_args=())
 def _ring_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, group: str, sharding: str,
                   causal: bool, window_left: int, window_right: int, prefix: int, sink: int,
-                  cu_seqlens: List[int], softcap: float, scale: Optional[float],
+                  cu_seqlens: List[int], block_mask: Optional[torch.Tensor], block_size: int,
+                  softcap: float, scale: Optional[float],
                   deterministic: bool, timeout: float) -> Tuple[torch.Tensor, torch.Tensor]:
     q, k, v = _detached(q, k, v)
     out, lse = _empty_outputs(q)
     engine = _dist.ring_engine(q, group, sharding, causal, window_left, window_right, prefix,
-                               sink, cu_seqlens, softcap, scale, deterministic, timeout)
+                               sink, cu_seqlens, _Blocks.of(block_mask, block_size), softcap,
+                               scale, deterministic, timeout)
     engine.forward(q, k, v, out, lse, _stream(q))
     return out, lse
 
 
 @_ring_forward.register_fake
 def _(q, k, v, group, sharding, causal, window_left, window_right, prefix, sink, cu_seqlens,
-      softcap, scale, deterministic, timeout):
+      block_mask, block_size, softcap, scale, deterministic, timeout):
     return _empty_outputs(q)
 
 
@@ -346,20 +415,22 @@ def _(q, k, v, group, sharding, causal, window_left, window_right, prefix, sink,
 def _ring_backward(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                    out: torch.Tensor, lse: torch.Tensor, group: str, sharding: str,
                    causal: bool, window_left: int, window_right: int, prefix: int,
-                   sink: int, cu_seqlens: List[int], softcap: float, scale: Optional[float],
+                   sink: int, cu_seqlens: List[int], block_mask: Optional[torch.Tensor],
+                   block_size: int, softcap: float, scale: Optional[float],
                    deterministic: bool, timeout: float
                    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     dout, q, k, v, out, lse = _detached(dout, q, k, v, out, lse)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     engine = _dist.ring_engine(q, group, sharding, causal, window_left, window_right, prefix,
-                               sink, cu_seqlens, softcap, scale, deterministic, timeout)
+                               sink, cu_seqlens, _Blocks.of(block_mask, block_size), softcap,
+                               scale, deterministic, timeout)
     engine.backward(q, k, v, out, lse, _last_dim_unit(dout), dq, dk, dv, _stream(q))
     return dq, dk, dv
 
 
 @_ring_backward.register_fake
 def _(dout, q, k, v, out, lse, group, sharding, causal, window_left, window_right, prefix, sink,
-      cu_seqlens, softcap, scale, deterministic, timeout):
+      cu_seqlens, block_mask, block_size, softcap, scale, deterministic, timeout):
     return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
 
 
@@ -370,7 +441,7 @@ def ring_attention(q, k, v, *, group=None, sharding: str = "zigzag", causal: boo
                    window=None, softcap: float = 0.0, scale: Optional[float] = None,
                    return_lse: bool = False, deterministic: bool = False,
                    timeout: Optional[float] = None, cu_seqlens=None, prefix_lm: int = 0,
-                   sink: int = 0):
+                   sink: int = 0, block_mask=None, block_size: int = 128):
     """Exact attention over a sequence sharded across a torch.distributed group.
 
     Every rank of `group` (default: the world) passes its own shard, in the
@@ -380,8 +451,9 @@ def ring_attention(q, k, v, *, group=None, sharding: str = "zigzag", causal: boo
     [B, S_r, Hkv, D]. The global length is the sum of the shards, which may
     differ by the remainder of the layout. cu_seqlens: packed documents by
     GLOBAL position, the same on every rank (see attention()); the ring
-    skips the key blocks no local query can see; prefix_lm and sink as in
-    attention(). CPU tensors travel over UCX,
+    skips the key blocks no local query can see; prefix_lm, sink and
+    block_mask (by GLOBAL block, the same on every rank) as in attention().
+    CPU tensors travel over UCX,
     CUDA tensors over NCCL (ringattn's own communicators, bootstrapped once
     per group through its store). Options must agree on every rank: a
     difference is a ValueError on every rank naming the option and both
@@ -398,8 +470,9 @@ def ring_attention(q, k, v, *, group=None, sharding: str = "zigzag", causal: boo
             f"sharding: expected zigzag, contiguous, striped or balanced, got {sharding!r}")
     if timeout is not None and not float(timeout) > 0.0:
         raise ValueError(f"timeout: expected seconds > 0, got {timeout}")
+    bm, bs = _block_mask(block_mask, block_size)
     out, lse = _ring_forward(q, k, v, _dist.group_name(group), sharding, bool(causal), wl, wr,
                              _count("prefix_lm", prefix_lm), _count("sink", sink),
-                             _documents(cu_seqlens), softcap, scale,
+                             _documents(cu_seqlens), bm, bs, softcap, scale,
                              bool(deterministic), float(timeout) if timeout is not None else 0.0)
     return (out, lse) if return_lse else out

@@ -125,7 +125,7 @@ def _state(name: str, device: torch.device, timeout: float) -> _GroupState:
 
 
 def ring_engine(q: torch.Tensor, name: str, sharding: str, causal: bool, wl: int, wr: int,
-                prefix: int, sink: int, cu_seqlens: List[int], softcap: float,
+                prefix: int, sink: int, cu_seqlens: List[int], blocks, softcap: float,
                 scale: Optional[float], deterministic: bool, timeout: float):
     """The engine of this rank for q's configuration; its first use agrees with the peers."""
     from ._api import _engine_options  # circular at import time
@@ -135,7 +135,8 @@ def ring_engine(q: torch.Tensor, name: str, sharding: str, causal: bool, wl: int
     local = int(q.shape[1])
     options = {
         "sharding": sharding, "causal": bool(causal), "window": [wl, wr], "prefix_lm": prefix,
-        "sink": sink, "cu_seqlens": list(cu_seqlens), "softcap": softcap, "scale": scale, "dtype": str(q.dtype), "batch": int(q.shape[0]),
+        "sink": sink, "cu_seqlens": list(cu_seqlens),
+        "block_mask": None if blocks is None else blocks.digest, "softcap": softcap, "scale": scale, "dtype": str(q.dtype), "batch": int(q.shape[0]),
         "heads": int(q.shape[2]), "head_dim": int(q.shape[3]),
         "deterministic": bool(deterministic),
     }
@@ -159,8 +160,8 @@ def ring_engine(q: torch.Tensor, name: str, sharding: str, causal: bool, wl: int
             f"ring_attention: shard lengths {shards} (ranks 0..{state.size - 1}) are not the "
             f"{sharding} layout of S={seqlen} over {state.size} ranks, which is {expected}: pass "
             f"each rank's ringattn.shard(...) of the full sequence")
-    o = _engine_options(q, seqlen, causal, wl, wr, prefix, sink, cu_seqlens, softcap, scale,
-                        deterministic, seconds, sharding)
+    o = _engine_options(q, seqlen, causal, wl, wr, prefix, sink, cu_seqlens, blocks, softcap,
+                        scale, deterministic, seconds, sharding)
     engine = _C.Attention(state.world, o)
     state.engines[key] = engine
     return engine

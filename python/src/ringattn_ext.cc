@@ -244,6 +244,41 @@ comm::Communicator* SelfComm() {
 
 // ---- Attention ------------------------------------------------------------
 
+// A block mask from Python: its bits (one byte per block pair, nonzero =
+// on), shape [nQ, nK] or [H, nQ, nK], and block size. Empty: none.
+struct BlockBits {
+  std::vector<uint8_t> bits;
+  std::vector<int64_t> shape;
+  int64_t size = 0;
+
+  static BlockBits Of(const std::optional<nb::bytes>& data, const std::vector<int64_t>& shape,
+                      int64_t size) {
+    BlockBits b;
+    if (!data.has_value()) return b;
+    if (shape.size() != 2 && shape.size() != 3) {
+      Raise(PyExc_ValueError, absl::StrCat("block_mask rank: expected 2 ([nQ, nK]) or 3 "
+                                           "([H, nQ, nK]), got ", shape.size()));
+    }
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    if (n != static_cast<int64_t>(data->size())) {
+      Raise(PyExc_ValueError, absl::StrCat("block_mask: ", data->size(), " bytes for ", n,
+                                           " block pairs"));
+    }
+    const auto* p = reinterpret_cast<const uint8_t*>(data->c_str());
+    b.bits.assign(p, p + n);
+    b.shape = shape;
+    b.size = size;
+    return b;
+  }
+  // `m` ANDed with these blocks (a view of `bits`).
+  Mask Apply(const Mask& m) const {
+    if (shape.empty()) return m;
+    const int64_t heads = shape.size() == 3 ? shape[0] : 1;
+    return m.WithBlocks(bits.data(), heads, shape[shape.size() - 2], shape.back(), size);
+  }
+};
+
 struct AttentionOptions {
   int64_t seqlen = 0;
   std::string sharding = "contiguous";
@@ -254,6 +289,7 @@ struct AttentionOptions {
   int64_t prefix = 0;                // prefix-LM (with causal)
   int64_t sink = 0;                  // attention sinks (with a left window)
   std::vector<int64_t> cu_seqlens;   // packed documents [0, ..., S]; empty: none
+  BlockBits blocks;                  // a block-sparse mask; set_block_mask
   double softcap = 0.0;
   std::optional<double> scale;
   std::string dtype = "fp32";
@@ -282,6 +318,7 @@ class Attention {
     o.mask.sink = a.sink;
     // Create copies the documents; `a` outlives it.
     o.mask = o.mask.WithDocuments(a.cu_seqlens.data(), static_cast<int64_t>(a.cu_seqlens.size()));
+    o.mask = a.blocks.Apply(o.mask);
     o.softcap = static_cast<float>(a.softcap);
     if (a.scale.has_value()) o.scale = static_cast<float>(*a.scale);
     if (!ParseDType(a.dtype, &o.dtype)) {
@@ -344,11 +381,13 @@ class Attention {
 // seqlen (InvalidArgument naming cu_seqlens -> ValueError). Views
 // `cu_seqlens`.
 Mask MakeMask(bool causal, int64_t window_left, int64_t window_right, int64_t prefix,
-              int64_t sink, const std::vector<int64_t>& cu_seqlens, int64_t seqlen) {
+              int64_t sink, const std::vector<int64_t>& cu_seqlens, int64_t seqlen,
+              const BlockBits* blocks = nullptr) {
   Mask m = Mask::Window(window_left, window_right, causal);
   m.prefix = prefix;
   m.sink = sink;
   m = m.WithDocuments(cu_seqlens.data(), static_cast<int64_t>(cu_seqlens.size()));
+  if (blocks != nullptr) m = blocks->Apply(m);
   Check(ValidateMask(m, seqlen));
   return m;
 }
@@ -367,7 +406,7 @@ Layout MakeLayout(const std::string& sharding, int64_t seqlen, int world, int64_
 RefProblem MakeProblem(const std::vector<int64_t>& q_shape, const std::vector<int64_t>& k_shape,
                        bool causal, int64_t window_left, int64_t window_right, int64_t prefix,
                        int64_t sink, const std::vector<int64_t>& cu_seqlens, double softcap,
-                       std::optional<double> scale) {
+                       std::optional<double> scale, const BlockBits& blocks) {
   if (q_shape.size() != 4 || k_shape.size() != 4) {
     Raise(PyExc_ValueError, "q, k: expected [B, S, H, D] and [B, S, Hkv, D]");
   }
@@ -384,7 +423,9 @@ RefProblem MakeProblem(const std::vector<int64_t>& q_shape, const std::vector<in
   }
   p.scale = scale.has_value() ? *scale : 1.0 / std::sqrt(static_cast<double>(p.head_dim));
   p.softcap = softcap;
-  p.mask = MakeMask(causal, window_left, window_right, prefix, sink, cu_seqlens, p.seqlen_q);
+  p.mask = MakeMask(causal, window_left, window_right, prefix, sink, cu_seqlens, p.seqlen_q,
+                    &blocks);
+  Check(ValidateMaskHeads(p.mask, p.num_heads));
   return p;
 }
 
@@ -400,13 +441,16 @@ void CopyOut(const std::vector<double>& from, const Array& to, const char* name)
 void ReferenceForward(const Array& q, const Array& k, const Array& v, const Array& out,
                       const Array& lse, bool causal, int64_t window_left, int64_t window_right,
                       int64_t prefix, int64_t sink, const std::vector<int64_t>& cu_seqlens,
-                      double softcap, std::optional<double> scale) {
+                      double softcap, std::optional<double> scale,
+                      const std::optional<nb::bytes>& block_bits,
+                      const std::vector<int64_t>& block_shape, int64_t block_size) {
   std::vector<int64_t> qs, ks;
   const double* qp = F64(q, "q", &qs);
   const double* kp = F64(k, "k", &ks);
   const double* vp = F64(v, "v");
+  const BlockBits blocks = BlockBits::Of(block_bits, block_shape, block_size);
   const RefProblem p = MakeProblem(qs, ks, causal, window_left, window_right, prefix, sink,
-                                   cu_seqlens, softcap, scale);
+                                   cu_seqlens, softcap, scale, blocks);
   std::vector<double> o, l;
   {
     nb::gil_scoped_release release;
@@ -420,14 +464,16 @@ void ReferenceBackward(const Array& q, const Array& k, const Array& v, const Arr
                        const Array& dq, const Array& dk, const Array& dv, bool causal,
                        int64_t window_left, int64_t window_right, int64_t prefix,
                        int64_t sink, const std::vector<int64_t>& cu_seqlens, double softcap,
-                       std::optional<double> scale) {
+                       std::optional<double> scale, const std::optional<nb::bytes>& block_bits,
+                       const std::vector<int64_t>& block_shape, int64_t block_size) {
   std::vector<int64_t> qs, ks;
   const double* qp = F64(q, "q", &qs);
   const double* kp = F64(k, "k", &ks);
   const double* vp = F64(v, "v");
   const double* dop = F64(dout, "dout");
+  const BlockBits blocks = BlockBits::Of(block_bits, block_shape, block_size);
   const RefProblem p = MakeProblem(qs, ks, causal, window_left, window_right, prefix, sink,
-                                   cu_seqlens, softcap, scale);
+                                   cu_seqlens, softcap, scale, blocks);
   std::vector<double> gq, gk, gv;
   {
     nb::gil_scoped_release release;
@@ -470,6 +516,13 @@ NB_MODULE(_C, m) {
       .def_rw("prefix", &AttentionOptions::prefix)
       .def_rw("sink", &AttentionOptions::sink)
       .def_rw("cu_seqlens", &AttentionOptions::cu_seqlens)
+      .def(
+          "set_block_mask",
+          [](AttentionOptions& o, const nb::bytes& bits, const std::vector<int64_t>& shape,
+             int64_t size) { o.blocks = BlockBits::Of(bits, shape, size); },
+          nb::arg("bits"), nb::arg("shape"), nb::arg("block_size"),
+          "a block mask: one byte per block pair (nonzero = on) of shape [nQ, nK] or "
+          "[H, nQ, nK] over blocks of block_size tokens")
       .def_rw("softcap", &AttentionOptions::softcap)
       .def_rw("scale", &AttentionOptions::scale, nb::arg().none())
       .def_rw("dtype", &AttentionOptions::dtype)
@@ -516,11 +569,14 @@ NB_MODULE(_C, m) {
   m.def("reference_forward", &ReferenceForward, nb::arg("q"), nb::arg("k"), nb::arg("v"),
         nb::arg("out"), nb::arg("lse"), nb::arg("causal"), nb::arg("window_left"),
         nb::arg("window_right"), nb::arg("prefix"), nb::arg("sink"), nb::arg("cu_seqlens"),
-        nb::arg("softcap"), nb::arg("scale").none());
+        nb::arg("softcap"), nb::arg("scale").none(), nb::arg("block_bits").none() = nb::none(),
+        nb::arg("block_shape") = std::vector<int64_t>(), nb::arg("block_size") = 0);
   m.def("reference_backward", &ReferenceBackward, nb::arg("q"), nb::arg("k"), nb::arg("v"),
         nb::arg("dout"), nb::arg("dq"), nb::arg("dk"), nb::arg("dv"), nb::arg("causal"),
         nb::arg("window_left"), nb::arg("window_right"), nb::arg("prefix"), nb::arg("sink"),
-        nb::arg("cu_seqlens"), nb::arg("softcap"), nb::arg("scale").none());
+        nb::arg("cu_seqlens"), nb::arg("softcap"), nb::arg("scale").none(),
+        nb::arg("block_bits").none() = nb::none(), nb::arg("block_shape") = std::vector<int64_t>(),
+        nb::arg("block_size") = 0);
   m.def("backend_built", [](const std::string& name) {
     if (name == "cuda") return ringattn::BackendBuilt(ringattn::Backend::kCuda);
     return ringattn::comm::BackendBuilt(name);

@@ -82,6 +82,14 @@ def options_that_differ_fail_everywhere(rank, world):
         assert "option causal differs" in str(e) and "rank" in str(e), str(e)
     else:
         raise AssertionError(f"rank {rank}: differing options were not refused")
+    try:  # block masks that differ in one bit
+        bm = torch.ones(4, 4, dtype=torch.bool)
+        bm[1, rank] = False
+        ringattn.ring_attention(q, k, v, block_mask=bm, block_size=16, timeout=20)
+    except ValueError as e:
+        assert "option block_mask differs" in str(e), str(e)
+    else:
+        raise AssertionError(f"rank {rank}: differing block masks were not refused")
     try:  # shard lengths that are no layout of their sum
         ringattn.ring_attention(*(torch.randn(1, 10 + 5 * rank, 2, 16) for _ in range(3)),
                                 sharding="contiguous", timeout=20)
@@ -150,10 +158,15 @@ def ring_with_documents(rank, world, S):
     g = torch.Generator().manual_seed(11)
     q, k, v, dout = (torch.randn(1, S, h, 32, generator=g) for h in (4, 2, 2, 4))
     docs = [0, 1, 1, S // 7, S // 3, S // 3 + 2, S - 40, S]  # one spans ranks, tiny and empty ones
+    # Block masks by global block, with the documents: shared, and one per head.
+    shared = torch.rand(-(-S // 16), -(-S // 16), generator=g) < 0.5
+    per_head = torch.rand(4, -(-S // 25), -(-S // 25), generator=g) < 0.6
     for sharding in ("zigzag", "contiguous", "striped", "balanced"):
         pos = ringattn.positions(S, sharding=sharding, cu_seqlens=docs)
         for mask in (dict(causal=True), dict(), dict(causal=True, window=(25, -1), prefix_lm=10),
-                     dict(causal=True, window=(20, -1), sink=4)):
+                     dict(causal=True, window=(20, -1), sink=4),
+                     dict(causal=True, block_mask=shared, block_size=16),
+                     dict(block_mask=per_head, block_size=25)):
             where = f"rank {rank} of {world}, {sharding}, {mask}"
             shard = lambda t: ringattn.shard(t, sharding=sharding, cu_seqlens=docs)
             ql, kl, vl = (shard(t).requires_grad_() for t in (q, k, v))

@@ -1,6 +1,7 @@
 """A dense attention reference in torch (any dtype, autograd), with the
 engine's semantics: scale, softcap c*tanh(x/c), flash-attn windows by
-global position, packed documents (cu_seqlens), prefix-LM, attention sinks, GQA; a row that
+global position, packed documents (cu_seqlens), prefix-LM, attention sinks, block masks
+(shared or per head), GQA; a row that
 sees no key gives out 0 and lse -inf.
 Run in float64 it is the ground truth; run in the storage dtype it is the
 naive implementation whose error sets the tolerance (flash-attn's rule:
@@ -11,7 +12,8 @@ import torch
 
 
 def reference(q, k, v, *, causal=False, window=None, softcap=0.0, scale=None, q_pos=None,
-              k_pos=None, cu_seqlens=None, prefix_lm=0, sink=0):
+              k_pos=None, cu_seqlens=None, prefix_lm=0, sink=0, block_mask=None,
+              block_size=128):
     B, S, H, D = q.shape
     Sk, Hk = k.shape[1], k.shape[2]
     scale = 1.0 / math.sqrt(D) if scale is None else scale
@@ -39,6 +41,10 @@ def reference(q, k, v, *, causal=False, window=None, softcap=0.0, scale=None, q_
         doc_k = torch.bucketize(k_pos, bounds, right=True)
         visible &= doc_q[:, None] == doc_k[None, :]
     visible &= left_ok | (k_pos < sink)[None, :]  # sinks ignore the left window
+    if block_mask is not None:  # [nQ, nK] or [H, nQ, nK] by global block
+        bm = torch.as_tensor(block_mask).to(torch.bool)
+        on = bm[..., (q_pos // block_size)[:, None], (k_pos // block_size)[None, :]]
+        visible = visible & on  # [S, Sk] or [H, S, Sk]
     visible = visible.to(q.device)
     x = x.masked_fill(~visible, float("-inf"))
     lse = torch.logsumexp(x, dim=-1)  # [B, H, S]

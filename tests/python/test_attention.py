@@ -168,6 +168,58 @@ def test_packed_documents_gradcheck_and_numpy():
     assert max_err(torch.from_numpy(out), want) < 1e-5
 
 
+def _blocks(shape, seed, dtype=torch.bool):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(shape, generator=g) < 0.5).to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("mask", [dict(), dict(causal=True), dict(causal=True, window=(60, -1)),
+                                  dict(causal=True, cu_seqlens=DOCS),
+                                  dict(causal=True, window=(30, -1), sink=4)],
+                         ids=["none", "causal", "causal_w", "docs", "sink"])
+@pytest.mark.parametrize("blocks", ["shared", "per_head", "uint8_numpy", "all_off", "diagonal"])
+def test_block_masks_match_float64(mask, dtype, blocks):
+    size = 32 if blocks != "diagonal" else 64
+    n = (300 + size - 1) // size
+    bm = {"shared": _blocks((n, n), 1), "per_head": _blocks((4, n, n), 2),
+          "uint8_numpy": _blocks((n, n), 3, torch.uint8).numpy() * 7,
+          "all_off": torch.zeros(n, n, dtype=torch.bool),
+          "diagonal": torch.eye(n, dtype=torch.bool)}[blocks]
+    ref_bm = torch.as_tensor(bm) != 0
+    out, *_ = _expect_float64_close(*_inputs(1, 300, 4, 2, 32, dtype), dtype,
+                                    dict(block_mask=bm, block_size=size, **mask),
+                                    dict(block_mask=ref_bm, block_size=size, **mask))
+    if blocks == "all_off":
+        assert torch.count_nonzero(out) == 0
+
+
+def test_block_masks_gradcheck_compile_and_errors():
+    q, k, v = _inputs(1, 9, 2, 1, 4, torch.float64)
+    bm = torch.tensor([[1, 0, 0], [1, 1, 0], [0, 1, 1]], dtype=torch.bool)
+    assert torch.autograd.gradcheck(
+        lambda a, b, c: ringattn.attention(a, b, c, block_mask=bm, block_size=3), (q, k, v),
+        eps=1e-6, atol=1e-7)
+    qf, kf, vf = (t.detach().float() for t in (q, k, v))
+    compiled = torch.compile(lambda a, b, c: ringattn.attention(a, b, c, causal=True,
+                                                                block_mask=bm, block_size=3),
+                             fullgraph=True)
+    assert torch.equal(compiled(qf, kf, vf),
+                       ringattn.attention(qf, kf, vf, causal=True, block_mask=bm, block_size=3))
+    with pytest.raises(ValueError, match=r"block_mask shape: expected \[3, 3\] or \[H, 3, 3\]"):
+        ringattn.attention(qf, kf, vf, block_mask=torch.ones(2, 2, dtype=torch.bool),
+                           block_size=3)
+    with pytest.raises(ValueError, match="block_mask heads: expected 1 or the query heads H = 2, got 3"):
+        ringattn.attention(qf, kf, vf, block_mask=torch.ones(3, 3, 3, dtype=torch.bool),
+                           block_size=3)
+    with pytest.raises(TypeError, match="block_mask dtype: expected torch.bool or torch.uint8"):
+        ringattn.attention(qf, kf, vf, block_mask=torch.ones(3, 3), block_size=3)
+    with pytest.raises(ValueError, match="block_mask rank: expected 2"):
+        ringattn.attention(qf, kf, vf, block_mask=torch.ones(3, dtype=torch.bool), block_size=3)
+    with pytest.raises(ValueError, match="block_size: expected an int >= 1, got 0"):
+        ringattn.attention(qf, kf, vf, block_mask=bm, block_size=0)
+
+
 def test_torch_compile_fullgraph_equals_eager():
     class Block(torch.nn.Module):
         def __init__(self):
