@@ -5,11 +5,12 @@
 //
 // Rules today, ANDed: causal, a sliding window (left, right) with flash-attn
 // semantics (-1 = unbounded), packed documents (cu_seqlens: a query sees
-// only keys of its own document) and prefix-LM (the first P tokens see each
-// other whatever the right edge).
+// only keys of its own document), prefix-LM (the first P tokens see each
+// other whatever the right edge), attention sinks (a second interval) and
+// block masks (bits per pair of token blocks, not an interval rule).
 //
 // The contract every user relies on: the visible keys of the query at
-// position q are ONE interval KeyBounds(q) = [lo(q), hi(q)] whose ends never
+// position q (before the block mask) are ONE interval KeyBounds(q) = [lo(q), hi(q)] whose ends never
 // decrease as q grows, that holds q itself when it is not empty, and
 // symmetrically QueryBounds(k) for the queries that see the key at position
 // k. Monotone bounds make the tile classification exact from two corner
@@ -65,7 +66,8 @@ enum class TileClass : uint8_t { kEmpty, kFull, kPartial };
 // attn's cu_seqlens, non-decreasing, empty documents allowed) in memory the
 // maker of the Mask owns. RingAttention::Create copies them, so a caller's
 // array need only live through Create; a kernel call reads them for its
-// duration (host memory: the CUDA kernels refuse documents today).
+// duration (device memory for the CUDA kernels: the CUDA backend uploads
+// them). The block mask's bits are a view the same way.
 struct Mask {
   bool causal = false;
   int64_t window_left = -1;

@@ -60,7 +60,9 @@ class CudaBackend final : public KernelBackend {
   ~CudaBackend() override {
     if (cudaSetDevice(device_) != cudaSuccess) return;
     cudaStreamSynchronize(stream_);  // nothing of ours may run after the memory is gone
-    if (docs_device_ != nullptr) cudaFree(docs_device_);
+    for (DeviceCopy* c : {&docs_, &blocks_}) {
+      if (c->device != nullptr) cudaFree(c->device);
+    }
     for (cudaEvent_t e : timing_events_) cudaEventDestroy(e);
     cudaEventDestroy(order_event_);
     cudaStreamDestroy(stream_);
@@ -95,12 +97,12 @@ class CudaBackend final : public KernelBackend {
 
   absl::Status Forward(const AttnParams& p) override {
     RETURN_IF_ERROR(Enter("forward"));
-    ASSIGN_OR_RETURN(const AttnParams dp, WithDeviceDocuments(p));
+    ASSIGN_OR_RETURN(const AttnParams dp, WithDeviceMask(p));
     return In("forward", cuda::Forward(dp, stream_));
   }
   absl::Status Backward(const AttnParams& p) override {
     RETURN_IF_ERROR(Enter("backward"));
-    ASSIGN_OR_RETURN(const AttnParams dp, WithDeviceDocuments(p));
+    ASSIGN_OR_RETURN(const AttnParams dp, WithDeviceMask(p));
     return In("backward", cuda::Backward(dp, deterministic_, stream_));
   }
   absl::Status Merge(float* acc_out, float* acc_lse, const float* part_out, const float* part_lse,
@@ -139,24 +141,45 @@ class CudaBackend final : public KernelBackend {
     RINGATTN_CUDA_CHECK(cuda_backend::LaunchAdd(dst, src, n, stream_), "cuda backend add");
     return absl::OkStatus();
   }
-  // `p` with its mask's documents in device memory, where the kernels read
-  // them: uploaded on first use (the one call that waits for the rank's
-  // stream on a caller's stream) and again only when they change (an
-  // engine's documents never do).
-  absl::StatusOr<AttnParams> WithDeviceDocuments(const AttnParams& p) {
-    if (!p.mask.HasDocuments()) return p;
-    const int64_t n = p.mask.num_docs + 1;
-    if (!std::equal(p.mask.cu_seqlens, p.mask.cu_seqlens + n, docs_.begin(), docs_.end())) {
-      docs_.clear();
-      if (docs_device_ != nullptr) Free(docs_device_);
-      docs_device_ = nullptr;
-      ASSIGN_OR_RETURN(docs_device_, Allocate(n * static_cast<int64_t>(sizeof(int64_t))));
-      RETURN_IF_ERROR(Copy(docs_device_, p.mask.cu_seqlens, n * sizeof(int64_t), "cu_seqlens"));
-      docs_.assign(p.mask.cu_seqlens, p.mask.cu_seqlens + n);
-    }
+  // `p` with its mask's documents and block mask in device memory, where
+  // the kernels read them.
+  absl::StatusOr<AttnParams> WithDeviceMask(const AttnParams& p) {
     AttnParams d = p;
-    d.mask.cu_seqlens = static_cast<const int64_t*>(docs_device_);
+    if (p.mask.HasDocuments()) {
+      const int64_t n = p.mask.num_docs + 1;
+      ASSIGN_OR_RETURN(const void* at, Upload(docs_, p.mask.cu_seqlens, n * sizeof(int64_t),
+                                              "cu_seqlens"));
+      d.mask.cu_seqlens = static_cast<const int64_t*>(at);
+    }
+    if (p.mask.HasBlocks()) {
+      const Mask& m = p.mask;
+      ASSIGN_OR_RETURN(const void* at, Upload(blocks_, m.blocks,
+                                              m.block_heads * m.block_rows * m.block_cols,
+                                              "block mask"));
+      d.mask.blocks = static_cast<const uint8_t*>(at);
+    }
     return d;
+  }
+  // A device copy of host bytes [src, src + bytes) kept in `slot`: uploaded
+  // on first use (the one call that waits for the rank's stream on a
+  // caller's stream) and again only when they change (an engine's mask
+  // never does).
+  struct DeviceCopy {
+    std::vector<uint8_t> host;  // as uploaded
+    void* device = nullptr;
+  };
+  absl::StatusOr<const void*> Upload(DeviceCopy& slot, const void* src, int64_t bytes,
+                                     const char* what) {
+    const auto* b = static_cast<const uint8_t*>(src);
+    if (slot.device == nullptr || !std::equal(b, b + bytes, slot.host.begin(), slot.host.end())) {
+      slot.host.clear();
+      if (slot.device != nullptr) Free(slot.device);
+      slot.device = nullptr;
+      ASSIGN_OR_RETURN(slot.device, Allocate(bytes));
+      RETURN_IF_ERROR(Copy(slot.device, src, bytes, what));
+      slot.host.assign(b, b + bytes);
+    }
+    return slot.device;
   }
 
   // A copy on the rank's stream, waited for (small messages only).
@@ -274,8 +297,8 @@ class CudaBackend final : public KernelBackend {
   cudaEvent_t order_event_;  // caller's stream <-> this stream
   const std::string description_;
   std::vector<cudaEvent_t> timing_events_;  // begin, end, begin, end, ...
-  std::vector<int64_t> docs_;      // the documents on the device, as uploaded (host copy)
-  void* docs_device_ = nullptr;
+  DeviceCopy docs_;    // the mask's documents on the device
+  DeviceCopy blocks_;  // and its block mask
   size_t timed_ = 0;                        // events recorded since StartTiming
 };
 

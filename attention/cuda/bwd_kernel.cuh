@@ -48,18 +48,30 @@ RA_DEVICE void BackwardBody(const AttnParams& p, bool compute_dq, char* smem) {
   const TileRange tiles = QueryTiles<kM>(p, k_min, k_max);
   if (tiles.empty()) return;  // no query sees these keys: nothing to add
 
-  // Work items: (query head g of the group, query tile t), t fastest.
+  // Work items: (query head g of the group, query tile t), t fastest: the
+  // first at or after (t, g) that is not empty (with a block mask, the
+  // block pairs of head g's tile may all be off; a tile over mixed blocks
+  // is partial).
   auto item = [&](int t, int g) {
-    TileStep st = tiles.At(t, Sq);
-    st.g = g;
-    st.tail = st.tail || n < kN;
-    return st;
+    for (;;) {
+      if (t >= tiles.t_end) {
+        if (++g >= G) return TileStep{};
+        t = tiles.t_begin;
+      }
+      TileStep st = NextTile(tiles, t, Sq, mask.HasBlocks(), [&](int x) {
+        return TileBlockClass<kM>(mask, hk * G + g, p.q_pos, Sq, x, k_min, k_max,
+                                  /*tile_is_query=*/true);
+      });
+      if (st.t < 0) {
+        t = tiles.t_end;
+        continue;
+      }
+      st.g = g;
+      st.tail = st.tail || n < kN;
+      return st;
+    }
   };
-  auto next_item = [&](const TileStep& st) {
-    if (st.t + 1 < tiles.t_end) return item(st.t + 1, st.g);
-    if (st.g + 1 < G) return item(tiles.t_begin, st.g + 1);
-    return TileStep{};
-  };
+  auto next_item = [&](const TileStep& st) { return item(st.t + 1, st.g); };
 
   uint16_t* sK = reinterpret_cast<uint16_t*>(smem);
   uint16_t* sV = reinterpret_cast<uint16_t*>(smem + Tr::kKVBytes);
@@ -85,7 +97,8 @@ RA_DEVICE void BackwardBody(const AttnParams& p, bool compute_dq, char* smem) {
     LoadTiles2<kN, kD, kThreads>(sK, k_ptr, p.k_stride.seq, sV, v_ptr, p.v_stride.seq, tid,
                                  RowBits<kN, kD, kThreads>(tid, [&](int r) {
                                    return r < n && KeyLive(mask, p.q_pos, 0, Sq,
-                                                           GlobalPos(p.k_pos, j0 + r));
+                                                           GlobalPos(p.k_pos, j0 + r), hk * G,
+                                                           hk * G + G);
                                  }));
     for (int r = tid; r < n; r += kThreads) sKpos[r] = GlobalPos(p.k_pos, j0 + r);
   }
@@ -117,6 +130,7 @@ RA_DEVICE void BackwardBody(const AttnParams& p, bool compute_dq, char* smem) {
   };
 
   const TileStep first = item(tiles.t_begin, 0);
+  if (first.t < 0) return;  // every block pair off: nothing to add
   load_q(first, 0);
   CpAsyncCommit();
 
@@ -210,7 +224,9 @@ RA_DEVICE void BackwardBody(const AttnParams& p, bool compute_dq, char* smem) {
         }
         if constexpr (kMasked) {
           const int hf = c >> 1;
-          if (qc < qb[hf] || qc >= qe[hf]) {
+          if (qc < qb[hf] || qc >= qe[hf] ||
+              (mask.HasBlocks() &&
+               !mask.ForHead(h).BlockOn(sQpos(s)[qc], sKpos[key_row0 + (lane >> 2) + hf * 8]))) {
             pv = 0.0f;
             ds = 0.0f;
           }
@@ -306,7 +322,7 @@ RA_DEVICE void BackwardBody(const AttnParams& p, bool compute_dq, char* smem) {
   int stage = 0;
   // Only (t, g) is carried across the loop (fewer live registers); the
   // item's class is recomputed, two compares.
-  for (int t = first.t, g = 0; t >= 0;) {
+  for (int t = first.t, g = first.g; t >= 0;) {
     const TileStep cur = item(t, g);
     CpAsyncWait<0>();
     __syncthreads();
@@ -358,9 +374,17 @@ RA_DEVICE void BackwardDqBody(const AttnParams& p, char* smem) {
   const int64_t q_min = GlobalPos(p.q_pos, i0);
   const int64_t q_max = GlobalPos(p.q_pos, i0 + rows - 1);
 
-  // The key tiles some row of this CTA may see, and which are unmasked.
+  // The key tiles some row of this CTA may see, and which are unmasked
+  // (and not all off by a block mask: see the forward).
   const TileRange tiles = KeyTiles<kN>(p, q_min, q_max);
   if (tiles.empty()) return;  // no key visible: dQ gets nothing
+  auto key_tile = [&](int t) {
+    return NextTile(tiles, t, Sk, mask.HasBlocks(), [&](int x) {
+      return TileBlockClass<kN>(mask, h, p.k_pos, Sk, x, q_min, q_max, /*tile_is_query=*/false);
+    });
+  };
+  const TileStep first = key_tile(tiles.t_begin);
+  if (first.t < 0) return;
 
   uint16_t* sQ = reinterpret_cast<uint16_t*>(smem);
   uint16_t* sdO = reinterpret_cast<uint16_t*>(smem + Tr::kQTileBytes);
@@ -386,10 +410,10 @@ RA_DEVICE void BackwardDqBody(const AttnParams& p, char* smem) {
   const uint16_t* v_head =
       static_cast<const uint16_t*>(p.v) + b * p.v_stride.batch + hk * p.v_stride.head;
   auto load_kv = [&](const TileStep& st, int s) {
-    LoadKeyTile<kN, kD, kThreads>(p, st, k_head, v_head, i0, rows, sK(s), sV(s), sKpos(s), tid);
+    LoadKeyTile<kN, kD, kThreads>(p, st, k_head, v_head, i0, rows, h, sK(s), sV(s), sKpos(s),
+                                  tid);
   };
 
-  const TileStep first = tiles.At(tiles.t_begin, Sk);
   load_kv(first, 0);
   CpAsyncCommit();
 
@@ -485,7 +509,10 @@ RA_DEVICE void BackwardDqBody(const AttnParams& p, char* smem) {
         }
         if constexpr (kMasked) {
           const int col = nt * 8 + 2 * (lane & 3) + (c & 1);
-          if (col < cb[hf] || col >= ce[hf]) ds = 0.0f;
+          if (col < cb[hf] || col >= ce[hf] ||
+              (mask.HasBlocks() && !mask.ForHead(h).BlockOn(qpos[hf], sKpos(s)[col]))) {
+            ds = 0.0f;
+          }
         }
         acc_dp[nt][c] = ds;
       }
@@ -514,10 +541,10 @@ RA_DEVICE void BackwardDqBody(const AttnParams& p, char* smem) {
   // stage, so the next tile's loads go there while this one computes.
   int stage = 0;
   for (int t = first.t; t >= 0;) {  // only t is carried, as in the forward
-    const TileStep cur = tiles.At(t, Sk);
+    const TileStep cur = key_tile(t);
     CpAsyncWait<0>();
     __syncthreads();
-    const TileStep nxt = tiles.At(t + 1, Sk);
+    const TileStep nxt = key_tile(t + 1);
     if (nxt.t >= 0) load_kv(nxt, stage ^ 1);
     CpAsyncCommit();
     if (cur.masked()) {

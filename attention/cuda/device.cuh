@@ -160,21 +160,35 @@ RA_DEVICE int64_t LowerBoundPos(const PositionMap& m, int64_t lo, int64_t hi, in
   return lo;
 }
 
-// Whether some query row r in [r_begin, r_end) sees the key at position kp:
-// the first row at or after the key's QueryBounds.lo must also lie at or
-// before its hi. Keys that no row sees are zero-filled in shared memory, so
-// that NaN or Inf stored at a masked-out key never reaches an output
-// (0 * NaN = NaN in mma).
+// Whether some query row r in [r_begin, r_end) of some query head in
+// [h0, h1) sees the key at position kp: the first row at or after the key's
+// QueryBounds.lo must also lie at or before its hi, and with a block mask
+// one of the rows in between must lie in a block whose pair with kp's block
+// is on (one binary search per query block the rows span). Keys that no row
+// sees are zero-filled in shared memory, so that NaN or Inf stored at a
+// masked-out key never reaches an output (0 * NaN = NaN in mma).
 RA_DEVICE bool KeyLive(const Mask& m, const PositionMap& q, int64_t r_begin, int64_t r_end,
-                       int64_t kp) {
+                       int64_t kp, int64_t h0, int64_t h1) {
   if (m.IsNone()) return true;
   const PosRange seen_by = m.QueryBounds(kp);
   int64_t r = r_begin;
   if (seen_by.lo != PosRange::kMinPos) r = LowerBoundPos(q, r_begin, r_end, seen_by.lo);
   if (r >= r_end) return false;
-  if (seen_by.hi != PosRange::kMaxPos) return GlobalPos(q, r) <= seen_by.hi;
-  return true;
+  if (seen_by.hi != PosRange::kMaxPos && GlobalPos(q, r) > seen_by.hi) return false;
+  if (!m.HasBlocks()) return true;
+  const int64_t last =
+      seen_by.hi == PosRange::kMaxPos ? r_end : LowerBoundPos(q, r, r_end, seen_by.hi + 1);
+  while (r < last) {
+    const int64_t qp = GlobalPos(q, r);
+    for (int64_t h = h0; h < h1; ++h) {
+      if (m.ForHead(h).BlockOn(qp, kp)) return true;
+    }
+    r = LowerBoundPos(q, r, last, (qp / m.block_size + 1) * m.block_size);  // the next block
+  }
+  return false;
 }
+
+
 
 // The local columns [*begin, *end) among [0, n) whose increasing positions
 // pos[c] lie in [lo, hi]: the visible keys of one query row in a tile (or
@@ -306,6 +320,37 @@ struct TileRange {
   }
 };
 
+// TileRange::At(t, len), and with a block mask (`blocks`) the first tile
+// from t on that is not empty by `block_class(t)` (the Mask::BlockClass of
+// tile t against the CTA's positions); a tile over mixed blocks is
+// partial. Without one, At itself.
+template <class Range, class BlockClassOf>
+RA_DEVICE TileStep NextTile(const Range& range, int t, int64_t len, bool blocks,
+                            BlockClassOf block_class) {
+  TileStep st = range.At(t, len);
+  if (!blocks) return st;
+  for (; st.t >= 0; st = range.At(st.t + 1, len)) {
+    const TileClass c = block_class(st.t);
+    if (c == TileClass::kEmpty) continue;
+    st.partial = st.partial || c == TileClass::kPartial;
+    return st;
+  }
+  return st;
+}
+
+// Mask::BlockClass of `kTile` items from tile t of positions `pos` (len
+// items) against positions [x_min, x_max] of the other side, in head h;
+// tile_is_query says which side the tile is.
+template <int kTile>
+RA_DEVICE TileClass TileBlockClass(const Mask& m, int64_t h, const PositionMap& pos, int64_t len,
+                                   int t, int64_t x_min, int64_t x_max, bool tile_is_query) {
+  const int64_t first = int64_t{t} * kTile;
+  const int64_t last = (len - first < kTile ? len : first + kTile) - 1;
+  const int64_t a = GlobalPos(pos, first), z = GlobalPos(pos, last);
+  const Mask hm = m.ForHead(h);
+  return tile_is_query ? hm.BlockClass(a, z, x_min, x_max) : hm.BlockClass(x_min, x_max, a, z);
+}
+
 // The key tiles that query positions [q_min, q_max] may see.
 template <int kTile>
 RA_DEVICE TileRange<kTile> KeyTiles(const AttnParams& p, int64_t q_min, int64_t q_max) {
@@ -320,20 +365,21 @@ RA_DEVICE TileRange<kTile> QueryTiles(const AttnParams& p, int64_t k_min, int64_
       p.q_pos, p.seqlen_q, [&](int64_t k) { return p.mask.QueryBounds(k); }, k_min, k_max);
 }
 
-// Loads key tile `st` for a CTA owning query rows [i0, i0 + rows) (the
-// forward, the deterministic dQ pass): K and V into sk, sv, zero-filling
-// keys past the end and, in a partial tile, the keys no row of the CTA
-// sees; a masked tile also gets its keys' positions in kpos.
+// Loads key tile `st` for a CTA owning query rows [i0, i0 + rows) of query
+// head h (the forward, the deterministic dQ pass): K and V into sk, sv,
+// zero-filling keys past the end and, in a partial tile, the keys no row of
+// the CTA sees; a masked tile also gets its keys' positions in kpos.
 template <int kN, int kD, int kThreads>
 RA_DEVICE void LoadKeyTile(const AttnParams& p, const TileStep& st, const uint16_t* k_head,
-                           const uint16_t* v_head, int64_t i0, int rows, uint16_t* sk,
+                           const uint16_t* v_head, int64_t i0, int rows, int64_t h, uint16_t* sk,
                            uint16_t* sv, int64_t* kpos, int tid) {
   const int64_t j0 = int64_t{st.t} * kN;
   const int n = static_cast<int>(p.seqlen_k - j0 < kN ? p.seqlen_k - j0 : kN);
   uint32_t ok = kAllRows;
   if (st.partial) {
     ok = RowBits<kN, kD, kThreads>(tid, [&](int r) {
-      return r < n && KeyLive(p.mask, p.q_pos, i0, i0 + rows, GlobalPos(p.k_pos, j0 + r));
+      return r < n &&
+             KeyLive(p.mask, p.q_pos, i0, i0 + rows, GlobalPos(p.k_pos, j0 + r), h, h + 1);
     });
   } else if (st.tail) {
     ok = FirstRows<kN, kD, kThreads>(tid, n);

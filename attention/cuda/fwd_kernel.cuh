@@ -5,7 +5,8 @@
 //
 //   for each non-empty key tile (skipped when no query of the CTA sees it):
 //     S  = Q K^T                      mma, K via ldmatrix from swizzled smem
-//     softcap, then the mask          only on partial / tail tiles
+//     softcap, then the mask          only on partial / tail tiles (a block
+//                                     mask's bits per element too)
 //     m' = max(m, rowmax S); P = 2^(S*c - m'*c); l = l*2^(m-m') + rowsum P
 //     O  = O * 2^(m-m') + P V          P packed to 16 bits in registers
 //   out = O / l, lse = (m*c + log2 l) * ln 2   (c = scale * log2 e)
@@ -42,8 +43,15 @@ RA_DEVICE void ForwardBody(const AttnParams& p, char* smem) {
   const int64_t q_min = GlobalPos(p.q_pos, i0);
   const int64_t q_max = GlobalPos(p.q_pos, i0 + rows - 1);
 
-  // The key tiles some row of this CTA may see, and which are unmasked.
+  // The key tiles some row of this CTA may see, and which are unmasked;
+  // with a block mask, tiles over off blocks only are skipped and tiles
+  // over mixed blocks are partial.
   const TileRange tiles = KeyTiles<kN>(p, q_min, q_max);
+  auto key_tile = [&](int t) {
+    return NextTile(tiles, t, Sk, mask.HasBlocks(), [&](int x) {
+      return TileBlockClass<kN>(mask, h, p.k_pos, Sk, x, q_min, q_max, /*tile_is_query=*/false);
+    });
+  };
 
   uint16_t* sQ = reinterpret_cast<uint16_t*>(smem);
   auto sK = [&](int s) {
@@ -68,10 +76,11 @@ RA_DEVICE void ForwardBody(const AttnParams& p, char* smem) {
                              FirstRows<kM, kD, kThreads>(tid, rows));
 
   auto load_kv = [&](const TileStep& st, int s) {
-    LoadKeyTile<kN, kD, kThreads>(p, st, k_head, v_head, i0, rows, sK(s), sV(s), sKpos(s), tid);
+    LoadKeyTile<kN, kD, kThreads>(p, st, k_head, v_head, i0, rows, h, sK(s), sV(s), sKpos(s),
+                                  tid);
   };
 
-  const TileStep first = tiles.At(tiles.t_begin, Sk);
+  const TileStep first = key_tile(tiles.t_begin);
   if (first.t >= 0) load_kv(first, 0);
   CpAsyncCommit();
 
@@ -167,7 +176,8 @@ RA_DEVICE void ForwardBody(const AttnParams& p, char* smem) {
       for (int mi = 0; mi < kMT; ++mi)
 #pragma unroll
         for (int hf = 0; hf < 2; ++hf) {
-          const PosRange keys = mask.KeyBounds(sQpos[warp_row0 + mi * 16 + (lane >> 2) + hf * 8]);
+          const int64_t qp = sQpos[warp_row0 + mi * 16 + (lane >> 2) + hf * 8];
+          const PosRange keys = mask.KeyBounds(qp);
           int cb, ce;
           VisibleRange(sKpos(s), n, keys.lo, keys.hi, &cb, &ce);
 #pragma unroll
@@ -175,7 +185,10 @@ RA_DEVICE void ForwardBody(const AttnParams& p, char* smem) {
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
               const int col = nt * 8 + 2 * (lane & 3) + e;
-              if (col < cb || col >= ce) acc_s[mi][nt][2 * hf + e] = -INFINITY;
+              if (col < cb || col >= ce ||
+                  (mask.HasBlocks() && !mask.ForHead(h).BlockOn(qp, sKpos(s)[col]))) {
+                acc_s[mi][nt][2 * hf + e] = -INFINITY;
+              }
             }
         }
     }
@@ -246,10 +259,10 @@ RA_DEVICE void ForwardBody(const AttnParams& p, char* smem) {
   // its class is recomputed, two compares.
   int stage = 0;
   for (int t = first.t; t >= 0;) {
-    const TileStep cur = tiles.At(t, Sk);
+    const TileStep cur = key_tile(t);
     CpAsyncWait<0>();
     __syncthreads();
-    const TileStep nxt = tiles.At(t + 1, Sk);
+    const TileStep nxt = key_tile(t + 1);
     if (nxt.t >= 0) load_kv(nxt, stage ^ 1);
     CpAsyncCommit();
     if constexpr (kQInRegs) {

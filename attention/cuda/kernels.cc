@@ -138,6 +138,10 @@ absl::Status CheckParams(const AttnParams& p, bool backward) {
         "positions: the CUDA kernels take at most ", PositionMap::kMaxSegments,
         " position segments per block (the balanced sharding of packed documents is CPU only)"));
   }
+  if (p.mask.HasBlocks() && p.mask.block_heads != 1 && p.mask.block_heads != p.num_heads) {
+    return ArgError("block_mask heads", absl::StrCat("1 or num_heads = ", p.num_heads),
+                    p.mask.block_heads);
+  }
   // Grid limits: query tiles in x, heads in y, batch in z.
   if (p.batch > 65535 || p.num_heads > 65535) {
     return absl::InvalidArgumentError(absl::StrCat(

@@ -296,7 +296,7 @@ void NaiveScores(const Problem& p, int64_t b, int64_t h, int64_t i, std::vector<
   x->assign(r.seqlen_k, -INFINITY);
   th->assign(r.seqlen_k, 0.0f);
   for (int64_t j = 0; j < r.seqlen_k; ++j) {
-    if (!r.mask.Visible(r.q_pos[i], r.k_pos[j])) continue;
+    if (!r.mask.ForHead(h).Visible(r.q_pos[i], r.k_pos[j])) continue;
     float s = 0.0f;
     for (int64_t d = 0; d < D; ++d)
       s += p.q[((b * r.seqlen_q + i) * r.num_heads + h) * D + d] *

@@ -8,7 +8,8 @@
 //
 //   cuda_emu_check [--at-issue] [all | N | nan | list]
 //     all (default)  every case (minutes: one thread per CUDA thread)
-//     N              case N only;  docs: the packed-document and sink cases;  list: the cases
+//     N              case N only;  docs: the packed-document and sink cases;
+//                    blocks: the block-mask cases;  list: the cases
 //     nan            NaN/Inf stored at masked-out keys must not reach any output
 //     --at-issue     cp.async data lands at issue instead of at the wait
 #include <cstdio>
@@ -183,6 +184,22 @@ void CheckNanAtMaskedKeys() {
                   m.causal, m.window_left, m.window_right);
       if (!finite) ++failures;
     }
+  // A block mask alone hides key 101 (block 2 of 50) in a tile with
+  // visible keys (see cpu_kernels_test).
+  static std::vector<uint8_t> bits(41 * 41, 0);
+  for (int64_t a = 0; a < 41; ++a) bits[a * 41] = bits[a * 41 + 1] = 1;
+  for (Mask m : {Mask{}, Mask{false, 120, 120}}) {
+    const Problem pr = testing::NonFiniteAtMaskedKeys(m.WithBlocks(bits.data(), 1, 41, 41, 50), 64,
+                                                      DType::kBFloat16);
+    const Outputs r = Forward(pr, pr.c.dtype);
+    bool finite = true;
+    for (bool det : {false, true}) {
+      finite = finite &&
+               testing::MaskedKeysStayedOut(pr, r.out, r.lse, Backward(pr, r.out, r.lse, det));
+    }
+    std::printf("%-4s nan-at-masked-keys %s\n", finite ? "ok" : "FAIL", pr.c.mask.ToString().c_str());
+    if (!finite) ++failures;
+  }
 }
 
 std::vector<std::pair<Case, DType>> Cases() {
@@ -297,6 +314,31 @@ std::vector<std::pair<Case, DType>> Cases() {
     c.mask = m;
     add(c, DType::kFloat32);
   }
+  // Block masks: blocks smaller than a tile (per-element bits, one mask per
+  // head with GQA), tile-sized, unaligned with documents, on zigzag and
+  // striped positions; all off.
+  using testing::BlockKind;
+  c = Case{};
+  c.seqlen_q = c.seqlen_k = 200;
+  c.heads = 4;
+  c.heads_k = 2;
+  c.dtype = DType::kBFloat16;
+  c.head_dim = 64;
+  c.mask = testing::WithTestBlocks(Mask{true, -1, -1}, BlockKind::kRandom, 16, 4);
+  add(c, c.dtype);
+  c.mask = testing::WithTestBlocks(Mask{}, BlockKind::kRandom, 64);
+  c.q_pos = c.k_pos = PosKind::kTwoRanges;
+  c.head_dim = 128;
+  add(c, DType::kFloat32);
+  c.mask = testing::WithTestBlocks(testing::WithTestDocuments(Mask{true, 40, -1}, DocKind::kMixed),
+                                   BlockKind::kDiagonal, 50);
+  c.q_pos = c.k_pos = PosKind::kStriped;
+  c.dtype = DType::kFloat16;
+  c.head_dim = 64;
+  add(c, c.dtype);
+  c.mask = testing::WithTestBlocks(Mask{false, 30, 30}, BlockKind::kAllOff, 32);
+  c.q_pos = c.k_pos = PosKind::kFromZero;
+  add(c, c.dtype);
   return cases;
 }
 
@@ -326,8 +368,12 @@ int main(int argc, char** argv) {
     CheckNanAtMaskedKeys();
   } else {
     for (size_t i = 0; i < cases.size(); ++i) {
-      const bool docs = cases[i].first.mask.HasDocuments() || cases[i].first.mask.sink > 0;
-      if (what != "all" && std::to_string(i) != what && !(what == "docs" && docs)) continue;
+      const ringattn::Mask& m = cases[i].first.mask;
+      const bool docs = (m.HasDocuments() || m.sink > 0) && !m.HasBlocks();
+      if (what != "all" && std::to_string(i) != what && !(what == "docs" && docs) &&
+          !(what == "blocks" && m.HasBlocks())) {
+        continue;
+      }
       std::printf("-- case %zu\n", i);
       CheckCase(cases[i].first, cases[i].second);
       std::fflush(stdout);

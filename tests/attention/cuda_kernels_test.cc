@@ -78,13 +78,14 @@ std::vector<float> ToFloats(const cuda::DeviceBuffer& buf, DType t, int64_t coun
 
 // The problem's inputs on the device, with the same strides as on the host.
 struct DeviceInputs {
-  cuda::DeviceBuffer q, k, v, dout, docs;  // docs: the mask's cu_seqlens, if any
+  cuda::DeviceBuffer q, k, v, dout, docs, blocks;  // the mask's cu_seqlens and block bits, if any
 };
 DeviceInputs UploadInputs(const Problem& pr) {
   DeviceInputs in{Upload(pr.tq.words), Upload(pr.tk.words), Upload(pr.tv.words),
                   Upload(pr.tdout.words), {}};
   const Mask& m = pr.c.mask;
   if (m.HasDocuments()) in.docs = Upload(m.cu_seqlens, (m.num_docs + 1) * 8);
+  if (m.HasBlocks()) in.blocks = Upload(m.blocks, m.block_heads * m.block_rows * m.block_cols);
   return in;
 }
 AttnParams DeviceParams(const Problem& pr, const DeviceInputs& in) {
@@ -94,6 +95,7 @@ AttnParams DeviceParams(const Problem& pr, const DeviceInputs& in) {
   p.v = in.v.data();
   p.dout = in.dout.data();
   if (p.mask.HasDocuments()) p.mask.cu_seqlens = in.docs.as<const int64_t>();
+  if (p.mask.HasBlocks()) p.mask.blocks = in.blocks.as<const uint8_t>();
   return p;
 }
 
@@ -259,6 +261,24 @@ std::vector<Case> SweepCases() {
       c.dtype = turn % 2 == 0 ? DType::kBFloat16 : DType::kFloat16;
       c.q_pos = c.k_pos = turn % 4 < 2 ? PosKind::kFromZero : PosKind::kTwoRanges;
       c.mask = WithTestDocuments(m, dk);
+      ++turn;
+      cases.push_back(c);
+    }
+  // Block masks (device memory): every kind, per head with GQA, blocks
+  // smaller than a tile, tile-sized and unaligned, sharded positions.
+  turn = 0;
+  for (BlockKind bk : {BlockKind::kRandom, BlockKind::kAllOff, BlockKind::kAllOn, BlockKind::kDiagonal})
+    for (int64_t size : {16, 64, 50}) {
+      Case c;
+      c.seqlen_q = c.seqlen_k = 300;
+      c.heads = 4;
+      c.heads_k = 2;
+      c.head_dim = turn % 3 == 0 ? 64 : turn % 3 == 1 ? 128 : 256;
+      c.dtype = turn % 2 == 0 ? DType::kBFloat16 : DType::kFloat16;
+      c.q_pos = c.k_pos = turn % 3 == 0 ? PosKind::kFromZero
+                          : turn % 3 == 1 ? PosKind::kTwoRanges : PosKind::kStriped;
+      const Mask base = turn % 2 == 0 ? Causal() : WithTestDocuments(CausalWindow(40), DocKind::kMixed);
+      c.mask = WithTestBlocks(base, bk, size, size == 16 ? 4 : 1);
       ++turn;
       cases.push_back(c);
     }
