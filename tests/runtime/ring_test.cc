@@ -698,7 +698,7 @@ TEST(RingApi, ValidatesEveryArgument) {
   o.num_threads = -1;
   expect_bad(o, "num_threads");
   // Block masks: the block size, and ceil(64 / 16) = 4 blocks per side.
-  static const uint8_t bits[3 * 4 * 4] = {};
+  static const uint8_t bits[8 * 8] = {};  // room for every shape below
   o = opt;
   o.mask = Mask::Causal().WithBlocks(bits, 1, 4, 4, 0);
   expect_bad(o, "block_size: expected >= 1, got 0");
