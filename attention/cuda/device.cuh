@@ -256,6 +256,17 @@ RA_DEVICE float LoadAsFloat(const void* base, DType t, int64_t off) {
   return __half2float(static_cast<const __half*>(base)[off]);
 }
 
+// Stores one element of a 16-bit or fp32 tensor, rounded to nearest even.
+RA_DEVICE void StoreFromFloat(void* base, DType t, int64_t off, float x) {
+  if (t == DType::kFloat32) {
+    static_cast<float*>(base)[off] = x;
+  } else if (t == DType::kBFloat16) {
+    static_cast<__nv_bfloat16*>(base)[off] = __float2bfloat16_rn(x);
+  } else {
+    static_cast<__half*>(base)[off] = __float2half_rn(x);
+  }
+}
+
 // Next key or query tile of a CTA's sweep that is not empty; t < 0: none.
 struct TileStep {
   int t = -1;  // tile index (sequences are shorter than 2^31: kernels.cc)

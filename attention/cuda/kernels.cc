@@ -183,34 +183,52 @@ absl::Status Forward(const AttnParams& p, void* stream) {
   RETURN_IF_ERROR(CheckParams(p, /*backward=*/false));
   if (p.seqlen_q == 0) return absl::OkStatus();
   if (p.mask.HasSink()) {
-    // The two parts of the mask: the main part into the outputs, the sink
-    // part into stream-ordered scratch, merged in place. The merge needs
-    // the ring's fp32 contiguous partial results.
+    // The two parts of the mask, merged exactly: each part's result in fp32,
+    // then one merge. Into fp32 contiguous outputs (the ring's partial
+    // results) the main part goes straight to the outputs and the sink part
+    // merges in place; into any other output (16-bit, strided) both parts go
+    // to fp32 scratch and the merge stores the result, rounded once.
     AttnParams main = p;
     main.mask = p.mask.MainPart();
     if (!p.HasSinkKeys()) return Forward(main, stream);
     const int64_t B = p.batch, Sq = p.seqlen_q, H = p.num_heads, D = p.head_dim;
     const TensorStrides contiguous = TensorStrides::Contiguous(Sq, H, D);
-    if (p.out_dtype != DType::kFloat32 || p.out_stride.batch != contiguous.batch ||
-        p.out_stride.seq != contiguous.seq || p.out_stride.head != contiguous.head ||
-        p.lse_batch_stride != H * Sq || p.lse_head_stride != Sq) {
-      return absl::UnimplementedError(
-          "mask.sink: the CUDA kernels merge the sink's part into fp32 contiguous outputs (the "
-          "ring's partial results); a 16-bit or strided output is not supported yet");
-    }
-    RETURN_IF_ERROR(Forward(main, stream));
+    const bool in_place = p.out_dtype == DType::kFloat32 &&
+                          p.out_stride.batch == contiguous.batch &&
+                          p.out_stride.seq == contiguous.seq &&
+                          p.out_stride.head == contiguous.head && p.lse_batch_stride == H * Sq &&
+                          p.lse_head_stride == Sq;
     const cudaStream_t s = AsStream(stream);
     const size_t out_bytes = static_cast<size_t>(B * Sq * H * D) * 4, lse_bytes = B * H * Sq * 4;
-    void* scratch = nullptr;
-    RINGATTN_CUDA_CHECK(cudaMallocAsync(&scratch, out_bytes + lse_bytes, s), "mask.sink scratch");
+    const int parts_in_scratch = in_place ? 1 : 2;
+    char* scratch = nullptr;
+    RINGATTN_CUDA_CHECK(
+        cudaMallocAsync(reinterpret_cast<void**>(&scratch),
+                        parts_in_scratch * (out_bytes + lse_bytes), s),
+        "mask.sink scratch");
+    const auto to_scratch = [&](AttnParams& a, int slot) {
+      char* base = scratch + slot * (out_bytes + lse_bytes);
+      a.out = base;
+      a.out_dtype = DType::kFloat32;
+      a.out_stride = contiguous;
+      a.lse = reinterpret_cast<float*>(base + out_bytes);
+      a.lse_batch_stride = H * Sq;
+      a.lse_head_stride = Sq;
+    };
     AttnParams part = p;
     part.mask = p.mask.SinkPart();
-    part.out = scratch;
-    part.lse = reinterpret_cast<float*>(static_cast<char*>(scratch) + out_bytes);
-    absl::Status st = Forward(part, stream);
-    if (st.ok()) {
+    to_scratch(part, 0);
+    if (!in_place) to_scratch(main, 1);
+    absl::Status st = Forward(main, stream);
+    if (st.ok()) st = Forward(part, stream);
+    if (st.ok() && in_place) {
       st = MergePartial(static_cast<float*>(p.out), p.lse, static_cast<const float*>(part.out),
                         part.lse, B, Sq, H, D, stream);
+    } else if (st.ok()) {
+      st = ToStatus(internal::LaunchMergeStore(
+          static_cast<const float*>(main.out), main.lse, static_cast<const float*>(part.out),
+          part.lse, p.out, p.out_stride, p.out_dtype, p.lse, p.lse_batch_stride,
+          p.lse_head_stride, B, Sq, H, D, s));
     }
     const cudaError_t freed = cudaFreeAsync(scratch, s);
     RETURN_IF_ERROR(st);

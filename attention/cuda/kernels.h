@@ -12,8 +12,9 @@
 //             gradients are bitwise identical run after run (see
 //             docs/CUDA_KERNELS.md for the cost).
 // A mask with a sink (Mask::HasSink) runs as its two parts: the forward
-// merges the sink's part into fp32 contiguous outputs (a 16-bit output is
-// Unimplemented), the backward adds both parts' gradients.
+// computes both in fp32 and merges them (stream-ordered scratch; the result
+// is rounded to a 16-bit output once), the backward adds both parts'
+// gradients.
 // Inputs are bf16 or fp16 with 16-byte aligned rows (strides multiples of 8
 // elements), head dim 64, 128 or 256, on a device of compute capability 8.0 or
 // newer; anything else is refused with a Status before any launch.

@@ -42,6 +42,14 @@ CudaResult LaunchMergePartial(float* acc_out, float* acc_lse, const float* part_
                               const float* part_lse, int64_t batch, int64_t seqlen, int64_t heads,
                               int64_t head_dim, cudaStream_t stream);
 
+// out, lse <- merge(a, b): two contiguous fp32 partials into an output of
+// any dtype and strides.
+CudaResult LaunchMergeStore(const float* a_out, const float* a_lse, const float* b_out,
+                            const float* b_lse, void* out, TensorStrides out_stride,
+                            DType out_dtype, float* lse, int64_t lse_batch_stride,
+                            int64_t lse_head_stride, int64_t batch, int64_t seqlen, int64_t heads,
+                            int64_t head_dim, cudaStream_t stream);
+
 CudaResult LaunchRowDot(const void* dout, TensorStrides dout_stride, DType dout_dtype,
                         const void* out, TensorStrides out_stride, DType out_dtype, float* dsum,
                         int64_t batch, int64_t seqlen, int64_t heads, int64_t head_dim,

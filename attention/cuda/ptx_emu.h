@@ -132,6 +132,7 @@ void Launch(Dim grid, int threads, size_t smem_bytes, Body body) {
 }  // namespace ringattn::cuda::emu
 
 inline void __syncthreads() { ringattn::cuda::emu::block->bar->arrive_and_wait(); }
+inline void __syncwarp(unsigned = 0xffffffffu) { ringattn::cuda::emu::ThisWarp().bar.arrive_and_wait(); }
 inline float atomicAdd(float* p, float v) { return std::atomic_ref<float>(*p).fetch_add(v); }
 
 namespace ringattn::cuda::detail {

@@ -11,6 +11,8 @@
 //     N              case N only;  docs: the packed-document and sink cases;
 //                    blocks: the block-mask cases;  list: the cases
 //     nan            NaN/Inf stored at masked-out keys must not reach any output
+//     sink           a sink mask's two parts in fp32, merged into a 16-bit
+//                    strided output (cuda::Forward's path for one device)
 //     --at-issue     cp.async data lands at issue instead of at the wait
 #include <cstdio>
 #include <cstdlib>
@@ -21,6 +23,7 @@
 #include "attention/cuda/bwd_kernel.cuh"
 #include "attention/cuda/dispatch.h"
 #include "attention/cuda/fwd_kernel.cuh"
+#include "attention/cuda/merge.cuh"
 #include "tests/attention/attn_test_util.h"
 
 namespace ringattn::cuda {
@@ -167,6 +170,76 @@ void CheckCase(const Case& c, DType out_dtype) {
            testing::Tolerance(testing::MaxError(dk_n, dk_ref), c.dtype));
     Report(det ? "dv(det)" : "dv", c, testing::MaxError(g.dv, dv_ref),
            testing::Tolerance(testing::MaxError(dv_n, dv_ref), c.dtype));
+  }
+}
+
+// cuda::Forward with a sink into a 16-bit output: the main and the sink part
+// each into fp32 scratch, then MergeStoreBody into a strided 16-bit output
+// and a strided lse, against the float64 reference of the whole mask.
+void CheckSinkMerge() {
+  using testing::DocKind;
+  int turn = 0;
+  for (Mask m : {Mask::Sink(5, 30), Mask::Sink(70, 20),
+                 testing::WithTestDocuments(Mask::Sink(5, 25), DocKind::kMixed)}) {
+    Case c;
+    c.seqlen_q = c.seqlen_k = 200;
+    c.heads = 4;
+    c.heads_k = 2;
+    c.head_dim = 64;
+    c.dtype = turn++ == 1 ? DType::kFloat16 : DType::kBFloat16;
+    c.mask = m;
+    const Problem pr = testing::MakeProblem(c, 4321);
+    const int64_t S = c.seqlen_q, H = c.heads, D = c.head_dim, rows = S * H;
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    std::vector<float> a_out(rows * D, nan), b_out(rows * D, nan), a_lse(rows, nan),
+        b_lse(rows, nan);
+    const auto into = [&](Mask part, std::vector<float>& out, std::vector<float>& lse) {
+      AttnParams p = pr.Params();
+      p.mask = part;
+      p.out = out.data();
+      p.out_dtype = DType::kFloat32;
+      p.out_stride = TensorStrides::Contiguous(S, H, D);
+      p.lse = lse.data();
+      p.lse_batch_stride = H * S;
+      p.lse_head_stride = S;
+      RunForward(p);
+    };
+    into(m.MainPart(), a_out, a_lse);
+    into(m.SinkPart(), b_out, b_lse);
+    // A padded output (each row D + 6 wide, heads apart) and lse (rows S + 3).
+    const TensorStrides os{S * H * (D + 6), H * (D + 6), D + 6};
+    const int64_t lse_h = S + 3, lse_b = H * lse_h;
+    std::vector<uint16_t> out16(os.batch, 0xffff);
+    std::vector<float> lse(lse_b, nan);
+    emu::Launch(emu::Dim{static_cast<unsigned>((rows + detail::kRowWarps - 1) / detail::kRowWarps)},
+                32 * detail::kRowWarps, 0, [&](char*) {
+                  detail::MergeStoreBody(a_out.data(), a_lse.data(), b_out.data(), b_lse.data(),
+                                         out16.data(), os, c.dtype, lse.data(), lse_b, lse_h, S,
+                                         H, D, rows);
+                });
+    Outputs r;
+    for (int64_t i = 0; i < S; ++i)
+      for (int64_t h = 0; h < H; ++h)
+        for (int64_t d = 0; d < D; ++d) {
+          r.out.push_back(testing::FromBits(c.dtype, out16[i * os.seq + h * os.head + d]));
+        }
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t i = 0; i < S; ++i) r.lse.push_back(lse[h * lse_h + i]);
+    std::vector<double> out_ref, lse_ref;
+    ReferenceForward(pr.ref, pr.q.data(), pr.k.data(), pr.v.data(), &out_ref, &lse_ref);
+    std::vector<float> out_naive, lse_naive;
+    testing::NaiveForward(pr, &out_naive, &lse_naive);
+    bool unwritten = false;
+    for (float x : r.out) unwritten = unwritten || std::isnan(x);
+    for (float x : r.lse) unwritten = unwritten || std::isnan(x);
+    if (unwritten) {
+      std::printf("FAIL NaN or unwritten output: %s\n", c.Name().c_str());
+      ++failures;
+    }
+    Report("out", c, testing::MaxError(r.out, out_ref),
+           testing::Tolerance(testing::MaxError(out_naive, out_ref), c.dtype));
+    Report("lse", c, testing::MaxError(r.lse, lse_ref),
+           testing::Tolerance(testing::MaxError(lse_naive, lse_ref), DType::kFloat32));
   }
 }
 
@@ -366,6 +439,8 @@ int main(int argc, char** argv) {
   }
   if (what == "nan") {
     CheckNanAtMaskedKeys();
+  } else if (what == "sink") {
+    CheckSinkMerge();
   } else {
     for (size_t i = 0; i < cases.size(); ++i) {
       const ringattn::Mask& m = cases[i].first.mask;

@@ -82,7 +82,7 @@ struct DeviceInputs {
 };
 DeviceInputs UploadInputs(const Problem& pr) {
   DeviceInputs in{Upload(pr.tq.words), Upload(pr.tk.words), Upload(pr.tv.words),
-                  Upload(pr.tdout.words), {}};
+                  Upload(pr.tdout.words), {}, {}};
   const Mask& m = pr.c.mask;
   if (m.HasDocuments()) in.docs = Upload(m.cu_seqlens, (m.num_docs + 1) * 8);
   if (m.HasBlocks()) in.blocks = Upload(m.blocks, m.block_heads * m.block_rows * m.block_cols);
@@ -321,11 +321,13 @@ INSTANTIATE_TEST_SUITE_P(Sweep, CudaKernelTest, ::testing::ValuesIn(SweepCases()
                            return info.param.Name() + "_" + std::to_string(info.index);
                          });
 
-// Attention sinks: the mask runs as two parts, the sink's merged into the
-// fp32 outputs (the ring's partials) on the stream; the backward adds both
-// parts. A 16-bit output is refused (Unimplemented), not computed wrong.
-TEST(CudaKernel, SinkPartsMergeIntoFp32Outputs) {
+// Attention sinks: the mask runs as two parts, each in fp32, merged on the
+// stream: in place into fp32 outputs (the ring's partials), or stored into a
+// 16-bit output (the single-device call), rounded once; the backward adds
+// both parts.
+TEST(CudaKernel, SinkPartsMergeIntoEveryOutput) {
   SKIP_WITHOUT_DEVICE();
+  int turn = 0;
   for (Mask m : {Mask::Sink(4, 30), Mask::Sink(70, 20), WithTestDocuments(Mask::Sink(5, 25), DocKind::kMixed)}) {
     Case c;
     c.seqlen_q = 260;
@@ -333,11 +335,13 @@ TEST(CudaKernel, SinkPartsMergeIntoFp32Outputs) {
     c.heads = 4;
     c.heads_k = 2;
     c.head_dim = 64;
-    c.dtype = DType::kBFloat16;
+    c.dtype = turn++ == 1 ? DType::kFloat16 : DType::kBFloat16;
     c.mask = m;
     SCOPED_TRACE(c.Name());
     const Problem pr = MakeProblem(c, 5);
-    ExpectForwardClose(pr, RunForward(pr, DType::kFloat32), DType::kBFloat16);
+    for (DType out_dtype : {DType::kFloat32, c.dtype}) {
+      ExpectForwardClose(pr, RunForward(pr, out_dtype), out_dtype);
+    }
     ExpectBackwardClose(pr);
   }
 }

@@ -14,7 +14,15 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA d
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 @pytest.mark.parametrize("D", [64, 128, 256])
 @pytest.mark.parametrize("mask", [dict(), dict(causal=True), dict(causal=True, window=(100, -1)),
-                                  dict(softcap=3.0)], ids=["none", "causal", "causal_w", "cap"])
+                                  dict(softcap=3.0),
+                                  dict(causal=True, cu_seqlens=[0, 100, 101, 101, 250, 333]),
+                                  dict(causal=True, window=(100, -1), sink=4),
+                                  dict(causal=True, prefix_lm=60),
+                                  dict(causal=True, block_size=32,
+                                       block_mask=torch.rand(11, 11, generator=torch.Generator()
+                                                             .manual_seed(3)) < 0.5)],
+                         ids=["none", "causal", "causal_w", "cap", "docs", "sink", "prefix",
+                              "blocks"])
 def test_cuda_attention_matches_float64(dtype, D, mask):
     q = torch.randn(2, 333, 4, D, device="cuda", dtype=dtype, requires_grad=True)
     k = torch.randn(2, 333, 2, D, device="cuda", dtype=dtype, requires_grad=True)
