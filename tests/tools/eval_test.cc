@@ -142,7 +142,8 @@ TEST_F(EvalTest, CorrectSmallRunPassesEveryCheckAndWritesAReport) {
        {"report.md", "report.json", "exactness_vs_length.svg", "exactness_vs_ranks.svg",
         "cost_memory.svg", "cost_time.svg", "needle_zigzag_causal.svg", "needle_striped_window.svg",
         "needle_contiguous_causal-window.svg", "needle_zigzag_none.svg",
-        "needle_zigzag_causal-docs.svg", "needle_striped_sink-window.svg"}) {
+        "needle_zigzag_causal-docs.svg", "needle_striped_sink-window.svg",
+        "needle_contiguous_causal-blocks.svg"}) {
     EXPECT_TRUE(fs::is_regular_file(out / f)) << f;
   }
   // Every SVG is well-formed and linked from report.md.
@@ -155,7 +156,7 @@ TEST_F(EvalTest, CorrectSmallRunPassesEveryCheckAndWritesAReport) {
     EXPECT_TRUE(absl::StrContains(md, absl::StrCat("(", e.path().filename().string(), ")")))
         << e.path().filename();
   }
-  EXPECT_EQ(svgs, 21 + 4);
+  EXPECT_EQ(svgs, 24 + 4);
   for (const char* line : {"**exactness: PASS**", "**reachability: PASS**", "**cost: PASS**"}) {
     EXPECT_TRUE(absl::StrContains(md, line)) << line;
   }
@@ -167,15 +168,15 @@ TEST_F(EvalTest, CorrectSmallRunPassesEveryCheckAndWritesAReport) {
   ASSERT_TRUE(j->contains("pass"));
   EXPECT_TRUE(j->at("pass").get<bool>());
   const Json& runs = j->at("exactness").at("runs");
-  // Matrix 2 dtypes x 3 layouts x 7 masks, sweep 2 dtypes x 7 masks x 2 W, long 2 dtypes.
-  EXPECT_EQ(runs.size(), 42u + 28u + 2u);
+  // Matrix 2 dtypes x 3 layouts x 8 masks, sweep 2 dtypes x 8 masks x 2 W, long 2 dtypes.
+  EXPECT_EQ(runs.size(), 48u + 32u + 2u);
   for (const Json& r : runs) {
     EXPECT_TRUE(r.at("pass").get<bool>());
     const Json& out_err = r.at("out");
     EXPECT_LE(out_err.at("max_abs_error").get<double>(), out_err.at("tolerance").get<double>());
   }
   const Json& configs = j->at("reachability").at("configurations");
-  ASSERT_EQ(configs.size(), 21u);
+  ASSERT_EQ(configs.size(), 24u);  // 3 layouts x 8 masks
   for (const Json& c : configs) {
     const bool masked = c.at("mask_kind") != "none";
     for (const Json& r : c.at("runs")) {

@@ -157,9 +157,37 @@ class Runner {
       }
       case 5:
         return Mask::Sink(o_.mask.sink > 0 ? o_.mask.sink : 4, L);
-      default:
+      case 6:
         return Mask::PrefixLM(std::min(S, o_.mask.prefix > 0 ? o_.mask.prefix : S / 4));
+      default: {
+        const BlockBits& b = BlocksFor(S);
+        return Mask::Causal().WithBlocks(b.bits.data(), 1, b.n, b.n, b.size);
+      }
     }
+  }
+  // A block mask at length S (kept for the run): blocks of ceil(S / 16)
+  // tokens, the diagonal on and every other pair on with probability 1/2
+  // from a hash of the pair and --seed (the same on every rank).
+  struct BlockBits {
+    std::vector<uint8_t> bits;
+    int64_t n = 0, size = 1;
+  };
+  const BlockBits& BlocksFor(int64_t S) const {
+    BlockBits& b = blocks_[S];
+    if (!b.bits.empty()) return b;
+    b.size = std::max<int64_t>(1, (S + 15) / 16);
+    b.n = (S + b.size - 1) / b.size;
+    b.bits.resize(b.n * b.n);
+    for (int64_t r = 0; r < b.n; ++r)
+      for (int64_t c = 0; c < b.n; ++c) {
+        uint64_t x = (static_cast<uint64_t>(r) << 32 | static_cast<uint64_t>(c)) ^
+                     (static_cast<uint64_t>(o_.seed) * 0x9e3779b97f4a7c15ull);
+        x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;  // splitmix64's finaliser
+        x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+        x ^= x >> 31;
+        b.bits[r * b.n + c] = r == c || (x & 1) != 0;
+      }
+    return b;
   }
   // Packed documents at length S (kept for the run): a long one over
   // several shards, tiny ones, an empty one and a one-token one, then
@@ -229,6 +257,7 @@ class Runner {
   Progress progress_;
   EvalData d_;
   mutable std::map<int64_t, std::vector<int64_t>> documents_;  // DocumentsFor, by length
+  mutable std::map<int64_t, BlockBits> blocks_;                // BlocksFor, by length
   double start_ = 0;
   double rate_fwd_ = 1e9, rate_bwd_ = 1e9;  // FLOP/s
   double ref_per_unit_ = 5e-9;              // seconds per (row x head x key x d)

@@ -28,10 +28,12 @@ absl::StatusOr<Json> ParseJson(absl::string_view text);
 
 // The masks every check runs: the four window kinds, causal attention over
 // packed documents of mixed lengths (Runner::MaskFor), StreamingLLM's sinks
-// with a causal window, and prefix-LM.
-inline constexpr int kNumMaskKinds = 7;
+// with a causal window, prefix-LM, and causal attention under a random
+// block-sparse mask (16 x 16 blocks, half on).
+inline constexpr int kNumMaskKinds = 8;
 inline constexpr const char* kMaskKinds[kNumMaskKinds] = {
-    "none", "causal", "window", "causal+window", "causal+docs", "sink+window", "prefix-lm"};
+    "none",        "causal",      "window",    "causal+window",
+    "causal+docs", "sink+window", "prefix-lm", "causal+blocks"};
 
 struct EvalData {
   EvalOptions options;
