@@ -177,8 +177,11 @@ TEST(Ring, DeterministicAcrossRuns) {
   Case packed = SmallCase(Mask::Sink(3, 40));  // documents, sinks, the balanced layout
   packed.mask = WithRingDocuments(packed.mask, RingDocs::kMixed, packed.seqlen_q, 4);
   const Problem pd = MakeProblem(packed, 3);
+  // A random block mask per head (partial tiles, skipped tiles, rows of none).
+  const Problem pb = MakeProblem(
+      SmallCase(WithRingBlocks(Mask{true, -1, -1}, BlockKind::kRandom, 203, 16, 2)), 3);
   for (auto [p, s] : {std::pair{&pr, Sharding::kZigzag}, std::pair{&pr, Sharding::kStriped},
-                      std::pair{&pd, Sharding::kBalanced}}) {
+                      std::pair{&pd, Sharding::kBalanced}, std::pair{&pb, Sharding::kZigzag}}) {
     const RingResult a = RunRing(*p, 4, s), b = RunRing(*p, 4, s);
     EXPECT_EQ(0, std::memcmp(a.out.data(), b.out.data(), a.out.size() * 4));
     EXPECT_EQ(0, std::memcmp(a.lse.data(), b.lse.data(), a.lse.size() * 4));
