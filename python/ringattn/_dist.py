@@ -15,9 +15,11 @@ Also here: positions / shard / unshard, the layout helpers.
 """
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import threading
+import weakref
 from datetime import timedelta
 from typing import Dict, List, Optional
 
@@ -70,9 +72,22 @@ class _StoreExchange:
     def __init__(self, group, name: str):
         self.rank = dist.get_rank(group)
         self.size = dist.get_world_size(group)
-        self.store = dist.distributed_c10d._get_default_store()
+        # A weak reference: the store (and its listening socket) goes with
+        # destroy_process_group, not with ringattn's cache.
+        self._store = weakref.ref(dist.distributed_c10d._get_default_store())
         self.prefix = f"ringattn/{name}/"
         self.round = 0
+
+    @property
+    def store(self):
+        store = self._store()
+        if store is None:
+            raise RuntimeError("ringattn: the process group of these communicators was destroyed")
+        return store
+
+    def current(self) -> bool:
+        """Whether the group this exchange was made for is still the live one."""
+        return self._store() is dist.distributed_c10d._get_default_store()
 
     def _key(self, rnd: int, rank: int) -> str:
         return f"{self.prefix}{rnd}/{rank}"
@@ -115,13 +130,29 @@ _STATES: Dict[tuple, _GroupState] = {}
 
 
 def _state(name: str, device: torch.device, timeout: float) -> _GroupState:
+    group = _group(name)
     key = (name, device.type, device.index)
     with _LOCK:
         state = _STATES.get(key)
-        if state is None:
-            state = _GroupState(_group(name), name, device, timeout)
+        # After destroy_process_group and a new init_process_group the world's
+        # name is the same, but its store is new, and so must the
+        # communicators be (the ranks may be numbered differently now).
+        if state is None or not state.exchange.current():
+            state = None
+            _STATES.pop(key, None)
+            state = _GroupState(group, name, device, timeout)
             _STATES[key] = state
         return state
+
+
+@atexit.register
+def _release():
+    """Drops every engine and communicator while the interpreter is whole: their
+    progress threads are joined and the c10d store is let go before Python's
+    teardown (destroying them during it can abort the process)."""
+    with _LOCK:
+        _STATES.clear()
+        _GROUPS.clear()
 
 
 def ring_engine(q: torch.Tensor, name: str, sharding: str, causal: bool, wl: int, wr: int,

@@ -19,6 +19,11 @@ def test_ring_with_packed_documents(world):
     spawn(dist_cases.ring_with_documents, world, 211)
 
 
+def test_a_new_group_gets_new_communicators():
+    from conftest import free_port
+    spawn(dist_cases.a_new_group_gets_new_communicators, 2, [free_port(), free_port()])
+
+
 def test_ring_bf16_mqa():
     spawn(dist_cases.ring_matches_float64, 2, 130, 4, 1, 64, "bfloat16")
 
