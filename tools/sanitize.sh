@@ -22,7 +22,7 @@ case "$lane" in
     export LSAN_OPTIONS=suppressions=$root/tests/sanitizers/lsan.supp:print_suppressions=0
     export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
     built=$(date +%s)
-    ctest --test-dir build-asan --output-on-failure -j "$(nproc)" --timeout 900 -LE 'gpu|mpi' \
+    ctest --test-dir build-asan --output-on-failure -j "$(nproc)" --timeout 900 -LE 'gpu|mpi|install' \
       -E '^golden_run_test$' "$@"
     # Under mpirun, without leak checking: MPI unloads its plugins before
     # LeakSanitizer reports, so their memory cannot be told from ours
