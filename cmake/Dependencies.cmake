@@ -1,5 +1,5 @@
 # Required dependencies (Debian packages in parentheses):
-#   Abseil (libabsl-dev), OpenMP (libgomp, with g++), BLAS (libopenblas-dev:
+#   Abseil (libabsl-dev), DLPack (libdlpack-dev, header only), OpenMP (libgomp, with g++), BLAS (libopenblas-dev:
 #   libxsmm's fallback and the bench ceiling), libxsmm for the CPU tiles
 #   (libxsmm-dev); with RINGATTN_BUILD_TOOLS (the tools, benchmarks and
 #   tests) also GoogleTest (libgtest-dev), Google Benchmark
@@ -10,6 +10,18 @@
 #   RINGATTN_CUDA (CUDA Toolkit), RINGATTN_NCCL, RINGATTN_UCX (libucx-dev),
 #   RINGATTN_MPI (libopenmpi-dev).
 find_package(absl REQUIRED)
+# DLTensor for the C ABI (runtime/c_api.cc): required with the tools and
+# tests; a bare library or Python build (pip install . on a machine without
+# libdlpack-dev) leaves the C ABI out and says so.
+find_package(dlpack CONFIG QUIET)
+if(dlpack_FOUND)
+  set(RINGATTN_C_API ON)
+elseif(RINGATTN_BUILD_TOOLS)
+  message(FATAL_ERROR "dlpack not found: apt-get install libdlpack-dev")
+else()
+  set(RINGATTN_C_API OFF)
+  message(STATUS "C ABI: dlpack not found, left out")
+endif()
 find_package(OpenMP REQUIRED COMPONENTS CXX)
 find_package(Threads REQUIRED)
 find_package(PkgConfig REQUIRED)

@@ -89,6 +89,12 @@ install(TARGETS ringattn EXPORT ringattnTargets
 # that it compiles from the install alone).
 install(FILES include/ringattn/ringattn.h ${PROJECT_BINARY_DIR}/include/ringattn/version.h
         DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/ringattn COMPONENT lib)
+if(RINGATTN_C_API)
+  target_link_libraries(ringattn PUBLIC dlpack::dlpack)
+  install(FILES include/ringattn/ringattn_c.h DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/ringattn
+          COMPONENT lib)
+  string(APPEND ringattn_config_deps "find_dependency(dlpack CONFIG)\n")
+endif()
 foreach(header
     attention/dtype.h attention/hd.h attention/mask.h attention/reference.h
     comm/bootstrap/bootstrap.h comm/communicator.h comm/launch.h comm/local/local_comm.h

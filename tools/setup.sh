@@ -9,6 +9,7 @@ packages=(
   build-essential cmake ninja-build pkg-config git
   python3 python3-dev python3-venv # test drivers; the Python package (headers, venv)
   libabsl-dev               # Status/StatusOr, flags, strings, synchronization
+  libdlpack-dev             # DLTensor: the C ABI's tensors (include/ringattn/ringattn_c.h)
   libgtest-dev libgmock-dev # GoogleTest
   libbenchmark-dev          # Google Benchmark
   nlohmann-json3-dev        # JSON: ringattn-eval's report.json, ringattn-bench --json

@@ -17,6 +17,7 @@ cmake -S "$here" -B "$work/cmake" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
 cmake --build "$work/cmake" >/dev/null
 "$work/cmake/consumer"
+"$work/cmake/consumer_c" | tail -n 1
 
 echo "== pkg-config ringattn"
 export PKG_CONFIG_PATH=$prefix/lib/pkgconfig
