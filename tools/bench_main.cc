@@ -36,12 +36,17 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cblas.h>
+
 #include "absl/flags/flag.h"
+#include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "attention/cpu/gemm.h"
 #include "runtime/plan.h"
@@ -53,6 +58,8 @@
 #include "tools/mask_flags.h"
 #include "tools/gather.h"
 #include "tools/placement.h"
+#include "tools/progress.h"
+#include "tools/svg.h"
 
 ABSL_FLAG(int64_t, seq, 8192, "global sequence length (tokens)");
 ABSL_FLAG(int64_t, batch, 1, "batch size");
@@ -80,12 +87,42 @@ ABSL_FLAG(std::string, comm, "",
           "default local for --backend cpu, cuda-local for --backend cuda");
 ABSL_FLAG(std::string, backend, "cpu", "kernel backend: cpu | cuda (W virtual ranks on GPU 0)");
 ABSL_FLAG(bool, deterministic, false, "cuda: bitwise reproducible backward (slower dQ pass)");
-ABSL_FLAG(std::string, json, "", "write the figures to this JSON file");
+ABSL_FLAG(std::string, json, "", "write the figures to this JSON file (a sweep: an array of them)");
+ABSL_FLAG(std::string, json_format, "ringattn",
+          "(--json-format) ringattn: the bench's own keys | gbench: Google Benchmark's JSON "
+          "(its tools/compare.py diffs two runs)");
+ABSL_FLAG(std::string, csv, "", "write the figures to this CSV file (a row per sweep point)");
+ABSL_FLAG(std::string, plot, "",
+          "write SVG charts of a sweep into this directory (GFLOP/s and fraction of the GEMM "
+          "ceiling against --seq, speedup against --ranks, overlap efficiency)");
+ABSL_FLAG(bool, ceiling, true,
+          "cpu: measure the sgemm ceiling of all cores in the same run (fraction of it)");
 
 namespace ringattn::tools {
 namespace {
 
+using Json = nlohmann::ordered_json;
+
 int Cores() { return static_cast<int>(std::max(1u, std::thread::hardware_concurrency())); }
+
+// The CPU ceiling measured in the same run: OpenBLAS sgemm of 2048^3 on all
+// cores, the best of 3 after a warm-up (GFLOP/s), once per process.
+double GemmCeilingGflops() {
+  static const double ceiling = [] {
+    constexpr int n = 2048;
+    std::vector<float> a(n * n, 0.5f), b(n * n, 0.25f), c(n * n, 0.0f);
+    double best = 0;
+    for (int rep = 0; rep < 4; ++rep) {
+      const auto t0 = std::chrono::steady_clock::now();
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, b.data(),
+                  n, 0.0f, c.data(), n);
+      const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      if (rep > 0) best = std::max(best, 2.0 * n * n * n / dt * 1e-9);
+    }
+    return best;
+  }();
+  return ceiling;
+}
 
 struct Config {
   int64_t S, B, H, Hk, D;
@@ -130,14 +167,10 @@ std::vector<uint8_t> RandomShard(int64_t n, DType t, uint32_t seed) {
   return bytes;
 }
 
-void Progress(const std::string& label, int done, int total) {
-  if (isatty(STDERR_FILENO)) {
-    std::fprintf(stderr, "\r  %-28s %d/%d%s", label.c_str(), done, total, done == total ? "\n" : "");
-  } else if (done == total) {
-    std::fprintf(stderr, "  %s: %d iterations done\n", label.c_str(), total);
-  }
-  std::fflush(stderr);
-}
+// The progress bar (tools/progress.h, on a terminal only) and the label of
+// the sweep point running, for the iterations of Run to name themselves.
+Progress* g_progress = nullptr;
+std::string g_point;
 
 // Per-rank figures as doubles, for the gather to rank 0.
 constexpr int kStatFields = 7;
@@ -260,7 +293,9 @@ absl::StatusOr<RunResult> Run(const Config& c, comm::World& ranks, int threads,
             RETURN_IF_ERROR(ring->Backward(qv, kv, vv, ov, lv, dov, dqv, dkv, dvv));
             bwd[r][it] = ring->LastStats();
           }
-          if (r == 0) Progress(label, it + 1, total);
+          if (r == 0 && g_progress != nullptr) {
+            g_progress->Label(absl::StrCat(g_point, label, ": iteration ", it + 1, "/", total));
+          }
         }
         rank_bytes[r] = static_cast<int64_t>(q.size() * 4 + k.size() * 4 + lse.size() * 4) +
                         std::max(fwd[r].back().workspace_bytes, bwd[r].back().workspace_bytes);
@@ -410,20 +445,10 @@ double EstimatedBytes(const Config& c, int world) {
          2.0 * c.B * c.H * c.S * 4 + q / world * 4;
 }
 
-int Main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("ringattn-bench: long-context ring attention benchmark (see README)");
-  auto fail = [](const absl::Status& s) {
-    std::fprintf(stderr, "ringattn-bench: %s\n", std::string(s.message()).c_str());
-    return 2;
-  };
-  auto line = ParseCommandLine(argc, argv);
-  if (!line.ok()) return fail(line.status());
-  const bool ranks_given = line->ranks_given;
-  if (const absl::Status s = CheckFlags(); !s.ok()) return fail(s);
-  // An output that cannot be written is an error now, not after the run.
-  if (!absl::GetFlag(FLAGS_json).empty()) {
-    if (const absl::Status s = CheckCanCreate("--json", absl::GetFlag(FLAGS_json)); !s.ok()) return fail(s);
-  }
+// One configuration, the flags as they are now: runs it and prints the
+// summary on rank 0, and returns its figures there (null on other ranks).
+absl::StatusOr<Json> RunPoint(bool ranks_given) {
+  RETURN_IF_ERROR(CheckFlags());
   Config c;
   c.S = absl::GetFlag(FLAGS_seq);
   c.B = absl::GetFlag(FLAGS_batch);
@@ -437,32 +462,32 @@ int Main(int argc, char** argv) {
   c.backward = absl::GetFlag(FLAGS_backward);
   const int ranks_flag = absl::GetFlag(FLAGS_ranks);
   auto backend = ParseBackendFlag(absl::GetFlag(FLAGS_backend));
-  if (!backend.ok()) return fail(backend.status());
+  if (!backend.ok()) return backend.status();
   c.backend = *backend;
   c.deterministic = absl::GetFlag(FLAGS_deterministic);
   const bool gpu = c.backend == Backend::kCuda;
   auto comm_name = CommFor(c.backend, absl::GetFlag(FLAGS_comm));
-  if (!comm_name.ok()) return fail(comm_name.status());
+  if (!comm_name.ok()) return comm_name.status();
   auto sharding = ParseSharding(absl::GetFlag(FLAGS_sharding));
-  if (!sharding.ok()) return fail(sharding.status());
+  if (!sharding.ok()) return sharding.status();
   c.sharding = *sharding;
   auto dtype = DTypeFor(c.backend, absl::GetFlag(FLAGS_dtype));
-  if (!dtype.ok()) return fail(dtype.status());
+  if (!dtype.ok()) return dtype.status();
   c.dtype = *dtype;
-  if (const absl::Status usable = CheckBackendUsable(c.backend); !usable.ok()) return fail(usable);
+  if (const absl::Status usable = CheckBackendUsable(c.backend); !usable.ok()) return usable;
   auto mask = MaskFromFlags();
-  if (!mask.ok()) return fail(mask.status());
+  if (!mask.ok()) return mask.status();
   auto docs = DocumentsFromFlag(c.S);
-  if (!docs.ok()) return fail(docs.status());
+  if (!docs.ok()) return docs.status();
   c.mask = mask->WithDocuments(docs->data(), static_cast<int64_t>(docs->size()));
   auto blocks = BlockMaskFromFlags(c.S, c.H);  // outlives c.mask, which views its bits
-  if (!blocks.ok()) return fail(blocks.status());
+  if (!blocks.ok()) return blocks.status();
   c.mask = blocks->Apply(c.mask);
-  if (const absl::Status s = ValidateMask(c.mask, c.S); !s.ok()) return fail(s);
-  if (const absl::Status s = ValidateMaskHeads(c.mask, c.H); !s.ok()) return fail(s);
+  if (const absl::Status s = ValidateMask(c.mask, c.S); !s.ok()) return s;
+  if (const absl::Status s = ValidateMaskHeads(c.mask, c.H); !s.ok()) return s;
 
   auto ring_ranks = MakeWorld(*comm_name, ranks_flag, ranks_given, gpu);
-  if (!ring_ranks.ok()) return fail(ring_ranks.status());
+  if (!ring_ranks.ok()) return ring_ranks.status();
   comm::World& ranks = **ring_ranks;
   const int world = ranks.size();
   const bool root = ranks.root();
@@ -472,7 +497,7 @@ int Main(int argc, char** argv) {
   int threads = absl::GetFlag(FLAGS_threads);
   if (threads == 0) threads = std::max(1, cores / world);
   if (!ranks.one_rank_per_process()) {
-    if (const absl::Status s = CheckThreadsPerProcess(world, threads); !s.ok()) return fail(s);
+    if (const absl::Status s = CheckThreadsPerProcess(world, threads); !s.ok()) return s;
   }
   {
     // This process's share of the run, and the one-rank comparison run (on
@@ -483,7 +508,7 @@ int Main(int argc, char** argv) {
             absl::StrCat("--seq ", c.S, " x --batch ", c.B, " x --heads ", c.H, " x --head-dim ", c.D),
             std::max(ring_bytes, compare_bytes));
         !s.ok()) {
-      return fail(s);
+      return s;
     }
   }
   // Visible pairs per head (a per-head block mask's are summed over its heads).
@@ -496,8 +521,8 @@ int Main(int argc, char** argv) {
   if (root) {
     auto mine = Layout::Create(c.sharding, c.S, world, c.stripe, c.mask);
     auto zigzag = Layout::Create(Sharding::kZigzag, c.S, world, 1, c.mask);
-    if (!mine.ok()) return fail(mine.status());
-    if (!zigzag.ok()) return fail(zigzag.status());
+    if (!mine.ok()) return mine.status();
+    if (!zigzag.ok()) return zigzag.status();
     imbalance = Imbalance(VisiblePairsPerRank(*mine, c.mask));
     zigzag_imbalance = Imbalance(VisiblePairsPerRank(*zigzag, c.mask));
   }
@@ -559,7 +584,7 @@ int Main(int argc, char** argv) {
     s = ring_run.status();
     if (s.ok()) runs.push_back(*ring_run);
   }
-  if (!root) return s.ok() ? 0 : fail(s);
+  if (!root) return s.ok() ? Json(nullptr) : absl::StatusOr<Json>(s);
   if (s.ok() && absl::GetFlag(FLAGS_compare) && world > 1) {
     if (gpu) {
       s = run(1, threads, "1 rank, same GPU");
@@ -568,7 +593,7 @@ int Main(int argc, char** argv) {
       if (s.ok() && threads != cores) s = run(1, cores, absl::StrCat("1 rank, ", cores, " threads"));
     }
   }
-  if (!s.ok()) return fail(s);
+  if (!s.ok()) return s;
 
   const RunResult& ring = runs[0];
   std::printf("\n  backend                   %s\n", ring.backend.c_str());
@@ -613,68 +638,456 @@ int Main(int argc, char** argv) {
     std::printf("  one-way link              %.2f GB/s (the same block, rank 0 -> rank 1 alone; compare ucx_perftest tag_bw)\n",
                 ring.link_one_way_gbps);
   }
+  // The GEMM ceiling of the machine (cpu): what the ring's GFLOP/s on all
+  // cores compares with, measured after the runs.
+  const bool ceiling_measured = !gpu && absl::GetFlag(FLAGS_ceiling);
+  const double ceiling = ceiling_measured ? GemmCeilingGflops() : 0;
+  if (ceiling_measured) {
+    std::printf("  GEMM ceiling              %.1f GFLOP/s (OpenBLAS sgemm 2048^3, all %d cores): "
+                "fwd %.2f%s of it\n",
+                ceiling, cores, fwd_gflops / ceiling,
+                c.backward ? absl::StrFormat(", bwd %.2f", bwd_gflops / ceiling).c_str() : "");
+  }
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
   const int64_t peak_rss = static_cast<int64_t>(ru.ru_maxrss) * 1024;
   std::printf("  memory per rank           %s (shard tensors + ring workspace); process peak RSS %s\n",
               HumanBytes(ring.rank_bytes).c_str(), HumanBytes(peak_rss).c_str());
 
-  const std::string json_path = absl::GetFlag(FLAGS_json);
-  if (!json_path.empty()) {
-    // The keys keep this order (runs diff line by line); null where a figure
-    // was not measured (no backward, no 1-rank comparison, one rank) or is
-    // not finite.
-    nlohmann::ordered_json j;
-    auto if_measured = [](bool measured, double x) -> nlohmann::ordered_json {
-      return measured ? nlohmann::ordered_json(x) : nullptr;
-    };
-    j["seq_len"] = c.S;
-    j["batch"] = c.B;
-    j["heads"] = c.H;
-    j["kv_heads"] = c.Hk;
-    j["head_dim"] = c.D;
-    j["dtype"] = DTypeName(c.dtype);
-    j["backend"] = BackendName(c.backend);
-    j["backend_description"] = ring.backend;
-    j["comm"] = *comm_name;
-    j["deterministic"] = c.deterministic;
-    j["ranks"] = world;
-    j["threads_per_rank"] = threads;
-    j["sharding"] = ShardingName(c.sharding);
-    j["causal"] = c.mask.causal;
-    j["window_left"] = c.mask.window_left;
-    j["window_right"] = c.mask.window_right;
-    j["mask"] = c.mask.ToString();
-    j["documents"] = c.mask.num_docs;
-    j["block_mask"] = blocks->spec;
-    j["block_size"] = blocks->size;
-    j["block_density"] = blocks->Density();
-    j["work_imbalance"] = imbalance;
-    j["zigzag_work_imbalance"] = zigzag_imbalance;
-    j["fwd_ms"] = ring.fwd_s * 1e3;
-    j["bwd_ms"] = if_measured(c.backward, ring.bwd_s * 1e3);
-    j["fwd_gflops"] = fwd_gflops;
-    j["bwd_gflops"] = if_measured(c.backward, bwd_gflops);
-    j["fwd_gflops_per_rank"] = fwd_gflops / world;
-    j["overlap_efficiency"] = ring.fwd_overlap;
-    j["bwd_overlap_efficiency"] = if_measured(c.backward, ring.bwd_overlap);
-    j["speedup_vs_1_rank"] = if_measured(runs.size() > 1, speed_f);
-    j["bwd_speedup_vs_1_rank"] = if_measured(runs.size() > 1 && c.backward, speed_b);
-    if (runs.size() > 2) j["single_rank_all_cores_fwd_gflops"] = fwd_flop / runs[2].fwd_s * 1e-9;
-    j["ring_steps"] = ring.steps;
-    j["fwd_bytes_sent_per_rank"] = ring.fwd_bytes;
-    j["bwd_bytes_sent_per_rank"] = ring.bwd_bytes;
-    j["link_gbps"] = ring.link_gbps;
-    j["link_one_way_gbps"] = if_measured(world > 1, ring.link_one_way_gbps);
-    j["rank_memory_bytes"] = ring.rank_bytes;
-    j["peak_rss_bytes"] = peak_rss;
-    const std::string text =
-        j.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace) + "\n";
-    OutputFiles file;
-    absl::Status written = file.AddText(json_path, text);
-    if (written.ok()) written = file.Commit();
-    if (!written.ok()) return fail(absl::Status(written.code(), absl::StrCat("--json ", written.message())));
+  // The keys keep this order (runs diff line by line); null where a figure
+  // was not measured (no backward, no 1-rank comparison, one rank) or is
+  // not finite.
+  Json j;
+  auto if_measured = [](bool measured, double x) -> Json { return measured ? Json(x) : nullptr; };
+  j["seq_len"] = c.S;
+  j["batch"] = c.B;
+  j["heads"] = c.H;
+  j["kv_heads"] = c.Hk;
+  j["head_dim"] = c.D;
+  j["dtype"] = DTypeName(c.dtype);
+  j["backend"] = BackendName(c.backend);
+  j["backend_description"] = ring.backend;
+  j["comm"] = *comm_name;
+  j["deterministic"] = c.deterministic;
+  j["ranks"] = world;
+  j["threads_per_rank"] = threads;
+  j["sharding"] = ShardingName(c.sharding);
+  j["causal"] = c.mask.causal;
+  j["window_left"] = c.mask.window_left;
+  j["window_right"] = c.mask.window_right;
+  j["mask"] = c.mask.ToString();
+  j["documents"] = c.mask.num_docs;
+  j["block_mask"] = blocks->spec;
+  j["block_size"] = blocks->size;
+  j["block_density"] = blocks->Density();
+  j["work_imbalance"] = imbalance;
+  j["zigzag_work_imbalance"] = zigzag_imbalance;
+  j["fwd_ms"] = ring.fwd_s * 1e3;
+  j["bwd_ms"] = if_measured(c.backward, ring.bwd_s * 1e3);
+  j["fwd_gflops"] = fwd_gflops;
+  j["bwd_gflops"] = if_measured(c.backward, bwd_gflops);
+  j["fwd_gflops_per_rank"] = fwd_gflops / world;
+  j["overlap_efficiency"] = ring.fwd_overlap;
+  j["bwd_overlap_efficiency"] = if_measured(c.backward, ring.bwd_overlap);
+  j["speedup_vs_1_rank"] = if_measured(runs.size() > 1, speed_f);
+  j["bwd_speedup_vs_1_rank"] = if_measured(runs.size() > 1 && c.backward, speed_b);
+  if (runs.size() > 2) j["single_rank_all_cores_fwd_gflops"] = fwd_flop / runs[2].fwd_s * 1e-9;
+  j["ring_steps"] = ring.steps;
+  j["fwd_bytes_sent_per_rank"] = ring.fwd_bytes;
+  j["bwd_bytes_sent_per_rank"] = ring.bwd_bytes;
+  j["link_gbps"] = ring.link_gbps;
+  j["link_one_way_gbps"] = if_measured(world > 1, ring.link_one_way_gbps);
+  j["gemm_ceiling_gflops"] = if_measured(ceiling_measured, ceiling);
+  j["fwd_fraction_of_ceiling"] = if_measured(ceiling_measured, fwd_gflops / ceiling);
+  j["bwd_fraction_of_ceiling"] = if_measured(ceiling_measured && c.backward, bwd_gflops / ceiling);
+  j["rank_memory_bytes"] = ring.rank_bytes;
+  j["peak_rss_bytes"] = peak_rss;
+  return j;
+}
+
+// --sweep FLAG=V1,V2,... (repeatable): the axes of a sweep, taken out of
+// argv before absl sees it (absl keeps only the last of a repeated flag).
+struct Axis {
+  std::string flag;  // as absl names it (underscores)
+  std::vector<std::string> values;
+};
+
+absl::StatusOr<std::vector<Axis>> ExtractSweeps(int* argc, char** argv) {
+  std::vector<Axis> axes;
+  int out = 1;
+  for (int i = 1; i < *argc; ++i) {
+    std::string a = argv[i];
+    std::string spec;
+    if (a == "--sweep" || a == "-sweep") {
+      if (i + 1 >= *argc) return absl::InvalidArgumentError("--sweep: expected FLAG=V1,V2,...");
+      spec = argv[++i];
+    } else if (absl::StartsWith(a, "--sweep=") || absl::StartsWith(a, "-sweep=")) {
+      spec = a.substr(a.find('=') + 1);
+    } else {
+      argv[out++] = argv[i];
+      continue;
+    }
+    const size_t eq = spec.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == spec.size()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--sweep ", spec, ": expected FLAG=V1,V2,... (for example seq=4096,8192)"));
+    }
+    Axis axis;
+    axis.flag = spec.substr(0, eq);
+    absl::StrReplaceAll({{"-", "_"}}, &axis.flag);
+    for (absl::string_view v : absl::StrSplit(spec.substr(eq + 1), ',')) {
+      if (v.empty()) return absl::InvalidArgumentError(absl::StrCat("--sweep ", spec, ": an empty value"));
+      axis.values.emplace_back(v);
+    }
+    static const char* const kNotSwept[] = {"sweep", "json", "csv", "plot", "json_format",
+                                            "comm", "backend"};
+    for (const char* f : kNotSwept) {
+      if (axis.flag == f) {
+        return absl::InvalidArgumentError(absl::StrCat("--sweep ", spec, ": --", f,
+                                                       " is one per run, not an axis"));
+      }
+    }
+    absl::CommandLineFlag* flag = absl::FindCommandLineFlag(axis.flag);
+    if (flag == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("--sweep ", spec, ": no flag --", axis.flag));
+    }
+    for (const Axis& other : axes) {
+      if (other.flag == axis.flag) {
+        return absl::InvalidArgumentError(absl::StrCat("--sweep: --", axis.flag, " swept twice"));
+      }
+    }
+    // Every value must parse now, not at its point (the flag is restored).
+    const std::string before = flag->CurrentValue();
+    for (const std::string& v : axis.values) {
+      std::string error;
+      if (!flag->ParseFrom(v, &error)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--sweep ", spec, ": --", axis.flag, " ", v, ": ", error));
+      }
+    }
+    std::string ignored;
+    flag->ParseFrom(before, &ignored);
+    axes.push_back(std::move(axis));
   }
+  *argc = out;
+  return axes;
+}
+
+// CSV of the points: one column per key of the first point, in its order;
+// strings quoted, null empty.
+std::string ToCsv(const std::vector<Json>& points) {
+  std::string csv;
+  if (points.empty()) return csv;
+  std::vector<std::string> keys;
+  for (auto it = points[0].begin(); it != points[0].end(); ++it) keys.push_back(it.key());
+  csv += absl::StrJoin(keys, ",") + "\n";
+  for (const Json& p : points) {
+    std::vector<std::string> cells;
+    for (const std::string& k : keys) {
+      const Json& v = p.contains(k) ? p.at(k) : Json(nullptr);
+      if (v.is_null()) {
+        cells.emplace_back();
+      } else if (v.is_string()) {
+        std::string q = v.get<std::string>();
+        absl::StrReplaceAll({{"\"", "\"\""}}, &q);
+        cells.push_back(absl::StrCat("\"", q, "\""));
+      } else {
+        cells.push_back(v.dump());
+      }
+    }
+    csv += absl::StrJoin(cells, ",") + "\n";
+  }
+  return csv;
+}
+
+// A rough time for one point (seconds at 50 GFLOP/s per core): only for the
+// progress bar, whose ETA rescales the estimates by how they come true.
+double EstimateSeconds() {
+  const double S = static_cast<double>(absl::GetFlag(FLAGS_seq));
+  const double flop = 4.0 * absl::GetFlag(FLAGS_batch) * absl::GetFlag(FLAGS_heads) *
+                      absl::GetFlag(FLAGS_head_dim) * S * S * (absl::GetFlag(FLAGS_causal) ? 0.5 : 1) *
+                      (absl::GetFlag(FLAGS_backward) ? 3.5 : 1.0) *
+                      (absl::GetFlag(FLAGS_iters) + absl::GetFlag(FLAGS_warmup)) *
+                      (absl::GetFlag(FLAGS_compare) ? 3 : 1);
+  return flop / (50e9 * Cores()) + 0.5;
+}
+
+// A point's name in Google Benchmark's style: "ringattn/fwd/seq:4096/ranks:2"
+// (its swept flags), or the configuration for a single run.
+std::string PointName(const Json& r, const char* direction) {
+  std::string name = absl::StrCat("ringattn/", direction);
+  if (r.contains("sweep")) {
+    for (auto it = r["sweep"].begin(); it != r["sweep"].end(); ++it) {
+      absl::StrAppend(&name, "/", it.key(), ":", it.value().get<std::string>());
+    }
+  } else {
+    absl::StrAppend(&name, "/seq:", r["seq_len"].dump(), "/ranks:", r["ranks"].dump());
+  }
+  return name;
+}
+
+// Google Benchmark's JSON (what its tools/compare.py reads): one benchmark
+// per point and direction, the median time as real_time in ms, GFLOP/s as
+// a counter.
+Json GoogleBenchmarkJson(const std::vector<Json>& results) {
+  Json doc;
+  char host[256] = {0};
+  gethostname(host, sizeof(host) - 1);
+  Json ctx;
+  ctx["date"] = absl::FormatTime("%Y-%m-%dT%H:%M:%S%Ez", absl::Now(), absl::LocalTimeZone());
+  ctx["host_name"] = host;
+  ctx["executable"] = "ringattn-bench";
+  ctx["num_cpus"] = Cores();
+  ctx["mhz_per_cpu"] = 0;
+  ctx["cpu_scaling_enabled"] = false;
+  ctx["caches"] = Json::array();
+  ctx["load_avg"] = Json::array();
+  ctx["library_build_type"] = "release";
+  doc["context"] = ctx;
+  Json list = Json::array();
+  int family = 0;
+  for (const Json& r : results) {
+    for (const char* dir : {"fwd", "bwd"}) {
+      const Json& ms = r[absl::StrCat(dir, "_ms")];
+      if (ms.is_null()) continue;
+      Json b;
+      b["name"] = PointName(r, dir);
+      b["family_index"] = family++;
+      b["per_family_instance_index"] = 0;
+      b["run_name"] = b["name"];
+      b["run_type"] = "iteration";
+      b["repetitions"] = 1;
+      b["repetition_index"] = 0;
+      b["threads"] = 1;
+      b["iterations"] = 1;
+      b["real_time"] = ms;
+      b["cpu_time"] = ms;
+      b["time_unit"] = "ms";
+      b["GFLOP/s"] = r[absl::StrCat(dir, "_gflops")];
+      list.push_back(b);
+    }
+  }
+  doc["benchmarks"] = list;
+  return doc;
+}
+
+// The SVG charts of a sweep (tools/svg.h), by file name: against --seq,
+// GFLOP/s and the fraction of the GEMM ceiling; against --ranks, the
+// speedup over one rank with the ideal line; overlap efficiency against the
+// first axis. One line per combination of the other axes.
+std::vector<std::pair<std::string, std::string>> SweepCharts(const std::vector<Axis>& axes,
+                                                             const std::vector<Json>& results) {
+  std::vector<std::pair<std::string, std::string>> charts;
+  auto number = [](const Json& v) {
+    return v.is_number() ? v.get<double>() : std::numeric_limits<double>::quiet_NaN();
+  };
+  // Lines over axis `x`: points grouped by the other axes' values.
+  auto lines = [&](const std::string& x, const std::vector<std::pair<std::string, std::string>>& ys) {
+    std::vector<Series> out;
+    std::vector<std::string> groups;
+    for (const Json& r : results) {
+      std::string g;
+      for (const Axis& a : axes) {
+        if (a.flag != x) absl::StrAppend(&g, g.empty() ? "" : " ", a.flag, "=", r["sweep"][a.flag].get<std::string>());
+      }
+      if (std::find(groups.begin(), groups.end(), g) == groups.end()) groups.push_back(g);
+    }
+    for (const auto& [key, what] : ys) {
+      for (const std::string& g : groups) {
+        Series s;
+        s.name = absl::StrCat(what, g.empty() ? "" : ", ", g);
+        s.dashed = key.rfind("bwd", 0) == 0;
+        for (const Json& r : results) {
+          std::string mine;
+          for (const Axis& a : axes) {
+            if (a.flag != x) absl::StrAppend(&mine, mine.empty() ? "" : " ", a.flag, "=", r["sweep"][a.flag].get<std::string>());
+          }
+          double xv = 0;
+          if (mine != g || !absl::SimpleAtod(r["sweep"][x].get<std::string>(), &xv)) continue;
+          double yv = number(r[key]);
+          // One rank against itself: a speedup of 1 by definition (null in the JSON).
+          if (x == "ranks" && xv == 1 && key.find("speedup") != std::string::npos) yv = 1;
+          if (!std::isfinite(yv)) continue;
+          s.x.push_back(xv);
+          s.y.push_back(yv);
+        }
+        if (!s.x.empty()) out.push_back(std::move(s));
+      }
+    }
+    return out;
+  };
+  const auto has = [&](const std::string& flag) {
+    return std::any_of(axes.begin(), axes.end(), [&](const Axis& a) { return a.flag == flag; });
+  };
+  if (has("seq")) {
+    ChartSpec c;
+    c.title = "Throughput against sequence length";
+    c.subtitle = "visible-pair GFLOP/s of the ring on all ranks (fwd solid, bwd dashed)";
+    c.x_label = "sequence length (tokens)";
+    c.y_label = "GFLOP/s";
+    c.log_x = c.binary_x = true;
+    c.series = lines("seq", {{"fwd_gflops", "fwd"}, {"bwd_gflops", "bwd"}});
+    if (!c.series.empty()) charts.emplace_back("gflops_vs_seq.svg", LineChart(c));
+    c.title = "Fraction of the GEMM ceiling against sequence length";
+    c.subtitle = "ring GFLOP/s over OpenBLAS sgemm on all cores, measured in the same run";
+    c.y_label = "fraction of the ceiling";
+    c.series = lines("seq", {{"fwd_fraction_of_ceiling", "fwd"}, {"bwd_fraction_of_ceiling", "bwd"}});
+    if (!c.series.empty()) charts.emplace_back("ceiling_fraction_vs_seq.svg", LineChart(c));
+  }
+  if (has("ranks")) {
+    ChartSpec c;
+    c.title = "Speedup against ranks";
+    c.subtitle = "over one rank with the share of one ring rank (fwd solid, bwd dashed); grey: ideal";
+    c.x_label = "ranks W";
+    c.y_label = "speedup";
+    c.series = lines("ranks", {{"speedup_vs_1_rank", "fwd"}, {"bwd_speedup_vs_1_rank", "bwd"}});
+    Series ideal;
+    ideal.name = "ideal (min(W, cores))";
+    ideal.color = "#999999";
+    ideal.dashed = true;
+    ideal.points = false;
+    for (const std::string& v : std::find_if(axes.begin(), axes.end(),
+                                             [](const Axis& a) { return a.flag == "ranks"; })->values) {
+      double w = 0;
+      if (!absl::SimpleAtod(v, &w)) continue;
+      ideal.x.push_back(w);
+      ideal.y.push_back(std::min<double>(w, Cores()));
+    }
+    if (!c.series.empty()) {
+      c.series.push_back(ideal);
+      charts.emplace_back("speedup_vs_ranks.svg", LineChart(c));
+    }
+  }
+  {
+    const std::string x = axes[0].flag;
+    ChartSpec c;
+    c.title = absl::StrCat("Overlap efficiency against --", x);
+    c.subtitle = "compute / wall, the slowest rank (fwd solid, bwd dashed): 1 = rotation hidden";
+    c.x_label = x;
+    c.y_label = "overlap efficiency";
+    c.log_x = c.binary_x = x == "seq";
+    c.series = lines(x, {{"overlap_efficiency", "fwd"}, {"bwd_overlap_efficiency", "bwd"}});
+    if (!c.series.empty()) charts.emplace_back(absl::StrCat("overlap_vs_", x, ".svg"), LineChart(c));
+  }
+  return charts;
+}
+
+int Main(int argc, char** argv) {
+  absl::SetProgramUsageMessage("ringattn-bench: long-context ring attention benchmark (see README)");
+  auto fail = [](const absl::Status& s) {
+    std::fprintf(stderr, "ringattn-bench: %s\n", std::string(s.message()).c_str());
+    return 2;
+  };
+  auto axes = ExtractSweeps(&argc, argv);
+  if (!axes.ok()) return fail(axes.status());
+  auto line = ParseCommandLine(argc, argv);
+  if (!line.ok()) return fail(line.status());
+  // The outputs: an output that cannot be written is an error now, not
+  // after the run.
+  const std::string json_path = absl::GetFlag(FLAGS_json), csv_path = absl::GetFlag(FLAGS_csv),
+                    plot_dir = absl::GetFlag(FLAGS_plot), format = absl::GetFlag(FLAGS_json_format);
+  if (format != "ringattn" && format != "gbench") {
+    return fail(absl::InvalidArgumentError(
+        absl::StrCat("--json-format: expected ringattn or gbench, got ", format)));
+  }
+  if (!json_path.empty()) {
+    if (const absl::Status s = CheckCanCreate("--json", json_path); !s.ok()) return fail(s);
+  }
+  if (!csv_path.empty()) {
+    if (const absl::Status s = CheckCanCreate("--csv", csv_path); !s.ok()) return fail(s);
+  }
+  if (!plot_dir.empty()) {
+    if (axes->empty()) {
+      return fail(absl::InvalidArgumentError("--plot: charts are of a sweep; add --sweep FLAG=V1,V2,..."));
+    }
+    if (const absl::Status s = PrepareOutDir("--plot", plot_dir); !s.ok()) return fail(s);
+  }
+
+  // The points: the cartesian product of the axes, the last axis fastest.
+  std::vector<std::vector<std::string>> points = {{}};
+  for (const Axis& axis : *axes) {
+    std::vector<std::vector<std::string>> next;
+    for (const auto& p : points)
+      for (const std::string& v : axis.values) {
+        next.push_back(p);
+        next.back().push_back(v);
+      }
+    points = std::move(next);
+  }
+  bool ranks_given = line->ranks_given;
+  for (const Axis& axis : *axes) ranks_given = ranks_given || axis.flag == "ranks";
+  auto set_point = [&](size_t i) {
+    std::string label;
+    for (size_t a = 0; a < axes->size(); ++a) {
+      std::string ignored;  // every value parsed in ExtractSweeps
+      absl::FindCommandLineFlag((*axes)[a].flag)->ParseFrom(points[i][a], &ignored);
+      absl::StrAppend(&label, a ? " " : "", (*axes)[a].flag, "=", points[i][a]);
+    }
+    return label;
+  };
+  Progress progress(stderr, /*lines_off_terminal=*/false);
+  g_progress = &progress;
+  std::vector<double> estimates;
+  for (size_t i = 0; i < points.size(); ++i) {
+    set_point(i);
+    estimates.push_back(EstimateSeconds());
+    progress.AddWork(estimates.back());
+  }
+  std::vector<Json> results;
+  for (size_t i = 0; i < points.size(); ++i) {
+    const std::string label = set_point(i);
+    if (!axes->empty()) {
+      g_point = absl::StrCat("point ", i + 1, "/", points.size(), " ", label, ": ");
+      progress.Note(absl::StrCat("== sweep point ", i + 1, " of ", points.size(), ": ", label));
+      std::printf("%s== sweep point %zu of %zu: %s\n", i ? "\n" : "", i + 1, points.size(),
+                  label.c_str());
+      std::fflush(stdout);
+    }
+    progress.Begin(absl::StrCat(g_point, "starting"), estimates[i]);
+    absl::StatusOr<Json> r = RunPoint(ranks_given);
+    progress.End();
+    if (!r.ok()) {
+      progress.Finish();
+      return fail(axes->empty() ? r.status()
+                                : absl::Status(r.status().code(),
+                                               absl::StrCat("sweep point ", label, ": ",
+                                                            r.status().message())));
+    }
+    if (r->is_null()) continue;  // a rank other than 0 of a launched world
+    if (!axes->empty()) {
+      Json swept;
+      for (size_t a = 0; a < axes->size(); ++a) swept[(*axes)[a].flag] = points[i][a];
+      (*r)["sweep"] = swept;
+    }
+    results.push_back(*std::move(r));
+  }
+  progress.Finish();
+  g_progress = nullptr;
+  if (results.empty()) return 0;
+
+  OutputFiles files;
+  absl::Status written;
+  if (!json_path.empty()) {
+    Json doc;
+    if (format == "gbench") {
+      doc = GoogleBenchmarkJson(results);
+    } else if (axes->empty()) {
+      doc = results[0];
+    } else {
+      doc = Json::array();
+      for (const Json& r : results) doc.push_back(r);
+    }
+    written.Update(files.AddText(
+        json_path, doc.dump(2, ' ', false, Json::error_handler_t::replace) + "\n"));
+  }
+  if (!csv_path.empty()) written.Update(files.AddText(csv_path, ToCsv(results)));
+  if (!plot_dir.empty()) {
+    for (const auto& [name, svg] : SweepCharts(*axes, results)) {
+      written.Update(files.AddText(plot_dir + "/" + name, svg));
+    }
+  }
+  if (written.ok()) written = files.Commit();
+  if (!written.ok()) return fail(written);
   return 0;
 }
 

@@ -746,4 +746,38 @@ absl::Status CheckShape(const NpyArray& a, const std::string& path,
                                 want_str, " (* = any size)"));
 }
 
+absl::Status PrepareOutDir(absl::string_view flag, const std::string& dir) {
+  if (dir.empty()) return absl::InvalidArgumentError(absl::StrCat(flag, ": an output directory is required"));
+  struct stat st;
+  if (stat(dir.c_str(), &st) == 0) {
+    if (!S_ISDIR(st.st_mode)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(flag, " ", dir, ": exists and is not a directory"));
+    }
+  } else {
+    std::string parent = dir;
+    while (parent.size() > 1 && parent.back() == '/') parent.pop_back();
+    const size_t slash = parent.rfind('/');
+    parent = slash == std::string::npos ? "." : slash == 0 ? "/" : parent.substr(0, slash);
+    if (stat(parent.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(flag, " ", dir, ": the parent directory ", parent, " does not exist"));
+    }
+    if (mkdir(dir.c_str(), 0755) != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(flag, " ", dir, ": cannot create the directory: ", std::strerror(errno)));
+    }
+  }
+  // Writable? Create and remove a probe file.
+  const std::string probe = absl::StrCat(dir, "/.ringattn-write-test");
+  std::FILE* f = std::fopen(probe.c_str(), "w");
+  if (f == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag, " ", dir, ": not writable: ", std::strerror(errno)));
+  }
+  std::fclose(f);
+  std::remove(probe.c_str());
+  return absl::OkStatus();
+}
+
 }  // namespace ringattn::tools

@@ -84,6 +84,10 @@ class OutputFiles {
 // Errors start with "<flag> <path>".
 absl::Status CheckCanCreate(absl::string_view flag, const std::string& path);
 
+// An output directory for `flag`: made if missing (its parent must exist),
+// refused if it is a file or not writable. Errors start with "<flag> <dir>".
+absl::Status PrepareOutDir(absl::string_view flag, const std::string& dir);
+
 // "()", "(3,)", "(2, 3)": NumPy's spelling of a shape.
 std::string ShapeToString(const std::vector<int64_t>& shape);
 

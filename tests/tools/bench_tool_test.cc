@@ -3,6 +3,7 @@
 // what a run did not measure (no backward, no 1-rank comparison, one rank).
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -29,7 +30,8 @@ struct Key {
 };
 
 // Every key but single_rank_all_cores_fwd_gflops (only where the 1-rank
-// runs differ in threads), in the order written.
+// runs differ in threads) and sweep (only in a sweep's points), in the
+// order written.
 constexpr Key kKeys[] = {
     {"seq_len", Kind::kInteger},
     {"batch", Kind::kInteger},
@@ -68,6 +70,9 @@ constexpr Key kKeys[] = {
     {"bwd_bytes_sent_per_rank", Kind::kInteger},
     {"link_gbps", Kind::kNumber},
     {"link_one_way_gbps", Kind::kNumberOrNull},
+    {"gemm_ceiling_gflops", Kind::kNumberOrNull},
+    {"fwd_fraction_of_ceiling", Kind::kNumberOrNull},
+    {"bwd_fraction_of_ceiling", Kind::kNumberOrNull},
     {"rank_memory_bytes", Kind::kInteger},
     {"peak_rss_bytes", Kind::kInteger},
 };
@@ -124,7 +129,7 @@ class BenchJsonTest : public ::testing::Test {
       EXPECT_TRUE(HasKind(j[k.name], k.kind)) << k.name << " = " << j[k.name];
     }
     for (const auto& [name, value] : j.items()) {
-      if (name != "single_rank_all_cores_fwd_gflops") got.push_back(name);
+      if (name != "single_rank_all_cores_fwd_gflops" && name != "sweep") got.push_back(name);
     }
     EXPECT_EQ(got, want);
   }
@@ -152,6 +157,10 @@ TEST_F(BenchJsonTest, RingWithBackwardAndComparisonFillsEveryKey) {
   }
   EXPECT_GT(j["fwd_bytes_sent_per_rank"], 0);
   EXPECT_GT(j["peak_rss_bytes"], 0);
+  // The GEMM ceiling, measured in the same run, and the ring's share of it.
+  EXPECT_GT(j["gemm_ceiling_gflops"].get<double>(), 0);
+  EXPECT_NEAR(j["fwd_fraction_of_ceiling"].get<double>(),
+              j["fwd_gflops"].get<double>() / j["gemm_ceiling_gflops"].get<double>(), 1e-9);
   if (j.contains("single_rank_all_cores_fwd_gflops")) {
     EXPECT_TRUE(j["single_rank_all_cores_fwd_gflops"].is_number());
   }
@@ -197,6 +206,96 @@ TEST_F(BenchJsonTest, BlockMasksReportTheirDensity) {
                        (dense["fwd_gflops"].get<double>() * dense["fwd_ms"].get<double>());
   EXPECT_GT(ratio, 0.03) << "FLOPs of the visible pairs";
   EXPECT_LT(ratio, 0.2);
+}
+
+std::string ReadText(const fs::path& p) {
+  std::ifstream f(p);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+// A sweep: the cartesian product of the axes (the last fastest), one JSON
+// array of the single-run objects (each with its swept values), a CSV row
+// per point, the SVG charts, and no progress bar in redirected output.
+TEST_F(BenchJsonTest, SweepWritesAnArrayACsvAndCharts) {
+  const fs::path csv = fs::path(path_).replace_extension(".csv");
+  const fs::path plots = fs::path(path_).replace_extension(".plots");
+  const Exec e = RunCommand(absl::StrCat(
+      RINGATTN_BENCH_BINARY, " --heads 2 --head-dim 32 --iters 1 --warmup 0 --backward=false",
+      " --sweep seq=128,256 --sweep ranks=1,2 --json ", path_.string(), " --csv ", csv.string(),
+      " --plot ", plots.string()));
+  ASSERT_EQ(e.code, 0) << e.output;
+  EXPECT_NE(e.output.find("== sweep point 3 of 4: seq=256 ranks=1"), std::string::npos) << e.output;
+  EXPECT_EQ(e.output.find("ETA"), std::string::npos) << "progress in redirected output";
+  EXPECT_EQ(e.output.find('\r'), std::string::npos) << "progress in redirected output";
+  const Json j = Json::parse(ReadText(path_), nullptr, false);
+  ASSERT_TRUE(j.is_array()) << j;
+  ASSERT_EQ(j.size(), 4u);
+  const int64_t seq[] = {128, 128, 256, 256}, ranks[] = {1, 2, 1, 2};
+  for (int i = 0; i < 4; ++i) {
+    ExpectKeysAndKinds(j[i]);
+    EXPECT_EQ(j[i]["seq_len"], seq[i]);
+    EXPECT_EQ(j[i]["ranks"], ranks[i]);
+    EXPECT_EQ(j[i]["sweep"]["seq"], std::to_string(seq[i]));
+    EXPECT_EQ(j[i]["sweep"]["ranks"], std::to_string(ranks[i]));
+  }
+  const std::string text = ReadText(csv);
+  EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 5) << text;
+  EXPECT_EQ(text.rfind("seq_len,batch,heads,", 0), 0u) << text;
+  EXPECT_NE(text.find("\n256,1,2,2,32,\"fp32\""), std::string::npos) << text;
+  for (const char* chart : {"gflops_vs_seq.svg", "ceiling_fraction_vs_seq.svg",
+                            "speedup_vs_ranks.svg", "overlap_vs_seq.svg"}) {
+    const std::string svg = ReadText(plots / chart);
+    EXPECT_EQ(svg.rfind("<?xml", 0), 0u) << chart;
+    EXPECT_NE(svg.find("</svg>"), std::string::npos) << chart;
+    EXPECT_NE(svg.find("<polyline"), std::string::npos) << chart << ": no line drawn";
+  }
+  fs::remove(csv);
+  fs::remove_all(plots);
+}
+
+// Google Benchmark's JSON: what its tools/compare.py reads.
+TEST_F(BenchJsonTest, GoogleBenchmarkFormat) {
+  const Json j = Run("--ranks 2 --compare=false --json-format gbench");
+  ASSERT_TRUE(j.contains("context")) << j;
+  EXPECT_TRUE(j["context"]["num_cpus"].is_number_integer());
+  const Json& b = j["benchmarks"];
+  ASSERT_EQ(b.size(), 2u) << j;
+  EXPECT_EQ(b[0]["name"], "ringattn/fwd/seq:256/ranks:2");
+  EXPECT_EQ(b[1]["name"], "ringattn/bwd/seq:256/ranks:2");
+  for (const Json& x : b) {
+    EXPECT_EQ(x["run_type"], "iteration");
+    EXPECT_EQ(x["time_unit"], "ms");
+    EXPECT_GT(x["real_time"].get<double>(), 0);
+    EXPECT_GT(x["GFLOP/s"].get<double>(), 0);
+  }
+}
+
+TEST(BenchFlags, BadSweepsAreRefusedNamingTheFlag) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"--sweep seq", "--sweep seq: expected FLAG=V1,V2,..."},
+      {"--sweep", "--sweep: expected FLAG=V1,V2,..."},
+      {"--sweep nosuch=1,2", "--sweep nosuch=1,2: no flag --nosuch"},
+      {"--sweep seq=64,x", "--sweep seq=64,x: --seq x:"},
+      {"--sweep seq=64,", "--sweep seq=64,: an empty value"},
+      {"--sweep seq=64 --sweep seq=128", "--sweep: --seq swept twice"},
+      {"--sweep json=a.json", "--sweep json=a.json: --json is one per run, not an axis"},
+      {"--plot /tmp", "--plot: charts are of a sweep"},
+      {"--json-format xml", "--json-format: expected ringattn or gbench, got xml"}};
+  for (const auto& [args, message] : cases) {
+    const Exec e = RunCommand(absl::StrCat("timeout 60 ", RINGATTN_BENCH_BINARY, " ", args));
+    EXPECT_EQ(e.code, 2) << args << ": " << e.output;
+    EXPECT_NE(e.output.find(message), std::string::npos) << args << ": " << e.output;
+    EXPECT_EQ(e.output.find("ringattn-bench: S="), std::string::npos) << args << ": it ran";
+  }
+  // A point that is refused stops the sweep, naming the point.
+  const Exec e = RunCommand(absl::StrCat("timeout 60 ", RINGATTN_BENCH_BINARY,
+                                         " --seq 64 --iters 1 --warmup 0 --sweep heads=1,-1"));
+  EXPECT_EQ(e.code, 2) << e.output;
+  EXPECT_NE(e.output.find("sweep point heads=-1: --heads: expected in [1, 4096], got -1"),
+            std::string::npos)
+      << e.output;
 }
 
 TEST(BenchFlags, BadDocumentsAreRefusedNamingTheFlag) {

@@ -26,9 +26,17 @@
 #include "tools/eval/fit.h"
 #include "tools/eval/harness.h"
 #include "tools/eval/report.h"
-#include "tools/eval/svg.h"
+#include "tools/svg.h"
 
 namespace ringattn::eval {
+
+// The tools' shared SVG and progress code (tools/svg.h, tools/progress.h).
+using tools::ChartSpec;
+using tools::LineChart;
+using tools::Heatmap;
+using tools::HeatmapSpec;
+using tools::CompactNumber;
+using tools::Svg;
 namespace {
 
 namespace fs = std::filesystem;

@@ -28,46 +28,18 @@
 #include "base/status.h"
 #include "runtime/plan.h"
 #include "tools/cli.h"
-#include "tools/eval/progress.h"
+#include "tools/npy.h"
+#include "tools/progress.h"
 #include "tools/eval/report.h"
-#include "tools/eval/svg.h"
+#include "tools/svg.h"
 #include "tools/flags.h"
 
 namespace ringattn::eval {
 
-absl::Status PrepareOutDir(const std::string& dir) {
-  if (dir.empty()) return absl::InvalidArgumentError("--out: an output directory is required");
-  struct stat st;
-  if (stat(dir.c_str(), &st) == 0) {
-    if (!S_ISDIR(st.st_mode)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--out ", dir, ": exists and is not a directory"));
-    }
-  } else {
-    std::string parent = dir;
-    while (parent.size() > 1 && parent.back() == '/') parent.pop_back();
-    const size_t slash = parent.rfind('/');
-    parent = slash == std::string::npos ? "." : slash == 0 ? "/" : parent.substr(0, slash);
-    if (stat(parent.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--out ", dir, ": the parent directory ", parent, " does not exist"));
-    }
-    if (mkdir(dir.c_str(), 0755) != 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--out ", dir, ": cannot create the directory: ", std::strerror(errno)));
-    }
-  }
-  // Writable? Create and remove a probe file.
-  const std::string probe = absl::StrCat(dir, "/.ringattn-eval-write-test");
-  std::FILE* f = std::fopen(probe.c_str(), "w");
-  if (f == nullptr) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--out ", dir, ": not writable: ", std::strerror(errno)));
-  }
-  std::fclose(f);
-  std::remove(probe.c_str());
-  return absl::OkStatus();
-}
+// The tools' shared SVG and progress code (tools/svg.h, tools/progress.h).
+using tools::Progress;
+
+absl::Status PrepareOutDir(const std::string& dir) { return tools::PrepareOutDir("--out", dir); }
 
 namespace {
 

@@ -15,10 +15,18 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
-#include "tools/eval/svg.h"
+#include "tools/svg.h"
 #include "tools/flags.h"
 
 namespace ringattn::eval {
+
+// The tools' shared SVG and progress code (tools/svg.h, tools/progress.h).
+using tools::ChartSpec;
+using tools::Series;
+using tools::LineChart;
+using tools::Heatmap;
+using tools::HeatmapSpec;
+using tools::CompactNumber;
 
 absl::Status WriteFileAtomic(const std::string& dir, const std::string& name,
                              const std::string& text) {

@@ -12,7 +12,7 @@
 
 #include "absl/strings/string_view.h"
 
-namespace ringattn::eval {
+namespace ringattn::tools {
 
 std::string XmlEscape(absl::string_view s);
 
@@ -75,4 +75,4 @@ struct ChartSpec {
 };
 std::string LineChart(const ChartSpec& spec);
 
-}  // namespace ringattn::eval
+}  // namespace ringattn::tools

@@ -1,5 +1,5 @@
 // SVG canvas, heatmap and line chart; see svg.h.
-#include "tools/eval/svg.h"
+#include "tools/svg.h"
 
 #include <algorithm>
 #include <cmath>
@@ -8,7 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
-namespace ringattn::eval {
+namespace ringattn::tools {
 
 std::string XmlEscape(absl::string_view s) {
   std::string out;
@@ -354,4 +354,4 @@ std::string LineChart(const ChartSpec& spec) {
   return svg.Finish();
 }
 
-}  // namespace ringattn::eval
+}  // namespace ringattn::tools

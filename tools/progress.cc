@@ -1,5 +1,5 @@
 // Progress bar and ETA; see progress.h.
-#include "tools/eval/progress.h"
+#include "tools/progress.h"
 
 #include <unistd.h>
 
@@ -8,7 +8,7 @@
 
 #include "absl/strings/str_format.h"
 
-namespace ringattn::eval {
+namespace ringattn::tools {
 namespace {
 
 std::string Duration(double s) {
@@ -25,10 +25,14 @@ double Since(std::chrono::steady_clock::time_point t) {
 
 }  // namespace
 
-Progress::Progress(std::FILE* sink) : sink_(sink) {
+Progress::Progress(std::FILE* sink, bool lines_off_terminal) : sink_(sink) {
   start_ = last_line_ = item_start_ = std::chrono::steady_clock::now();
   if (sink_ == nullptr) return;
   tty_ = isatty(fileno(sink_)) != 0;
+  if (!tty_ && !lines_off_terminal) {
+    sink_ = nullptr;
+    return;
+  }
   thread_ = std::thread([this] { Loop(); });
 }
 
@@ -48,6 +52,11 @@ void Progress::Begin(const std::string& label, double estimate_s) {
   item_start_ = std::chrono::steady_clock::now();
   in_item_ = true;
   if (sink_ != nullptr && tty_) DrawLocked(false);
+}
+
+void Progress::Label(const std::string& label) {
+  std::lock_guard<std::mutex> l(mu_);
+  label_ = label;
 }
 
 void Progress::End() {
@@ -131,4 +140,4 @@ void Progress::Loop() {
   }
 }
 
-}  // namespace ringattn::eval
+}  // namespace ringattn::tools

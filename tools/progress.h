@@ -1,11 +1,13 @@
-// The eval's progress bar with an ETA, on stderr. Work is a list of items
+// The tools' one progress bar with an ETA, on stderr (ringattn-eval's
+// phases, ringattn-bench's sweep points and iterations). Work is a list of items
 // with estimated seconds (from the FLOP count and the measured rate); the
 // bar advances by the estimates and the ETA scales the estimated remainder
 // by how fast the estimates have come true so far.
 //
 // Variants: on a terminal it redraws one line with '\r' twice a second; on
 // anything else (a log file, CI) it prints a plain line when a phase starts
-// and every 30 s; disabled, it prints nothing (tests).
+// and every 30 s, unless made terminal-only (the bench: its redirected
+// output stays the figures alone); disabled, it prints nothing (tests).
 #pragma once
 
 #include <chrono>
@@ -15,12 +17,13 @@
 #include <string>
 #include <thread>
 
-namespace ringattn::eval {
+namespace ringattn::tools {
 
 class Progress {
  public:
-  // `sink` may be null (disabled).
-  explicit Progress(std::FILE* sink);
+  // `sink` may be null (disabled). lines_off_terminal false: silent
+  // unless `sink` is a terminal.
+  explicit Progress(std::FILE* sink, bool lines_off_terminal = true);
   ~Progress();
   Progress(const Progress&) = delete;
   Progress& operator=(const Progress&) = delete;
@@ -30,6 +33,8 @@ class Progress {
   // Starts an item of `estimate_s` (already counted by AddWork).
   void Begin(const std::string& label, double estimate_s);
   void End();
+  // Renames the running item (a step inside it), its estimate unchanged.
+  void Label(const std::string& label);
   // Prints a line above the bar (a phase heading, a verdict).
   void Note(const std::string& line);
   void Finish();
@@ -57,4 +62,4 @@ class Progress {
   std::thread thread_;
 };
 
-}  // namespace ringattn::eval
+}  // namespace ringattn::tools
