@@ -376,6 +376,12 @@ for r in rows:
           f"{f('overlap_efficiency'):9.3f} {f('bwd_overlap_efficiency'):9.3f}")
 PY
   cat "$OUT/ring.txt"
+  # The one performance gate (tools/perf_gate.py) on the same JSONs,
+  # against the H100 baseline of ratios (W=1 has none: a note).
+  python3 "$ROOT/tools/perf_gate.py" --baseline "$ROOT/bench/baselines/h100-cuda-local.json" \
+    --allow-missing "$OUT"/ring_w*_causal_*.json >"$OUT/perf_gate.txt" 2>&1 ||
+    log "perf gate rc=$? (see perf_gate.txt)"
+  cat "$OUT/perf_gate.txt"
 fi
 
 # ---------------------------------------------------------------- timing

@@ -14,7 +14,8 @@
 #   4. for the same N: ringattn-bench --backend cuda --comm nccl under
 #      mpirun with --json, weak scaling (N * SEQ_PER_GPU tokens, causal,
 #      zigzag, bf16, H 32, Hkv 8, D 128); fails when fwd_gflops_per_rank is
-#      more than TOLERANCE below the baseline in tools/multigpu_baseline.json
+#      more than TOLERANCE below the baseline in bench/baselines/multigpu-nccl.json
+#      (tools/perf_gate.py, the one gate)
 #      for this GPU and N. Without a baseline entry it prints the figure and
 #      how to record it, and does not fail.
 # Exit status: 0 when every step passed, 1 otherwise; a summary at the end.
@@ -26,7 +27,7 @@
 #   MPIRUN         launcher (default: mpirun); MPIRUN_ARGS extra arguments
 #   SEQ_PER_GPU    bench tokens per GPU (default 16384); BENCH_ARGS extra flags
 #   TOLERANCE      allowed drop below the baseline (default 0.10)
-#   BASELINE       baseline file (default tools/multigpu_baseline.json)
+#   BASELINE       baseline file (default bench/baselines/multigpu-nccl.json)
 #   RECORD=1       write this run's figures into the baseline file instead
 #                  of comparing (commit the file afterwards)
 #   LOG_DIR        logs (default $BUILD/multigpu-logs)
@@ -40,7 +41,7 @@ JOBS="${JOBS:-$(nproc)}"
 MPIRUN="${MPIRUN:-mpirun}"
 SEQ_PER_GPU="${SEQ_PER_GPU:-16384}"
 TOLERANCE="${TOLERANCE:-0.10}"
-BASELINE="${BASELINE:-$ROOT/tools/multigpu_baseline.json}"
+BASELINE="${BASELINE:-$ROOT/bench/baselines/multigpu-nccl.json}"
 LOG_DIR="${LOG_DIR:-$BUILD/multigpu-logs}"
 BENCH_FLAGS=(--backend cuda --comm nccl --dtype bf16 --heads 32 --kv-heads 8 --head-dim 128
              --causal --sharding zigzag --iters 5 --warmup 2 --compare=false)
@@ -158,44 +159,14 @@ done
 
 # ---- 4. throughput against the baseline --------------------------------------------------------
 
-# The comparison, in python3: prints one line; exits 1 on a drop
-# beyond the tolerance, 0 otherwise (also when no baseline exists).
+# The comparison: tools/perf_gate.py, the gate every CI path uses (its
+# table on stdout; exit 1 on a drop beyond the tolerance). A GPU and N
+# without a recorded point are a note; RECORD=1 records them.
 check_baseline() {
-  python3 - "$BASELINE" "$GPU_NAME" "$1" "$2" "$TOLERANCE" "$3" "${RECORD:-0}" <<'PY'
-import json, sys
-path, gpu, n, result, tolerance, flags, record = sys.argv[1:8]
-with open(result) as f:
-    measured = float(json.load(f)["fwd_gflops_per_rank"])
-try:
-    with open(path) as f:
-        base = json.load(f)
-except FileNotFoundError:
-    base = {}
-base.setdefault("bench_flags", flags)
-table = base.setdefault("fwd_gflops_per_rank", {})
-if record == "1":
-    table.setdefault(gpu, {})[n] = round(measured, 1)
-    base["bench_flags"] = flags
-    with open(path, "w") as f:
-        json.dump(base, f, indent=2, sort_keys=True)
-        f.write("\n")
-    print(f"recorded {gpu}, {n} GPUs: {measured:.1f} GFLOP/s per GPU into {path}")
-    sys.exit(0)
-if base["bench_flags"] != flags:
-    print(f"{measured:.1f} GFLOP/s per GPU; the baseline was recorded with other bench flags "
-          f"({base['bench_flags']!r}), not compared")
-    sys.exit(0)
-ref = table.get(gpu, {}).get(n)
-if ref is None:
-    print(f"{measured:.1f} GFLOP/s per GPU; no baseline for {gpu!r} with {n} GPUs: "
-          f"record it with RECORD=1 tools/multigpu_ci.sh (or add \"{n}\": {measured:.1f} "
-          f"under \"{gpu}\" in {path})")
-    sys.exit(0)
-ratio = measured / ref
-verdict = "ok" if ratio >= 1 - float(tolerance) else "DROP"
-print(f"{measured:.1f} GFLOP/s per GPU, baseline {ref:.1f} ({ratio:.3f}x, {verdict})")
-sys.exit(0 if verdict == "ok" else 1)
-PY
+  local args=("$2" --baseline "$BASELINE" --tolerance "$TOLERANCE" --context "gpu=$GPU_NAME"
+              --allow-missing)
+  [[ "${RECORD:-0}" == 1 ]] && args+=(--record --record-keys ranks,seq_len)
+  python3 "$ROOT/tools/perf_gate.py" "${args[@]}"
 }
 
 for n in "${SIZES[@]}"; do
@@ -205,14 +176,16 @@ for n in "${SIZES[@]}"; do
   rm -f "$json"
   if timeout 1200 "${LAUNCH[@]}" -np "$n" "$BENCH" "${BENCH_FLAGS[@]}" --seq "$seq" \
        --json "$json" >"$log" 2>&1 && [[ -s "$json" ]]; then
-    if verdict="$(check_baseline "$n" "$json" "--seq N*$SEQ_PER_GPU ${BENCH_FLAGS[*]}")"; then
-      if [[ "$verdict" == *"no baseline"* || "$verdict" == *"not compared"* ]]; then
-        note "bench, $n GPUs (S=$seq): $verdict"
+    if verdict="$(check_baseline "$n" "$json")"; then
+      echo "$verdict"
+      if [[ "$verdict" == *"no baseline point"* || "$verdict" == *"recorded"* ]]; then
+        note "bench, $n GPUs (S=$seq): ${verdict##*$'\n'}"
       else
-        pass "bench, $n GPUs (S=$seq): $verdict"
+        pass "bench, $n GPUs (S=$seq): ${verdict##*$'\n'}"
       fi
     else
-      fail "bench, $n GPUs (S=$seq): $verdict"
+      echo "$verdict"
+      fail "bench, $n GPUs (S=$seq): ${verdict##*$'\n'}"
     fi
   else
     tail -n 20 "$log"

@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""tools/perf_gate.py on synthetic bench results: a pass, a regression in
+each direction, a figure it must not judge (an absolute one on a shared
+machine), a point or metric the baseline lacks, --record, and a sweep's
+array matched point by point. Usage: perf_gate_test.py tools/perf_gate.py"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+GATE = sys.argv[1]
+failures = 0
+
+
+def point(ranks, speedup, overlap, fwd_bytes, steps=2, gflops=100.0):
+    return {"seq_len": 4096, "ranks": ranks, "speedup_vs_1_rank": speedup,
+            "overlap_efficiency": overlap, "fwd_bytes_sent_per_rank": fwd_bytes,
+            "ring_steps": steps, "fwd_gflops_per_rank": gflops, "sweep": {"ranks": str(ranks)}}
+
+
+def gate(tmp, result, baseline, *args):
+    rp, bp = os.path.join(tmp, "r.json"), os.path.join(tmp, "b.json")
+    with open(rp, "w") as f:
+        json.dump(result, f)
+    with open(bp, "w") as f:
+        json.dump(baseline, f)
+    r = subprocess.run([sys.executable, GATE, rp, "--baseline", bp, *args],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    with open(bp) as f:
+        return r.returncode, r.stdout, json.load(f)
+
+
+def expect(what, cond, out=""):
+    global failures
+    print(("ok   " if cond else "FAIL ") + what)
+    if not cond:
+        failures += 1
+        print(out)
+
+
+BASE = {"machine": "test", "tolerance": 0.1, "tolerances": {"fwd_bytes_per_step": 0},
+        "points": [{"where": {"ranks": 2}, "expect": {"speedup_vs_1_rank": 1.8,
+                                                      "overlap_efficiency": 0.95,
+                                                      "fwd_bytes_per_step": 1000}},
+                   {"where": {"ranks": 4}, "expect": {"speedup_vs_1_rank": 1.7}}]}
+
+with tempfile.TemporaryDirectory() as tmp:
+    code, out, _ = gate(tmp, [point(2, 1.75, 0.97, 1000), point(4, 1.9, 0.9, 3000, 4)], BASE)
+    expect("within tolerance passes (a sweep's array, point by point)", code == 0 and "PASS" in out, out)
+    code, out, _ = gate(tmp, point(2, 1.5, 0.97, 1000), BASE)
+    expect("a speedup 17% lower fails with a table", code == 1 and "REGRESSION" in out
+           and "speedup_vs_1_rank" in out and "-16.7%" in out, out)
+    code, out, _ = gate(tmp, point(2, 1.8, 0.95, 2000, 3), BASE)
+    expect("bytes per ring step: 1000, exact, passes", code == 0, out)
+    code, out, _ = gate(tmp, point(2, 1.8, 0.95, 2002, 3), BASE)
+    expect("one byte more per step fails (tolerance 0, lower is better)", code == 1, out)
+    code, out, _ = gate(tmp, point(2, 2.5, 1.0, 500, 2), BASE)
+    expect("better figures pass", code == 0, out)
+    absolute = {"points": [{"where": {"ranks": 2}, "expect": {"fwd_gflops_per_rank": 90}}]}
+    code, out, _ = gate(tmp, point(2, 1.8, 0.95, 1000), absolute)
+    expect("an absolute figure on a shared machine is refused", code == 2
+           and "dedicated" in out, out)
+    code, out, _ = gate(tmp, point(2, 1.8, 0.95, 1000, gflops=70), {**absolute, "dedicated": True})
+    expect("... and judged on a dedicated runner", code == 1 and "REGRESSION" in out, out)
+    code, out, _ = gate(tmp, point(8, 1.8, 0.95, 1000), BASE)
+    expect("a point the baseline lacks cannot be judged", code == 2 and "no baseline point" in out, out)
+    code, out, _ = gate(tmp, point(8, 1.8, 0.95, 1000), BASE, "--allow-missing")
+    expect("... unless missing points are allowed (a note)", code == 0 and "note:" in out, out)
+    code, out, _ = gate(tmp, {"seq_len": 4096, "ranks": 2}, BASE)
+    expect("a metric the result lacks cannot be judged", code == 2 and "has no" in out, out)
+    code, out, rec = gate(tmp, [point(2, 1.6, 0.9, 4000, 3), point(16, 1.1, 0.8, 10, 2)],
+                          {"points": [{"where": {"ranks": 2}, "expect": {}}]},
+                          "--record", "--context", "gpu=H100")
+    where16 = [p for p in rec["points"] if p["where"].get("ranks") == 16]
+    expect("--record fills the matching point and adds the others",
+           code == 0 and rec["points"][0]["expect"]["speedup_vs_1_rank"] == 1.6
+           and rec["points"][0]["expect"]["fwd_bytes_per_step"] == 2000.0
+           and len(where16) == 1 and where16[0]["where"]["gpu"] == "H100", json.dumps(rec))
+print(f"{'PASS' if failures == 0 else 'FAIL'}: {failures} failure(s)")
+sys.exit(1 if failures else 0)
