@@ -65,6 +65,11 @@ class Fd {
     if (fd_ >= 0) ::close(fd_);
   }
   int get() const { return fd_; }
+  int Release() {
+    const int fd = fd_;
+    fd_ = -1;
+    return fd;
+  }
   // Closes now, reporting close's error (a late write error on some file systems).
   int Close() {
     int rc = ::close(fd_);
@@ -463,10 +468,15 @@ std::string ShapeToString(const std::vector<int64_t>& shape) {
 
 namespace {
 
-// Reads an array of an accepted dtype: `place(descr, count)` returns where
-// its count elements go (little-endian on disk, native in memory).
-absl::StatusOr<Header> ReadArray(const std::string& path, const Accepted& accepted,
-                                 const std::function<char*(const std::string&, int64_t)>& place) {
+// An array file of an accepted dtype, its header and sizes checked (the
+// data fills the rest of the file exactly), the fd just past the header.
+struct OpenedArray {
+  int fd = -1;  // owned by the caller
+  Header header;
+  int64_t data_offset = 0, count = 0, bytes = 0, item_size = 0;
+};
+
+absl::StatusOr<OpenedArray> OpenArray(const std::string& path, const Accepted& accepted) {
   // O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused
   // below with anything else that is not a regular file. (Reads of a
   // regular file ignore the flag.)
@@ -558,12 +568,28 @@ absl::StatusOr<Header> ReadArray(const std::string& path, const Accepted& accept
                            " bytes after the ", data_offset, "-byte header, file has ", data_size));
   }
 
-  char* bytes = place(descr, sizes->count);
-  const int64_t got = ReadFully(fd.get(), bytes, sizes->bytes);
+  OpenedArray opened;
+  opened.header = *std::move(parsed);
+  opened.data_offset = data_offset;
+  opened.count = sizes->count;
+  opened.bytes = sizes->bytes;
+  opened.item_size = item_size;
+  opened.fd = fd.Release();
+  return opened;
+}
+
+// Reads an array of an accepted dtype: `place(descr, count)` returns where
+// its count elements go (little-endian on disk, native in memory).
+absl::StatusOr<Header> ReadArray(const std::string& path, const Accepted& accepted,
+                                 const std::function<char*(const std::string&, int64_t)>& place) {
+  ASSIGN_OR_RETURN(OpenedArray a, OpenArray(path, accepted));
+  Fd fd(a.fd);
+  char* bytes = place(a.header.descr, a.count);
+  const int64_t got = ReadFully(fd.get(), bytes, a.bytes);
   if (got < 0) return ErrnoError(errno, path, "read error");
-  if (got != sizes->bytes) return PathError(path, "file shrank while reading the data");
-  if constexpr (std::endian::native == std::endian::big) ByteSwap(bytes, sizes->count, item_size);
-  return parsed;
+  if (got != a.bytes) return PathError(path, "file shrank while reading the data");
+  if constexpr (std::endian::native == std::endian::big) ByteSwap(bytes, a.count, a.item_size);
+  return std::move(a.header);
 }
 
 }  // namespace
@@ -634,6 +660,60 @@ absl::StatusOr<int> CreateTemp(const std::string& path, std::string* tmp) {
 
 }  // namespace
 
+absl::StatusOr<NpyFloatFile> NpyFloatFile::Open(const std::string& path) {
+  ASSIGN_OR_RETURN(OpenedArray a, OpenArray(path, kFloat32));
+  NpyFloatFile f;
+  f.fd_ = a.fd;
+  f.path_ = path;
+  f.shape_ = std::move(a.header.shape);
+  f.offset_ = a.data_offset;
+  f.count_ = a.count;
+  return f;
+}
+
+NpyFloatFile::NpyFloatFile(NpyFloatFile&& o) noexcept
+    : fd_(std::exchange(o.fd_, -1)),
+      path_(std::move(o.path_)),
+      shape_(std::move(o.shape_)),
+      offset_(o.offset_),
+      count_(o.count_) {}
+
+NpyFloatFile& NpyFloatFile::operator=(NpyFloatFile&& o) noexcept {
+  if (this != &o) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = std::exchange(o.fd_, -1);
+    path_ = std::move(o.path_);
+    shape_ = std::move(o.shape_);
+    offset_ = o.offset_;
+    count_ = o.count_;
+  }
+  return *this;
+}
+
+NpyFloatFile::~NpyFloatFile() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+absl::Status NpyFloatFile::ReadElements(int64_t first, int64_t count, float* dst) const {
+  if (first < 0 || count < 0 || first > count_ - count) {
+    return PathError(path_, absl::StrCat("elements [", first, ", ", first + count,
+                                         ") are outside the array of ", count_));
+  }
+  char* buf = reinterpret_cast<char*>(dst);
+  const int64_t bytes = count * kItemSize;
+  int64_t done = 0;
+  while (done < bytes) {
+    const ssize_t got = ::pread(fd_, buf + done, static_cast<size_t>(bytes - done),
+                                static_cast<off_t>(offset_ + first * kItemSize + done));
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) return ErrnoError(errno, path_, "read error");
+    if (got == 0) return PathError(path_, "file shrank while reading the data");
+    done += got;
+  }
+  if constexpr (std::endian::native == std::endian::big) ByteSwap(buf, count, kItemSize);
+  return absl::OkStatus();
+}
+
 OutputFiles::~OutputFiles() {
   for (const Staged& f : staged_) ::unlink(f.tmp.c_str());
 }
@@ -680,6 +760,27 @@ absl::Status OutputFiles::AddNpy(const std::string& path, const std::vector<int6
       return true;
     }
     return sizes->bytes == 0 || WriteFully(fd, bytes, sizes->bytes);
+  });
+}
+
+absl::Status OutputFiles::AddNpyFrom(
+    const std::string& path, const std::vector<int64_t>& shape,
+    const std::function<void(int64_t first, int64_t count, float* dst)>& produce) {
+  absl::StatusOr<Sizes> sizes = ComputeSizes(shape, kItemSize);
+  if (!sizes.ok()) return PathError(path, sizes.status().message());
+  const std::string header = MakeHeader(shape);
+  return Stage(path, [&](int fd) {
+    if (!WriteFully(fd, header.data(), static_cast<int64_t>(header.size()))) return false;
+    constexpr int64_t kChunk = 1 << 20;  // elements: a 4 MiB buffer
+    std::vector<float> buf(static_cast<size_t>(std::min(kChunk, sizes->count)));
+    for (int64_t i = 0; i < sizes->count; i += kChunk) {
+      const int64_t n = std::min(kChunk, sizes->count - i);
+      produce(i, n, buf.data());
+      char* bytes = reinterpret_cast<char*>(buf.data());
+      if constexpr (std::endian::native == std::endian::big) ByteSwap(bytes, n, kItemSize);
+      if (!WriteFully(fd, bytes, n * kItemSize)) return false;
+    }
+    return true;
   });
 }
 
@@ -732,6 +833,12 @@ absl::Status WriteNpy(const std::string& path, const std::vector<int64_t>& shape
 
 absl::Status CheckShape(const NpyArray& a, const std::string& path,
                         const std::vector<int64_t>& expected) {
+  return CheckShape(a.shape, path, expected);
+}
+
+absl::Status CheckShape(const std::vector<int64_t>& shape, const std::string& path,
+                        const std::vector<int64_t>& expected) {
+  const NpyArray a{shape, {}};
   bool match = a.shape.size() == expected.size();
   for (size_t i = 0; match && i < expected.size(); ++i) {
     match = expected[i] == -1 || expected[i] == a.shape[i];

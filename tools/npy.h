@@ -29,6 +29,31 @@ struct NpyArray {
 // an array gives InvalidArgument. Messages start with "<path>: ".
 absl::StatusOr<NpyArray> ReadNpy(const std::string& path);
 
+// A '<f4', C-order .npy file opened and checked as ReadNpy checks it
+// (header, sizes, the data filling the file exactly) but not read:
+// ReadElements copies any run of its elements (pread), so that a tool reads
+// each rank's rows straight into the buffers the kernels use, with no copy
+// of the whole array.
+class NpyFloatFile {
+ public:
+  static absl::StatusOr<NpyFloatFile> Open(const std::string& path);
+  NpyFloatFile(NpyFloatFile&& other) noexcept;
+  NpyFloatFile& operator=(NpyFloatFile&& other) noexcept;
+  ~NpyFloatFile();
+
+  const std::vector<int64_t>& shape() const { return shape_; }
+  const std::string& path() const { return path_; }
+  // Elements [first, first + count) in C order into dst.
+  absl::Status ReadElements(int64_t first, int64_t count, float* dst) const;
+
+ private:
+  NpyFloatFile() = default;
+  int fd_ = -1;
+  std::string path_;
+  std::vector<int64_t> shape_;
+  int64_t offset_ = 0, count_ = 0;
+};
+
 // An integer array ('<i4' or '<i8', C order; e.g. cu_seqlens), widened to
 // int64. The same checks and messages as ReadNpy.
 struct NpyIntArray {
@@ -67,6 +92,10 @@ class OutputFiles {
 
   absl::Status AddNpy(const std::string& path, const std::vector<int64_t>& shape,
                       const float* data);
+  // The same file as AddNpy, its elements produced in C-order chunks by
+  // produce(first, count, dst): no whole-array buffer is needed.
+  absl::Status AddNpyFrom(const std::string& path, const std::vector<int64_t>& shape,
+                          const std::function<void(int64_t first, int64_t count, float* dst)>& produce);
   absl::Status AddText(const std::string& path, absl::string_view text);
   absl::Status Commit(const std::vector<std::string>& stale = {});
 
@@ -94,6 +123,8 @@ std::string ShapeToString(const std::vector<int64_t>& shape);
 // InvalidArgument naming `path` with the expected and actual shapes unless
 // `a.shape` matches `expected`, where -1 matches any size of that dimension.
 absl::Status CheckShape(const NpyArray& a, const std::string& path,
+                        const std::vector<int64_t>& expected);
+absl::Status CheckShape(const std::vector<int64_t>& shape, const std::string& path,
                         const std::vector<int64_t>& expected);
 
 }  // namespace ringattn::tools

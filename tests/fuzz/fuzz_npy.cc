@@ -1,12 +1,14 @@
 // libFuzzer target: the .npy reader (tools/npy.h) on arbitrary bytes. It
 // must refuse or read, never crash, hang or allocate what the file cannot
 // hold; what it reads must write back and read again identically. The
-// integer reader (ReadNpyInt) gets the same bytes.
+// integer reader (ReadNpyInt) and the row reader (NpyFloatFile) get the same bytes.
 #include <unistd.h>
 
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <string>
+#include <vector>
 
 #include "tools/npy.h"
 
@@ -24,6 +26,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (static_cast<int64_t>(ints->data.size()) != count) __builtin_trap();
   }
   auto a = ringattn::tools::ReadNpy(path);
+  // The file opener ringattn-run reads rows with agrees with ReadNpy: the
+  // same verdict, and the same elements through ReadElements.
+  auto rows = ringattn::tools::NpyFloatFile::Open(path);
+  if (rows.ok() != a.ok()) __builtin_trap();
+  if (rows.ok()) {
+    if (rows->shape() != a->shape) __builtin_trap();
+    std::vector<float> all(a->data.size());
+    if (!rows->ReadElements(0, static_cast<int64_t>(all.size()), all.data()).ok()) __builtin_trap();
+    if (std::memcmp(all.data(), a->data.data(), all.size() * sizeof(float)) != 0) __builtin_trap();
+    if (rows->ReadElements(1, static_cast<int64_t>(all.size()), all.data()).ok()) __builtin_trap();
+  }
   if (a.ok()) {
     if (!ringattn::tools::WriteNpy(path, a->shape, a->data.data()).ok()) __builtin_trap();
     auto b = ringattn::tools::ReadNpy(path);

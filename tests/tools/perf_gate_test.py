@@ -77,5 +77,22 @@ with tempfile.TemporaryDirectory() as tmp:
            code == 0 and rec["points"][0]["expect"]["speedup_vs_1_rank"] == 1.6
            and rec["points"][0]["expect"]["fwd_bytes_per_step"] == 2000.0
            and len(where16) == 1 and where16[0]["where"]["gpu"] == "H100", json.dumps(rec))
+    # The CI baseline itself: its own figures pass; the same with one ratio
+    # planted 20% worse fails.
+    ci_path = os.path.join(os.path.dirname(os.path.abspath(GATE)), "..", "bench", "baselines",
+                           "cpu-2core.json")
+    with open(ci_path) as f:
+        ci = json.load(f)
+    own = []
+    for bp in ci["points"]:
+        r = {**bp["where"], **bp["expect"], "ring_steps": 2}
+        r["fwd_bytes_sent_per_rank"] = r.pop("fwd_bytes_per_step")
+        r["bwd_bytes_sent_per_rank"] = r.pop("bwd_bytes_per_step")
+        own.append(r)
+    code, out, _ = gate(tmp, own, ci)
+    expect("the CI baseline's own figures pass it", code == 0, out)
+    own[0]["speedup_vs_1_rank"] *= 0.8
+    code, out, _ = gate(tmp, own, ci)
+    expect("a speedup planted 20% worse fails it", code == 1 and "REGRESSION" in out, out)
 print(f"{'PASS' if failures == 0 else 'FAIL'}: {failures} failure(s)")
 sys.exit(1 if failures else 0)

@@ -105,6 +105,18 @@ TEST_F(RunToolTest, MatchesReferenceOnOneAndManyRanks) {
                                  "--ranks 2 --sharding contiguous"});
 }
 
+// --timing: the attention calls' time against the whole run's, both
+// measured in that run (docs/PERF.md has the figures of a large problem).
+TEST_F(RunToolTest, TimingReportsTheKernelsShareOfTheRun) {
+  const Exec e = RunTool(Args("q.npy", "--timing --ranks 2"));
+  ASSERT_EQ(e.code, 0) << e.output;
+  EXPECT_NE(e.output.find("ringattn-run: attention calls "), std::string::npos) << e.output;
+  EXPECT_NE(e.output.find(", backward "), std::string::npos) << e.output;
+  EXPECT_NE(e.output.find(" of the time in the kernels"), std::string::npos) << e.output;
+  const Exec quiet = RunTool(Args("q.npy"));
+  EXPECT_EQ(quiet.output.find("attention calls"), std::string::npos) << quiet.output;
+}
+
 TEST_F(RunToolTest, Bf16IsWithinBf16Tolerance) {
   const Exec e = RunTool(Args("q.npy", "--dtype bf16"));
   ASSERT_EQ(e.code, 0) << e.output;
