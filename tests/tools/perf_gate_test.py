@@ -94,5 +94,43 @@ with tempfile.TemporaryDirectory() as tmp:
     own[0]["speedup_vs_1_rank"] *= 0.8
     code, out, _ = gate(tmp, own, ci)
     expect("a speedup planted 20% worse fails it", code == 1 and "REGRESSION" in out, out)
+    # --run --retries: each figure judged by its best run. A fake bench
+    # answers run after run from a list; its args come from the baseline.
+    def fake_bench(answers):
+        script = os.path.join(tmp, "bench.py")
+        with open(os.path.join(tmp, "answers.json"), "w") as f:
+            json.dump(answers, f)
+        with open(script, "w") as f:
+            f.write(f"""#!{sys.executable}
+import json, os, sys
+state = {os.path.join(tmp, "count")!r}
+n = int(open(state).read()) if os.path.exists(state) else 0
+open(state, "w").write(str(n + 1))
+answers = json.load(open({os.path.join(tmp, "answers.json")!r}))
+json.dump(answers[min(n, len(answers) - 1)], open(sys.argv[sys.argv.index("--json") + 1], "w"))
+""")
+        os.chmod(script, 0o755)
+        if os.path.exists(os.path.join(tmp, "count")):
+            os.remove(os.path.join(tmp, "count"))
+        return script
+
+    def run_gate(answers, retries):
+        bp = os.path.join(tmp, "b.json")
+        with open(bp, "w") as f:
+            json.dump({**BASE, "bench_args": ["--x", "1"]}, f)
+        r = subprocess.run([sys.executable, GATE, "--baseline", bp, "--run", fake_bench(answers),
+                            "--retries", str(retries)],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        return r.returncode, r.stdout
+
+    noisy = [point(2, 1.5, 0.97, 1000), point(2, 1.8, 0.7, 1000)]  # a different figure low each time
+    code, out = run_gate(noisy, 1)
+    expect("noise in different figures across runs passes (each figure's best run)",
+           code == 0 and "best of 2 runs" in out, out)
+    code, out = run_gate(noisy, 0)
+    expect("... and fails with one run", code == 1, out)
+    code, out = run_gate([point(2, 1.5, 0.97, 1000), point(2, 1.52, 0.97, 1000),
+                          point(2, 1.49, 0.97, 1000)], 2)
+    expect("a figure low in every run fails", code == 1 and "best of 3 runs" in out, out)
 print(f"{'PASS' if failures == 0 else 'FAIL'}: {failures} failure(s)")
 sys.exit(1 if failures else 0)
