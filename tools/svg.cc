@@ -52,7 +52,7 @@ std::string CompactNumber(double v, bool binary) {
   if (u == 0 && a < 1) {
     num = absl::StrFormat("%.3g", a);
   } else {
-    num = absl::StrFormat(x >= 100 || x == std::floor(x) ? "%.0f" : "%.3g", x);
+    num = x >= 100 || x == std::floor(x) ? absl::StrFormat("%.0f", x) : absl::StrFormat("%.3g", x);
   }
   return absl::StrCat(v < 0 ? "-" : "", num, suffix[u]);
 }
