@@ -15,12 +15,21 @@ for target in npy message text docs; do
   work=$(mktemp -d)
   cp tests/fuzz/corpus/$target/* "$work"/
   echo "== fuzz_$target: ${seconds} s"
+  log="$work.log"
+  status=0
   (cd build-fuzz && ./tests/fuzz/fuzz_$target -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
-      -print_final_stats=1 "$work" 2>&1 | grep -E "^(#[0-9]+.*DONE|stat::number_of_executed_units|==|SUMMARY|INFO: seed corpus)" || true)
+      -print_final_stats=1 "$work" >"$log" 2>&1) || status=$?
+  grep -E "^(#[0-9]+.*DONE|stat::number_of_executed_units|==|SUMMARY|INFO: seed corpus)" "$log" || true
   rm -rf "$work"
-  if ls build-fuzz/crash-* build-fuzz/leak-* build-fuzz/timeout-* >/dev/null 2>&1; then
-    echo "fuzz_$target: found a failing input (build-fuzz/crash-*, leak-* or timeout-*)" >&2
+  # A failure is the fuzzer's exit status, a sanitizer's report (UBSan can
+  # stop the run without libFuzzer writing a crash file), or a crash file.
+  if ((status != 0)) || grep -q "^SUMMARY: " "$log" ||
+     ls build-fuzz/crash-* build-fuzz/leak-* build-fuzz/timeout-* >/dev/null 2>&1; then
+    grep -E -A30 "runtime error|ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer)" "$log" | head -60 >&2 || true
+    echo "fuzz_$target: failed (exit status $status; build-fuzz/crash-*, leak-* or timeout-* hold any input)" >&2
+    rm -f "$log"
     exit 1
   fi
+  rm -f "$log"
 done
 echo "fuzz: every target ran ${seconds} s without a failure"
