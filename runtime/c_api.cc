@@ -4,6 +4,7 @@
 #include "ringattn/ringattn_c.h"
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <exception>
 #include <memory>
@@ -109,6 +110,17 @@ absl::StatusOr<TensorView> View(const DLTensor* t, const char* what) {
     compact *= t->shape[d];
   }
   return v;
+}
+
+// N DLTensors as TensorViews, in order; the first bad one names itself.
+template <size_t N>
+absl::StatusOr<std::array<TensorView, N>> Views(const std::array<const DLTensor*, N>& tensors,
+                                               const std::array<const char*, N>& names) {
+  std::array<TensorView, N> views;
+  for (size_t i = 0; i < N; ++i) {
+    ASSIGN_OR_RETURN(views[i], View(tensors[i], names[i]));
+  }
+  return views;
 }
 
 absl::StatusOr<RingOptions> ToOptions(const ringattn_options* o, ringattn_ring* h) {
@@ -287,12 +299,8 @@ ringattn_status ringattn_ring_forward(ringattn_ring* ring, const DLTensor* q, co
   return Guard([&]() -> ringattn_status {
     if (ring == nullptr) return Null("ring");
     const absl::Status s = [&]() -> absl::Status {
-      ASSIGN_OR_RETURN(const TensorView qv, View(q, "q"));
-      ASSIGN_OR_RETURN(const TensorView kv, View(k, "k"));
-      ASSIGN_OR_RETURN(const TensorView vv, View(v, "v"));
-      ASSIGN_OR_RETURN(const TensorView ov, View(out, "out"));
-      ASSIGN_OR_RETURN(const TensorView lv, View(lse, "lse"));
-      return ring->ring->Forward(qv, kv, vv, ov, lv);
+      ASSIGN_OR_RETURN(const auto t, Views<5>({q, k, v, out, lse}, {"q", "k", "v", "out", "lse"}));
+      return ring->ring->Forward(t[0], t[1], t[2], t[3], t[4]);
     }();
     return Fail(s);
   });
@@ -306,16 +314,10 @@ ringattn_status ringattn_ring_backward(ringattn_ring* ring, const DLTensor* q, c
   return Guard([&]() -> ringattn_status {
     if (ring == nullptr) return Null("ring");
     const absl::Status s = [&]() -> absl::Status {
-      ASSIGN_OR_RETURN(const TensorView qv, View(q, "q"));
-      ASSIGN_OR_RETURN(const TensorView kv, View(k, "k"));
-      ASSIGN_OR_RETURN(const TensorView vv, View(v, "v"));
-      ASSIGN_OR_RETURN(const TensorView ov, View(out, "out"));
-      ASSIGN_OR_RETURN(const TensorView lv, View(lse, "lse"));
-      ASSIGN_OR_RETURN(const TensorView dov, View(dout, "dout"));
-      ASSIGN_OR_RETURN(const TensorView dqv, View(dq, "dq"));
-      ASSIGN_OR_RETURN(const TensorView dkv, View(dk, "dk"));
-      ASSIGN_OR_RETURN(const TensorView dvv, View(dv, "dv"));
-      return ring->ring->Backward(qv, kv, vv, ov, lv, dov, dqv, dkv, dvv);
+      ASSIGN_OR_RETURN(const auto t,
+                       Views<9>({q, k, v, out, lse, dout, dq, dk, dv},
+                                {"q", "k", "v", "out", "lse", "dout", "dq", "dk", "dv"}));
+      return ring->ring->Backward(t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8]);
     }();
     return Fail(s);
   });

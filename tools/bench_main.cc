@@ -903,14 +903,21 @@ std::vector<std::pair<std::string, std::string>> SweepCharts(const std::vector<A
     return v.is_number() ? v.get<double>() : std::numeric_limits<double>::quiet_NaN();
   };
   // Lines over axis `x`: points grouped by the other axes' values.
+  // A point's line: its values of the axes other than x ("ranks=2 dtype=bf16").
+  auto group_of = [&](const Json& r, const std::string& x) {
+    std::string g;
+    for (const Axis& a : axes) {
+      if (a.flag != x) {
+        absl::StrAppend(&g, g.empty() ? "" : " ", a.flag, "=", r["sweep"][a.flag].get<std::string>());
+      }
+    }
+    return g;
+  };
   auto lines = [&](const std::string& x, const std::vector<std::pair<std::string, std::string>>& ys) {
     std::vector<Series> out;
     std::vector<std::string> groups;
     for (const Json& r : results) {
-      std::string g;
-      for (const Axis& a : axes) {
-        if (a.flag != x) absl::StrAppend(&g, g.empty() ? "" : " ", a.flag, "=", r["sweep"][a.flag].get<std::string>());
-      }
+      const std::string g = group_of(r, x);
       if (std::find(groups.begin(), groups.end(), g) == groups.end()) groups.push_back(g);
     }
     for (const auto& [key, what] : ys) {
@@ -919,12 +926,8 @@ std::vector<std::pair<std::string, std::string>> SweepCharts(const std::vector<A
         s.name = absl::StrCat(what, g.empty() ? "" : ", ", g);
         s.dashed = key.rfind("bwd", 0) == 0;
         for (const Json& r : results) {
-          std::string mine;
-          for (const Axis& a : axes) {
-            if (a.flag != x) absl::StrAppend(&mine, mine.empty() ? "" : " ", a.flag, "=", r["sweep"][a.flag].get<std::string>());
-          }
           double xv = 0;
-          if (mine != g || !absl::SimpleAtod(r["sweep"][x].get<std::string>(), &xv)) continue;
+          if (group_of(r, x) != g || !absl::SimpleAtod(r["sweep"][x].get<std::string>(), &xv)) continue;
           double yv = number(r[key]);
           // One rank against itself: a speedup of 1 by definition (null in the JSON).
           if (x == "ranks" && xv == 1 && key.find("speedup") != std::string::npos) yv = 1;

@@ -130,13 +130,14 @@ Grads Backward(const Problem& pr, const std::vector<float>& out, std::vector<flo
   return g;
 }
 
-void CheckCase(const Case& c, DType out_dtype) {
-  const Problem pr = testing::MakeProblem(c, 1234);
-  std::vector<double> out_ref, lse_ref;
-  ReferenceForward(pr.ref, pr.q.data(), pr.k.data(), pr.v.data(), &out_ref, &lse_ref);
+// A forward's outputs (out held to the bound of dtype `t`) against the
+// float64 reference, which it returns; NaN left anywhere fails.
+void CheckForward(const Problem& pr, const Outputs& r, DType t, std::vector<double>* out_ref,
+                  std::vector<double>* lse_ref) {
+  const Case& c = pr.c;
+  ReferenceForward(pr.ref, pr.q.data(), pr.k.data(), pr.v.data(), out_ref, lse_ref);
   std::vector<float> out_naive, lse_naive;
   testing::NaiveForward(pr, &out_naive, &lse_naive);
-  const Outputs r = Forward(pr, out_dtype);
   bool unwritten = false;
   for (float x : r.out) unwritten = unwritten || std::isnan(x);
   for (float x : r.lse) unwritten = unwritten || std::isnan(x);
@@ -144,11 +145,17 @@ void CheckCase(const Case& c, DType out_dtype) {
     std::printf("FAIL NaN or unwritten output: %s\n", c.Name().c_str());
     ++failures;
   }
-  const DType t = out_dtype == DType::kFloat32 ? c.dtype : out_dtype;
-  Report("out", c, testing::MaxError(r.out, out_ref),
-         testing::Tolerance(testing::MaxError(out_naive, out_ref), t));
-  Report("lse", c, testing::MaxError(r.lse, lse_ref),
-         testing::Tolerance(testing::MaxError(lse_naive, lse_ref), DType::kFloat32));
+  Report("out", c, testing::MaxError(r.out, *out_ref),
+         testing::Tolerance(testing::MaxError(out_naive, *out_ref), t));
+  Report("lse", c, testing::MaxError(r.lse, *lse_ref),
+         testing::Tolerance(testing::MaxError(lse_naive, *lse_ref), DType::kFloat32));
+}
+
+void CheckCase(const Case& c, DType out_dtype) {
+  const Problem pr = testing::MakeProblem(c, 1234);
+  std::vector<double> out_ref, lse_ref;
+  CheckForward(pr, Forward(pr, out_dtype), out_dtype == DType::kFloat32 ? c.dtype : out_dtype,
+               &out_ref, &lse_ref);
 
   std::vector<double> dq_ref, dk_ref, dv_ref;
   ReferenceBackward(pr.ref, pr.q.data(), pr.k.data(), pr.v.data(), pr.dout.data(), &dq_ref, &dk_ref,
@@ -226,20 +233,7 @@ void CheckSinkMerge() {
     for (int64_t h = 0; h < H; ++h)
       for (int64_t i = 0; i < S; ++i) r.lse.push_back(lse[h * lse_h + i]);
     std::vector<double> out_ref, lse_ref;
-    ReferenceForward(pr.ref, pr.q.data(), pr.k.data(), pr.v.data(), &out_ref, &lse_ref);
-    std::vector<float> out_naive, lse_naive;
-    testing::NaiveForward(pr, &out_naive, &lse_naive);
-    bool unwritten = false;
-    for (float x : r.out) unwritten = unwritten || std::isnan(x);
-    for (float x : r.lse) unwritten = unwritten || std::isnan(x);
-    if (unwritten) {
-      std::printf("FAIL NaN or unwritten output: %s\n", c.Name().c_str());
-      ++failures;
-    }
-    Report("out", c, testing::MaxError(r.out, out_ref),
-           testing::Tolerance(testing::MaxError(out_naive, out_ref), c.dtype));
-    Report("lse", c, testing::MaxError(r.lse, lse_ref),
-           testing::Tolerance(testing::MaxError(lse_naive, lse_ref), DType::kFloat32));
+    CheckForward(pr, r, c.dtype, &out_ref, &lse_ref);
   }
 }
 
