@@ -21,6 +21,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 
 namespace ringattn::comm {
 
@@ -165,6 +166,39 @@ class Communicator {
 
   // Payload bytes this rank has sent so far (headers excluded).
   virtual int64_t BytesSent() const = 0;
+
+  // Collectives (comm/collectives.cc). Blocking, and built on SendRecv, so
+  // every backend has them with SendRecv's rules: each message carries a
+  // header (`step`, `kind`, its byte count as the shape) that the receiver
+  // checks before a byte lands; every wait shares one deadline, `timeout`
+  // from the call (DeadlineExceeded naming the peer and the step); a
+  // failure aborts this communicator (so no request outlives the call and
+  // every peer fails promptly) and is returned. Buffers are this
+  // communicator's message memory (host, or the device for cuda-local and
+  // nccl). The exchange is pairwise: round i = 0..W-1 sends to rank + i and
+  // receives from rank - i (round 0: to itself), every round posted at
+  // once, so that in-order backends (nccl) match round by round.
+  //
+  // AllToAll: send[j] (send_bytes[j] bytes) goes to rank j; recv[j]
+  // (recv_bytes[j] bytes: what rank j sends here) comes from rank j. Sizes
+  // may differ per pair and be zero. Spans have Size() entries.
+  virtual absl::Status AllToAll(absl::Span<const void* const> send,
+                                absl::Span<const int64_t> send_bytes,
+                                absl::Span<void* const> recv, absl::Span<const int64_t> recv_bytes,
+                                int step, int kind, absl::Duration timeout);
+  // AllGather: this rank's `send` (send_bytes) into recv[rank] of every
+  // rank; recv[j] receives recv_bytes[j] bytes from rank j (sizes may differ).
+  virtual absl::Status AllGather(const void* send, int64_t send_bytes,
+                                 absl::Span<void* const> recv, absl::Span<const int64_t> recv_bytes,
+                                 int step, int kind, absl::Duration timeout);
+  // Sub-communicators, without communication: `colors` holds one color per
+  // rank (the same vector on every rank -- the caller derives it from
+  // options all ranks share); this rank's communicator holds the ranks of
+  // its color, in rank order, and sends through this one, which must
+  // outlive it. Its Abort aborts this communicator; its Barrier and
+  // collectives involve its members only. InvalidArgument naming `colors`
+  // for a wrong length or a negative color.
+  absl::StatusOr<std::unique_ptr<Communicator>> Split(absl::Span<const int> colors);
 };
 
 // Default timeout for waits on peers: RINGATTN_TIMEOUT_MS when set (a

@@ -798,5 +798,149 @@ TEST_P(CommConformanceTest, DestroyingTimedOutRequestIsSafe) {
   });
 }
 
+// ---- Collectives (AllToAll, AllGather, Split) --------------------------
+
+// Bytes rank a sends rank b in the collective tests: uneven, zero for some
+// pairs (self included at times).
+int64_t PairBytes(int a, int b) { return (a * 7 + b * 3) % 5 == 0 ? 0 : 97 * (a + 1) + 31 * b; }
+
+// AllToAll with PairBytes on `c`, checked bitwise with guards.
+void CheckAllToAll(CommWorld& world, Communicator& c, uint64_t salt, int step) {
+  const int w = c.Size(), r = c.Rank();
+  std::vector<std::unique_ptr<Buffer>> send, recv;
+  std::vector<const void*> sp;
+  std::vector<void*> rp;
+  std::vector<int64_t> sb, rb;
+  for (int j = 0; j < w; ++j) {
+    sb.push_back(PairBytes(r, j));
+    rb.push_back(PairBytes(j, r));
+    send.push_back(std::make_unique<Buffer>(world, c, sb[j] + kGuard));
+    recv.push_back(std::make_unique<Buffer>(world, c, rb[j] + kGuard));
+    send[j]->Write(Payload(salt, r, j, sb[j]));
+    recv[j]->Fill(kPoison);
+    sp.push_back(send[j]->data());
+    rp.push_back(recv[j]->data());
+  }
+  ASSERT_TRUE(IsOk(c.AllToAll(sp, sb, rp, rb, step, 5, kWait)));
+  for (int j = 0; j < w; ++j) {
+    SCOPED_TRACE(absl::StrCat("rank ", r, " from ", j));
+    EXPECT_TRUE(SameBytes(recv[j]->Read(0, rb[j]), Payload(salt, j, r, rb[j])));
+    EXPECT_TRUE(SameBytes(recv[j]->Read(rb[j]), Poison(kGuard))) << "bytes past the message";
+    EXPECT_TRUE(SameBytes(send[j]->Read(0, sb[j]), Payload(salt, r, j, sb[j])));
+  }
+}
+
+TEST_P(CommConformanceTest, AllToAllUnevenSizes) {
+  RunWorld(kWait, [&](Communicator& c) {
+    for (int step = 0; step < 3; ++step) CheckAllToAll(world(), c, 40 + step, step);
+    // Counted as sent: every pair's bytes (its own included, as SendRecv).
+    int64_t sent = 0;
+    for (int j = 0; j < c.Size(); ++j) sent += 3 * PairBytes(c.Rank(), j);
+    EXPECT_EQ(c.BytesSent(), sent);
+  });
+}
+
+TEST_P(CommConformanceTest, AllGatherUnevenSizes) {
+  RunWorld(kWait, [&](Communicator& c) {
+    const int w = c.Size(), r = c.Rank();
+    auto bytes = [](int o) { return o % 3 == 1 ? int64_t{0} : int64_t{4096} * o + 13; };
+    Buffer send(world(), c, bytes(r) + kGuard);
+    send.Write(Payload(50, r, 0, bytes(r)));
+    std::vector<std::unique_ptr<Buffer>> recv;
+    std::vector<void*> rp;
+    std::vector<int64_t> rb;
+    for (int j = 0; j < w; ++j) {
+      rb.push_back(bytes(j));
+      recv.push_back(std::make_unique<Buffer>(world(), c, rb[j] + kGuard));
+      recv[j]->Fill(kPoison);
+      rp.push_back(recv[j]->data());
+    }
+    ASSERT_TRUE(IsOk(c.AllGather(send.data(), bytes(r), rp, rb, 1, 6, kWait)));
+    for (int j = 0; j < w; ++j) {
+      EXPECT_TRUE(SameBytes(recv[j]->Read(0, rb[j]), Payload(50, j, 0, rb[j])));
+      EXPECT_TRUE(SameBytes(recv[j]->Read(rb[j]), Poison(kGuard)));
+    }
+  });
+}
+
+TEST_P(CommConformanceTest, CollectiveArgumentsAreRefusedBeforeAnythingIsPosted) {
+  RunWorld(kWait, [&](Communicator& c) {
+    const int w = c.Size();
+    std::vector<const void*> sp(w, nullptr);
+    std::vector<void*> rp(w, nullptr);
+    std::vector<int64_t> zeros(w, 0), short_sizes(w + 1, 0), negative(w, 0), big(w, 0);
+    negative[0] = -1;
+    big[w - 1] = 8;  // with a null buffer
+    absl::Status s = c.AllToAll(sp, short_sizes, rp, zeros, 0, 0, kWait);
+    EXPECT_TRUE(HasCode(s, absl::StatusCode::kInvalidArgument));
+    EXPECT_TRUE(Mentions(s, "send_bytes"));
+    s = c.AllToAll(sp, negative, rp, zeros, 0, 0, kWait);
+    EXPECT_TRUE(Mentions(s, "send_bytes[0]"));
+    s = c.AllToAll(sp, zeros, rp, big, 0, 0, kWait);
+    EXPECT_TRUE(Mentions(s, absl::StrCat("recv[", w - 1, "]")));
+    s = c.AllGather(nullptr, 0, rp, short_sizes, 0, 0, kWait);
+    EXPECT_TRUE(Mentions(s, "recv_bytes"));
+    const std::vector<int> bad_colors(w, -1);
+    EXPECT_TRUE(Mentions(c.Split(bad_colors).status(), "colors[0]"));
+    EXPECT_TRUE(Mentions(c.Split(std::vector<int>(w + 1, 0)).status(), "colors"));
+    EXPECT_EQ(c.BytesSent(), 0);  // nothing was posted
+    // The world still works.
+    EXPECT_TRUE(IsOk(c.Barrier(kWait)));
+  });
+}
+
+TEST_P(CommConformanceTest, SplitGroupsRunCollectivesAndRingsIndependently) {
+  RunWorld(kWait, [&](Communicator& c) {
+    const int w = c.Size(), r = c.Rank();
+    // Two interleaved groups (even and odd ranks), as a hybrid's rings, and
+    // contiguous pairs, as its Ulysses groups.
+    for (int scheme = 0; scheme < 2; ++scheme) {
+      std::vector<int> colors(w);
+      for (int j = 0; j < w; ++j) colors[j] = scheme == 0 ? j % 2 : j / 2;
+      absl::StatusOr<std::unique_ptr<Communicator>> sub = c.Split(colors);
+      ASSERT_TRUE(IsOk(sub.status()));
+      Communicator& g = **sub;
+      int members = 0, below = 0;
+      for (int j = 0; j < w; ++j) {
+        members += colors[j] == colors[r];
+        below += colors[j] == colors[r] && j < r;
+      }
+      EXPECT_EQ(g.Size(), members);
+      EXPECT_EQ(g.Rank(), below);
+      EXPECT_EQ(g.Name(), c.Name());
+      CheckAllToAll(world(), g, 60 + scheme, scheme);
+      RingRotation(world(), g, 70 + scheme, g.Size() + 1,
+                   [](int o) { return int64_t{100} * o + 9; });
+      EXPECT_TRUE(IsOk(g.Barrier(kWait)));
+    }
+    EXPECT_TRUE(IsOk(c.Barrier(kWait)));
+  });
+}
+
+TEST_P(CommConformanceTest, RankMissingFromCollectiveFailsEverySurvivorWithinTimeout) {
+  if (size() < 2) GTEST_SKIP() << "needs a peer";
+  RunWorld(kShort, [&](Communicator& c) {
+    const int w = c.Size();
+    if (c.Rank() == w - 1) return;  // dies before the collective
+    std::vector<std::unique_ptr<Buffer>> bufs;
+    std::vector<const void*> sp;
+    std::vector<void*> rp;
+    std::vector<int64_t> sizes(w, 256);
+    for (int j = 0; j < 2 * w; ++j) bufs.push_back(std::make_unique<Buffer>(world(), c, 256));
+    for (int j = 0; j < w; ++j) {
+      sp.push_back(bufs[j]->data());
+      rp.push_back(bufs[w + j]->data());
+    }
+    const absl::Time start = absl::Now();
+    const absl::Status s = c.AllToAll(sp, sizes, rp, sizes, 9, 5, kShort);
+    EXPECT_TRUE(Within(absl::Now() - start, absl::ZeroDuration(), kShort + kSlack));
+    EXPECT_FALSE(s.ok());
+    EXPECT_TRUE(s.code() == absl::StatusCode::kDeadlineExceeded ||
+                s.code() == absl::StatusCode::kAborted)
+        << s;
+    EXPECT_TRUE(Mentions(s, "step 9"));
+  });
+}
+
 }  // namespace
 }  // namespace ringattn::comm::conformance
