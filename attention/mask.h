@@ -151,6 +151,16 @@ struct Mask {
     }
     return m;
   }
+  // The mask of query heads [h, h + n): their slice of a per-head block
+  // mask (unchanged for a mask shared by every head).
+  Mask ForHeads(int64_t h, int64_t n) const {
+    Mask m = *this;
+    if (block_heads > 1) {
+      m.blocks += h * block_rows * block_cols;
+      m.block_heads = n;
+    }
+    return m;
+  }
   // Whether the block pair of positions (q, k) is on (in some head, for a
   // per-head mask not yet narrowed by ForHead); true without a block mask.
   RINGATTN_HD bool BlockOn(int64_t q, int64_t k) const {

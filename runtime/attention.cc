@@ -68,6 +68,8 @@ class Engine final : public RingAttention {
     ctx.backend = backend_.get();
     ctx.transfers = &transfers_;
     ctx.stats = &stats_;
+    ctx.comm = comm;
+    ctx.timeout = timeout;
     strategy_ = MakeStrategy(ctx);
   }
 
@@ -269,15 +271,54 @@ const char* StrategyName(Strategy s) {
   switch (s) {
     case Strategy::kRing: return "ring";
     case Strategy::kLocal: return "local";
+    case Strategy::kAllGather: return "allgather";
+    case Strategy::kUlysses: return "ulysses";
+    case Strategy::kHybrid: return "hybrid";
+    case Strategy::kAuto: return "auto";
   }
   return "?";
 }
 
 absl::StatusOr<Strategy> ParseStrategy(const std::string& name) {
-  for (Strategy s : {Strategy::kRing, Strategy::kLocal}) {
+  for (Strategy s : {Strategy::kRing, Strategy::kLocal, Strategy::kAllGather, Strategy::kUlysses,
+                     Strategy::kHybrid, Strategy::kAuto}) {
     if (name == StrategyName(s)) return s;
   }
-  return ArgError("strategy", "ring or local", absl::StrCat("'", name, "'"));
+  return ArgError("strategy", "ring, allgather, ulysses, hybrid:UxR, auto or local",
+                  absl::StrCat("'", name, "'"));
+}
+
+absl::StatusOr<StrategySpec> ParseStrategySpec(const std::string& text) {
+  StrategySpec spec;
+  const size_t colon = text.find(':');
+  if (colon == std::string::npos) {
+    ASSIGN_OR_RETURN(spec.strategy, ParseStrategy(text));
+    if (spec.strategy == Strategy::kHybrid) {
+      return ArgError("strategy", "hybrid:UxR (U ranks per Ulysses group, R groups in the ring)",
+                      "'hybrid'");
+    }
+    return spec;
+  }
+  const std::string head = text.substr(0, colon), shape = text.substr(colon + 1);
+  const size_t x = shape.find('x');
+  auto positive = [](const std::string& t, int* out) {
+    if (t.empty() || t.size() > 6 || t.find_first_not_of("0123456789") != std::string::npos) return false;
+    *out = std::stoi(t);
+    return *out >= 1;
+  };
+  if (head != "hybrid" || x == std::string::npos || !positive(shape.substr(0, x), &spec.ulysses) ||
+      !positive(shape.substr(x + 1), &spec.ring)) {
+    return ArgError("strategy", "hybrid:UxR with positive integers U and R (e.g. hybrid:2x4)",
+                    absl::StrCat("'", text, "'"));
+  }
+  spec.strategy = Strategy::kHybrid;
+  return spec;
+}
+
+std::string StrategySpecName(Strategy s, int ulysses, int world) {
+  if (s != Strategy::kHybrid) return StrategyName(s);
+  const int u = std::max(ulysses, 1);
+  return absl::StrCat("hybrid:", u, "x", world / u);
 }
 
 absl::StatusOr<std::unique_ptr<RingAttention>> RingAttention::Create(comm::Communicator* comm,
@@ -287,6 +328,12 @@ absl::StatusOr<std::unique_ptr<RingAttention>> RingAttention::Create(comm::Commu
   if (options.strategy == Strategy::kLocal && comm->Size() != 1) {
     return ArgError("strategy local: world size", "1 (one device, no communication)",
                     comm->Size());
+  }
+  if (options.strategy == Strategy::kHybrid &&
+      (options.ulysses < 1 || comm->Size() % options.ulysses != 0)) {
+    return ArgError("strategy hybrid:UxR: U x R",
+                    absl::StrCat("the world size ", comm->Size(), " (U >= 1 dividing it)"),
+                    absl::StrCat("U = ", options.ulysses));
   }
   ASSIGN_OR_RETURN(Layout layout,
                    Layout::Create(options.sharding, options.seqlen, comm->Size(),

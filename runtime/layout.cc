@@ -151,9 +151,37 @@ int64_t Layout::MaxShardLength() const {
   return m;
 }
 
+Layout Layout::Grouped(const Layout& base, int group_size) {
+  const int groups = base.world() / group_size;
+  auto segs = std::make_shared<std::vector<Segments>>(groups);
+  for (int g = 0; g < groups; ++g) {
+    std::vector<int64_t> pos;
+    for (int u = 0; u < group_size; ++u) {
+      const std::vector<int64_t> p = base.Positions(g * group_size + u);
+      pos.insert(pos.end(), p.begin(), p.end());
+    }
+    std::sort(pos.begin(), pos.end());
+    Segments& out = (*segs)[g];
+    for (size_t i = 0; i < pos.size(); ++i) {
+      if (!out.empty() && out.back().global_begin + out.back().length == pos[i]) {
+        ++out.back().length;
+      } else {
+        out.push_back(PositionMap::Segment{static_cast<int64_t>(i), 1, pos[i], 1, 1});
+      }
+    }
+  }
+  Layout l(base.kind(), base.seqlen(), groups, base.stripe());
+  l.balanced_ = std::move(segs);
+  return l;
+}
+
 PositionMap Layout::Shard(int rank) const {
   PositionMap m;
   const int64_t w = world_;
+  if (balanced_ != nullptr) {
+    const Segments& segs = (*balanced_)[rank];
+    return PositionMap::OfSegments(segs.data(), static_cast<int64_t>(segs.size()));
+  }
   switch (kind_) {
     case Sharding::kContiguous:
       m.AddRange(ChunkStart(rank, w), ChunkLength(rank, w));

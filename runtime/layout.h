@@ -47,6 +47,12 @@ class Layout {
   // The balanced sharding's plan walks every position once.
   static constexpr int64_t kMaxBalancedSeqlen = int64_t{1} << 32;
 
+  // The layout of groups of `group_size` consecutive ranks of `base`
+  // (world base.world() / group_size, which must divide): group g holds
+  // the union of its members' positions, in increasing order -- what a
+  // hybrid strategy's ring rotates. Its kind is base's.
+  static Layout Grouped(const Layout& base, int group_size);
+
   Sharding kind() const { return kind_; }
   int64_t seqlen() const { return seqlen_; }
   int world() const { return world_; }
@@ -80,7 +86,8 @@ class Layout {
   int64_t seqlen_;
   int world_;
   int64_t stripe_;
-  std::shared_ptr<const std::vector<Segments>> balanced_;  // kBalanced only
+  // Explicit segments of each rank: the balanced sharding, grouped layouts.
+  std::shared_ptr<const std::vector<Segments>> balanced_;
 };
 
 }  // namespace ringattn

@@ -19,10 +19,11 @@
 // backend's device (TensorView::device); a backend not built answers
 // Unimplemented from Create.
 //
-// How the ranks share the work is a strategy (RingOptions::strategy): today
-// the ring, which rotates the key/value blocks past every rank; all-gather
-// and Ulysses strategies will be files beside it (runtime/strategy.h), with
-// this API unchanged.
+// How the ranks share the work is a strategy (RingOptions::strategy): the
+// ring, which rotates the key/value blocks past every rank; an all-gather of
+// keys and values; Ulysses (all-to-all to head shards); a hybrid of Ulysses
+// and the ring; or `auto`, which picks from measured costs. All take the
+// same tensors and give the same results within the tolerance rule.
 //
 // Example (one rank of a W-rank ring):
 //   RingOptions opt;  opt.seqlen = 65536;  opt.sharding = Sharding::kZigzag;
@@ -55,16 +56,49 @@ absl::StatusOr<Backend> ParseBackend(const std::string& name);
 // missing: Create says so).
 bool BackendBuilt(Backend b);
 
-// How the ranks share one attention call (runtime/strategy.h).
-//   kRing   each rank keeps its queries; the key/value blocks rotate around
-//           the ring, overlapped with the compute, and stop early when no
-//           later step has work for anyone (sliding windows)
-//   kLocal  one device, no communication (a world of one rank): the kernels
-//           run on the caller's tensors in place, with no packing or copy
-//           back -- single-device attention (the Python ringattn.attention)
-enum class Strategy : uint8_t { kRing = 0, kLocal = 1 };
-const char* StrategyName(Strategy s);  // "ring", "local"
+// How the ranks share one attention call (runtime/strategy.h; the cost of
+// each, and how `auto` chooses, in docs/PLANNER.md).
+//   kRing       each rank keeps its queries; the key/value blocks rotate
+//               around the ring, overlapped with the compute, and stop early
+//               when no later step has work for anyone (sliding windows)
+//   kLocal      one device, no communication (a world of one rank): the
+//               kernels run on the caller's tensors in place, with no
+//               packing or copy back -- single-device attention (the Python
+//               ringattn.attention)
+//   kAllGather  each rank gathers the key/value rows some local query can
+//               see (all of them without a window or documents) and attends
+//               once; the backward reduce-scatters dK/dV in fp32
+//   kUlysses    all-to-all from sequence shards to head shards (any head
+//               count >= W, uneven allowed; GQA with Hkv < W replicates KV
+//               heads only across the ranks that share them), full-sequence
+//               attention, all-to-all back
+//   kHybrid     Ulysses over groups of `ulysses` consecutive ranks, the ring
+//               over the W / ulysses groups ("hybrid:UxR")
+//   kAuto       the planner (runtime/planner.h) picks one of the four at the
+//               first call, from the call's shapes, the mask and measured
+//               costs, the same on every rank
+enum class Strategy : uint8_t {
+  kRing = 0,
+  kLocal = 1,
+  kAllGather = 2,
+  kUlysses = 3,
+  kHybrid = 4,
+  kAuto = 5,
+};
+const char* StrategyName(Strategy s);  // "ring", "local", "allgather", "ulysses", "hybrid", "auto"
+// A plain name; "hybrid" needs its shape: use ParseStrategySpec.
 absl::StatusOr<Strategy> ParseStrategy(const std::string& name);
+// "ring", "allgather", "ulysses", "auto", "local" or "hybrid:UxR" (U ranks
+// per Ulysses group, R groups in the ring): the strategy and U (0 unless
+// hybrid). Whether U x R is the world size is checked at Create.
+struct StrategySpec {
+  Strategy strategy = Strategy::kRing;
+  int ulysses = 0;
+  int ring = 0;
+};
+absl::StatusOr<StrategySpec> ParseStrategySpec(const std::string& text);
+// "hybrid:2x4", or the plain name.
+std::string StrategySpecName(Strategy s, int ulysses, int world);
 
 struct RingOptions {
   int64_t seqlen = 0;  // GLOBAL sequence length (sum of all shards)
@@ -72,6 +106,7 @@ struct RingOptions {
   int64_t stripe = 1;  // striped sharding: tokens per stripe
   Mask mask;                   // by global position (attention/mask.h)
   Strategy strategy = Strategy::kRing;
+  int ulysses = 0;             // kHybrid: ranks per Ulysses group (U); R = W / U
   float softcap = 0.0f;        // 0: off
   std::optional<float> scale;  // default 1/sqrt(D)
   DType dtype = DType::kFloat32;

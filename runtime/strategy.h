@@ -8,8 +8,13 @@
 //             follow them in the backward
 //   local.cc  one device, no communication: the kernels on the caller's
 //             tensors in place
-// An all-gather or Ulysses strategy is a new file here, a new Strategy
-// value, and a line in MakeStrategy; nothing else changes.
+//   allgather.cc  gather the visible key/value rows, attend once; the
+//             backward reduce-scatters dK/dV in fp32
+//   ulysses.cc    Ulysses and hybrid: all-to-all to head shards within
+//             groups of U ranks, the ring (ring.cc, on sub-communicators)
+//             across the W / U groups, all-to-all back
+// A new strategy is a new file here, a new Strategy value, and a line in
+// MakeStrategy; nothing else changes.
 //
 // The call protocol (per Forward or Backward):
 //   1. Reserve*  grows the workspace for the call's sizes; it runs before
@@ -24,6 +29,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -46,6 +52,8 @@ struct StrategyContext {
   KernelBackend* backend = nullptr;
   Transfers* transfers = nullptr;
   RingStats* stats = nullptr;
+  comm::Communicator* comm = nullptr;  // the world's (strategies that split it)
+  absl::Duration timeout;              // resolved (transfers on sub-communicators)
 };
 
 class AttentionStrategy {
@@ -71,6 +79,23 @@ class AttentionStrategy {
 std::unique_ptr<AttentionStrategy> MakeStrategy(const StrategyContext& ctx);
 std::unique_ptr<AttentionStrategy> MakeRingStrategy(const StrategyContext& ctx);
 std::unique_ptr<AttentionStrategy> MakeLocalStrategy(const StrategyContext& ctx);
+std::unique_ptr<AttentionStrategy> MakeAllGatherStrategy(const StrategyContext& ctx);
+// Ulysses over groups of `ulysses` consecutive ranks and the ring across the
+// groups (ulysses = world: pure Ulysses).
+std::unique_ptr<AttentionStrategy> MakeUlyssesStrategy(const StrategyContext& ctx, int ulysses);
+
+// A run of rows copied between two row orders: `length` rows from row
+// `src` of one to row `dst` of the other.
+struct RowRun {
+  int64_t src = 0, dst = 0, length = 0;
+};
+// Copies the runs of rows of a [B, S_src, H, D] view into a contiguous
+// [B, S_dst, H, D] buffer of the view's dtype (one Pack per batch and run).
+absl::Status CopyRuns(KernelBackend* be, const TensorView& src, const std::vector<RowRun>& runs,
+                      int64_t seqlen_dst, void* dst);
+// A contiguous [B, S, H, D] view of `data`.
+TensorView RowsView(void* data, DType dtype, Device device, int64_t B, int64_t S, int64_t H,
+                    int64_t D);
 
 // The params every block-pair kernel call of this rank shares: q and its
 // strides, sizes, scale (default 1/sqrt(D)), softcap, mask, the global

@@ -97,4 +97,33 @@ absl::StatusOr<std::unique_ptr<comm::Request>> Transfers::Post(
   return r;
 }
 
+absl::Status Transfers::AllToAll(int step, const char* what, int kind, int32_t dtype,
+                                 const std::vector<const void*>& send,
+                                 const std::vector<int64_t>& send_bytes,
+                                 const std::vector<void*>& recv,
+                                 const std::vector<int64_t>& recv_bytes) {
+  static char empty[1];  // a zero-byte message's buffer
+  const int w = comm_->Size(), r = comm_->Rank();
+  auto meta = [&](int64_t bytes) {
+    comm::MessageMeta m;
+    m.step = step;
+    m.kind = kind;
+    m.dtype = dtype;
+    m.ndim = 1;
+    m.shape[0] = bytes;
+    return m;
+  };
+  std::vector<std::unique_ptr<comm::Request>> reqs;
+  for (int i = 0; i < w; ++i) {
+    const int to = (r + i) % w, from = (r - i + w) % w;
+    ASSIGN_OR_RETURN(auto req,
+                     Post(step, what, send_bytes[to] > 0 ? send[to] : empty, send_bytes[to], to,
+                          meta(send_bytes[to]), recv_bytes[from] > 0 ? recv[from] : empty,
+                          recv_bytes[from], from, meta(recv_bytes[from])));
+    reqs.push_back(std::move(req));
+  }
+  for (auto& req : reqs) RETURN_IF_ERROR(Arrive(std::move(req), step, what));
+  return absl::OkStatus();
+}
+
 }  // namespace ringattn

@@ -72,6 +72,16 @@ class Transfers {
                                                       int to, const comm::MessageMeta& send_meta,
                                                       void* recv, int64_t recv_bytes, int from,
                                                       const comm::MessageMeta& recv_meta);
+  // An all-to-all within a call: pairwise rounds (round i sends to rank + i
+  // and receives from rank - i; round 0 is this rank's own part) all posted
+  // through Post, then Arrive for each, so the bytes are there for the
+  // work enqueued next. send[j] (send_bytes[j]) goes to rank j, recv[j]
+  // (recv_bytes[j]) comes from rank j; the header says `kind`, `dtype` and
+  // the byte count. Zero-byte parts are messages too.
+  absl::Status AllToAll(int step, const char* what, int kind, int32_t dtype,
+                        const std::vector<const void*>& send,
+                        const std::vector<int64_t>& send_bytes, const std::vector<void*>& recv,
+                        const std::vector<int64_t>& recv_bytes);
   // The bytes of `req` are needed from here on: the rank's stream waits for
   // them on the device where the communicator can (the request is kept in
   // flight until it completes), else the host waits.

@@ -105,8 +105,13 @@ absl::Status ValidateOptions(const RingOptions& o) {
     return ArgError("mask.window_right", ">= -1 (-1 = unbounded)", o.mask.window_right);
   }
   RETURN_IF_ERROR(ValidateMask(o.mask, o.seqlen));
-  if (o.strategy != Strategy::kRing && o.strategy != Strategy::kLocal) {
-    return ArgError("strategy", "kRing or kLocal", static_cast<int>(o.strategy));
+  if (static_cast<int>(o.strategy) > static_cast<int>(Strategy::kAuto)) {
+    return ArgError("strategy", "a Strategy value", static_cast<int>(o.strategy));
+  }
+  if (o.strategy == Strategy::kHybrid ? o.ulysses < 1 : o.ulysses != 0) {
+    return ArgError("ulysses", o.strategy == Strategy::kHybrid ? ">= 1 (hybrid's U)"
+                                                               : "0 (only hybrid takes U)",
+                    o.ulysses);
   }
   if (!std::isfinite(o.softcap) || o.softcap < 0) return ArgError("softcap", "finite >= 0", o.softcap);
   if (o.scale.has_value() && (!std::isfinite(*o.scale) || *o.scale <= 0)) {
@@ -136,6 +141,7 @@ OptionsDigest DigestOf(const RingOptions& o) {
   OptionsDigest d;
   d.sharding = static_cast<int32_t>(o.sharding);
   d.strategy = static_cast<int32_t>(o.strategy);
+  d.ulysses = o.ulysses;
   d.dtype = static_cast<int32_t>(o.dtype);
   d.backend = static_cast<int32_t>(o.backend);
   d.causal = o.mask.causal;
@@ -186,6 +192,7 @@ absl::Status CompareDigests(const OptionsDigest& mine, int my_rank, const Option
   check("stripe", mine.stripe, theirs.stripe, plain);
   check("strategy", mine.strategy, theirs.strategy,
         [](int32_t s) { return StrategyName(static_cast<Strategy>(s)); });
+  check("ulysses (hybrid's U)", mine.ulysses, theirs.ulysses, plain);
   check("causal", mine.causal, theirs.causal, flag);
   check("window_left", mine.window_left, theirs.window_left, plain);
   check("window_right", mine.window_right, theirs.window_right, plain);

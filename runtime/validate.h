@@ -32,7 +32,7 @@ absl::Status ValidateOptions(const RingOptions& o);
 // what it receives (any disagreement shows between some two neighbours).
 struct OptionsDigest {
   uint32_t magic = 0x4F505453;  // "OPTS"
-  int32_t sharding = 0, strategy = 0, dtype = 0, backend = 0;
+  int32_t sharding = 0, strategy = 0, ulysses = 0, dtype = 0, backend = 0;
   int32_t causal = 0, deterministic = 0, has_scale = 0;
   int64_t seqlen = 0, stripe = 0, window_left = 0, window_right = 0, prefix = 0, sink = 0,
           num_docs = 0;
