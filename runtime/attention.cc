@@ -23,6 +23,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/status.h"
 #include "runtime/backend.h"
+#include "runtime/planner.h"
 #include "runtime/ringattn.h"
 #include "runtime/strategy.h"
 #include "runtime/transfers.h"
@@ -70,7 +71,8 @@ class Engine final : public RingAttention {
     ctx.stats = &stats_;
     ctx.comm = comm;
     ctx.timeout = timeout;
-    strategy_ = MakeStrategy(ctx);
+    ctx_ = ctx;
+    if (opt_.strategy != Strategy::kAuto) strategy_ = MakeStrategy(ctx);
   }
 
   absl::Status Forward(const TensorView& q, const TensorView& k, const TensorView& v,
@@ -105,6 +107,9 @@ class Engine final : public RingAttention {
   }
   const Layout& layout() const override { return layout_; }
   int64_t ShardLength() const override { return layout_.ShardLength(rank_); }
+  std::string StrategyInUse() const override {
+    return StrategySpecName(opt_.strategy, opt_.ulysses, comm_->Size());
+  }
   std::string BackendDescription() const override {
     if (backend_->Stream() == nullptr) return backend_->Describe();
     return absl::StrCat(backend_->Describe(), "; ", comm_->Name(),
@@ -120,7 +125,7 @@ class Engine final : public RingAttention {
     ASSIGN_OR_RETURN(const ShardDims d,
                      ValidateForwardArgs(layout_, rank_, opt_.dtype, *backend_, q, k, v, out, lse));
     RETURN_IF_ERROR(ValidateMaskHeads(opt_.mask, d.H));
-    RETURN_IF_ERROR(Start(stream));
+    RETURN_IF_ERROR(Start(stream, d));
     const double t_start = Now();
     RETURN_IF_ERROR(strategy_->ReserveForward(d));
     RETURN_IF_ERROR(Begin(stream));
@@ -135,7 +140,7 @@ class Engine final : public RingAttention {
                      ValidateForwardArgs(layout_, rank_, opt_.dtype, *backend_, q, k, v, out, lse));
     RETURN_IF_ERROR(ValidateMaskHeads(opt_.mask, d.H));
     RETURN_IF_ERROR(ValidateBackwardArgs(d, opt_.dtype, *backend_, dout, dq, dk, dv));
-    RETURN_IF_ERROR(Start(stream));
+    RETURN_IF_ERROR(Start(stream, d));
     const double t_start = Now();
     RETURN_IF_ERROR(strategy_->ReserveBackward(d));
     RETURN_IF_ERROR(Begin(stream));
@@ -146,16 +151,49 @@ class Engine final : public RingAttention {
   // After validation: a caller's stream is only for a backend with
   // streams; a previous call on a caller's stream may have left transfers
   // in flight, whose workspace is about to be reused or grown.
-  absl::Status Start(void* stream) {
+  absl::Status Start(void* stream, const ShardDims& d) {
     if (stream != nullptr && backend_->Stream() == nullptr) {
       return absl::InvalidArgumentError(absl::StrCat(
           "stream: the ", backend_->Name(),
           " backend has no streams (pass null, or use the cuda backend)"));
     }
     RETURN_IF_ERROR(CheckOptionsOnce());
+    if (strategy_ == nullptr) RETURN_IF_ERROR(Plan(d));
     RETURN_IF_ERROR(transfers_.Drain());
     timing_pending_ = false;
     stats_ = RingStats{};
+    return absl::OkStatus();
+  }
+  // strategy = auto, at the first call: the planner's choice for the
+  // call's shapes, from costs every rank agrees on (calibrated once per
+  // process, or the options'), so every rank makes the same one.
+  absl::Status Plan(const ShardDims& d) {
+    PlanCosts costs;
+    if (opt_.plan_tflops > 0 && opt_.plan_link_gbps > 0 && opt_.plan_latency_us > 0) {
+      costs.forward_flops_per_s = opt_.plan_tflops * 1e12;
+      costs.backward_flops_per_s = 0.8 * costs.forward_flops_per_s;
+      costs.bytes_per_s = opt_.plan_link_gbps * 1e9;
+      costs.latency_s = opt_.plan_latency_us * 1e-6;
+    } else {
+      const int64_t block = 2 * d.B * layout_.MaxShardLength() * d.Hk * d.D * DTypeSize(opt_.dtype);
+      absl::StatusOr<PlanCosts> c =
+          Calibrate(comm_, backend_.get(), opt_.dtype, d.D, block, timeout_);
+      if (!c.ok()) return transfers_.Fail(c.status(), 0, "strategy auto");
+      costs = *c;
+    }
+    PlanShape shape;
+    shape.batch = d.B;
+    shape.heads = d.H;
+    shape.kv_heads = d.Hk;
+    shape.head_dim = d.D;
+    shape.dtype = opt_.dtype;
+    const std::vector<PlanEntry> plan = PredictAll(opt_.sharding, opt_.seqlen, opt_.stripe,
+                                                   opt_.mask, comm_->Size(), shape, costs);
+    if (plan.empty()) return absl::InternalError("strategy auto: the planner has no entry");
+    const PlanEntry& choice = Choose(plan, /*backward=*/true);
+    opt_.strategy = choice.strategy;
+    opt_.ulysses = choice.ulysses;
+    strategy_ = MakeStrategy(ctx_);
     return absl::OkStatus();
   }
   // Every rank sends its OptionsDigest to the next and compares the one of
@@ -244,6 +282,7 @@ class Engine final : public RingAttention {
   bool options_checked_ = false;  // CheckOptionsOnce passed
   // Declared in this order so that the transfers in flight (a request
   // waits for its bytes when destroyed) go before the strategy's workspace.
+  StrategyContext ctx_;  // what MakeStrategy gets (auto: at the first call)
   std::unique_ptr<AttentionStrategy> strategy_;
   Transfers transfers_;
 };

@@ -107,6 +107,10 @@ struct RingOptions {
   Mask mask;                   // by global position (attention/mask.h)
   Strategy strategy = Strategy::kRing;
   int ulysses = 0;             // kHybrid: ranks per Ulysses group (U); R = W / U
+  // kAuto: the planner's costs, instead of calibrating at the first call
+  // (all three > 0 to use them): a rank's attention TFLOP/s (forward; the
+  // backward is taken at 0.8 of it), the link's GB/s each way, latency.
+  double plan_tflops = 0, plan_link_gbps = 0, plan_latency_us = 0;
   float softcap = 0.0f;        // 0: off
   std::optional<float> scale;  // default 1/sqrt(D)
   DType dtype = DType::kFloat32;
@@ -187,6 +191,9 @@ class RingAttention {
   virtual const RingStats& LastStats() const = 0;
   virtual const Layout& layout() const = 0;
   virtual int64_t ShardLength() const = 0;
+  // The strategy running ("ring", "hybrid:2x4", ...; with kAuto, "auto"
+  // until the first call has chosen).
+  virtual std::string StrategyInUse() const = 0;
   // The backend of this rank in one line ("cuda: device 0, NVIDIA H100 ...").
   virtual std::string BackendDescription() const = 0;
 };

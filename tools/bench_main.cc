@@ -48,6 +48,7 @@
 #include "absl/strings/str_split.h"
 #include "attention/cpu/gemm.h"
 #include "runtime/plan.h"
+#include "runtime/planner.h"
 #include "runtime/ringattn.h"
 #include "runtime/validate.h"
 #include "tools/cli.h"
@@ -85,6 +86,22 @@ ABSL_FLAG(std::string, comm, "",
           "default local for --backend cpu, cuda-local for --backend cuda");
 ABSL_FLAG(std::string, backend, "cpu", "kernel backend: cpu | cuda (W virtual ranks on GPU 0)");
 ABSL_FLAG(bool, deterministic, false, "cuda: bitwise reproducible backward (slower dQ pass)");
+ABSL_FLAG(std::string, strategy, "ring",
+          "ring | allgather | ulysses | hybrid:UxR | auto (how the ranks share the call; "
+          "docs/PLANNER.md)");
+ABSL_FLAG(bool, plan, false,
+          "print every strategy's predicted time and the planner's choice (costs measured in "
+          "this run unless --tflops and --link-gbps are given)");
+ABSL_FLAG(bool, simulate, false,
+          "predict only, no run and no communication: every strategy at --devices ranks for "
+          "--seq/--heads/--kv-heads/--head-dim, from --tflops, --link-gbps, --latency-us "
+          "(and --node-size, --node-gbps)");
+ABSL_FLAG(int, devices, 8, "--simulate: number of ranks");
+ABSL_FLAG(double, tflops, 0, "planner: one rank's attention TFLOP/s (forward)");
+ABSL_FLAG(double, link_gbps, 0, "(--link-gbps) planner: link GB/s per rank, each way (across nodes)");
+ABSL_FLAG(double, latency_us, 10, "(--latency-us) planner: latency per message, microseconds");
+ABSL_FLAG(int, node_size, 0, "(--node-size) planner: ranks per node (0: one kind of link)");
+ABSL_FLAG(double, node_gbps, 0, "(--node-gbps) planner: link GB/s within a node");
 ABSL_FLAG(std::string, json, "", "write the figures to this JSON file (a sweep: an array of them)");
 ABSL_FLAG(std::string, json_format, "ringattn",
           "(--json-format) ringattn: the bench's own keys | gbench: Google Benchmark's JSON "
@@ -154,6 +171,8 @@ struct Config {
   bool backward;
   Backend backend;
   bool deterministic;
+  Strategy strategy = Strategy::kRing;
+  int ulysses = 0;
 };
 
 // Median over iterations of the slowest rank's figures.
@@ -239,6 +258,9 @@ absl::StatusOr<RunResult> Run(const Config& c, comm::World& ranks, int threads,
         opt.backend = c.backend;
         opt.deterministic = c.deterministic;
         opt.device_index = ranks.device();  // nccl: this process's GPU (cuda-local: 0)
+        // One rank runs the local strategy's kernels through the ring of one.
+        opt.strategy = world == 1 ? Strategy::kRing : c.strategy;
+        opt.ulysses = world == 1 ? 0 : c.ulysses;
         ASSIGN_OR_RETURN(auto ring, RingAttention::Create(&cm, opt));
         if (r == 0) backend_description = ring->BackendDescription();
         const int64_t Sr = ring->ShardLength();
@@ -464,6 +486,120 @@ double EstimatedBytes(const Config& c, int world) {
          2.0 * c.B * c.H * c.S * 4 + q / world * 4;
 }
 
+PlanCosts CostsFromFlags() {
+  PlanCosts c;
+  c.forward_flops_per_s = absl::GetFlag(FLAGS_tflops) * 1e12;
+  c.backward_flops_per_s = 0.8 * c.forward_flops_per_s;
+  c.bytes_per_s = absl::GetFlag(FLAGS_link_gbps) * 1e9;
+  c.latency_s = absl::GetFlag(FLAGS_latency_us) * 1e-6;
+  c.node_size = absl::GetFlag(FLAGS_node_size);
+  c.node_bytes_per_s = absl::GetFlag(FLAGS_node_gbps) * 1e9;
+  return c;
+}
+
+// The planner's table for `c` on `world` ranks: every strategy's predicted
+// forward and backward, the choice, and (after a run) the measured time of
+// the strategy that ran beside its prediction. Returns it as JSON.
+Json PrintPlan(const Config& c, int world, const PlanCosts& costs, const RunResult* measured,
+               const std::string& ran) {
+  PlanShape shape;
+  shape.batch = c.B;
+  shape.heads = c.H;
+  shape.kv_heads = c.Hk;
+  shape.head_dim = c.D;
+  shape.dtype = c.dtype;
+  const std::vector<PlanEntry> plan =
+      PredictAll(c.sharding, c.S, c.stripe, c.mask, world, shape, costs);
+  const PlanEntry& choice = Choose(plan, c.backward);
+  std::printf("\n  plan (%.3g TFLOP/s fwd, %.3g bwd per rank; %.3g GB/s, %.3g us per message%s)\n",
+              costs.forward_flops_per_s * 1e-12, costs.backward_flops_per_s * 1e-12,
+              costs.bytes_per_s * 1e-9, costs.latency_s * 1e6,
+              costs.node_size > 0 ? absl::StrFormat("; nodes of %d at %.3g GB/s", costs.node_size,
+                                                    costs.node_bytes_per_s * 1e-9).c_str()
+                                  : "");
+  std::printf("  %-14s %12s %12s %12s %12s %14s\n", "strategy", "fwd ms", "bwd ms", "compute ms",
+              "comm ms", "bytes/rank");
+  Json rows = Json::array();
+  for (const PlanEntry& e : plan) {
+    if (!e.feasible) {
+      std::printf("  %-14s %s\n", e.name.c_str(), absl::StrCat("cannot run: ", e.why_not).c_str());
+    } else {
+      std::printf("  %-14s %12.1f %12.1f %12.1f %12.1f %14s%s\n", e.name.c_str(), e.forward_s * 1e3,
+                  e.backward_s * 1e3, e.compute_s * 1e3, e.comm_s * 1e3,
+                  HumanBytes(static_cast<int64_t>(e.bytes_per_rank)).c_str(),
+                  &e == &choice ? "   <- choice" : "");
+    }
+    Json r;
+    r["strategy"] = e.name;
+    r["feasible"] = e.feasible;
+    r["predicted_fwd_ms"] = e.feasible ? Json(e.forward_s * 1e3) : Json(nullptr);
+    r["predicted_bwd_ms"] = e.feasible ? Json(e.backward_s * 1e3) : Json(nullptr);
+    rows.push_back(r);
+  }
+  Json j;
+  j["choice"] = choice.name;
+  j["entries"] = rows;
+  if (measured != nullptr) {
+    for (const PlanEntry& e : plan) {
+      if (e.name != ran) continue;
+      std::printf("  measured %-14s fwd %.1f ms (predicted %.1f, %+.0f%%)", ran.c_str(),
+                  measured->fwd_s * 1e3, e.forward_s * 1e3,
+                  100 * (e.forward_s / measured->fwd_s - 1));
+      if (c.backward) {
+        std::printf("; bwd %.1f ms (predicted %.1f, %+.0f%%)", measured->bwd_s * 1e3,
+                    e.backward_s * 1e3, 100 * (e.backward_s / measured->bwd_s - 1));
+      }
+      std::printf("\n");
+      j["measured_fwd_ms"] = measured->fwd_s * 1e3;
+      j["predicted_fwd_ms"] = e.forward_s * 1e3;
+      j["measured_bwd_ms"] = c.backward ? Json(measured->bwd_s * 1e3) : Json(nullptr);
+      j["predicted_bwd_ms"] = e.backward_s * 1e3;
+    }
+  }
+  std::fflush(stdout);
+  return j;
+}
+Json PrintPlan(const Config& c, int world, const PlanCosts& costs, const RunResult& measured,
+               const std::string& ran) {
+  return PrintPlan(c, world, costs, &measured, ran);
+}
+
+// --simulate: the plan at a scale this machine need not have; no run.
+absl::Status Simulate() {
+  RETURN_IF_ERROR(CheckFlags());
+  RETURN_IF_ERROR(CheckRange("--devices", absl::GetFlag(FLAGS_devices), 1, 1 << 20));
+  Config c;
+  c.S = absl::GetFlag(FLAGS_seq);
+  c.B = absl::GetFlag(FLAGS_batch);
+  c.H = absl::GetFlag(FLAGS_heads);
+  c.Hk = absl::GetFlag(FLAGS_kv_heads) == 0 ? c.H : absl::GetFlag(FLAGS_kv_heads);
+  c.D = absl::GetFlag(FLAGS_head_dim);
+  c.stripe = absl::GetFlag(FLAGS_stripe);
+  c.backward = absl::GetFlag(FLAGS_backward);
+  ASSIGN_OR_RETURN(c.sharding, ParseSharding(absl::GetFlag(FLAGS_sharding)));
+  const std::string dt = absl::GetFlag(FLAGS_dtype);
+  c.dtype = dt == "fp32" ? DType::kFloat32 : dt == "fp16" ? DType::kFloat16 : DType::kBFloat16;
+  ASSIGN_OR_RETURN(Mask mask, MaskFromFlags());
+  c.mask = mask;
+  RETURN_IF_ERROR(ValidateMask(c.mask, c.S));
+  const PlanCosts costs = CostsFromFlags();
+  if (!(costs.forward_flops_per_s > 0) || !(costs.bytes_per_s > 0)) {
+    return absl::InvalidArgumentError("--simulate: give --tflops and --link-gbps (both > 0)");
+  }
+  if (costs.node_size > 0 && !(costs.node_bytes_per_s > 0)) {
+    return absl::InvalidArgumentError("--node-size: give --node-gbps too");
+  }
+  const int world = absl::GetFlag(FLAGS_devices);
+  std::printf("ringattn-bench --simulate: %d ranks, S=%lld B=%lld H=%lld Hkv=%lld D=%lld %s, mask %s, "
+              "%s sharding (predicted, nothing run)\n",
+              world, static_cast<long long>(c.S), static_cast<long long>(c.B),
+              static_cast<long long>(c.H), static_cast<long long>(c.Hk),
+              static_cast<long long>(c.D), DTypeName(c.dtype), c.mask.ToString().c_str(),
+              ShardingName(c.sharding));
+  PrintPlan(c, world, costs, nullptr, "");
+  return absl::OkStatus();
+}
+
 // One configuration, the flags as they are now: runs it and prints the
 // summary on rank 0, and returns its figures there (null on other ranks).
 absl::StatusOr<Json> RunPoint(bool ranks_given) {
@@ -484,6 +620,13 @@ absl::StatusOr<Json> RunPoint(bool ranks_given) {
   if (!backend.ok()) return backend.status();
   c.backend = *backend;
   c.deterministic = absl::GetFlag(FLAGS_deterministic);
+  auto spec = ParseStrategySpec(absl::GetFlag(FLAGS_strategy));
+  if (!spec.ok()) return absl::InvalidArgumentError(absl::StrCat("--", spec.status().message()));
+  if (spec->strategy == Strategy::kLocal) {
+    return absl::InvalidArgumentError("--strategy: local is one rank's own; use ring with --ranks 1");
+  }
+  c.strategy = spec->strategy;
+  c.ulysses = spec->ulysses;
   const bool gpu = c.backend == Backend::kCuda;
   auto comm_name = CommFor(c.backend, absl::GetFlag(FLAGS_comm));
   if (!comm_name.ok()) return comm_name.status();
@@ -509,6 +652,17 @@ absl::StatusOr<Json> RunPoint(bool ranks_given) {
   if (!ring_ranks.ok()) return ring_ranks.status();
   comm::World& ranks = **ring_ranks;
   const int world = ranks.size();
+  if (c.strategy == Strategy::kHybrid && (spec->ulysses * spec->ring != world)) {
+    return absl::InvalidArgumentError(absl::StrCat("--strategy ", absl::GetFlag(FLAGS_strategy),
+                                                   ": U x R must be the world size ", world));
+  }
+  if ((c.strategy == Strategy::kUlysses || c.strategy == Strategy::kHybrid) &&
+      c.H < (c.strategy == Strategy::kUlysses ? world : c.ulysses)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--heads ", c.H, ": --strategy ", absl::GetFlag(FLAGS_strategy),
+        " gives every rank of a Ulysses group a query head; needs at least ",
+        c.strategy == Strategy::kUlysses ? world : c.ulysses));
+  }
   const bool root = ranks.root();
   // One rank per process: the machine's cores are shared by the processes
   // on it, as by the local ranks of one process.
@@ -547,12 +701,14 @@ absl::StatusOr<Json> RunPoint(bool ranks_given) {
   }
   const double bwd_flop = 2.5 * fwd_flop;
 
+  const std::string strategy_name = StrategySpecName(c.strategy, c.ulysses, world);
   if (root) {
-  std::printf("ringattn-bench: S=%lld B=%lld H=%lld Hkv=%lld D=%lld %s, mask %s, %s sharding\n",
+  std::printf("ringattn-bench: S=%lld B=%lld H=%lld Hkv=%lld D=%lld %s, mask %s, %s sharding, "
+              "strategy %s\n",
               static_cast<long long>(c.S), static_cast<long long>(c.B),
               static_cast<long long>(c.H), static_cast<long long>(c.Hk),
               static_cast<long long>(c.D), DTypeName(c.dtype), c.mask.ToString().c_str(),
-              ShardingName(c.sharding));
+              ShardingName(c.sharding), strategy_name.c_str());
   if (gpu) {
     if (ranks.one_rank_per_process()) {
       std::printf("  backend cuda: %d processes, one GPU each; visible pairs %.3g\n", world, pairs);
@@ -605,7 +761,7 @@ absl::StatusOr<Json> RunPoint(bool ranks_given) {
   };
   absl::Status s;
   {
-    auto ring_run = Run(c, ranks, threads, absl::StrCat("ring, W=", world));
+    auto ring_run = Run(c, ranks, threads, absl::StrCat(strategy_name, ", W=", world));
     s = ring_run.status();
     if (s.ok()) runs.push_back(*ring_run);
   }
@@ -669,6 +825,25 @@ absl::StatusOr<Json> RunPoint(bool ranks_given) {
                 ceiling, cores, fwd_gflops / ceiling,
                 c.backward ? absl::StrFormat(", bwd %.2f", bwd_gflops / ceiling).c_str() : "");
   }
+  // The planner's view of this configuration, with this run's measured
+  // costs (the one-rank run's kernel rate, the isolated link) unless given.
+  Json plan_json = nullptr;
+  if (absl::GetFlag(FLAGS_plan)) {
+    PlanCosts costs = CostsFromFlags();
+    if (!(absl::GetFlag(FLAGS_tflops) > 0) && runs.size() > 1) {
+      costs.forward_flops_per_s = fwd_flop / runs[1].fwd_s;
+      costs.backward_flops_per_s = c.backward ? bwd_flop / runs[1].bwd_s : costs.forward_flops_per_s * 0.8;
+    }
+    if (!(absl::GetFlag(FLAGS_link_gbps) > 0) && ring.link_gbps > 0) {
+      costs.bytes_per_s = ring.link_gbps * 1e9;
+    }
+    if (costs.forward_flops_per_s > 0 && costs.bytes_per_s > 0) {
+      plan_json = PrintPlan(c, world, costs, ring, strategy_name);
+    } else {
+      std::printf("  plan                      needs --compare (the kernel rate) and W > 1, or "
+                  "--tflops and --link-gbps\n");
+    }
+  }
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
   const int64_t peak_rss = static_cast<int64_t>(ru.ru_maxrss) * 1024;
@@ -723,6 +898,8 @@ absl::StatusOr<Json> RunPoint(bool ranks_given) {
   j["bwd_fraction_of_ceiling"] = if_measured(ceiling_measured && c.backward, bwd_gflops / ceiling);
   j["rank_memory_bytes"] = ring.rank_bytes;
   j["peak_rss_bytes"] = peak_rss;
+  j["strategy"] = strategy_name;
+  j["plan"] = plan_json;
   return j;
 }
 
@@ -1006,6 +1183,10 @@ int Main(int argc, char** argv) {
   if (!axes.ok()) return fail(axes.status());
   auto line = ParseCommandLine(argc, argv);
   if (!line.ok()) return fail(line.status());
+  if (absl::GetFlag(FLAGS_simulate)) {
+    const absl::Status s = Simulate();
+    return s.ok() ? 0 : fail(s);
+  }
   // The outputs: an output that cannot be written is an error now, not
   // after the run.
   const std::string json_path = absl::GetFlag(FLAGS_json), csv_path = absl::GetFlag(FLAGS_csv),

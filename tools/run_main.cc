@@ -65,6 +65,9 @@ ABSL_FLAG(std::string, cu_seqlens, "",
           "(--cu-seqlens) packed documents: a 1-D int32 or int64 .npy [0, e1, ..., S] of "
           "document boundaries; a query sees only keys of its own document");
 ABSL_FLAG(int64_t, stripe, 1, "tokens per stripe for --sharding striped");
+ABSL_FLAG(std::string, strategy, "ring",
+          "ring | allgather | ulysses | hybrid:UxR | auto (docs/PLANNER.md; one rank always "
+          "runs the kernels in place)");
 ABSL_FLAG(int, threads, 0, "threads per rank (0 = cores / W)");
 ABSL_FLAG(bool, timing, false,
           "print the kernels' time (forward, backward) against the whole run's, on stderr");
@@ -256,6 +259,12 @@ absl::Status Main(bool ranks_given, std::chrono::steady_clock::time_point start)
   opt.num_threads = absl::GetFlag(FLAGS_threads);
   opt.backend = backend;
   opt.deterministic = absl::GetFlag(FLAGS_deterministic);
+  {
+    auto spec = ParseStrategySpec(absl::GetFlag(FLAGS_strategy));
+    if (!spec.ok()) return absl::InvalidArgumentError(absl::StrCat("--", spec.status().message()));
+    opt.strategy = spec->strategy;
+    opt.ulysses = spec->ulysses;
+  }
 
   const int64_t es = DTypeSize(dtype);
   ASSIGN_OR_RETURN(auto ranks,
@@ -264,7 +273,20 @@ absl::Status Main(bool ranks_given, std::chrono::steady_clock::time_point start)
   ASSIGN_OR_RETURN(const absl::Duration timeout, comm::DefaultTimeout());
   // One rank: the local strategy, the kernels on the shards in place (the
   // ring of one rank would pack K and V into its workspace first).
-  if (ranks->size() == 1) opt.strategy = Strategy::kLocal;
+  if (ranks->size() == 1) {
+    opt.strategy = Strategy::kLocal;
+    opt.ulysses = 0;
+  } else if (opt.strategy == Strategy::kHybrid && opt.ulysses * ParseStrategySpec(
+                 absl::GetFlag(FLAGS_strategy))->ring != ranks->size()) {
+    return absl::InvalidArgumentError(absl::StrCat("--strategy ", absl::GetFlag(FLAGS_strategy),
+                                                   ": U x R must be the world size ",
+                                                   ranks->size()));
+  } else if ((opt.strategy == Strategy::kUlysses || opt.strategy == Strategy::kHybrid) &&
+             H < (opt.strategy == Strategy::kUlysses ? ranks->size() : opt.ulysses)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--strategy ", absl::GetFlag(FLAGS_strategy), ": the q heads (", H,
+        ") must be at least the ranks of a Ulysses group"));
+  }
   std::vector<Shards> shards(ranks->size());
   double call_seconds[2] = {0, 0};  // rank 0's forward and backward calls
   RETURN_IF_ERROR(ranks->Run([&](comm::Communicator& cm) -> absl::Status {

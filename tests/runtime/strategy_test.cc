@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "comm/local/local_comm.h"
 #include "gtest/gtest.h"
+#include "runtime/planner.h"
 #include "runtime/ringattn.h"
 #include "tests/attention/attn_test_util.h"
 #include "tests/runtime/ring_test_util.h"
@@ -231,6 +232,77 @@ TEST(Strategies, SilentPeerFailsEverySurvivor) {
           << s;
     }
   }
+}
+
+}  // namespace
+}  // namespace ringattn::testing
+
+namespace ringattn::testing {
+namespace {
+
+PlanCosts Costs(double tflops, double gbps, double latency_us) {
+  PlanCosts c;
+  c.forward_flops_per_s = tflops * 1e12;
+  c.backward_flops_per_s = 0.8 * c.forward_flops_per_s;
+  c.bytes_per_s = gbps * 1e9;
+  c.latency_s = latency_us * 1e-6;
+  return c;
+}
+
+std::string Pick(Sharding s, const Mask& m, int world, int64_t H, int64_t Hk,
+                 const PlanCosts& c, int64_t S = 65536) {
+  PlanShape shape;
+  shape.heads = H;
+  shape.kv_heads = Hk;
+  shape.head_dim = 128;
+  shape.dtype = DType::kBFloat16;
+  const auto plan = PredictAll(s, S, 1, m, world, shape, c);
+  return Choose(plan, true).name;
+}
+
+// Synthetic costs where the answer is known.
+TEST(Planner, PicksTheKnownAnswer) {
+  // Compute-starved (free links), causal on contiguous shards: the ring and
+  // the all-gather wait for the last rank's triangle; Ulysses splits heads
+  // over the whole sequence and balances the work.
+  EXPECT_EQ(Pick(Sharding::kContiguous, Mask::Causal(), 8, 32, 32, Costs(100, 1e6, 0)), "ulysses");
+  // Bandwidth-starved MQA: Ulysses would move every query head; the ring
+  // moves one KV head and hides it behind the compute.
+  EXPECT_EQ(Pick(Sharding::kZigzag, Mask{}, 8, 32, 1, Costs(100, 1, 1)), "ring");
+  // Latency-bound tiny problem: one round of messages beats W - 1 steps.
+  EXPECT_EQ(Pick(Sharding::kZigzag, Mask{}, 8, 8, 8, Costs(1000, 100, 5000), 512), "allgather");
+  // Few heads: 2 < W, so Ulysses cannot run; hybrid:2x4 can.
+  const auto plan = PredictAll(Sharding::kZigzag, 65536, 1, Mask::Causal(), 8,
+                               PlanShape{1, 2, 2, 128, DType::kBFloat16}, Costs(100, 1e6, 0));
+  for (const PlanEntry& e : plan) {
+    if (e.name == "ulysses" || e.name == "hybrid:4x2") EXPECT_FALSE(e.feasible) << e.name;
+    if (e.name == "hybrid:2x4") EXPECT_TRUE(e.feasible);
+  }
+  EXPECT_NE(Choose(plan, true).name, "ulysses");
+}
+
+// strategy = auto chooses the same strategy on every rank, says which, and
+// is exact.
+TEST(Planner, AutoRunsTheChoiceEverywhere) {
+  const Problem pr = MakeProblem(GqaCase(), 9);
+  for (double gbps : {1e-3, 1e6}) {
+    RingRunOptions o;
+    o.tweak = [gbps](int, RingOptions* opt, int64_t*) {
+      opt->strategy = Strategy::kAuto;
+      opt->plan_tflops = 1;
+      opt->plan_link_gbps = gbps;
+      opt->plan_latency_us = 1;
+    };
+    const RingResult r = RunRing(pr, 4, Sharding::kContiguous, o);
+    ASSERT_TRUE(r.Ok().ok()) << r.Ok();
+    ExpectClose(r, Expect(pr));
+  }
+  // Calibrated: the same, measured on the ranks.
+  RingRunOptions o;
+  o.tweak = [](int, RingOptions* opt, int64_t*) { opt->strategy = Strategy::kAuto; };
+  const RingResult r = RunRing(pr, 2, Sharding::kZigzag, o);
+  ASSERT_TRUE(r.Ok().ok()) << r.Ok();
+  ExpectClose(r, Expect(pr));
 }
 
 }  // namespace

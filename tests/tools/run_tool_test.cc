@@ -105,6 +105,23 @@ TEST_F(RunToolTest, MatchesReferenceOnOneAndManyRanks) {
                                  "--ranks 2 --sharding contiguous"});
 }
 
+// Every strategy through the tool: the same outputs within the rule.
+TEST_F(RunToolTest, EveryStrategyMatchesReference) {
+  ExpectRunsMatchReference(pr_, {"--ranks 4 --strategy allgather --sharding zigzag",
+                                 "--ranks 4 --strategy ulysses", "--ranks 2 --strategy ulysses",
+                                 "--ranks 4 --strategy hybrid:2x2 --sharding striped",
+                                 "--ranks 2 --strategy auto"});
+  for (const char* extra : {"--ranks 4 --strategy hybrid:3x2", "--ranks 4 --strategy fastest",
+                            "--ranks 8 --strategy ulysses"}) {  // 4 heads < 8
+    fs::remove_all(dir_ / "out");
+    fs::create_directories(dir_ / "out");
+    const Exec e = RunTool(Args("q.npy", extra));
+    EXPECT_NE(e.code, 0) << extra;
+    EXPECT_TRUE(absl::StrContains(e.output, "--strategy")) << e.output;
+    EXPECT_TRUE(OutputEmpty()) << extra;
+  }
+}
+
 // --timing: the attention calls' time against the whole run's, both
 // measured in that run (docs/PERF.md has the figures of a large problem).
 TEST_F(RunToolTest, TimingReportsTheKernelsShareOfTheRun) {
