@@ -180,6 +180,15 @@ absl::StatusOr<RingOptions> ToOptions(const ringattn_options* o, ringattn_ring* 
         absl::StrCat("options.timeout_ms: expected >= 0, got ", o->timeout_ms));
   }
   r.timeout = absl::Milliseconds(o->timeout_ms);
+  if (o->strategy != nullptr) {
+    absl::StatusOr<StrategySpec> spec = ParseStrategySpec(o->strategy);
+    if (!spec.ok()) return absl::InvalidArgumentError(absl::StrCat("options.", spec.status().message()));
+    if (spec->strategy == Strategy::kLocal) {
+      return absl::InvalidArgumentError("options.strategy: 'local' is ringattn_attention_create's");
+    }
+    r.strategy = spec->strategy;
+    r.ulysses = spec->ulysses;
+  }
   return r;
 }
 

@@ -101,6 +101,10 @@ typedef struct ringattn_options {
   int32_t num_threads;    /* CPU threads of this rank; 0: cores / ranks */
   int32_t deterministic;  /* CUDA: bitwise reproducible backward */
   int64_t timeout_ms;     /* waits on peers; 0: RINGATTN_TIMEOUT_MS, else 60 s */
+  /* How the ranks share a call: NULL or "ring", "allgather", "ulysses",
+   * "hybrid:UxR", "auto" (docs/PLANNER.md); single-device attention
+   * ignores it. */
+  const char* strategy;
 } ringattn_options;
 
 void ringattn_options_init(ringattn_options* options);

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import re
 import threading
 from typing import List, Optional, Tuple
 
@@ -171,11 +172,11 @@ def _stream(t: torch.Tensor) -> int:
 
 def _engine_options(t: torch.Tensor, seqlen: int, causal, wl, wr, prefix, sink, cu_seqlens,
                     blocks, softcap, scale, deterministic, timeout,
-                    sharding=None) -> "_C.AttentionOptions":
-    """One device (the local strategy) without `sharding`, else a ring rank."""
+                    sharding=None, strategy="ring") -> "_C.AttentionOptions":
+    """One device (the local strategy) without `sharding`, else a rank of `strategy`."""
     o = _C.AttentionOptions()
     o.seqlen = seqlen
-    o.strategy = "ring" if sharding else "local"
+    o.strategy = strategy if sharding else "local"
     o.sharding = sharding or "contiguous"
     o.causal = bool(causal)
     o.window_left = wl
@@ -392,45 +393,45 @@ def _numpy_attention(q, k, v, causal, window, softcap, scale, return_lse, cu_seq
 
 @torch.library.custom_op("ringattn::ring_forward", mutates_args=())
 def _ring_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, group: str, sharding: str,
-                  causal: bool, window_left: int, window_right: int, prefix: int, sink: int,
+                  strategy: str, causal: bool, window_left: int, window_right: int, prefix: int, sink: int,
                   cu_seqlens: List[int], block_mask: Optional[torch.Tensor], block_size: int,
                   softcap: float, scale: Optional[float],
                   deterministic: bool, timeout: float) -> Tuple[torch.Tensor, torch.Tensor]:
     q, k, v = _detached(q, k, v)
     out, lse = _empty_outputs(q)
-    engine = _dist.ring_engine(q, group, sharding, causal, window_left, window_right, prefix,
-                               sink, cu_seqlens, _Blocks.of(block_mask, block_size), softcap,
-                               scale, deterministic, timeout)
+    engine = _dist.ring_engine(q, group, sharding, strategy, causal, window_left, window_right,
+                               prefix, sink, cu_seqlens, _Blocks.of(block_mask, block_size),
+                               softcap, scale, deterministic, timeout)
     engine.forward(q, k, v, out, lse, _stream(q))
     return out, lse
 
 
 @_ring_forward.register_fake
-def _(q, k, v, group, sharding, causal, window_left, window_right, prefix, sink, cu_seqlens,
-      block_mask, block_size, softcap, scale, deterministic, timeout):
+def _(q, k, v, group, sharding, strategy, causal, window_left, window_right, prefix, sink,
+      cu_seqlens, block_mask, block_size, softcap, scale, deterministic, timeout):
     return _empty_outputs(q)
 
 
 @torch.library.custom_op("ringattn::ring_backward", mutates_args=())
 def _ring_backward(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                    out: torch.Tensor, lse: torch.Tensor, group: str, sharding: str,
-                   causal: bool, window_left: int, window_right: int, prefix: int,
+                   strategy: str, causal: bool, window_left: int, window_right: int, prefix: int,
                    sink: int, cu_seqlens: List[int], block_mask: Optional[torch.Tensor],
                    block_size: int, softcap: float, scale: Optional[float],
                    deterministic: bool, timeout: float
                    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     dout, q, k, v, out, lse = _detached(dout, q, k, v, out, lse)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    engine = _dist.ring_engine(q, group, sharding, causal, window_left, window_right, prefix,
-                               sink, cu_seqlens, _Blocks.of(block_mask, block_size), softcap,
-                               scale, deterministic, timeout)
+    engine = _dist.ring_engine(q, group, sharding, strategy, causal, window_left, window_right,
+                               prefix, sink, cu_seqlens, _Blocks.of(block_mask, block_size),
+                               softcap, scale, deterministic, timeout)
     engine.backward(q, k, v, out, lse, _last_dim_unit(dout), dq, dk, dv, _stream(q))
     return dq, dk, dv
 
 
 @_ring_backward.register_fake
-def _(dout, q, k, v, out, lse, group, sharding, causal, window_left, window_right, prefix, sink,
-      cu_seqlens, block_mask, block_size, softcap, scale, deterministic, timeout):
+def _(dout, q, k, v, out, lse, group, sharding, strategy, causal, window_left, window_right,
+      prefix, sink, cu_seqlens, block_mask, block_size, softcap, scale, deterministic, timeout):
     return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
 
 
@@ -441,7 +442,8 @@ def ring_attention(q, k, v, *, group=None, sharding: str = "zigzag", causal: boo
                    window=None, softcap: float = 0.0, scale: Optional[float] = None,
                    return_lse: bool = False, deterministic: bool = False,
                    timeout: Optional[float] = None, cu_seqlens=None, prefix_lm: int = 0,
-                   sink: int = 0, block_mask=None, block_size: int = 128):
+                   sink: int = 0, block_mask=None, block_size: int = 128,
+                   strategy: str = "ring"):
     """Exact attention over a sequence sharded across a torch.distributed group.
 
     Every rank of `group` (default: the world) passes its own shard, in the
@@ -458,7 +460,13 @@ def ring_attention(q, k, v, *, group=None, sharding: str = "zigzag", causal: boo
     per group through its store). Options must agree on every rank: a
     difference is a ValueError on every rank naming the option and both
     values. `timeout` (seconds; default RINGATTN_TIMEOUT_MS, else 60): a
-    peer that dies or never calls is a TimeoutError within it. Returns out
+    peer that dies or never calls is a TimeoutError within it. strategy: how
+    the ranks share the call -- "ring" (KV blocks rotate, overlapped with the
+    compute), "allgather" (gather the visible KV rows, attend once),
+    "ulysses" (all-to-all to head shards; needs H >= group size), "hybrid:UxR"
+    (Ulysses over U ranks, the ring over R such groups, U x R = group size) or
+    "auto" (the planner picks from measured costs; docs/PLANNER.md); the same
+    results within the tolerance rule. Returns out
     (and lse [B, H, S_r]) for this rank's rows; backward runs the ring
     backward.
     """
@@ -470,8 +478,14 @@ def ring_attention(q, k, v, *, group=None, sharding: str = "zigzag", causal: boo
             f"sharding: expected zigzag, contiguous, striped or balanced, got {sharding!r}")
     if timeout is not None and not float(timeout) > 0.0:
         raise ValueError(f"timeout: expected seconds > 0, got {timeout}")
+    if not isinstance(strategy, str) or not (
+            strategy in ("ring", "allgather", "ulysses", "auto")
+            or re.fullmatch(r"hybrid:[1-9][0-9]*x[1-9][0-9]*", strategy)):
+        raise ValueError(
+            f"strategy: expected ring, allgather, ulysses, hybrid:UxR or auto, got {strategy!r}")
     bm, bs = _block_mask(block_mask, block_size)
-    out, lse = _ring_forward(q, k, v, _dist.group_name(group), sharding, bool(causal), wl, wr,
+    out, lse = _ring_forward(q, k, v, _dist.group_name(group), sharding, strategy, bool(causal),
+                             wl, wr,
                              _count("prefix_lm", prefix_lm), _count("sink", sink),
                              _documents(cu_seqlens), bm, bs, softcap, scale,
                              bool(deterministic), float(timeout) if timeout is not None else 0.0)

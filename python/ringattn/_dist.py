@@ -155,7 +155,8 @@ def _release():
         _GROUPS.clear()
 
 
-def ring_engine(q: torch.Tensor, name: str, sharding: str, causal: bool, wl: int, wr: int,
+def ring_engine(q: torch.Tensor, name: str, sharding: str, strategy: str, causal: bool, wl: int,
+                wr: int,
                 prefix: int, sink: int, cu_seqlens: List[int], blocks, softcap: float,
                 scale: Optional[float], deterministic: bool, timeout: float):
     """The engine of this rank for q's configuration; its first use agrees with the peers."""
@@ -165,7 +166,7 @@ def ring_engine(q: torch.Tensor, name: str, sharding: str, causal: bool, wl: int
     state = _state(name, q.device, seconds)
     local = int(q.shape[1])
     options = {
-        "sharding": sharding, "causal": bool(causal), "window": [wl, wr], "prefix_lm": prefix,
+        "sharding": sharding, "strategy": strategy, "causal": bool(causal), "window": [wl, wr], "prefix_lm": prefix,
         "sink": sink, "cu_seqlens": list(cu_seqlens),
         "block_mask": None if blocks is None else blocks.digest, "softcap": softcap, "scale": scale, "dtype": str(q.dtype), "batch": int(q.shape[0]),
         "heads": int(q.shape[2]), "head_dim": int(q.shape[3]),
@@ -192,7 +193,7 @@ def ring_engine(q: torch.Tensor, name: str, sharding: str, causal: bool, wl: int
             f"{sharding} layout of S={seqlen} over {state.size} ranks, which is {expected}: pass "
             f"each rank's ringattn.shard(...) of the full sequence")
     o = _engine_options(q, seqlen, causal, wl, wr, prefix, sink, cu_seqlens, blocks, softcap,
-                        scale, deterministic, seconds, sharding)
+                        scale, deterministic, seconds, sharding, strategy)
     engine = _C.Attention(state.world, o)
     state.engines[key] = engine
     return engine

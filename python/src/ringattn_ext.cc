@@ -282,7 +282,7 @@ struct BlockBits {
 struct AttentionOptions {
   int64_t seqlen = 0;
   std::string sharding = "contiguous";
-  std::string strategy = "ring";  // "local" for one device
+  std::string strategy = "ring";  // "local" for one device; allgather, ulysses, hybrid:UxR, auto
   int64_t stripe = 1;
   bool causal = false;
   int64_t window_left = -1, window_right = -1;
@@ -310,9 +310,15 @@ class Attention {
     Check(sharding.status());
     o.sharding = *sharding;
     o.stripe = a.stripe;
-    absl::StatusOr<Strategy> strategy = ParseStrategy(a.strategy);
+    absl::StatusOr<StrategySpec> strategy = ParseStrategySpec(a.strategy);
     Check(strategy.status());
-    o.strategy = *strategy;
+    o.strategy = strategy->strategy;
+    o.ulysses = strategy->ulysses;
+    if (o.strategy == Strategy::kHybrid && world != nullptr &&
+        strategy->ulysses * strategy->ring != world->size()) {
+      Check(absl::InvalidArgumentError(absl::StrCat(
+          "strategy ", a.strategy, ": U x R must be the group's size ", world->size())));
+    }
     o.mask = Mask::Window(a.window_left, a.window_right, a.causal);
     o.mask.prefix = a.prefix;
     o.mask.sink = a.sink;

@@ -148,6 +148,7 @@ static double run_and_compare(ringattn_ring* r) {
 struct rank_job {
   ringattn_world* world;
   int rank;
+  const char* strategy;
   double error;
 };
 
@@ -158,6 +159,7 @@ static void* rank_main(void* arg) {
   o.seqlen = S;
   o.causal = 1;
   o.num_threads = 1;
+  o.strategy = job->strategy;
   ringattn_ring* r = NULL;
   job->error = INFINITY;
   if (ringattn_ring_create(job->world, job->rank, &o, &r) != RINGATTN_OK) {
@@ -190,15 +192,21 @@ int main(void) {
         "world size and ranks");
   pthread_t threads[W];
   struct rank_job jobs[W];
+  /* The ring, then the same through the Ulysses strategy. */
+  const char* strategies[2] = {NULL, "ulysses"};
+  for (int st = 0; st < 2; ++st) {
   for (int r = 0; r < W; ++r) {
     jobs[r].world = world;
     jobs[r].rank = r;
+    jobs[r].strategy = strategies[st];
     pthread_create(&threads[r], NULL, rank_main, &jobs[r]);
   }
   for (int r = 0; r < W; ++r) pthread_join(threads[r], NULL);
   for (int r = 0; r < W; ++r) {
-    printf("ring rank %d: max abs error %.3g (out, lse, dq, dk, dv)\n", r, jobs[r].error);
+    printf("%s rank %d: max abs error %.3g (out, lse, dq, dk, dv)\n",
+           strategies[st] ? strategies[st] : "ring", r, jobs[r].error);
     check(jobs[r].error <= 1e-4, "ring against float64");
+  }
   }
 
   /* Single-device attention. */
@@ -245,6 +253,11 @@ int main(void) {
             strstr(ringattn_last_error(), "window_left") != NULL,
         "bad window");
   o.window_left = -1;
+  o.strategy = "hybrid:3";
+  check(ringattn_ring_create(world, 0, &o, &r) == RINGATTN_INVALID_ARGUMENT &&
+            strstr(ringattn_last_error(), "options.strategy") != NULL,
+        "a bad strategy");
+  o.strategy = NULL;
   check(ringattn_ring_create(world, 7, &o, &r) == RINGATTN_INVALID_ARGUMENT &&
             strstr(ringattn_last_error(), "rank") != NULL,
         "a rank this process does not drive");

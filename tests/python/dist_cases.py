@@ -14,20 +14,21 @@ MASKS = [dict(), dict(causal=True), dict(window=(37, 11)), dict(causal=True, win
          dict(causal=True, softcap=2.0)]
 
 
-def ring_matches_float64(rank, world, S, H, Hk, D, dtype_name, device="cpu"):
+def ring_matches_float64(rank, world, S, H, Hk, D, dtype_name, device="cpu", strategy="ring",
+                         shardings=("zigzag", "contiguous", "striped")):
     dtype = getattr(torch, dtype_name)
     if device == "cuda":
         torch.cuda.set_device(rank)
     g = torch.Generator().manual_seed(7)  # the same full tensors on every rank
     q, k, v, dout = (torch.randn(1, S, h, D, generator=g).to(dtype) for h in (H, Hk, Hk, H))
-    for sharding in ("zigzag", "contiguous", "striped"):
+    for sharding in shardings:
         pos = ringattn.positions(S, sharding=sharding)
         for mask in MASKS:
-            where = f"rank {rank} of {world}, {sharding}, {mask}"
+            where = f"rank {rank} of {world}, {strategy}, {sharding}, {mask}"
             ql, kl, vl = (ringattn.shard(t, sharding=sharding).to(device).requires_grad_()
                           for t in (q, k, v))
             out, lse = ringattn.ring_attention(ql, kl, vl, sharding=sharding, return_lse=True,
-                                               **mask)
+                                               strategy=strategy, **mask)
             grads = torch.autograd.grad(out, (ql, kl, vl),
                                         ringattn.shard(dout, sharding=sharding).to(device))
             out, lse, grads = out.cpu(), lse.cpu(), [t.cpu() for t in grads]
@@ -50,7 +51,7 @@ def ring_matches_float64(rank, world, S, H, Hk, D, dtype_name, device="cpu"):
 
 def layout_round_trips(rank, world, S):
     x = torch.arange(2 * S * 3, dtype=torch.float32).view(2, S, 3)
-    for sharding in ("zigzag", "contiguous", "striped"):
+    for sharding in shardings:
         pos = ringattn.positions(S, sharding=sharding)
         local = ringattn.shard(x, sharding=sharding)
         assert torch.equal(local, x[:, pos]), sharding
@@ -167,7 +168,7 @@ def ring_with_documents(rank, world, S):
                      dict(causal=True, window=(20, -1), sink=4),
                      dict(causal=True, block_mask=shared, block_size=16),
                      dict(block_mask=per_head, block_size=25)):
-            where = f"rank {rank} of {world}, {sharding}, {mask}"
+            where = f"rank {rank} of {world}, {strategy}, {sharding}, {mask}"
             shard = lambda t: ringattn.shard(t, sharding=sharding, cu_seqlens=docs)
             ql, kl, vl = (shard(t).requires_grad_() for t in (q, k, v))
             out = ringattn.ring_attention(ql, kl, vl, sharding=sharding, cu_seqlens=docs, **mask)
@@ -203,3 +204,21 @@ def a_new_group_gets_new_communicators(rank, world, ports):
         dist.destroy_process_group()
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}",
                                 rank=world - 1 - rank, world_size=world)
+
+
+def strategy_errors(rank, world):
+    q = k = v = torch.randn(1, 8, 2, 16)
+    for bad in ("fastest", "hybrid:3x1", "hybrid"):
+        try:
+            ringattn.ring_attention(q, k, v, strategy=bad, timeout=20)
+        except ValueError as e:
+            assert "strategy" in str(e), str(e)
+        else:
+            raise AssertionError(f"strategy={bad!r} was accepted")
+    # Different strategies on different ranks: a ValueError on every rank.
+    try:
+        ringattn.ring_attention(q, k, v, strategy="ring" if rank == 0 else "allgather", timeout=20)
+    except ValueError as e:
+        assert "strategy" in str(e), str(e)
+    else:
+        raise AssertionError("strategies that differ across ranks were accepted")

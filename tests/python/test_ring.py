@@ -1,7 +1,8 @@
 """ringattn.ring_attention across W = 2 and 3 processes (a gloo group for the
 bootstrap; the ring over ringattn's UCX communicator): every layout and
 mask, forward and backward against float64 attention on the gathered
-tensors, odd lengths, GQA, bf16; the layout helpers; determinism;
+tensors, odd lengths, GQA, bf16; every strategy (allgather, ulysses,
+hybrid, auto); the layout helpers; determinism;
 torch.compile; and the failures (options that differ, a silent rank)."""
 import pytest
 
@@ -51,3 +52,14 @@ def test_compiled_ring_equals_eager():
 
 def test_a_rank_that_dies_is_an_error_within_the_timeout():
     spawn(dist_cases.dead_rank_is_an_error, 3, 1)
+
+
+@pytest.mark.parametrize("world,strategy", [(2, "allgather"), (2, "ulysses"), (3, "ulysses"),
+                                            (4, "hybrid:2x2"), (2, "auto")])
+def test_every_strategy_matches_float64(world, strategy):
+    spawn(dist_cases.ring_matches_float64, world, 157, 4, 2, 32, "float32", "cpu", strategy,
+          ("zigzag", "striped") if world < 4 else ("zigzag",))
+
+
+def test_bad_strategies_are_value_errors():
+    spawn(dist_cases.strategy_errors, 2)

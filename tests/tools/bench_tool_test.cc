@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "tests/tools/tool_exec.h"
@@ -22,7 +23,7 @@ namespace {
 namespace fs = std::filesystem;
 using Json = nlohmann::ordered_json;
 
-enum class Kind { kInteger, kNumber, kString, kBool, kNumberOrNull };
+enum class Kind { kInteger, kNumber, kString, kBool, kNumberOrNull, kObjectOrNull };
 
 struct Key {
   const char* name;
@@ -75,6 +76,8 @@ constexpr Key kKeys[] = {
     {"bwd_fraction_of_ceiling", Kind::kNumberOrNull},
     {"rank_memory_bytes", Kind::kInteger},
     {"peak_rss_bytes", Kind::kInteger},
+    {"strategy", Kind::kString},
+    {"plan", Kind::kObjectOrNull},
 };
 
 bool HasKind(const Json& v, Kind k) {
@@ -89,6 +92,8 @@ bool HasKind(const Json& v, Kind k) {
       return v.is_boolean();
     case Kind::kNumberOrNull:
       return v.is_number() || v.is_null();
+    case Kind::kObjectOrNull:
+      return v.is_object() || v.is_null();
   }
   return false;
 }
@@ -218,6 +223,41 @@ std::string ReadText(const fs::path& p) {
 // A sweep: the cartesian product of the axes (the last fastest), one JSON
 // array of the single-run objects (each with its swept values), a CSV row
 // per point, the SVG charts, and no progress bar in redirected output.
+// --strategy runs any strategy; --plan prints every strategy's prediction
+// with the choice and sets the measured beside the predicted; --simulate
+// predicts without running; bad strategies are refused naming the flag.
+TEST_F(BenchJsonTest, StrategiesPlanAndSimulate) {
+  Json j = Run("--ranks 4 --heads 4 --kv-heads 2 --strategy hybrid:2x2 --plan --causal");
+  ExpectKeysAndKinds(j);
+  EXPECT_EQ(j["strategy"], "hybrid:2x2");
+  ASSERT_TRUE(j["plan"].is_object()) << j;
+  EXPECT_TRUE(j["plan"]["choice"].is_string());
+  std::vector<std::string> names;
+  for (const Json& e : j["plan"]["entries"]) names.push_back(e["strategy"]);
+  EXPECT_EQ(names, (std::vector<std::string>{"ring", "allgather", "hybrid:2x2", "ulysses"}));
+  EXPECT_GT(j["plan"]["measured_fwd_ms"].get<double>(), 0);
+  EXPECT_GT(j["plan"]["predicted_fwd_ms"].get<double>(), 0);
+  j = Run("--ranks 2 --strategy allgather --backward=false");
+  EXPECT_EQ(j["strategy"], "allgather");
+  EXPECT_TRUE(j["plan"].is_null());
+  const Exec sim = RunCommand(absl::StrCat(
+      RINGATTN_BENCH_BINARY,
+      " --simulate --devices 64 --seq 1048576 --heads 32 --kv-heads 8 --head-dim 128 --causal"
+      " --dtype bf16 --tflops 400 --link-gbps 25 --node-size 8 --node-gbps 300"));
+  ASSERT_EQ(sim.code, 0) << sim.output;
+  for (const char* want : {"predicted, nothing run", "ring", "allgather", "hybrid:8x8",
+                           "ulysses        cannot run: H = 32 < U = 64", "<- choice"}) {
+    EXPECT_TRUE(absl::StrContains(sim.output, want)) << want << "\n" << sim.output;
+  }
+  for (const char* bad : {"--ranks 4 --strategy hybrid:3x2", "--ranks 2 --strategy fastest",
+                          "--ranks 4 --heads 2 --strategy ulysses", "--simulate --tflops 1",
+                          "--ranks 2 --strategy local"}) {
+    const Exec e = RunCommand(absl::StrCat(RINGATTN_BENCH_BINARY, " --seq 256 ", bad));
+    EXPECT_NE(e.code, 0) << bad;
+    EXPECT_TRUE(absl::StrContains(e.output, "--")) << e.output;
+  }
+}
+
 TEST_F(BenchJsonTest, SweepWritesAnArrayACsvAndCharts) {
   const fs::path csv = fs::path(path_).replace_extension(".csv");
   const fs::path plots = fs::path(path_).replace_extension(".plots");
