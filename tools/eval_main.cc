@@ -46,6 +46,9 @@ ABSL_FLAG(int, ranks, 4,
 ABSL_FLAG(std::string, sharding, "zigzag,contiguous,striped",
           "layouts to check, comma-separated; the first is the main one");
 ABSL_FLAG(int64_t, stripe, 1, "tokens per stripe for the striped layout");
+ABSL_FLAG(std::string, strategy, "ring",
+          "ring | allgather | ulysses | hybrid:UxR | auto: the strategy of every ring run "
+          "(the ring where it cannot run: W = 1, W > H for ulysses, U not dividing W)");
 ABSL_FLAG(int64_t, heads, 2, "query heads H");
 ABSL_FLAG(int64_t, kv_heads, 1, "(--kv-heads) key/value heads Hkv (0 = H; H % Hkv == 0)");
 ABSL_FLAG(int64_t, head_dim, 64, "(--head-dim) head dimension D");
@@ -138,6 +141,19 @@ absl::StatusOr<eval::EvalOptions> Options() {
       o.shardings.push_back(s);
   }
   o.stripe = absl::GetFlag(FLAGS_stripe);
+  {
+    auto spec = ParseStrategySpec(absl::GetFlag(FLAGS_strategy));
+    if (!spec.ok()) return absl::InvalidArgumentError(absl::StrCat("--", spec.status().message()));
+    if (spec->strategy == Strategy::kLocal) {
+      return absl::InvalidArgumentError("--strategy: the eval's runs are rings; local is one device's");
+    }
+    if (spec->strategy == Strategy::kHybrid && spec->ulysses * spec->ring != o.ranks) {
+      return absl::InvalidArgumentError(absl::StrCat("--strategy ", absl::GetFlag(FLAGS_strategy),
+                                                     ": U x R must be --ranks ", o.ranks));
+    }
+    o.strategy = spec->strategy;
+    o.ulysses = spec->ulysses;
+  }
   // --causal and --window give the main configuration (every mask is
   // checked anyway); without --window the window masks are S/8 left and
   // S/16 right at each length.

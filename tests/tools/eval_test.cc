@@ -200,6 +200,35 @@ TEST_F(EvalTest, CorrectSmallRunPassesEveryCheckAndWritesAReport) {
   EXPECT_TRUE(j->at("cost").at("memory_fit_quadratic").at("ok").get<bool>());
 }
 
+// Every strategy through the eval's exactness (every mask, layout, dtype,
+// the W sweep) and reachability checks.
+TEST_F(EvalTest, EveryStrategyPassesExactnessAndReachability) {
+  for (auto [strategy, ulysses] : {std::pair{Strategy::kAllGather, 0},
+                                   std::pair{Strategy::kUlysses, 0},
+                                   std::pair{Strategy::kHybrid, 2}}) {
+    const std::string name = StrategySpecName(strategy, ulysses, 4);
+    SCOPED_TRACE(name);
+    EvalOptions o = Small();
+    o.heads = 4;
+    o.kv_heads = 2;
+    o.run_cost = false;
+    o.long_seqs = {};
+    o.needle_seqs = {150};
+    o.strategy = strategy;
+    o.ulysses = ulysses;
+    fs::remove_all(dir_ / "out");
+    ASSERT_TRUE(PrepareOutDir(o.out_dir).ok());
+    const auto res = RunEval(o);
+    ASSERT_TRUE(res.ok()) << res.status();
+    for (const Verdict& v : res->verdicts) EXPECT_TRUE(v.pass) << v.check << ": " << v.reason;
+    const std::string md = ReadFile(dir_ / "out" / "report.md");
+    EXPECT_TRUE(absl::StrContains(md, absl::StrCat("Strategy **", name, "**"))) << md;
+    auto j = ParseJson(ReadFile(dir_ / "out" / "report.json"));
+    ASSERT_TRUE(j.ok()) << j.status();
+    EXPECT_EQ(j->at("options").at("strategy"), name);
+  }
+}
+
 TEST_F(EvalTest, BrokenMaskMakesReachabilityFail) {
   EvalOptions o = Small();
   o.run_exactness = false;

@@ -199,6 +199,8 @@ class Runner {
     s.backward = backward;
     s.comm = o_.comm;
     s.arrive_timeout = arrive_;
+    s.strategy = o_.strategy;
+    s.ulysses = o_.ulysses;
     return s;
   }
 
@@ -594,6 +596,8 @@ absl::Status Runner::RunReachability() {
       ns.drop_step = o_.drop_step;
       ns.comm = o_.comm;
       ns.arrive_timeout = arrive_;
+      ns.strategy = o_.strategy;
+      ns.ulysses = o_.ulysses;
       progress_.Begin(
           absl::StrFormat("needles %s %s S=%d", ShardingName(c.sharding), c.mask_kind, S),
           EstRing(S, ns.mask, false));

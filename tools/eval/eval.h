@@ -61,6 +61,11 @@ struct EvalOptions {
   uint64_t seed = 1;
   std::string out_dir;
   int threads = 0;  // per rank; 0: cores / W (at least 1)
+  // The strategy of every ring run (the ring where it cannot run at a run's
+  // W: Ulysses with fewer heads than ranks, hybrid:UxR where U does not
+  // divide W, and W = 1).
+  Strategy strategy = Strategy::kRing;
+  int ulysses = 0;
 
   // Fixed sizes instead of the planner's (tests); empty or 0: planned.
   int64_t matrix_seq = 0;

@@ -169,6 +169,24 @@ constexpr int kBroadcastKind = 1100;
 
 // Rank `r`'s part of one run on `cm`: its ring and shard, filled by `fill`,
 // the forward (and backward) and its stats.
+StrategySpec EffectiveStrategy(Strategy s, int ulysses, int world, int64_t heads) {
+  StrategySpec ring;
+  if (world == 1) return ring;
+  switch (s) {
+    case Strategy::kUlysses:
+      return heads >= world ? StrategySpec{s, 0, 0} : ring;
+    case Strategy::kHybrid:
+      return ulysses >= 1 && world % ulysses == 0 && heads >= ulysses
+                 ? StrategySpec{s, ulysses, world / ulysses}
+                 : ring;
+    case Strategy::kAllGather:
+    case Strategy::kAuto:
+      return StrategySpec{s, 0, 0};
+    default:
+      return ring;
+  }
+}
+
 absl::Status RunRank(const RunSpec& spec, comm::Communicator* cm, int r, const FillFn& fill,
                      Shard* shard, RunStats* stats) {
   std::unique_ptr<DroppingComm> dropping;
@@ -184,6 +202,10 @@ absl::Status RunRank(const RunSpec& spec, comm::Communicator* cm, int r, const F
   opt.mask = m;
   opt.dtype = spec.dtype;
   opt.num_threads = spec.threads;
+  const StrategySpec strategy =
+      EffectiveStrategy(spec.strategy, spec.ulysses, spec.world, spec.heads);
+  opt.strategy = strategy.strategy;
+  opt.ulysses = strategy.ulysses;
   auto ring_or = RingAttention::Create(cm, opt);
   if (!ring_or.ok()) {
     cm->Abort(ring_or.status());

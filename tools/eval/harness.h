@@ -32,6 +32,7 @@
 #include "attention/mask.h"
 #include "comm/communicator.h"
 #include "runtime/layout.h"
+#include "runtime/ringattn.h"
 
 namespace ringattn::eval {
 
@@ -49,6 +50,10 @@ struct RunSpec {
   bool backward = true;
   Fault fault = Fault::kNone;
   int drop_step = 1;  // kDropRingStep: the ring step whose KV block is lost (>= 1)
+  // How the ranks share each call (EffectiveStrategy: the ring where this
+  // one cannot run at `world` ranks with `heads`).
+  Strategy strategy = Strategy::kRing;
+  int ulysses = 0;
   // Null: local threads. Else this process's rank of a launched world of
   // `world` ranks (comm->Size() == world); not owned.
   comm::Communicator* comm = nullptr;
@@ -56,6 +61,11 @@ struct RunSpec {
   // still be checking the previous one).
   absl::Duration arrive_timeout = absl::Seconds(600);
 };
+
+// `s` (hybrid: U = ulysses) if it runs at `world` ranks with `heads` query
+// heads -- Ulysses needs heads >= W, hybrid U | W and heads >= U -- else
+// the ring; the same on every rank.
+StrategySpec EffectiveStrategy(Strategy s, int ulysses, int world, int64_t heads);
 
 struct RunStats {
   double fwd_seconds = 0, bwd_seconds = 0;                  // wall per call, max over ranks

@@ -213,6 +213,8 @@ absl::StatusOr<NeedleRun> RunNeedles(const NeedleSpec& spec) {
     rs.world = W;
     rs.threads = spec.threads;
     rs.backward = false;
+    rs.strategy = spec.strategy;
+    rs.ulysses = spec.ulysses;
     rs.fault = spec.fault;
     rs.drop_step = spec.drop_step;
     rs.comm = spec.comm;

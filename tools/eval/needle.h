@@ -49,6 +49,8 @@ struct NeedleSpec {
   uint64_t seed = 1;
   Fault fault = Fault::kNone;
   int drop_step = 1;
+  Strategy strategy = Strategy::kRing;  // as RunSpec's
+  int ulysses = 0;
   // One rank per process (see RunSpec): every process calls RunNeedles
   // with the same spec; only rank 0 scores (the others' result holds the
   // needles but no scores).

@@ -178,6 +178,7 @@ Json BuildJson(const EvalData& d) {
   opt["quick"] = o.quick;
   opt["seed"] = static_cast<int64_t>(o.seed);
   opt["fault"] = FaultName(o.fault);
+  opt["strategy"] = StrategySpecName(o.strategy, o.ulysses, o.ranks);
   j["environment"] = d.environment;
   j["plan"] = d.plan;
   j["wall_seconds"] = d.wall_seconds;
@@ -541,6 +542,18 @@ std::string Markdown(const EvalData& d, const std::vector<std::string>& needle_f
       o.heads, o.kv_heads, o.head_dim, ShardingName(d.main_sharding), d.main_mask.ToString(),
       DTypeName(d.main_dtype), o.ranks, d.wall_seconds,
       o.quick ? std::min(o.time_budget_s, 40.0) : o.time_budget_s, o.quick ? ", --quick" : "");
+  if (o.strategy != Strategy::kRing) {
+    absl::StrAppendFormat(
+        &md,
+        "Strategy **%s** in every ring run where it can run (the ring at W = 1%s).\n\n",
+        StrategySpecName(o.strategy, o.ulysses, o.ranks),
+        o.strategy == Strategy::kUlysses
+            ? absl::StrFormat(" and where W > H = %d", o.heads)
+            : o.strategy == Strategy::kHybrid
+                  ? absl::StrFormat(" and where %d does not divide W or H < %d", o.ulysses,
+                                    o.ulysses)
+                  : "");
+  }
   if (o.fault != Fault::kNone) {
     absl::StrAppend(&md,
                     "**Self-test fault injected into the reachability runs: ", FaultName(o.fault),
