@@ -41,6 +41,10 @@ struct PlanCosts {
   // Ranks per node and the bandwidth within one (0: one kind of link).
   int node_size = 0;
   double node_bytes_per_s = 0;
+  // Whether a transfer runs beside the compute (a GPU: copy engines, NIC)
+  // or takes the same cores (CPU ranks: memcpy and UCX's copies run on the
+  // cores the kernels use, so the ring's overlap buys nothing there).
+  bool overlap = true;
 };
 
 struct PlanShape {

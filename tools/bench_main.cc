@@ -27,6 +27,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <fstream>
+#include <optional>
 #include <cmath>
 #include <cstdio>
 #include <random>
@@ -48,6 +50,7 @@
 #include "absl/strings/str_split.h"
 #include "attention/cpu/gemm.h"
 #include "runtime/plan.h"
+#include "runtime/backend.h"
 #include "runtime/planner.h"
 #include "runtime/ringattn.h"
 #include "runtime/validate.h"
@@ -92,16 +95,23 @@ ABSL_FLAG(std::string, strategy, "ring",
 ABSL_FLAG(bool, plan, false,
           "print every strategy's predicted time and the planner's choice (costs measured in "
           "this run unless --tflops and --link-gbps are given)");
+ABSL_FLAG(bool, calibrate, false,
+          "also run the planner's calibration on the ranks (what strategy=auto measures at its "
+          "first call) and report its costs (JSON key calibrated)");
 ABSL_FLAG(bool, simulate, false,
           "predict only, no run and no communication: every strategy at --devices ranks for "
           "--seq/--heads/--kv-heads/--head-dim, from --tflops, --link-gbps, --latency-us "
           "(and --node-size, --node-gbps)");
 ABSL_FLAG(int, devices, 8, "--simulate: number of ranks");
 ABSL_FLAG(double, tflops, 0, "planner: one rank's attention TFLOP/s (forward)");
+ABSL_FLAG(double, bwd_tflops, 0, "(--bwd-tflops) planner: the backward's (0: 0.8 x --tflops)");
 ABSL_FLAG(double, link_gbps, 0, "(--link-gbps) planner: link GB/s per rank, each way (across nodes)");
 ABSL_FLAG(double, latency_us, 10, "(--latency-us) planner: latency per message, microseconds");
 ABSL_FLAG(int, node_size, 0, "(--node-size) planner: ranks per node (0: one kind of link)");
 ABSL_FLAG(double, node_gbps, 0, "(--node-gbps) planner: link GB/s within a node");
+ABSL_FLAG(bool, overlap, true,
+          "planner: transfers run beside the compute (GPUs); false for CPU ranks, whose copies "
+          "take the kernels' cores");
 ABSL_FLAG(std::string, json, "", "write the figures to this JSON file (a sweep: an array of them)");
 ABSL_FLAG(std::string, json_format, "ringattn",
           "(--json-format) ringattn: the bench's own keys | gbench: Google Benchmark's JSON "
@@ -208,6 +218,8 @@ std::vector<uint8_t> RandomShard(int64_t n, DType t, uint32_t seed) {
 // The progress bar (tools/progress.h, on a terminal only) and the label of
 // the sweep point running, for the iterations of Run to name themselves.
 Progress* g_progress = nullptr;
+// --calibrate: the planner's calibrated costs (rank 0's, which every rank uses).
+std::optional<PlanCosts> g_calibrated;
 std::string g_point;
 
 // Per-rank figures as doubles, for the gather to rank 0.
@@ -263,6 +275,17 @@ absl::StatusOr<RunResult> Run(const Config& c, comm::World& ranks, int threads,
         opt.ulysses = world == 1 ? 0 : c.ulysses;
         ASSIGN_OR_RETURN(auto ring, RingAttention::Create(&cm, opt));
         if (r == 0) backend_description = ring->BackendDescription();
+        if (absl::GetFlag(FLAGS_calibrate) && world > 1) {
+          std::unique_ptr<KernelBackend> be;
+          if (c.backend == Backend::kCuda) {
+            ASSIGN_OR_RETURN(be, MakeCudaBackend(ranks.device(), c.deterministic));
+          } else {
+            be = MakeCpuBackend(threads);
+          }
+          const int64_t block = 2 * c.B * ring->layout().MaxShardLength() * c.Hk * c.D * DTypeSize(c.dtype);
+          ASSIGN_OR_RETURN(const PlanCosts costs, Calibrate(&cm, be.get(), c.dtype, c.D, block, timeout));
+          if (r == 0) g_calibrated = costs;
+        }
         const int64_t Sr = ring->ShardLength();
         const int64_t nq = c.B * Sr * c.H * c.D, nk = c.B * Sr * c.Hk * c.D;
         auto q = RandomShard(nq, c.dtype, 10 * r + 1), k = RandomShard(nk, c.dtype, 10 * r + 2),
@@ -489,11 +512,14 @@ double EstimatedBytes(const Config& c, int world) {
 PlanCosts CostsFromFlags() {
   PlanCosts c;
   c.forward_flops_per_s = absl::GetFlag(FLAGS_tflops) * 1e12;
-  c.backward_flops_per_s = 0.8 * c.forward_flops_per_s;
+  c.backward_flops_per_s = absl::GetFlag(FLAGS_bwd_tflops) > 0
+                               ? absl::GetFlag(FLAGS_bwd_tflops) * 1e12
+                               : 0.8 * c.forward_flops_per_s;
   c.bytes_per_s = absl::GetFlag(FLAGS_link_gbps) * 1e9;
   c.latency_s = absl::GetFlag(FLAGS_latency_us) * 1e-6;
   c.node_size = absl::GetFlag(FLAGS_node_size);
   c.node_bytes_per_s = absl::GetFlag(FLAGS_node_gbps) * 1e9;
+  c.overlap = absl::GetFlag(FLAGS_overlap);
   return c;
 }
 
@@ -596,7 +622,12 @@ absl::Status Simulate() {
               static_cast<long long>(c.H), static_cast<long long>(c.Hk),
               static_cast<long long>(c.D), DTypeName(c.dtype), c.mask.ToString().c_str(),
               ShardingName(c.sharding));
-  PrintPlan(c, world, costs, nullptr, "");
+  const Json plan = PrintPlan(c, world, costs, nullptr, "");
+  if (const std::string path = absl::GetFlag(FLAGS_json); !path.empty()) {
+    std::ofstream f(path);
+    f << plan.dump(1) << "\n";
+    if (!f) return absl::UnavailableError(absl::StrCat("--json ", path, ": cannot write"));
+  }
   return absl::OkStatus();
 }
 
@@ -837,6 +868,8 @@ absl::StatusOr<Json> RunPoint(bool ranks_given) {
     if (!(absl::GetFlag(FLAGS_link_gbps) > 0) && ring.link_gbps > 0) {
       costs.bytes_per_s = ring.link_gbps * 1e9;
     }
+    if (g_calibrated.has_value()) costs = *g_calibrated;  // --calibrate: what auto would use
+    else costs.overlap = gpu;
     if (costs.forward_flops_per_s > 0 && costs.bytes_per_s > 0) {
       plan_json = PrintPlan(c, world, costs, ring, strategy_name);
     } else {
@@ -900,6 +933,18 @@ absl::StatusOr<Json> RunPoint(bool ranks_given) {
   j["peak_rss_bytes"] = peak_rss;
   j["strategy"] = strategy_name;
   j["plan"] = plan_json;
+  if (g_calibrated.has_value()) {
+    Json cal;
+    cal["tflops"] = g_calibrated->forward_flops_per_s * 1e-12;
+    cal["bwd_tflops"] = g_calibrated->backward_flops_per_s * 1e-12;
+    cal["link_gbps"] = g_calibrated->bytes_per_s * 1e-9;
+    cal["latency_us"] = g_calibrated->latency_s * 1e6;
+    cal["overlap"] = g_calibrated->overlap;
+    j["calibrated"] = cal;
+    std::printf("  planner calibration       %.3g TFLOP/s fwd, %.3g bwd per rank; link %.3g GB/s, %.3g us\n",
+                cal["tflops"].get<double>(), cal["bwd_tflops"].get<double>(),
+                cal["link_gbps"].get<double>(), cal["latency_us"].get<double>());
+  }
   return j;
 }
 
