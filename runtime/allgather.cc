@@ -32,42 +32,6 @@ constexpr int kKindScatterDKV = 4;
 
 using Ranges = std::vector<std::pair<int64_t, int64_t>>;  // [begin, end) positions
 
-// The key positions some query of `rank` can see, as disjoint increasing
-// ranges. KeyBounds never decrease with the query position, so one pass
-// over the rank's (increasing) positions merges them.
-Ranges VisibleRanges(const Layout& layout, const Mask& mask, int rank) {
-  const int64_t S = layout.seqlen();
-  Ranges main;
-  int64_t sink_end = 0;
-  auto add = [](Ranges* r, int64_t lo, int64_t hi) {  // [lo, hi) in increasing lo
-    if (hi <= lo) return;
-    if (!r->empty() && lo <= r->back().second) {
-      r->back().second = std::max(r->back().second, hi);
-    } else {
-      r->push_back({lo, hi});
-    }
-  };
-  for (int64_t q : layout.Positions(rank)) {
-    const PosRange b = mask.KeyBounds(q);
-    add(&main, std::max<int64_t>(b.lo, 0), b.hi >= S ? S : b.hi + 1);
-    if (mask.HasSink()) {
-      const PosRange s = mask.SinkBounds(q);
-      if (!s.Empty()) sink_end = std::max(sink_end, std::min(s.hi, S - 1) + 1);
-    }
-  }
-  if (sink_end == 0) return main;
-  Ranges all;
-  add(&all, 0, sink_end);
-  for (const auto& [lo, hi] : main) {
-    if (lo < all.back().second) {
-      all.back().second = std::max(all.back().second, hi);
-    } else {
-      all.push_back({lo, hi});
-    }
-  }
-  return all;
-}
-
 // The rows of `positions` (increasing) inside `ranges`: runs from the
 // position order (src: index in `positions`) to the message order (dst:
 // rows in the message, consecutive) and from the message to the ranges'
@@ -117,7 +81,7 @@ class AllGatherStrategy final : public AttentionStrategy {
       : ctx_(ctx), be_(ctx.backend), xfer_(ctx.transfers), dtype_(ctx.options->dtype) {
     const Layout& layout = *ctx.layout;
     const int w = ctx.world, me = ctx.rank;
-    const Ranges mine = VisibleRanges(layout, ctx.options->mask, me);
+    const Ranges mine = VisibleKeyRanges(layout, ctx.options->mask, me);
     for (const auto& [lo, hi] : mine) {
       key_segs_.push_back({key_rows_, hi - lo, lo, 1, 1});
       key_rows_ += hi - lo;
@@ -125,7 +89,7 @@ class AllGatherStrategy final : public AttentionStrategy {
     const std::vector<int64_t> my_pos = layout.Positions(me);
     for (int j = 0; j < w; ++j) {
       // What I send j, and what j sends me.
-      Routes out = Route(my_pos, j == me ? mine : VisibleRanges(layout, ctx.options->mask, j));
+      Routes out = Route(my_pos, j == me ? mine : VisibleKeyRanges(layout, ctx.options->mask, j));
       Routes in = j == me ? out : Route(layout.Positions(j), mine);
       send_runs_.push_back(std::move(out.to_message));
       send_rows_.push_back(out.rows);
@@ -336,6 +300,42 @@ absl::Status AllGatherStrategy::Backward(const ShardDims& d, const TensorView& q
 }
 
 }  // namespace
+
+// KeyBounds never decrease with the query position, so one pass over the
+// rank's (increasing) positions merges them (strategy.h).
+std::vector<std::pair<int64_t, int64_t>> VisibleKeyRanges(const Layout& layout, const Mask& mask,
+                                                          int rank) {
+  const int64_t S = layout.seqlen();
+  Ranges main;
+  int64_t sink_end = 0;
+  auto add = [](Ranges* r, int64_t lo, int64_t hi) {  // [lo, hi) in increasing lo
+    if (hi <= lo) return;
+    if (!r->empty() && lo <= r->back().second) {
+      r->back().second = std::max(r->back().second, hi);
+    } else {
+      r->push_back({lo, hi});
+    }
+  };
+  for (int64_t q : layout.Positions(rank)) {
+    const PosRange b = mask.KeyBounds(q);
+    add(&main, std::max<int64_t>(b.lo, 0), b.hi >= S ? S : b.hi + 1);
+    if (mask.HasSink()) {
+      const PosRange s = mask.SinkBounds(q);
+      if (!s.Empty()) sink_end = std::max(sink_end, std::min(s.hi, S - 1) + 1);
+    }
+  }
+  if (sink_end == 0) return main;
+  Ranges all;
+  add(&all, 0, sink_end);
+  for (const auto& [lo, hi] : main) {
+    if (lo < all.back().second) {
+      all.back().second = std::max(all.back().second, hi);
+    } else {
+      all.push_back({lo, hi});
+    }
+  }
+  return all;
+}
 
 std::unique_ptr<AttentionStrategy> MakeAllGatherStrategy(const StrategyContext& ctx) {
   return std::make_unique<AllGatherStrategy>(ctx);

@@ -160,6 +160,7 @@ class Engine final : public RingAttention {
     RETURN_IF_ERROR(CheckOptionsOnce());
     if (strategy_ == nullptr) RETURN_IF_ERROR(Plan(d));
     RETURN_IF_ERROR(transfers_.Drain());
+    if (strategy_ != nullptr) RETURN_IF_ERROR(strategy_->Drain());
     timing_pending_ = false;
     stats_ = RingStats{};
     return absl::OkStatus();
@@ -247,6 +248,7 @@ class Engine final : public RingAttention {
       absl::Status s = backend_->Synchronize(timeout_);
       if (!s.ok()) return transfers_.Fail(s, stats_.steps - 1, "completing the rank's kernels");
       RETURN_IF_ERROR(transfers_.Drain());
+      RETURN_IF_ERROR(strategy_->Drain());
       ASSIGN_OR_RETURN(stats_.compute_seconds, backend_->TimedSeconds(timeout_));
     }
     stats_.workspace_bytes = strategy_->WorkspaceBytes();
@@ -266,6 +268,7 @@ class Engine final : public RingAttention {
     // After an abort they settle promptly; otherwise (a bad argument, a
     // failed enqueue) the next call's Drain waits for them and reports.
     transfers_.ForgetIfAborted();
+    if (strategy_ != nullptr) strategy_->ForgetIfAborted();
     return s;
   }
 

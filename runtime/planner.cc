@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/status.h"
 #include "runtime/plan.h"
+#include "runtime/strategy.h"
 
 namespace ringattn {
 namespace {
@@ -154,17 +155,13 @@ std::vector<PlanEntry> PredictAll(Sharding sharding, int64_t seqlen, int64_t str
     for (int r = 0; r < world; ++r) {
       max_pairs = std::max(max_pairs, Pairs(layout.Shard(r), mask, seqlen));
     }
-    // Rows received: the keys the rank's queries see, less its own (an
-    // upper bound per rank: the visible ranges' length).
+    // Rows received: the key ranges the rank's queries see (what the
+    // strategy gathers), less its own rows.
     for (int r = 0; r < world; ++r) {
-      int64_t lo = seqlen, hi = 0;
-      for (int64_t q : layout.Positions(r)) {
-        const PosRange b = mask.KeyBounds(q);
-        lo = std::min(lo, std::max<int64_t>(b.lo, 0));
-        hi = std::max(hi, b.hi >= seqlen ? seqlen : b.hi + 1);
-      }
-      const double rows = std::max<int64_t>(0, hi - lo) - layout.ShardLength(r) / 2.0;
-      max_bytes = std::max(max_bytes, std::max(0.0, rows) * kv_row);
+      int64_t rows = 0;
+      for (const auto& [lo, hi] : VisibleKeyRanges(layout, mask, r)) rows += hi - lo;
+      rows = std::max<int64_t>(0, rows - layout.ShardLength(r));
+      max_bytes = std::max(max_bytes, rows * kv_row);
     }
     const int peers = world - 1;
     const int cross = spans_nodes ? world - c.node_size : 0;

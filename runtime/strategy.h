@@ -29,6 +29,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -73,6 +74,11 @@ class AttentionStrategy {
                                 const TensorView& dv) = 0;
   // Bytes of workspace held now (RingStats::workspace_bytes).
   virtual int64_t WorkspaceBytes() const = 0;
+  // A strategy with Transfers of its own (on sub-communicators) settles
+  // them here, as the engine settles its own (Transfers::Drain, and
+  // forgetting them after an abort).
+  virtual absl::Status Drain() { return absl::OkStatus(); }
+  virtual void ForgetIfAborted() {}
 };
 
 // The strategy RingOptions::strategy names.
@@ -83,6 +89,12 @@ std::unique_ptr<AttentionStrategy> MakeAllGatherStrategy(const StrategyContext& 
 // Ulysses over groups of `ulysses` consecutive ranks and the ring across the
 // groups (ulysses = world: pure Ulysses).
 std::unique_ptr<AttentionStrategy> MakeUlyssesStrategy(const StrategyContext& ctx, int ulysses);
+
+// The key positions some query of `rank` can see (KeyBounds and the sink's
+// keys, before block masks), as disjoint increasing [begin, end) ranges:
+// what the all-gather strategy gathers for the rank.
+std::vector<std::pair<int64_t, int64_t>> VisibleKeyRanges(const Layout& layout, const Mask& mask,
+                                                          int rank);
 
 // A run of rows copied between two row orders: `length` rows from row
 // `src` of one to row `dst` of the other.

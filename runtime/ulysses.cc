@@ -37,6 +37,8 @@ namespace {
 
 constexpr int kKindHeadsIn = 5;
 constexpr int kKindHeadsOut = 6;
+constexpr int64_t kAlign = 256;  // of each part in the group buffer
+constexpr int kMaxParts = 6;     // the backward's: lse, q, k, v, out, dout
 
 struct HeadRange {
   int64_t q0 = 0, nq = 0, kv0 = 0, nkv = 0;
@@ -166,6 +168,16 @@ class UlyssesStrategy final : public AttentionStrategy {
                         const TensorView& v, const TensorView& out, const TensorView& lse,
                         const TensorView& dout, const TensorView& dq, const TensorView& dk,
                         const TensorView& dv) override;
+  absl::Status Drain() override {
+    if (uxfer_ == nullptr) return absl::OkStatus();
+    absl::Status a = uxfer_->Drain(), b = rxfer_->Drain();
+    return a.ok() ? b : a;
+  }
+  void ForgetIfAborted() override {
+    if (uxfer_ == nullptr) return;
+    uxfer_->ForgetIfAborted();
+    rxfer_->ForgetIfAborted();
+  }
   int64_t WorkspaceBytes() const override {
     int64_t t = inner_ ? inner_->WorkspaceBytes() : 0;
     for (const Buffer* b : {&send_, &recv_, &group_, &result_}) t += b->bytes();
@@ -268,8 +280,8 @@ absl::Status UlyssesStrategy::Prepare(const ShardDims& d) {
   recv_stride_ = (recv + 63) / 64 * 64;
   RETURN_IF_ERROR(send_.Reserve(be_, U_ * send_stride_));
   RETURN_IF_ERROR(recv_.Reserve(be_, U_ * recv_stride_));
-  RETURN_IF_ERROR(
-      group_.Reserve(be_, d.B * S_g_ * ((3 * me.nq + 2 * me.nkv) * d.D * es + me.nq * 4)));
+  RETURN_IF_ERROR(group_.Reserve(
+      be_, d.B * S_g_ * ((3 * me.nq + 2 * me.nkv) * d.D * es + me.nq * 4) + kMaxParts * kAlign));
   RETURN_IF_ERROR(result_.Reserve(be_, d.B * S_g_ * (me.nq + 2 * me.nkv) * d.D * 4 +
                                            d.B * S_g_ * me.nq * 4 * 2));
   RETURN_IF_ERROR(inner_->ReserveForward(gd));
@@ -319,7 +331,9 @@ absl::StatusOr<std::vector<int64_t>> UlyssesStrategy::Scatter(int step,
       RETURN_IF_ERROR(CopyRuns(be_, src, runs_[a], S_g_, group_.c() + goff));
       moff[a] += d.B * rows_[a] * part_row(p, me);
     }
-    goff += d.B * S_g_ * part_row(p, me);
+    // Each part starts 256-byte aligned (the CUDA kernels read q and dout
+    // rows with 16-byte loads).
+    goff = (goff + d.B * S_g_ * part_row(p, me) + kAlign - 1) / kAlign * kAlign;
   }
   return offsets;
 }

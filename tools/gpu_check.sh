@@ -382,6 +382,18 @@ PY
     --allow-missing "$OUT"/ring_w*_causal_*.json >"$OUT/perf_gate.txt" 2>&1 ||
     log "perf gate rc=$? (see perf_gate.txt)"
   cat "$OUT/perf_gate.txt"
+  # Every strategy on cuda-local W=4 (docs/PLANNER.md), with the planner's
+  # calibration and prediction beside each measurement.
+  for strategy in ring allgather ulysses hybrid:2x2; do
+    log "strategy bench: cuda-local W=4 $strategy"
+    carried timeout "$(cap 40)" "$CARRY/bin/ringattn-bench" --backend cuda --comm cuda-local \
+      --dtype bf16 --ranks 4 --seq 32768 --heads 16 --kv-heads 4 --head-dim 128 --causal \
+      --strategy "$strategy" --plan --calibrate --compare=false --iters 3 --warmup 1 \
+      --json "$OUT/strategy_${strategy/:/_}.json" >>"$OUT/strategy_bench.log" 2>&1 ||
+      log "strategy bench $strategy rc=$? (see strategy_bench.log)"
+  done
+  grep -h "measured\|<- choice\|planner calibration" "$OUT/strategy_bench.log" >"$OUT/strategies.txt" || true
+  cat "$OUT/strategies.txt"
 fi
 
 # ---------------------------------------------------------------- timing

@@ -177,6 +177,37 @@ void ExpectSameBitsAndClose(const Problem& pr, const RingResult& a, const RingRe
 
 // deterministic = true: two runs give the same bits (dQ without atomics),
 // and the results still meet the reference.
+// Every strategy on the GPU (cuda-local, stream-ordered collectives):
+// all-gather, Ulysses with an uneven GQA head split, hybrid:2x2, against
+// float64, bf16 and fp16, causal and windowed.
+TEST(CudaRing, EveryStrategyMatchesReference) {
+  SKIP_WITHOUT_DEVICE();
+  for (DType t : {DType::kBFloat16, DType::kFloat16})
+    for (auto [strategy, ulysses] : {std::pair{Strategy::kAllGather, 0},
+                                     std::pair{Strategy::kUlysses, 0},
+                                     std::pair{Strategy::kHybrid, 2}})
+      for (const Mask& m : {Mask{true, -1, -1}, Mask{true, 300, 0}}) {
+        Case c;
+        c.seqlen_q = c.seqlen_k = SeqLen(4);
+        c.heads = 6;
+        c.heads_k = 2;
+        c.head_dim = 128;
+        c.mask = m;
+        c.dtype = t;
+        SCOPED_TRACE(absl::StrCat(StrategySpecName(strategy, ulysses, 4), " ", DTypeName(t), " ",
+                                  m.ToString()));
+        const Problem pr = MakeProblem(c, 12);
+        RingRunOptions o = OnCuda();
+        o.tweak = [strategy, ulysses](int, RingOptions* opt, int64_t*) {
+          opt->strategy = strategy;
+          opt->ulysses = ulysses;
+        };
+        const RingResult r = RunRing(pr, 4, Sharding::kZigzag, o);
+        ASSERT_TRUE(r.Ok().ok()) << r.Ok();
+        ExpectClose(r, Expect(pr));
+      }
+}
+
 TEST(CudaRing, DeterministicBackwardIsBitwiseReproducible) {
   SKIP_WITHOUT_DEVICE();
   for (const DeterminismSetup& s : kDeterminismSetups) {
