@@ -137,14 +137,14 @@ def compiled_ring_equals_eager(rank, world):
 
 
 
-def dead_rank_is_an_error(rank, world, dead):
-    q, k, v = (torch.randn(1, 64, 2, 16) for _ in range(3))
-    ringattn.ring_attention(q, k, v, causal=True, timeout=3)  # everyone, once
+def dead_rank_is_an_error(rank, world, dead, strategy="ring"):
+    q, k, v = (torch.randn(1, 64, 4, 16) for _ in range(3))
+    ringattn.ring_attention(q, k, v, causal=True, timeout=3, strategy=strategy)  # everyone, once
     if rank == dead:
         os._exit(0)  # dies between calls, without a word
     t0 = time.monotonic()
     try:
-        ringattn.ring_attention(q, k, v, causal=True, timeout=3)
+        ringattn.ring_attention(q, k, v, causal=True, timeout=3, strategy=strategy)
     except (TimeoutError, RuntimeError) as e:
         assert str(dead) in str(e), str(e)
     else:

@@ -63,3 +63,8 @@ def test_every_strategy_matches_float64(world, strategy):
 
 def test_bad_strategies_are_value_errors():
     spawn(dist_cases.strategy_errors, 2)
+
+
+@pytest.mark.parametrize("strategy", ["allgather", "ulysses"])
+def test_a_rank_that_dies_fails_the_collectives_within_the_timeout(strategy):
+    spawn(dist_cases.dead_rank_is_an_error, 3, 1, strategy)
