@@ -159,8 +159,8 @@ class UlyssesStrategy final : public AttentionStrategy {
     S_g_ = group_layout_.ShardLength(g_);
   }
 
-  absl::Status ReserveForward(const ShardDims& d) override { return Prepare(d); }
-  absl::Status ReserveBackward(const ShardDims& d) override { return Prepare(d); }
+  absl::Status ReserveForward(const ShardDims& d) override { return Prepare(d, false); }
+  absl::Status ReserveBackward(const ShardDims& d) override { return Prepare(d, true); }
   absl::Status Forward(const ShardDims& d, const TensorView& q, const TensorView& k,
                        const TensorView& v, const TensorView& out,
                        const TensorView& lse) override;
@@ -193,12 +193,12 @@ class UlyssesStrategy final : public AttentionStrategy {
     return absl::OkStatus();
   }
   // The head split and the inner ring for the call's head counts; the
-  // buffers for its sizes.
-  absl::Status Prepare(const ShardDims& d);
-  // Sends each member its heads' rows of the given tensors (parts, in
-  // order, `q_like` with query heads and `kv_like` with KV heads), then
-  // places what arrives into group_ in position order, part after part:
-  // [part][B][S_g][heads][D]. Returns the parts' offsets in group_.
+  // buffers for its sizes (and the inner ring's, for the direction).
+  absl::Status Prepare(const ShardDims& d, bool backward);
+  // Sends each member its heads' rows of the given tensors (each part with
+  // query or KV heads), then places what arrives into group_ in position
+  // order, part after part, each [B][S_g][heads][dim] and 256-byte
+  // aligned. Returns the parts' offsets in group_.
   struct Part {
     TensorView view;
     bool kv;  // KV heads (else query heads)
@@ -237,7 +237,7 @@ class UlyssesStrategy final : public AttentionStrategy {
   int64_t send_stride_ = 0, recv_stride_ = 0;  // per member, in send_ / recv_
 };
 
-absl::Status UlyssesStrategy::Prepare(const ShardDims& d) {
+absl::Status UlyssesStrategy::Prepare(const ShardDims& d, bool backward) {
   RETURN_IF_ERROR(init_);
   if (d.H < U_) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -284,8 +284,7 @@ absl::Status UlyssesStrategy::Prepare(const ShardDims& d) {
       be_, d.B * S_g_ * ((3 * me.nq + 2 * me.nkv) * d.D * es + me.nq * 4) + kMaxParts * kAlign));
   RETURN_IF_ERROR(result_.Reserve(be_, d.B * S_g_ * (me.nq + 2 * me.nkv) * d.D * 4 +
                                            d.B * S_g_ * me.nq * 4 * 2));
-  RETURN_IF_ERROR(inner_->ReserveForward(gd));
-  return inner_->ReserveBackward(gd);
+  return backward ? inner_->ReserveBackward(gd) : inner_->ReserveForward(gd);
 }
 
 absl::StatusOr<std::vector<int64_t>> UlyssesStrategy::Scatter(int step,
