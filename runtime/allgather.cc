@@ -69,12 +69,6 @@ Routes Route(const std::vector<int64_t>& positions, const Ranges& ranges) {
   return out;
 }
 
-std::vector<RowRun> Inverse(const std::vector<RowRun>& runs) {
-  std::vector<RowRun> inv;
-  for (const RowRun& r : runs) inv.push_back({r.dst, r.src, r.length});
-  return inv;
-}
-
 class AllGatherStrategy final : public AttentionStrategy {
  public:
   explicit AllGatherStrategy(const StrategyContext& ctx)
@@ -93,6 +87,7 @@ class AllGatherStrategy final : public AttentionStrategy {
       Routes in = j == me ? out : Route(layout.Positions(j), mine);
       send_runs_.push_back(std::move(out.to_message));
       send_rows_.push_back(out.rows);
+      gather_runs_.push_back(InverseRuns(in.to_ranges));
       place_runs_.push_back(std::move(in.to_ranges));
       recv_rows_.push_back(in.rows);
     }
@@ -152,10 +147,6 @@ class AllGatherStrategy final : public AttentionStrategy {
     p.k_pos = PositionMap::OfSegments(key_segs_.data(), static_cast<int64_t>(key_segs_.size()));
     return p;
   }
-  absl::Status Timed(absl::Status s) {
-    absl::Status end = be_->EndTimed();
-    return s.ok() ? end : s;
-  }
 
   StrategyContext ctx_;
   KernelBackend* be_;
@@ -166,6 +157,7 @@ class AllGatherStrategy final : public AttentionStrategy {
   // Per rank j: my rows j needs (local -> message order) and their count;
   // j's rows I need (message -> gathered order) and their count.
   std::vector<std::vector<RowRun>> send_runs_, place_runs_;
+  std::vector<std::vector<RowRun>> gather_runs_;  // place_runs_ reversed (the backward's)
   std::vector<int64_t> send_rows_, recv_rows_;
   Buffer send_, recv_, keys_, dkv_, dsum_, dq_, own_, dsend_, drecv_;
 };
@@ -225,7 +217,7 @@ absl::Status AllGatherStrategy::Forward(const ShardDims& d, const TensorView& q,
   p.out_stride = BshdStrides(out);
   p.lse = static_cast<float*>(lse.data);  // contiguous [B, H, S] (validated)
   RETURN_IF_ERROR(be_->BeginTimed());
-  absl::Status s = Timed(be_->Forward(p));
+  absl::Status s = EndTimed(be_, be_->Forward(p));
   if (!s.ok()) return xfer_->Fail(s, 0, "attention forward");
   return absl::OkStatus();
 }
@@ -253,7 +245,7 @@ absl::Status AllGatherStrategy::Backward(const ShardDims& d, const TensorView& q
     p.dk_accum = dkv_.f();
     p.dv_accum = dkv_.f() + kv;
     RETURN_IF_ERROR(be_->BeginTimed());
-    absl::Status s = Timed(be_->Backward(p));
+    absl::Status s = EndTimed(be_, be_->Backward(p));
     if (!s.ok()) return xfer_->Fail(s, 0, "attention backward");
   }
   // Reduce-scatter: the gradient of rank a's rows goes back to rank a.
@@ -267,7 +259,7 @@ absl::Status AllGatherStrategy::Backward(const ShardDims& d, const TensorView& q
     for (int part = 0; part < 2; ++part) {
       const TensorView src = RowsView(dkv_.f() + part * kv, DType::kFloat32, be_->device(), d.B,
                                       key_rows_, d.Hk, d.D);
-      RETURN_IF_ERROR(CopyRuns(be_, src, Inverse(place_runs_[a]), n, s + part * d.B * n * row));
+      RETURN_IF_ERROR(CopyRuns(be_, src, gather_runs_[a], n, s + part * d.B * n * row));
     }
     sp[a] = s;
     sb[a] = 2 * d.B * n * row;

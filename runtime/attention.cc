@@ -171,10 +171,7 @@ class Engine final : public RingAttention {
   absl::Status Plan(const ShardDims& d) {
     PlanCosts costs;
     if (opt_.plan_tflops > 0 && opt_.plan_link_gbps > 0 && opt_.plan_latency_us > 0) {
-      costs.forward_flops_per_s = opt_.plan_tflops * 1e12;
-      costs.backward_flops_per_s = 0.8 * costs.forward_flops_per_s;
-      costs.bytes_per_s = opt_.plan_link_gbps * 1e9;
-      costs.latency_s = opt_.plan_latency_us * 1e-6;
+      costs = PlanCosts::Given(opt_.plan_tflops, 0, opt_.plan_link_gbps, opt_.plan_latency_us);
     } else {
       const int64_t block = 2 * d.B * layout_.MaxShardLength() * d.Hk * d.D * DTypeSize(opt_.dtype);
       absl::StatusOr<PlanCosts> c =
@@ -355,6 +352,22 @@ absl::StatusOr<StrategySpec> ParseStrategySpec(const std::string& text) {
   }
   spec.strategy = Strategy::kHybrid;
   return spec;
+}
+
+absl::Status CheckStrategy(const StrategySpec& spec, int world, int64_t heads) {
+  if (spec.strategy == Strategy::kHybrid && spec.ulysses * spec.ring != world) {
+    return ArgError("strategy", absl::StrCat("hybrid:UxR with U x R = the world size ", world),
+                    absl::StrCat("hybrid:", spec.ulysses, "x", spec.ring));
+  }
+  const int group = spec.strategy == Strategy::kUlysses  ? world
+                    : spec.strategy == Strategy::kHybrid ? spec.ulysses
+                                                         : 1;
+  if (heads > 0 && world > 1 && heads < group) {
+    return ArgError(absl::StrCat("q heads (", StrategySpecName(spec.strategy, spec.ulysses, world),
+                                 " gives each rank of a Ulysses group one at least)"),
+                    absl::StrCat(">= ", group), heads);
+  }
+  return absl::OkStatus();
 }
 
 std::string StrategySpecName(Strategy s, int ulysses, int world) {

@@ -123,7 +123,7 @@ absl::StatusOr<std::array<TensorView, N>> Views(const std::array<const DLTensor*
   return views;
 }
 
-absl::StatusOr<RingOptions> ToOptions(const ringattn_options* o, ringattn_ring* h) {
+absl::StatusOr<RingOptions> ToOptions(const ringattn_options* o, ringattn_ring* h, int world) {
   if (o == nullptr) return absl::InvalidArgumentError("options: null pointer");
   if (o->struct_size < sizeof(ringattn_options)) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -185,6 +185,10 @@ absl::StatusOr<RingOptions> ToOptions(const ringattn_options* o, ringattn_ring* 
     if (!spec.ok()) return absl::InvalidArgumentError(absl::StrCat("options.", spec.status().message()));
     if (spec->strategy == Strategy::kLocal) {
       return absl::InvalidArgumentError("options.strategy: 'local' is ringattn_attention_create's");
+    }
+    if (world > 0) {
+      absl::Status fits = CheckStrategy(*spec, world);
+      if (!fits.ok()) return absl::InvalidArgumentError(absl::StrCat("options.", fits.message()));
     }
     r.strategy = spec->strategy;
     r.ulysses = spec->ulysses;
@@ -258,7 +262,7 @@ ringattn_status ringattn_ring_create(ringattn_world* w, int rank, const ringattn
           absl::StrCat("rank: expected a rank this process drives (ringattn_world_rank), got ", rank)));
     }
     auto h = std::make_unique<ringattn_ring>();
-    absl::StatusOr<RingOptions> o = ToOptions(options, h.get());
+    absl::StatusOr<RingOptions> o = ToOptions(options, h.get(), comm->Size());
     if (!o.ok()) return Fail(o.status());
     absl::StatusOr<std::unique_ptr<RingAttention>> made = RingAttention::Create(comm, *o);
     if (!made.ok()) return Fail(made.status());
@@ -274,7 +278,7 @@ ringattn_status ringattn_attention_create(const ringattn_options* options, ringa
     if (ring == nullptr) return Null("ring");
     *ring = nullptr;
     auto h = std::make_unique<ringattn_ring>();
-    absl::StatusOr<RingOptions> o = ToOptions(options, h.get());
+    absl::StatusOr<RingOptions> o = ToOptions(options, h.get(), /*world=*/0);
     if (!o.ok()) return Fail(o.status());
     o->strategy = Strategy::kLocal;
     o->sharding = Sharding::kContiguous;

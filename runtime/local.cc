@@ -62,10 +62,6 @@ class LocalStrategy final : public AttentionStrategy {
     RETURN_IF_ERROR(be_->CheckKernelInput(k, "k"));
     return be_->CheckKernelInput(v, "v");
   }
-  absl::Status Timed(absl::Status s) {
-    absl::Status end = be_->EndTimed();
-    return s.ok() ? end : s;
-  }
 
   StrategyContext ctx_;
   KernelBackend* be_;
@@ -86,7 +82,7 @@ absl::Status LocalStrategy::Forward(const ShardDims& d, const TensorView& q, con
   p.out_stride = BshdStrides(out);
   p.lse = static_cast<float*>(lse.data);  // contiguous [B, H, S] (validated)
   RETURN_IF_ERROR(be_->BeginTimed());
-  return Timed(be_->Forward(p));
+  return EndTimed(be_, be_->Forward(p));
 }
 
 absl::Status LocalStrategy::Backward(const ShardDims& d, const TensorView& q, const TensorView& k,
@@ -120,7 +116,7 @@ absl::Status LocalStrategy::Backward(const ShardDims& d, const TensorView& q, co
   p.dk_accum = dk_acc;
   p.dv_accum = dv_acc;
   RETURN_IF_ERROR(be_->BeginTimed());
-  RETURN_IF_ERROR(Timed(be_->Backward(p)));
+  RETURN_IF_ERROR(EndTimed(be_, be_->Backward(p)));
   if (direct) return absl::OkStatus();
   RETURN_IF_ERROR(be_->Unpack(dk_acc, dk));
   RETURN_IF_ERROR(be_->Unpack(dv_acc, dv));

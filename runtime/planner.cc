@@ -36,27 +36,13 @@ double Pairs(const PositionMap& pos, const Mask& mask, int64_t seqlen) {
   return sum;
 }
 
-int64_t PartStart(int64_t c, int64_t n, int64_t total) {
-  return c * (total / n) + std::min(c, total % n);
-}
-
-// The most query heads any member of a Ulysses group of U gets, and the KV
-// heads it receives (see ulysses.cc's SplitHeads).
+// The most query heads and KV heads any member of a Ulysses group of U
+// gets (the strategy's own split).
 std::pair<int64_t, int64_t> MaxHeads(int64_t H, int64_t Hk, int U) {
   int64_t nq = 0, nkv = 0;
-  if (Hk >= U) {
-    for (int u = 0; u < U; ++u) {
-      const int64_t k = PartStart(u + 1, U, Hk) - PartStart(u, U, Hk);
-      nq = std::max(nq, k * (H / Hk));
-      nkv = std::max(nkv, k);
-    }
-  } else {
-    const int64_t G = H / Hk;
-    for (int64_t kv = 0; kv < Hk; ++kv) {
-      const int64_t m = PartStart(kv + 1, Hk, U) - PartStart(kv, Hk, U);
-      nq = std::max(nq, (G + m - 1) / m);
-    }
-    nkv = 1;
+  for (const HeadRange& r : SplitHeads(H, Hk, U)) {
+    nq = std::max(nq, r.nq);
+    nkv = std::max(nkv, r.nkv);
   }
   return {nq, nkv};
 }
@@ -77,6 +63,7 @@ bool Crosses(const PlanCosts& c, int lo, int hi) {
 
 struct RingFigures {
   double fwd = 0, bwd = 0, compute = 0, comm = 0, bytes = 0;
+  double pairs = 0;  // the busiest rank's (one head)
 };
 
 // The ring over `layout` (its ranks may be groups), each rank's work scaled
@@ -112,6 +99,7 @@ RingFigures RingModel(const Layout& layout, const Mask& mask, double flops_per_p
   f.bwd = ring_time(fwd_work * kBackwardFlopsRatio / c.backward_flops_per_s, m_bwd);
   f.comm = f.fwd - f.compute;
   f.bytes = (steps - 1) * block;
+  f.pairs = max_pairs;
   return f;
 }
 
@@ -135,11 +123,13 @@ std::vector<PlanEntry> PredictAll(Sharding sharding, int64_t seqlen, int64_t str
   const double kv_row = 2.0 * s.batch * s.kv_heads * s.head_dim * es;
   const bool spans_nodes = Crosses(c, 0, world - 1);
 
+  RingFigures ring;
   {  // the ring
     PlanEntry e;
     e.strategy = Strategy::kRing;
     e.name = "ring";
-    const RingFigures f = RingModel(layout, mask, per_pair_head, s.heads, kv_row, c, spans_nodes);
+    const RingFigures& f = ring = RingModel(layout, mask, per_pair_head, s.heads, kv_row, c,
+                                            spans_nodes);
     e.forward_s = f.fwd;
     e.backward_s = f.bwd;
     e.compute_s = f.compute;
@@ -151,10 +141,8 @@ std::vector<PlanEntry> PredictAll(Sharding sharding, int64_t seqlen, int64_t str
     PlanEntry e;
     e.strategy = Strategy::kAllGather;
     e.name = "allgather";
-    double max_pairs = 0, max_bytes = 0;
-    for (int r = 0; r < world; ++r) {
-      max_pairs = std::max(max_pairs, Pairs(layout.Shard(r), mask, seqlen));
-    }
+    const double max_pairs = ring.pairs;  // the same queries, the same keys
+    double max_bytes = 0;
     // Rows received: the key ranges the rank's queries see (what the
     // strategy gathers), less its own rows.
     for (int r = 0; r < world; ++r) {
@@ -215,6 +203,16 @@ std::vector<PlanEntry> PredictAll(Sharding sharding, int64_t seqlen, int64_t str
     out.push_back(e);
   }
   return out;
+}
+
+PlanCosts PlanCosts::Given(double tflops, double bwd_tflops, double link_gbps,
+                           double latency_us) {
+  PlanCosts c;
+  c.forward_flops_per_s = tflops * 1e12;
+  c.backward_flops_per_s = bwd_tflops > 0 ? bwd_tflops * 1e12 : 0.8 * c.forward_flops_per_s;
+  c.bytes_per_s = link_gbps * 1e9;
+  c.latency_s = latency_us * 1e-6;
+  return c;
 }
 
 const PlanEntry& Choose(const std::vector<PlanEntry>& entries, bool backward) {

@@ -45,6 +45,10 @@ struct PlanCosts {
   // or takes the same cores (CPU ranks: memcpy and UCX's copies run on the
   // cores the kernels use, so the ring's overlap buys nothing there).
   bool overlap = true;
+
+  // Costs given by the caller in its units: TFLOP/s per rank (backward: 0
+  // means 0.8 x forward), GB/s each way, microseconds per message.
+  static PlanCosts Given(double tflops, double bwd_tflops, double link_gbps, double latency_us);
 };
 
 struct PlanShape {

@@ -89,12 +89,6 @@ class RingStrategy final : public AttentionStrategy {
     const int64_t half = d.B * d.S * d.Hk * d.D * DTypeSize(dtype_);
     return be_->Pack(v, static_cast<char*>(dst) + half);
   }
-  // The status of a timed stretch of kernels: the first error of `s` and
-  // the end of the interval.
-  absl::Status Timed(absl::Status s) {
-    absl::Status end = be_->EndTimed();
-    return s.ok() ? end : s;
-  }
 
   StrategyContext ctx_;
   const Layout& layout_;
@@ -165,7 +159,7 @@ absl::Status RingStrategy::Forward(const ShardDims& d, const TensorView& q, cons
         s = be_->Merge(acc_out_.f(), acc_lse_.f(), part_out_.f(), part_lse_.f(), d.B, d.S, d.H,
                        d.D);
       }
-      s = Timed(s);
+      s = EndTimed(be_, s);
       if (!s.ok()) return xfer_->Fail(s, t, "attention forward");
       have_result = true;
       ++ctx_.stats->steps_with_work;
@@ -227,7 +221,7 @@ absl::Status RingStrategy::Backward(const ShardDims& d, const TensorView& q, con
       p.dk_accum = grad;
       p.dv_accum = grad + block / 2;
       absl::Status s = be_->BeginTimed();
-      if (s.ok()) s = Timed(be_->Backward(p));
+      if (s.ok()) s = EndTimed(be_, be_->Backward(p));
       if (!s.ok()) return xfer_->Fail(s, t, "attention backward");
       ++ctx_.stats->steps_with_work;
     }
@@ -235,7 +229,7 @@ absl::Status RingStrategy::Backward(const ShardDims& d, const TensorView& q, con
       // The accumulator of block src arrived from r-1 into dkv_[acc].
       RETURN_IF_ERROR(xfer_->Arrive(std::move(dkv_req), t, "waiting for the dK/dV accumulator"));
       absl::Status s = be_->BeginTimed();
-      if (s.ok()) s = Timed(be_->Add(dkv_[acc].f(), dkv_tmp_.f(), block));
+      if (s.ok()) s = EndTimed(be_, be_->Add(dkv_[acc].f(), dkv_tmp_.f(), block));
       if (!s.ok()) return xfer_->Fail(s, t, "adding to the dK/dV accumulator");
     }
     // Forward the accumulator: to r+1 for the next step, or home after the last.

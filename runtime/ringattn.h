@@ -97,6 +97,12 @@ struct StrategySpec {
   int ring = 0;
 };
 absl::StatusOr<StrategySpec> ParseStrategySpec(const std::string& text);
+// Whether `spec` runs on `world` ranks with `heads` query heads (0: not
+// known yet): hybrid's U x R must be the world size, and every rank of a
+// Ulysses group (U = W for ulysses) needs a query head. InvalidArgument
+// naming `strategy` or `q heads` otherwise -- the one check the tools,
+// Python and the C ABI make before anything runs.
+absl::Status CheckStrategy(const StrategySpec& spec, int world, int64_t heads = 0);
 // "hybrid:2x4", or the plain name.
 std::string StrategySpecName(Strategy s, int ulysses, int world);
 

@@ -1,6 +1,8 @@
 // MakeStrategy and the params every strategy's kernels share: see strategy.h.
 #include "runtime/strategy.h"
 
+#include <algorithm>
+
 #include "base/status.h"
 
 namespace ringattn {
@@ -16,6 +18,53 @@ std::unique_ptr<AttentionStrategy> MakeStrategy(const StrategyContext& ctx) {
       break;
   }
   return MakeRingStrategy(ctx);
+}
+
+namespace {
+
+// Start of part c of n near-equal parts of `total`.
+int64_t PartStart(int64_t c, int64_t n, int64_t total) {
+  return c * (total / n) + std::min(c, total % n);
+}
+
+}  // namespace
+
+std::vector<HeadRange> SplitHeads(int64_t H, int64_t Hk, int U) {
+  std::vector<HeadRange> out(U);
+  const int64_t G = H / Hk;
+  if (Hk >= U) {
+    for (int u = 0; u < U; ++u) {
+      HeadRange& r = out[u];
+      r.kv0 = PartStart(u, U, Hk);
+      r.nkv = PartStart(u + 1, U, Hk) - r.kv0;
+      r.q0 = r.kv0 * G;
+      r.nq = r.nkv * G;
+    }
+    return out;
+  }
+  for (int64_t kv = 0; kv < Hk; ++kv) {  // members [m0, m1) share KV head kv
+    const int64_t m0 = PartStart(kv, Hk, U), m1 = PartStart(kv + 1, Hk, U);
+    for (int64_t m = m0; m < m1; ++m) {
+      HeadRange& r = out[m];
+      r.kv0 = kv;
+      r.nkv = 1;
+      r.q0 = kv * G + PartStart(m - m0, m1 - m0, G);
+      r.nq = kv * G + PartStart(m - m0 + 1, m1 - m0, G) - r.q0;
+    }
+  }
+  return out;
+}
+
+std::vector<RowRun> InverseRuns(const std::vector<RowRun>& runs) {
+  std::vector<RowRun> inv;
+  inv.reserve(runs.size());
+  for (const RowRun& r : runs) inv.push_back({r.dst, r.src, r.length});
+  return inv;
+}
+
+absl::Status EndTimed(KernelBackend* be, const absl::Status& s) {
+  absl::Status end = be->EndTimed();
+  return s.ok() ? end : s;
 }
 
 TensorView RowsView(void* data, DType dtype, Device device, int64_t B, int64_t S, int64_t H,

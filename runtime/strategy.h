@@ -101,10 +101,23 @@ std::vector<std::pair<int64_t, int64_t>> VisibleKeyRanges(const Layout& layout, 
 struct RowRun {
   int64_t src = 0, dst = 0, length = 0;
 };
+// The same runs in the other direction (dst -> src).
+std::vector<RowRun> InverseRuns(const std::vector<RowRun>& runs);
 // Copies the runs of rows of a [B, S_src, H, D] view into a contiguous
 // [B, S_dst, H, D] buffer of the view's dtype (one Pack per batch and run).
 absl::Status CopyRuns(KernelBackend* be, const TensorView& src, const std::vector<RowRun>& runs,
                       int64_t seqlen_dst, void* dst);
+// Ulysses' head split of member u of a group of U (ulysses.cc): a
+// contiguous range of query heads and the KV heads they read. With
+// Hkv >= U whole GQA groups, the KV heads split near-evenly; with Hkv < U
+// each KV head's query heads split among the members assigned to it,
+// which all receive that KV head. Needs H >= U for every member to get a
+// query head.
+struct HeadRange {
+  int64_t q0 = 0, nq = 0, kv0 = 0, nkv = 0;
+};
+std::vector<HeadRange> SplitHeads(int64_t H, int64_t Hk, int U);
+
 // A contiguous [B, S, H, D] view of `data`.
 TensorView RowsView(void* data, DType dtype, Device device, int64_t B, int64_t S, int64_t H,
                     int64_t D);
@@ -113,5 +126,8 @@ TensorView RowsView(void* data, DType dtype, Device device, int64_t B, int64_t S
 // strides, sizes, scale (default 1/sqrt(D)), softcap, mask, the global
 // positions of the rank's queries, contiguous lse strides.
 AttnParams BaseParams(const StrategyContext& ctx, const ShardDims& d, const TensorView& q);
+// The status of a timed stretch of kernels (KernelBackend::BeginTimed
+// before it): the first error of `s` and of ending the interval.
+absl::Status EndTimed(KernelBackend* be, const absl::Status& s);
 
 }  // namespace ringattn

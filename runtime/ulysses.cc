@@ -40,41 +40,6 @@ constexpr int kKindHeadsOut = 6;
 constexpr int64_t kAlign = 256;  // of each part in the group buffer
 constexpr int kMaxParts = 6;     // the backward's: lse, q, k, v, out, dout
 
-struct HeadRange {
-  int64_t q0 = 0, nq = 0, kv0 = 0, nkv = 0;
-};
-
-// Start of part c of n near-equal parts of `total`.
-int64_t PartStart(int64_t c, int64_t n, int64_t total) {
-  return c * (total / n) + std::min(c, total % n);
-}
-
-std::vector<HeadRange> SplitHeads(int64_t H, int64_t Hk, int U) {
-  std::vector<HeadRange> out(U);
-  const int64_t G = H / Hk;
-  if (Hk >= U) {
-    for (int u = 0; u < U; ++u) {
-      HeadRange& r = out[u];
-      r.kv0 = PartStart(u, U, Hk);
-      r.nkv = PartStart(u + 1, U, Hk) - r.kv0;
-      r.q0 = r.kv0 * G;
-      r.nq = r.nkv * G;
-    }
-    return out;
-  }
-  for (int64_t kv = 0; kv < Hk; ++kv) {  // members [m0, m1) share KV head kv
-    const int64_t m0 = PartStart(kv, Hk, U), m1 = PartStart(kv + 1, Hk, U);
-    for (int64_t m = m0; m < m1; ++m) {
-      HeadRange& r = out[m];
-      r.kv0 = kv;
-      r.nkv = 1;
-      r.q0 = kv * G + PartStart(m - m0, m1 - m0, G);
-      r.nq = kv * G + PartStart(m - m0 + 1, m1 - m0, G) - r.q0;
-    }
-  }
-  return out;
-}
-
 // Runs from a member's rows (its local order) to the group's position order.
 std::vector<RowRun> MemberRuns(const std::vector<int64_t>& member, const PositionMap& group) {
   std::vector<RowRun> runs;
@@ -93,12 +58,6 @@ std::vector<RowRun> MemberRuns(const std::vector<int64_t>& member, const Positio
     }
   }
   return runs;
-}
-
-std::vector<RowRun> Inverse(const std::vector<RowRun>& runs) {
-  std::vector<RowRun> inv;
-  for (const RowRun& r : runs) inv.push_back({r.dst, r.src, r.length});
-  return inv;
 }
 
 // A [B, S, H, D] view of heads [h0, h0 + n) of `t`.
@@ -154,6 +113,7 @@ class UlyssesStrategy final : public AttentionStrategy {
     for (int a = 0; a < U_; ++a) {
       const int rank = g_ * U_ + a;
       runs_.push_back(MemberRuns(ctx.layout->Positions(rank), group));
+      back_runs_.push_back(InverseRuns(runs_.back()));
       rows_.push_back(ctx.layout->ShardLength(rank));
     }
     S_g_ = group_layout_.ShardLength(g_);
@@ -224,7 +184,8 @@ class UlyssesStrategy final : public AttentionStrategy {
   absl::Status init_;
   std::unique_ptr<comm::Communicator> ucomm_, rcomm_;
   std::unique_ptr<Transfers> uxfer_, rxfer_;
-  std::vector<std::vector<RowRun>> runs_;  // member a's rows -> group order
+  std::vector<std::vector<RowRun>> runs_;       // member a's rows -> group order
+  std::vector<std::vector<RowRun>> back_runs_;  // group order -> member a's rows
   std::vector<int64_t> rows_;              // member a's row count
   int64_t S_g_ = 0;
   // For the heads of the last call:
@@ -350,7 +311,7 @@ absl::StatusOr<std::vector<std::vector<float*>>> UlyssesStrategy::Return(
     for (const OutPart& p : parts) {
       const int64_t n = p.kv ? me.nkv : me.nq;
       const TensorView src = RowsView(p.data, DType::kFloat32, be_->device(), d.B, S_g_, n, p.dim);
-      RETURN_IF_ERROR(CopyRuns(be_, src, Inverse(runs_[a]), rows_[a], s + off));
+      RETURN_IF_ERROR(CopyRuns(be_, src, back_runs_[a], rows_[a], s + off));
       off += d.B * rows_[a] * n * p.dim * 4;
     }
     sp[a] = s;

@@ -509,14 +509,23 @@ double EstimatedBytes(const Config& c, int world) {
          2.0 * c.B * c.H * c.S * 4 + q / world * 4;
 }
 
+// The problem's shape from the flags (sizes, stripe, backward): what a
+// run and a --simulate share.
+Config ShapeFromFlags() {
+  Config c;
+  c.S = absl::GetFlag(FLAGS_seq);
+  c.B = absl::GetFlag(FLAGS_batch);
+  c.H = absl::GetFlag(FLAGS_heads);
+  c.Hk = absl::GetFlag(FLAGS_kv_heads) == 0 ? c.H : absl::GetFlag(FLAGS_kv_heads);
+  c.D = absl::GetFlag(FLAGS_head_dim);
+  c.stripe = absl::GetFlag(FLAGS_stripe);
+  c.backward = absl::GetFlag(FLAGS_backward);
+  return c;
+}
+
 PlanCosts CostsFromFlags() {
-  PlanCosts c;
-  c.forward_flops_per_s = absl::GetFlag(FLAGS_tflops) * 1e12;
-  c.backward_flops_per_s = absl::GetFlag(FLAGS_bwd_tflops) > 0
-                               ? absl::GetFlag(FLAGS_bwd_tflops) * 1e12
-                               : 0.8 * c.forward_flops_per_s;
-  c.bytes_per_s = absl::GetFlag(FLAGS_link_gbps) * 1e9;
-  c.latency_s = absl::GetFlag(FLAGS_latency_us) * 1e-6;
+  PlanCosts c = PlanCosts::Given(absl::GetFlag(FLAGS_tflops), absl::GetFlag(FLAGS_bwd_tflops),
+                                 absl::GetFlag(FLAGS_link_gbps), absl::GetFlag(FLAGS_latency_us));
   c.node_size = absl::GetFlag(FLAGS_node_size);
   c.node_bytes_per_s = absl::GetFlag(FLAGS_node_gbps) * 1e9;
   c.overlap = absl::GetFlag(FLAGS_overlap);
@@ -594,14 +603,7 @@ Json PrintPlan(const Config& c, int world, const PlanCosts& costs, const RunResu
 absl::Status Simulate() {
   RETURN_IF_ERROR(CheckFlags());
   RETURN_IF_ERROR(CheckRange("--devices", absl::GetFlag(FLAGS_devices), 1, 1 << 20));
-  Config c;
-  c.S = absl::GetFlag(FLAGS_seq);
-  c.B = absl::GetFlag(FLAGS_batch);
-  c.H = absl::GetFlag(FLAGS_heads);
-  c.Hk = absl::GetFlag(FLAGS_kv_heads) == 0 ? c.H : absl::GetFlag(FLAGS_kv_heads);
-  c.D = absl::GetFlag(FLAGS_head_dim);
-  c.stripe = absl::GetFlag(FLAGS_stripe);
-  c.backward = absl::GetFlag(FLAGS_backward);
+  Config c = ShapeFromFlags();
   ASSIGN_OR_RETURN(c.sharding, ParseSharding(absl::GetFlag(FLAGS_sharding)));
   const std::string dt = absl::GetFlag(FLAGS_dtype);
   c.dtype = dt == "fp32" ? DType::kFloat32 : dt == "fp16" ? DType::kFloat16 : DType::kBFloat16;
@@ -635,17 +637,10 @@ absl::Status Simulate() {
 // summary on rank 0, and returns its figures there (null on other ranks).
 absl::StatusOr<Json> RunPoint(bool ranks_given) {
   RETURN_IF_ERROR(CheckFlags());
-  Config c;
-  c.S = absl::GetFlag(FLAGS_seq);
-  c.B = absl::GetFlag(FLAGS_batch);
-  c.H = absl::GetFlag(FLAGS_heads);
-  c.Hk = absl::GetFlag(FLAGS_kv_heads) == 0 ? c.H : absl::GetFlag(FLAGS_kv_heads);
-  c.D = absl::GetFlag(FLAGS_head_dim);
-  c.stripe = absl::GetFlag(FLAGS_stripe);
+  Config c = ShapeFromFlags();
   c.softcap = static_cast<float>(absl::GetFlag(FLAGS_softcap));
   c.iters = absl::GetFlag(FLAGS_iters);
   c.warmup = absl::GetFlag(FLAGS_warmup);
-  c.backward = absl::GetFlag(FLAGS_backward);
   const int ranks_flag = absl::GetFlag(FLAGS_ranks);
   auto backend = ParseBackendFlag(absl::GetFlag(FLAGS_backend));
   if (!backend.ok()) return backend.status();
@@ -683,16 +678,9 @@ absl::StatusOr<Json> RunPoint(bool ranks_given) {
   if (!ring_ranks.ok()) return ring_ranks.status();
   comm::World& ranks = **ring_ranks;
   const int world = ranks.size();
-  if (c.strategy == Strategy::kHybrid && (spec->ulysses * spec->ring != world)) {
-    return absl::InvalidArgumentError(absl::StrCat("--strategy ", absl::GetFlag(FLAGS_strategy),
-                                                   ": U x R must be the world size ", world));
-  }
-  if ((c.strategy == Strategy::kUlysses || c.strategy == Strategy::kHybrid) &&
-      c.H < (c.strategy == Strategy::kUlysses ? world : c.ulysses)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--heads ", c.H, ": --strategy ", absl::GetFlag(FLAGS_strategy),
-        " gives every rank of a Ulysses group a query head; needs at least ",
-        c.strategy == Strategy::kUlysses ? world : c.ulysses));
+  if (absl::Status s = CheckStrategy(*spec, world, c.H); !s.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--strategy ", absl::GetFlag(FLAGS_strategy), ": ", s.message()));
   }
   const bool root = ranks.root();
   // One rank per process: the machine's cores are shared by the processes

@@ -147,9 +147,9 @@ absl::StatusOr<eval::EvalOptions> Options() {
     if (spec->strategy == Strategy::kLocal) {
       return absl::InvalidArgumentError("--strategy: the eval's runs are rings; local is one device's");
     }
-    if (spec->strategy == Strategy::kHybrid && spec->ulysses * spec->ring != o.ranks) {
-      return absl::InvalidArgumentError(absl::StrCat("--strategy ", absl::GetFlag(FLAGS_strategy),
-                                                     ": U x R must be --ranks ", o.ranks));
+    if (absl::Status s = CheckStrategy(*spec, o.ranks); !s.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--strategy ", absl::GetFlag(FLAGS_strategy), ": ", s.message()));
     }
     o.strategy = spec->strategy;
     o.ulysses = spec->ulysses;

@@ -259,12 +259,11 @@ absl::Status Main(bool ranks_given, std::chrono::steady_clock::time_point start)
   opt.num_threads = absl::GetFlag(FLAGS_threads);
   opt.backend = backend;
   opt.deterministic = absl::GetFlag(FLAGS_deterministic);
-  {
-    auto spec = ParseStrategySpec(absl::GetFlag(FLAGS_strategy));
-    if (!spec.ok()) return absl::InvalidArgumentError(absl::StrCat("--", spec.status().message()));
-    opt.strategy = spec->strategy;
-    opt.ulysses = spec->ulysses;
-  }
+  absl::StatusOr<StrategySpec> spec_or = ParseStrategySpec(absl::GetFlag(FLAGS_strategy));
+  if (!spec_or.ok()) return absl::InvalidArgumentError(absl::StrCat("--", spec_or.status().message()));
+  const StrategySpec spec = *spec_or;
+  opt.strategy = spec.strategy;
+  opt.ulysses = spec.ulysses;
 
   const int64_t es = DTypeSize(dtype);
   ASSIGN_OR_RETURN(auto ranks,
@@ -276,16 +275,9 @@ absl::Status Main(bool ranks_given, std::chrono::steady_clock::time_point start)
   if (ranks->size() == 1) {
     opt.strategy = Strategy::kLocal;
     opt.ulysses = 0;
-  } else if (opt.strategy == Strategy::kHybrid && opt.ulysses * ParseStrategySpec(
-                 absl::GetFlag(FLAGS_strategy))->ring != ranks->size()) {
-    return absl::InvalidArgumentError(absl::StrCat("--strategy ", absl::GetFlag(FLAGS_strategy),
-                                                   ": U x R must be the world size ",
-                                                   ranks->size()));
-  } else if ((opt.strategy == Strategy::kUlysses || opt.strategy == Strategy::kHybrid) &&
-             H < (opt.strategy == Strategy::kUlysses ? ranks->size() : opt.ulysses)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--strategy ", absl::GetFlag(FLAGS_strategy), ": the q heads (", H,
-        ") must be at least the ranks of a Ulysses group"));
+  } else if (absl::Status c = CheckStrategy(spec, ranks->size(), H); !c.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--strategy ", absl::GetFlag(FLAGS_strategy), ": ", c.message()));
   }
   std::vector<Shards> shards(ranks->size());
   double call_seconds[2] = {0, 0};  // rank 0's forward and backward calls

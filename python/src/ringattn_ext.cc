@@ -314,11 +314,7 @@ class Attention {
     Check(strategy.status());
     o.strategy = strategy->strategy;
     o.ulysses = strategy->ulysses;
-    if (o.strategy == Strategy::kHybrid && world != nullptr &&
-        strategy->ulysses * strategy->ring != world->size()) {
-      Check(absl::InvalidArgumentError(absl::StrCat(
-          "strategy ", a.strategy, ": U x R must be the group's size ", world->size())));
-    }
+    if (world != nullptr) Check(CheckStrategy(*strategy, world->size()));
     o.mask = Mask::Window(a.window_left, a.window_right, a.causal);
     o.mask.prefix = a.prefix;
     o.mask.sink = a.sink;
