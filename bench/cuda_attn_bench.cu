@@ -15,6 +15,10 @@
 //                                  backward = RowDot + Backward, 2.5x the
 //                                  forward FLOPs. --shape D S causal: that
 //                                  shape alone (for profiling with ncu).
+//   --kernel sm80|sm90a            the forward kernels checked and timed:
+//                                  the mma.sync ones (default) or the Hopper
+//                                  ones (compute capability 9.0; the CSV's
+//                                  first column says ringattn-sm90a).
 // It calls the kernel launchers directly (attention/cuda/launch.h, chosen as
 // the library chooses them: attention/cuda/dispatch.h).
 #include <cuda_runtime.h>
@@ -75,11 +79,13 @@ CudaResult NoKernels(const AttnParams& p) {
   std::fprintf(stderr, "no kernels for head dim %ld\n", static_cast<long>(p.head_dim));
   std::exit(2);
 }
+bool use_sm90a = false;  // --kernel sm90a
 CudaResult RunForward(const AttnParams& p) {
   return DispatchForward(
       p,
       [&]<DType kT, int kD, bool kCap>() {
-        return internal::LaunchForward<kT, kD, kCap>(p, nullptr);
+        return use_sm90a ? internal::LaunchForwardSm90<kT, kD, kCap>(p, nullptr)
+                         : internal::LaunchForward<kT, kD, kCap>(p, nullptr);
       },
       [&] { return NoKernels(p); });
 }
@@ -814,8 +820,9 @@ int BenchAll(const char* csv_path, int reps, int only_d, int64_t only_s, int onl
         std::printf("%-4d %-6ld %-3ld %-4ld %-7s | %9.3f %8.1f | %9.3f %8.1f | %9.3f %8.1f\n", D, S,
                     B, H, causal ? "yes" : "no", fwd_ms, ft, bwd_ms, bt, det_ms, dt);
         if (csv) {
-          std::fprintf(csv, "ringattn,bf16,%d,%ld,%ld,%ld,%d,%.4f,%.2f,%.4f,%.2f,%.4f,%.2f\n", D, S,
-                       B, H, causal ? 1 : 0, fwd_ms, ft, bwd_ms, bt, det_ms, dt);
+          std::fprintf(csv, "%s,bf16,%d,%ld,%ld,%ld,%d,%.4f,%.2f,%.4f,%.2f,%.4f,%.2f\n",
+                       use_sm90a ? "ringattn-sm90a" : "ringattn", D, S, B, H, causal ? 1 : 0,
+                       fwd_ms, ft, bwd_ms, bt, det_ms, dt);
           std::fflush(csv);  // rows done stay usable if a time budget cuts the run
         }
         std::fflush(stdout);
@@ -851,8 +858,14 @@ int main(int argc, char** argv) {
       only_causal = std::atoi(argv[++i]);
     } else if (a == "--reps" && i + 1 < argc) {
       reps = std::max(1, std::atoi(argv[++i]));
+    } else if (a == "--kernel" && i + 1 < argc && (std::string(argv[i + 1]) == "sm80" ||
+                                                   std::string(argv[i + 1]) == "sm90a")) {
+      ringattn::cuda::use_sm90a = std::string(argv[++i]) == "sm90a";
     } else {
-      std::fprintf(stderr, "usage: %s [--check] [--bench] [--csv FILE] [--reps N] [--shape D S causal]\n", argv[0]);
+      std::fprintf(stderr,
+                   "usage: %s [--check] [--bench] [--csv FILE] [--reps N] [--shape D S causal] "
+                   "[--kernel sm80|sm90a]\n",
+                   argv[0]);
       return 2;
     }
   }

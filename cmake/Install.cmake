@@ -20,7 +20,7 @@ configure_file(${PROJECT_SOURCE_DIR}/cmake/version.h.in
 # The rooms' static libraries, whole, in one library.
 set(ringattn_parts ringattn_base attention_cpu attention comm runtime)
 if(RINGATTN_CUDA_FOUND)
-  list(APPEND ringattn_parts attention_cuda_kernels runtime_cuda_kernels)
+  list(APPEND ringattn_parts attention_cuda_kernels attention_cuda_sm90 runtime_cuda_kernels)
 endif()
 if(RINGATTN_SHARED)
   add_library(ringattn SHARED)

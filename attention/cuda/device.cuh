@@ -131,7 +131,7 @@ RA_DEVICE void LoadTile(uint16_t* s, const uint16_t* g, int64_t stride, int tid,
 
 // The striped case of GlobalPos, out of line: its 64-bit division is a
 // long instruction sequence that would otherwise be inlined at every use.
-RA_DEVICE_NOINLINE inline int64_t StripedPos(int64_t global_begin, int64_t o, int64_t stripe,
+RA_DEVICE_NOINLINE int64_t StripedPos(int64_t global_begin, int64_t o, int64_t stripe,
                                              int64_t period) {
   return global_begin + (o / stripe) * period + (o % stripe);
 }

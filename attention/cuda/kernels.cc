@@ -12,8 +12,10 @@
 #include <climits>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "attention/cuda/dispatch.h"
 #include "attention/cuda/launch.h"
@@ -28,6 +30,10 @@ namespace internal {
 int ForwardSmemBytes(int head_dim) {
   return WithHeadDim(
       head_dim, []<int kD>() { return FwdTraits<kD>::kSmemBytes; }, [] { return INT_MAX; });
+}
+int ForwardSm90SmemBytes(int head_dim) {
+  return WithHeadDim(
+      head_dim, []<int kD>() { return FwdSm90Traits<kD>::kSmemBytes; }, [] { return INT_MAX; });
 }
 int BackwardSmemBytes(int head_dim) {
   return WithHeadDim(
@@ -97,6 +103,38 @@ absl::Status CheckDevice(int smem) {
 
 cudaStream_t AsStream(void* stream) { return static_cast<cudaStream_t>(stream); }
 
+// Which forward kernels run, from RINGATTN_CUDA_KERNELS:
+//   sm80          the mma.sync kernels (fwd_kernel.cuh), on every sm_80+ device;
+//   sm90a         the Hopper kernels (fwd_sm90_kernel.cuh), compute capability
+//                 9.0 only (an error elsewhere);
+//   auto (unset)  the sm80 kernels for now. The Hopper kernels have run only
+//                 on the emulator (tests/attention/cuda_emu_check --sm90);
+//                 auto takes them on 9.0 once tools/gpu_check.sh has passed
+//                 them on an H100, which no session has had yet.
+// Returns whether to run the Hopper kernels.
+absl::StatusOr<bool> UseSm90aForward() {
+  const char* env = std::getenv("RINGATTN_CUDA_KERNELS");
+  const absl::string_view v = env != nullptr ? env : "auto";
+  if (v == "auto" || v == "sm80") return false;
+  if (v != "sm90a") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "RINGATTN_CUDA_KERNELS: expected auto, sm80 or sm90a; got \"", v, "\""));
+  }
+  int dev = 0, major = 0, minor = 0;
+  RINGATTN_CUDA_CHECK(cudaGetDevice(&dev), "CUDA attention");
+  RINGATTN_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev),
+                      "CUDA attention");
+  RINGATTN_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev),
+                      "CUDA attention");
+  if (major != 9 || minor != 0) {
+    return absl::UnimplementedError(
+        absl::StrCat("RINGATTN_CUDA_KERNELS=sm90a: the Hopper kernels (sm_90a) need compute "
+                     "capability 9.0; device ",
+                     dev, " is sm_", major, minor));
+  }
+  return true;
+}
+
 }  // namespace
 
 bool DeviceAvailable() {
@@ -107,6 +145,18 @@ bool DeviceAvailable() {
     return false;
   }
   return n > 0;
+}
+
+int DeviceComputeCapability() {
+  if (!DeviceAvailable()) return 0;
+  int dev = 0, major = 0, minor = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return 10 * major + minor;
 }
 
 absl::Status CheckParams(const AttnParams& p, bool backward) {
@@ -235,12 +285,16 @@ absl::Status Forward(const AttnParams& p, void* stream) {
     RINGATTN_CUDA_CHECK(freed, "mask.sink scratch");
     return absl::OkStatus();
   }
-  RETURN_IF_ERROR(CheckDevice(internal::ForwardSmemBytes(static_cast<int>(p.head_dim))));
+  ASSIGN_OR_RETURN(const bool sm90a, UseSm90aForward());
+  const int head_dim = static_cast<int>(p.head_dim);
+  RETURN_IF_ERROR(CheckDevice(sm90a ? internal::ForwardSm90SmemBytes(head_dim)
+                                    : internal::ForwardSmemBytes(head_dim)));
   const cudaStream_t s = AsStream(stream);
   return DispatchForward(
       p,
       [&]<DType kT, int kD, bool kCap>() {
-        return ToStatus(internal::LaunchForward<kT, kD, kCap>(p, s));
+        return ToStatus(sm90a ? internal::LaunchForwardSm90<kT, kD, kCap>(p, s)
+                              : internal::LaunchForward<kT, kD, kCap>(p, s));
       },
       [&] { return absl::InternalError(absl::StrCat("no forward kernel for D=", p.head_dim)); });
 }

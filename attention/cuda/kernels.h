@@ -22,6 +22,12 @@
 // asynchronous on it, and launch errors come back as Status with file:line.
 // Without CUDA at build time, every function answers Unimplemented and
 // DeviceAvailable() is false.
+//
+// The forward runs the mma.sync kernels (fwd_kernel.cuh) unless the
+// environment variable RINGATTN_CUDA_KERNELS says sm90a: then the Hopper
+// kernels (fwd_sm90_kernel.cuh), on compute capability 9.0 only. Unset or
+// "auto" is the mma.sync kernels until the Hopper ones have run on a GPU
+// (see UseSm90aForward in kernels.cc); any other value is InvalidArgument.
 #pragma once
 
 #include <cstdint>
@@ -33,6 +39,10 @@ namespace ringattn::cuda {
 
 // Whether a CUDA device is present and usable (a driver, at least one GPU).
 bool DeviceAvailable();
+
+// The current device's compute capability as 10 * major + minor (90 for an
+// H100), or 0 without a device.
+int DeviceComputeCapability();
 
 // Checks what the kernels rely on, without launching anything.
 absl::Status CheckParams(const AttnParams& p, bool backward);

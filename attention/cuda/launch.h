@@ -12,6 +12,9 @@
 //                                   LaunchBackward<dtype, D, softcap,
 //                                   deterministic>: the main kernel and the
 //                                   deterministic dQ pass
+//   instantiations/fwd_sm90_hdim{64,128,256}_{bf16,fp16}.cu
+//                                   LaunchForwardSm90<dtype, D, softcap>:
+//                                   the Hopper forward, sm_90a only
 //   merge.cu                        MergePartial, RowDot
 #pragma once
 
@@ -32,6 +35,12 @@ int BackwardSmemBytes(int head_dim);
 // Forward: out, lse; kCap: softcap (p.softcap > 0).
 template <DType kT, int kD, bool kCap>
 CudaResult LaunchForward(const AttnParams& p, cudaStream_t stream);
+
+// The Hopper forward (same contract as LaunchForward); the device must be
+// compute capability 9.0.
+template <DType kT, int kD, bool kCap>
+CudaResult LaunchForwardSm90(const AttnParams& p, cudaStream_t stream);
+int ForwardSm90SmemBytes(int head_dim);
 
 // Backward: dk/dv (and dq unless kDeterministic) added into the fp32
 // accumulators; kDeterministic adds dq with a separate pass, no atomics.

@@ -23,7 +23,14 @@
 #include "attention/dtype.h"
 
 #define RA_DEVICE __device__ __forceinline__
-#define RA_DEVICE_NOINLINE __device__ __noinline__
+// Out of line to keep code small (StripedPos), except in kernels that use
+// setmaxnreg (the sm_90a forward: RINGATTN_CUDA_NO_CALLS), which ptxas
+// ignores in a kernel that makes calls.
+#if defined(RINGATTN_CUDA_NO_CALLS)
+#define RA_DEVICE_NOINLINE __device__ __forceinline__
+#else
+#define RA_DEVICE_NOINLINE __device__ __noinline__ inline
+#endif
 
 namespace ringattn::cuda::detail {
 

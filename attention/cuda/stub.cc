@@ -13,6 +13,7 @@ absl::Status NotBuilt() {
 }  // namespace
 
 bool DeviceAvailable() { return false; }
+int DeviceComputeCapability() { return 0; }
 absl::Status CheckParams(const AttnParams&, bool) { return NotBuilt(); }
 absl::Status Forward(const AttnParams&, void*) { return NotBuilt(); }
 absl::Status Backward(const AttnParams&, bool, void*) { return NotBuilt(); }

@@ -159,4 +159,44 @@ template <int kHeadDim>
 using BwdDqTraits =
     BwdDqConfig<kHeadDim, 4, kHeadDim <= 64 ? 64 : kHeadDim <= 128 ? 32 : 16>;
 
+// The Hopper forward (fwd_sm90_kernel.cuh, sm_90a): one producer warpgroup
+// (TMA loads, key positions, zeroing the V rows of keys no query of the CTA
+// sees) and kConsumers consumer warpgroups of 64 query rows each, which
+// run both GEMMs with wgmma and the softmax in registers. K and V tiles of
+// kBlockN keys pass through a kStages-deep ring of shared memory, each tile
+// as kD / 64 panels of [rows][64] (128-byte swizzle, 1024-byte aligned).
+// setmaxnreg moves registers from the producer to the consumers:
+// 128 * kProducerRegs + 256 * kConsumerRegs <= 65536.
+template <int kHeadDim>
+struct FwdSm90Traits {
+  static constexpr int kD = kHeadDim;
+  static constexpr int kPanels = kD / 64;
+  static constexpr int kConsumers = 2;
+  static constexpr int kBlockM = 64 * kConsumers;
+  // D=256: the output accumulator alone is 128 registers per thread.
+  static constexpr int kBlockN = kD <= 128 ? 128 : 64;
+  static constexpr int kThreads = 128 * (kConsumers + 1);
+  static constexpr int kStages = 2;
+  static constexpr int kProducerRegs = 32;
+  static constexpr int kConsumerRegs = 240;
+  // The output accumulator in wgmma chunks of at most 128 columns.
+  static constexpr int kOChunkN = kD < 128 ? kD : 128;
+  static constexpr int kOChunks = kD / kOChunkN;
+
+  static constexpr int kQBytes = kBlockM * kD * 2;
+  static constexpr int kTileBytes = kBlockN * kD * 2;  // one K or V tile
+  static constexpr int KOffset(int s) { return kQBytes + s * 2 * kTileBytes; }
+  static constexpr int VOffset(int s) { return KOffset(s) + kTileBytes; }
+  static constexpr int kPosOffset = kQBytes + kStages * 2 * kTileBytes;  // int64 key positions
+  static constexpr int kBarOffset = kPosOffset + kStages * kBlockN * 8;
+  static constexpr int kBarriers = 1 + 4 * kStages;  // q; k, v, v ready, empty per stage
+  // + 1024: the kernel aligns the dynamic shared memory's base itself.
+  static constexpr int kSmemBytes = kBarOffset + 8 * kBarriers + 1024;
+
+  static_assert(kD % 64 == 0, "whole 64-element panels");
+  static_assert(kBlockN <= 128, "one producer thread per key row");
+  static_assert(kQBytes % 1024 == 0 && kTileBytes % 1024 == 0, "panels stay 1024-byte aligned");
+  static_assert(128 * kProducerRegs + 128 * kConsumers * kConsumerRegs <= 65536, "register file");
+};
+
 }  // namespace ringattn::cuda

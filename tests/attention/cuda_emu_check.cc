@@ -14,6 +14,9 @@
 //     sink           a sink mask's two parts in fp32, merged into a 16-bit
 //                    strided output (cuda::Forward's path for one device)
 //     --at-issue     cp.async data lands at issue instead of at the wait
+//     --sm90         the forward runs the Hopper kernel body (fwd_sm90_kernel.cuh:
+//                    TMA, mbarriers, wgmma, warp specialisation), checked alone
+//                    (the backward is the same as without it and is skipped)
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
@@ -23,6 +26,7 @@
 #include "attention/cuda/bwd_kernel.cuh"
 #include "attention/cuda/dispatch.h"
 #include "attention/cuda/fwd_kernel.cuh"
+#include "attention/cuda/fwd_sm90_kernel.cuh"
 #include "attention/cuda/merge.cuh"
 #include "tests/attention/attn_test_util.h"
 
@@ -39,12 +43,25 @@ void Unsupported(const AttnParams& p) {
   std::exit(2);
 }
 
+bool sm90 = false;  // --sm90
+
 // The kernel bodies dispatch.h picks for p, launched as the launchers
-// (fwd_launch.cuh, bwd_launch.cuh) launch them.
+// (fwd_launch.cuh, fwd_sm90_launch.cuh, bwd_launch.cuh) launch them.
 void RunForward(const AttnParams& p) {
   DispatchForward(
       p,
       [&]<DType kT, int kD, bool kCap>() {
+        if (sm90) {
+          using Tr = FwdSm90Traits<kD>;
+          detail::FwdSm90Params prm;
+          prm.p = p;
+          detail::FwdSm90MapShapes<Tr>(p, &prm.q_map, &prm.k_map, &prm.v_map);
+          const emu::Dim grid{static_cast<unsigned>((p.seqlen_q + Tr::kBlockM - 1) / Tr::kBlockM),
+                              static_cast<unsigned>(p.num_heads), static_cast<unsigned>(p.batch)};
+          emu::Launch(grid, Tr::kThreads, Tr::kSmemBytes,
+                      [&](char* s) { detail::ForwardSm90Body<Tr, kT, kCap>(prm, s); });
+          return;
+        }
         using Tr = FwdTraits<kD>;
         const emu::Dim grid{static_cast<unsigned>((p.seqlen_q + Tr::kBlockM - 1) / Tr::kBlockM),
                             static_cast<unsigned>(p.num_heads), static_cast<unsigned>(p.batch)};
@@ -156,6 +173,7 @@ void CheckCase(const Case& c, DType out_dtype) {
   std::vector<double> out_ref, lse_ref;
   CheckForward(pr, Forward(pr, out_dtype), out_dtype == DType::kFloat32 ? c.dtype : out_dtype,
                &out_ref, &lse_ref);
+  if (sm90) return;  // the backward kernels do not change with --sm90
 
   std::vector<double> dq_ref, dk_ref, dv_ref;
   ReferenceBackward(pr.ref, pr.q.data(), pr.k.data(), pr.v.data(), pr.dout.data(), &dq_ref, &dk_ref,
@@ -419,6 +437,8 @@ int main(int argc, char** argv) {
     const std::string a = argv[i];
     if (a == "--at-issue") {
       emu::kCpAsyncAtIssue = true;
+    } else if (a == "--sm90") {
+      sm90 = true;
     } else {
       what = a;
     }

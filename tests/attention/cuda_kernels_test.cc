@@ -10,6 +10,7 @@
 // skips only in a build without CUDA.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <string>
@@ -711,6 +712,128 @@ TEST(CudaKernelParams, RefusesSequencesTooLongForTheKernels) {
     EXPECT_NE(s.message().find(keys ? "S_k=2147483648" : "S_q=2147483648"), std::string::npos)
         << s;
   }
+}
+
+// ------------------------------------------------ the Hopper forward (sm_90a)
+// The same checks with RINGATTN_CUDA_KERNELS=sm90a, which runs
+// fwd_sm90_kernel.cuh; they skip without a device and on devices other than
+// compute capability 9.0.
+
+bool Hopper() { return cuda::DeviceComputeCapability() == 90; }
+
+// Sets RINGATTN_CUDA_KERNELS for a scope (the dispatch reads it at each call).
+class ScopedKernels {
+ public:
+  explicit ScopedKernels(const char* value) {
+    const char* old = std::getenv("RINGATTN_CUDA_KERNELS");
+    had_ = old != nullptr;
+    if (had_) old_ = old;
+    setenv("RINGATTN_CUDA_KERNELS", value, 1);
+  }
+  ~ScopedKernels() {
+    if (had_) {
+      setenv("RINGATTN_CUDA_KERNELS", old_.c_str(), 1);
+    } else {
+      unsetenv("RINGATTN_CUDA_KERNELS");
+    }
+  }
+
+ private:
+  bool had_ = false;
+  std::string old_;
+};
+
+#define SKIP_WITHOUT_HOPPER()                                                   \
+  SKIP_WITHOUT_DEVICE();                                                        \
+  if (!Hopper()) GTEST_SKIP() << "not compute capability 9.0 (the sm_90a kernels)"
+
+class CudaSm90aTest : public ::testing::TestWithParam<Case> {};
+
+TEST_P(CudaSm90aTest, ForwardMatchesReference) {
+  SKIP_WITHOUT_HOPPER();
+  ScopedKernels kernels("sm90a");
+  const Problem pr = MakeProblem(GetParam(), 1234);
+  ExpectForwardClose(pr, RunForward(pr, pr.c.dtype), pr.c.dtype);
+}
+
+INSTANTIATE_TEST_SUITE_P(Sweep, CudaSm90aTest, ::testing::ValuesIn(SweepCases()),
+                         [](const auto& info) {
+                           return info.param.Name() + "_" + std::to_string(info.index);
+                         });
+
+TEST(CudaSm90a, Fp32And16BitOutputsAndHeadMajorStrides) {
+  SKIP_WITHOUT_HOPPER();
+  ScopedKernels kernels("sm90a");
+  Case c;
+  c.seqlen_q = 300;
+  c.seqlen_k = 250;
+  c.mask = CausalWindow(100);
+  c.k_pos = PosKind::kOffset;
+  for (DType in : {DType::kBFloat16, DType::kFloat16})
+    for (DType out : {DType::kFloat32, in}) {
+      c.dtype = in;
+      SCOPED_TRACE(std::string(DTypeName(in)) + " -> " + DTypeName(out));
+      const Problem pr = MakeProblem(c, 3);
+      ExpectForwardClose(pr, RunForward(pr, out), out);
+    }
+}
+
+TEST(CudaSm90a, NonFiniteAtMaskedKeysStaysOut) {
+  SKIP_WITHOUT_HOPPER();
+  ScopedKernels kernels("sm90a");
+  for (Mask m : {Causal(), Window(10, 0), CausalWindow(5)})
+    for (int64_t d : {64, 128, 256}) {
+      const Problem pr = NonFiniteAtMaskedKeys(m, d, DType::kBFloat16);
+      const ForwardResult r = RunForward(pr, pr.c.dtype);
+      const std::vector<double> out_ref(r.out.begin(), r.out.end());
+      const std::vector<double> lse_ref(r.lse.begin(), r.lse.end());
+      const Grads g = RunBackward(pr, out_ref, lse_ref, /*deterministic=*/false);
+      EXPECT_TRUE(MaskedKeysStayedOut(pr, r.out, r.lse, g)) << m.ToString() << " d " << d;
+    }
+}
+
+// The choice is read before any device work, so a bad value is refused (by
+// name) without a device too.
+TEST(CudaKernelParams, RefusesAnUnknownKernelChoice) {
+  Case c;
+  c.dtype = DType::kBFloat16;
+  const Problem pr = MakeProblem(c, 1);
+  AttnParams p = pr.Params();
+  alignas(16) static uint16_t fake[8];
+  p.q = p.k = p.v = fake;
+  p.out = fake;
+  p.lse = reinterpret_cast<float*>(fake);
+  ScopedKernels kernels("sm91");
+  const absl::Status s = cuda::Forward(p, nullptr);
+  if (s.code() == absl::StatusCode::kUnimplemented &&
+      s.message().find("built without CUDA") != absl::string_view::npos) {
+    GTEST_SKIP() << s.message();
+  }
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find("RINGATTN_CUDA_KERNELS"), std::string::npos) << s;
+  EXPECT_NE(s.message().find("sm91"), std::string::npos) << s;
+}
+
+// sm90a on a device that is not compute capability 9.0 is an error naming
+// the device, not a silent fallback.
+TEST(CudaSm90a, RefusedOnOtherDevices) {
+  SKIP_WITHOUT_DEVICE();
+  if (Hopper()) GTEST_SKIP() << "a compute capability 9.0 device runs them";
+  Case c;
+  c.dtype = DType::kBFloat16;
+  const Problem pr = MakeProblem(c, 1);
+  ScopedKernels kernels("sm90a");
+  const DeviceInputs in = UploadInputs(pr);
+  AttnParams p = DeviceParams(pr, in);
+  cuda::DeviceBuffer out = Poisoned(64 * 2 * 64 * 4), lse = Poisoned(2 * 64 * 4);
+  p.out = out.data();
+  p.out_stride = TensorStrides::Contiguous(64, 2, 64);
+  p.lse = lse.as<float>();
+  p.lse_batch_stride = 2 * 64;
+  p.lse_head_stride = 64;
+  const absl::Status s = cuda::Forward(p, nullptr);
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnimplemented) << s;
+  EXPECT_NE(s.message().find("compute capability 9.0"), std::string::npos) << s;
 }
 
 }  // namespace
