@@ -9,13 +9,14 @@ do); median of --reps runs timed with CUDA events after warm-up; forward
 FLOPs 4*B*H*S*S*D (causal: half), backward 2.5x that. Backends: FLASH
 (FlashAttention-2 class) and CUDNN, each where PyTorch offers it.
 
-  sdpa_bench.py [--reps N] [--csv sdpa.csv] [--ours ours.csv]
+  sdpa_bench.py [--reps N] [--csv sdpa.csv] [--ours ours.csv [--ours ours_sm90a.csv]]
 
 With --ours (the CSV of `cuda_attn_bench --bench --csv`) it prints one table
 of TFLOP/s for ours and each backend, and the ratio ours / peer.
 """
 import argparse
 import csv
+import os
 import signal
 import statistics
 import sys
@@ -112,12 +113,22 @@ def write_csv(path, rows):
             w.writerow(r)
 
 
-def read_ours(path):
+def read_ours(paths):
+    """Rows of cuda_attn_bench CSVs by (D, S, causal); the Hopper kernels'
+    forward (impl ringattn-sm90a) as fwd90."""
     ours = {}
-    with open(path) as f:
-        for r in csv.DictReader(f):
-            key = (int(r["D"]), int(r["S"]), bool(int(r["causal"])))
-            ours[key] = {k: float(r[k]) for k in ("fwd_tflops", "bwd_tflops", "bwd_det_tflops")}
+    for path in paths:
+        if not os.path.exists(path):  # e.g. a bench the budget cut: its columns say n/a
+            print(f"no {path}", file=sys.stderr)
+            continue
+        with open(path) as f:
+            for r in csv.DictReader(f):
+                key = (int(r["D"]), int(r["S"]), bool(int(r["causal"])))
+                row = ours.setdefault(key, {})
+                if r["impl"] == "ringattn-sm90a":
+                    row["fwd90"] = float(r["fwd_tflops"])
+                else:
+                    row.update({k: float(r[k]) for k in ("fwd_tflops", "bwd_tflops", "bwd_det_tflops")})
     return ours
 
 
@@ -137,26 +148,30 @@ def print_table(rows, ours):
         return r.get(field) if r else None
 
     print()
-    print("TFLOP/s, bf16 (ours = ringattn CUDA kernels; det = deterministic backward)")
+    print("TFLOP/s, bf16 (ours = ringattn CUDA kernels; sm90a = the Hopper forward, "
+          "RINGATTN_CUDA_KERNELS=sm90a; det = deterministic backward)")
     print(f"{'D':>3} {'S':>6} {'causal':>6} | {'fwd ours':>8} {'flash':>7} {'cudnn':>7} "
-          f"{'/flash':>6} {'/cudnn':>6} | {'bwd ours':>8} {'det':>7} {'flash':>7} {'cudnn':>7} "
-          f"{'/flash':>6} {'/cudnn':>6}")
+          f"{'/flash':>6} {'/cudnn':>6} | {'sm90a':>7} {'/flash':>6} {'/cudnn':>6} | "
+          f"{'bwd ours':>8} {'det':>7} {'flash':>7} {'cudnn':>7} {'/flash':>6} {'/cudnn':>6}")
     for d, s, causal in SHAPES:
         key = (d, s, causal)
         o = ours.get(key, {})
         of, ob, od = o.get("fwd_tflops"), o.get("bwd_tflops"), o.get("bwd_det_tflops")
+        o9 = o.get("fwd90")
         ff, cf = get("flash", key, "fwd_tflops"), get("cudnn", key, "fwd_tflops")
         fb, cb = get("flash", key, "bwd_tflops"), get("cudnn", key, "bwd_tflops")
         print(f"{d:>3} {s:>6} {('yes' if causal else 'no'):>6} | {fmt(of):>8} {fmt(ff)} {fmt(cf)} "
-              f"{ratio(of, ff)} {ratio(of, cf)} | {fmt(ob):>8} {fmt(od)} {fmt(fb)} {fmt(cb)} "
-              f"{ratio(ob, fb)} {ratio(ob, cb)}")
+              f"{ratio(of, ff)} {ratio(of, cf)} | {fmt(o9)} {ratio(o9, ff)} {ratio(o9, cf)} | "
+              f"{fmt(ob):>8} {fmt(od)} {fmt(fb)} {fmt(cb)} {ratio(ob, fb)} {ratio(ob, cb)}")
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--csv", help="write the SDPA timings here")
-    ap.add_argument("--ours", help="CSV from cuda_attn_bench --bench --csv, for the combined table")
+    ap.add_argument("--ours", action="append",
+                    help="CSV from cuda_attn_bench --bench --csv (repeatable: the --kernel sm90a "
+                         "one too), for the combined table")
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, on_sigterm)
     rows = bench_sdpa(args.reps)

@@ -17,14 +17,17 @@
 #        when its dependencies exist; otherwise the missing ones are named
 #        and the tests are reported NOT RUN;
 #     2. cuda_attn_bench --check: ours against naive fp32 GPU kernels (needs
-#        nvcc only; built there with nvcc if the carried one does not start);
+#        nvcc only; built there with nvcc if the carried one does not start),
+#        once with the sm_80 forward and once with the Hopper one
+#        (--kernel sm90a; cuda_kernels_test's CudaSm90a* tests run it too);
 #     3. the ring tests (cuda_ring_test, cuda_local_comm_test,
 #        run_tool_cuda_test), the one-rank nccl tests, and the cuda-local ring
 #        bench at W 1/2/4/8 (ring.txt);
-#     4. cuda_attn_bench --bench and bench/sdpa_bench.py (PyTorch SDPA, flash
-#        and cuDNN backends) on the same shapes, D=128 first, and one table
-#        of TFLOP/s with the ratio ours / peer (a run cut by the budget
-#        prints the rows it has).
+#     4. cuda_attn_bench --bench (and --bench --kernel sm90a, the Hopper
+#        forward) and bench/sdpa_bench.py (PyTorch SDPA, flash and cuDNN
+#        backends) on the same shapes, D=128 first, and one table of TFLOP/s
+#        with the ratio ours / peer (a run cut by the budget prints the rows
+#        it has).
 #     5. memcheck (compute-sanitizer) on a few small cases, beside step 1,
 #        and the tile-shape sweep (cuda_tune --tune) and Nsight Compute on
 #        the D=128 forward and backward after the timings.
@@ -44,7 +47,9 @@ cd "$ROOT"
 MODE="${1:-run}"
 CARRY="$ROOT/build-carry"
 NVCC="${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}"
-CUDA_SOURCES=(attention/cuda/instantiations/*.cu attention/cuda/merge.cu)
+CUDA_SOURCES=(attention/cuda/instantiations/fwd_hdim*.cu attention/cuda/instantiations/bwd_hdim*.cu
+              attention/cuda/merge.cu)
+SM90A_SOURCES=(attention/cuda/instantiations/fwd_sm90_*.cu attention/cuda/tensor_map.cc)
 
 prepare() {
   local build="$ROOT/build-gpu-prep"
@@ -186,6 +191,14 @@ if [[ -z "$BENCH_BIN" ]]; then
     obj="$ROOT/build-gpu/nvcc/$(basename "$src").o"
     timeout "$(cap 200)" "$NVCC" -std=c++20 -O3 --expt-relaxed-constexpr -I"$ROOT" \
       -gencode arch=compute_90,code=sm_90 -c "$src" -o "$obj" >>"$SETUP" 2>&1 &
+    pids+=($!)
+  done
+  # The Hopper forward: sm_90a only, and no calls (attention/CMakeLists.txt).
+  for src in "${SM90A_SOURCES[@]}"; do
+    obj="$ROOT/build-gpu/nvcc/$(basename "$src").o"
+    timeout "$(cap 200)" "$NVCC" -std=c++20 -O3 --expt-relaxed-constexpr -I"$ROOT" \
+      -DRINGATTN_CUDA_NO_CALLS -gencode arch=compute_90a,code=sm_90a -c "$src" -o "$obj" \
+      >>"$SETUP" 2>&1 &
     pids+=($!)
   done
   ok=1
@@ -334,11 +347,16 @@ fi
 
 # ---------------------------------------------------------------- self-check
 CHECK_RC=2
+CHECK90_RC=2
 if [[ -n "$BENCH_BIN" ]]; then
   log "self-check: $BENCH_BIN --check"
   carried timeout "$(cap 60)" "$BENCH_BIN" --check >"$OUT/check.log" 2>&1
   CHECK_RC=$?
   grep -E 'FAIL|summary' "$OUT/check.log" | tee -a "$SETUP"
+  log "self-check: $BENCH_BIN --check --kernel sm90a (the Hopper forward)"
+  carried timeout "$(cap 60)" "$BENCH_BIN" --check --kernel sm90a >"$OUT/check_sm90a.log" 2>&1
+  CHECK90_RC=$?
+  grep -E 'FAIL|summary' "$OUT/check_sm90a.log" | tee -a "$SETUP"
 fi
 
 # ---------------------------------------------------------------- GPU ring
@@ -401,10 +419,14 @@ if [[ -n "$BENCH_BIN" ]]; then
   log "timing ours"
   carried timeout "$(cap 160)" "$BENCH_BIN" --bench --reps 10 --csv "$OUT/ours.csv" >"$OUT/bench.log" 2>&1 ||
     log "ours: bench rc=$? (see bench.log)"
+  log "timing ours, the Hopper forward (--kernel sm90a)"
+  carried timeout "$(cap 60)" "$BENCH_BIN" --bench --kernel sm90a --reps 10 --csv "$OUT/ours_sm90a.csv" \
+    >"$OUT/bench_sm90a.log" 2>&1 || log "ours sm90a: bench rc=$? (see bench_sm90a.log)"
 fi
 log "timing PyTorch SDPA"
 PYTHONUNBUFFERED=1 timeout "$(cap 190)" python3 "$ROOT/bench/sdpa_bench.py" --reps 10 --csv "$OUT/sdpa.csv" \
-  --ours "$OUT/ours.csv" >"$OUT/table.txt" 2>&1 || log "sdpa_bench rc=$? (see table.txt)"
+  --ours "$OUT/ours.csv" --ours "$OUT/ours_sm90a.csv" >"$OUT/table.txt" 2>&1 ||
+  log "sdpa_bench rc=$? (see table.txt)"
 
 # ---------------------------------------------------------------- tile sweep
 # The launched tile shapes against their neighbours (attention/cuda/traits.h).
@@ -419,12 +441,14 @@ fi
 # throughput against the ceilings, warp stalls, occupancy. Clocks left alone.
 NCU="$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)"
 if [[ -n "$NCU" && -n "$BENCH_BIN" ]]; then
-  for k in ForwardKernel BackwardKernel; do
+  for k in ForwardKernel BackwardKernel ForwardSm90Kernel; do
     log "ncu: $k, D=128 S=8192"
+    kernel=sm80
+    [[ $k == ForwardSm90Kernel ]] && kernel=sm90a
     carried timeout "$(cap 60)" "$NCU" --clock-control none -k "regex:^$k" -c 1 \
       --section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
       --section WarpStateStats --section Occupancy --section LaunchStats \
-      "$BENCH_BIN" --bench --reps 1 --shape 128 8192 0 >>"$OUT/ncu.txt" 2>&1 ||
+      "$BENCH_BIN" --bench --kernel "$kernel" --reps 1 --shape 128 8192 0 >>"$OUT/ncu.txt" 2>&1 ||
       log "ncu rc=$? (see ncu.txt)"
   done
 fi
@@ -434,9 +458,9 @@ cat "$OUT/bench.log" 2>/dev/null | tail -15
 echo
 sed -n '/^TFLOP/,$p' "$OUT/table.txt"
 echo
-log "tests: $TEST_MODE rc=$TESTS_RC | ring tests rc=$RING_RC | nccl smoke rc=$NCCL_RC | python rc=$PY_RC | memcheck rc=$SAN_RC | self-check rc=$CHECK_RC | total $(( $(date +%s) - START )) s"
+log "tests: $TEST_MODE rc=$TESTS_RC | ring tests rc=$RING_RC | nccl smoke rc=$NCCL_RC | python rc=$PY_RC | memcheck rc=$SAN_RC | self-check rc=$CHECK_RC | self-check sm90a rc=$CHECK90_RC | total $(( $(date +%s) - START )) s"
 # The device tool brings back at most 8 files: the detailed logs travel as
 # one archive beside setup.log and table.txt.
 (cd "$OUT" && ls | grep -vE '^(setup\.log|table\.txt|ring\.txt|logs\.tgz)$' | tar czf logs.tgz -T - &&
   ls | grep -vE '^(setup\.log|table\.txt|ring\.txt|logs\.tgz)$' | xargs -r rm -f)
-[[ $TESTS_RC == 0 && $CHECK_RC == 0 && ( $RING_RC == 0 || $RING_RC == none ) ]]
+[[ $TESTS_RC == 0 && $CHECK_RC == 0 && $CHECK90_RC == 0 && ( $RING_RC == 0 || $RING_RC == none ) ]]

@@ -18,6 +18,8 @@ __global__ void __launch_bounds__(Tr::kThreads, 1)
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   extern __shared__ __align__(1024) char smem[];
   ForwardSm90Body<Tr, kT, kCap>(prm, smem);
+#elif defined(__CUDA_ARCH__)
+  __trap();  // built for an architecture without wgmma: fail loudly, never return nothing
 #endif
 }
 

@@ -55,6 +55,10 @@ inline thread_local EmuIndex threadIdx, blockIdx, gridDim;
 namespace ringattn::cuda::emu {
 
 inline bool kCpAsyncAtIssue = false;
+// TMA copies land when some thread waits on their mbarrier (the latest the
+// hardware may land them, so a read of a tile before its barrier's wait
+// sees the 0xff poison or the previous tile), or at issue with true.
+inline bool kTmaAtIssue = false;
 
 struct Warp {
   std::barrier<> bar{32};
@@ -76,10 +80,17 @@ struct WarpGroup {
   std::barrier<> bar{128};
   uint32_t a[128][4];
 };
+// A TMA copy not yet landed: the box's bytes, already swizzled, by shared
+// address.
+struct PendingTma {
+  uint32_t bar = 0, bytes = 0;
+  std::vector<std::pair<uint32_t, uint16_t>> data;
+};
 struct Sm90State {
   std::mutex mu;
   std::condition_variable cv;
   std::map<uint32_t, MBarrier> bars;
+  std::vector<PendingTma> tma;  // in flight (kTmaAtIssue = false)
   std::map<int, std::unique_ptr<std::barrier<>>> named;
   std::vector<std::unique_ptr<WarpGroup>> groups;
 };
@@ -301,7 +312,9 @@ inline uint32_t PackPair(float lo, float hi) {
 
 // ------------------------------------------------------------ sm_90a
 // ptx_sm90.cuh on the host. The tensor map is TileMapShape itself. A TMA
-// copy lands at issue and completes its bytes on the mbarrier; a wgmma is
+// copy reads global memory at issue and lands in shared memory, completing
+// its bytes on the mbarrier, when a thread waits on that barrier
+// (kTmaAtIssue: at issue); a wgmma is
 // recorded at issue (its A fragment from registers copied then, as the
 // hardware may read it any time before the wait) and computed at
 // wgmma.wait_group, reading shared memory then: a stage released or
@@ -361,9 +374,26 @@ inline void MbarCompleteTx(uint32_t bar, uint32_t bytes) {
 }
 // Passes once the phase of parity `parity` has completed; a wait that
 // lasts 60 s is a deadlock of the kernel under test.
+inline void LandTmaLocked(uint32_t bar) {
+  auto& pending = Sm90().tma;
+  for (auto it = pending.begin(); it != pending.end();) {
+    if (it->bar != bar) {
+      ++it;
+      continue;
+    }
+    for (const auto& [addr, v] : it->data) std::memcpy(emu::block->smem + addr, &v, 2);
+    emu::MBarrier& m = MbarLocked(bar);
+    m.tx -= it->bytes;
+    if (m.tx < 0) EmuFail("mbarrier: more bytes than expected");
+    MbarCompleteLocked(m);
+    it = pending.erase(it);
+  }
+}
 inline void MbarWait(uint32_t bar, uint32_t parity) {
   std::unique_lock<std::mutex> lk(Sm90().mu);
+  LandTmaLocked(bar);
   const bool ok = Sm90().cv.wait_for(lk, std::chrono::seconds(60), [&] {
+    LandTmaLocked(bar);  // copies issued while this thread waited
     return (MbarLocked(bar).phase & 1) != parity;
   });
   if (!ok) EmuFail("mbarrier wait: no progress in 60 s (deadlock)");
@@ -384,6 +414,9 @@ inline void TmaLoad4D(uint32_t dst, const TensorMap* map, int c0, int c1, int c2
   const uint32_t bytes = m.box[0] * m.box[1] * m.box[2] * m.box[3] * 2;
   emu::CheckShared(dst, bytes);
   const int64_t c[4] = {c0, c1, c2, c3};
+  emu::PendingTma copy;
+  copy.bar = bar;
+  copy.bytes = bytes;
   uint32_t off = 0;
   for (uint32_t i3 = 0; i3 < m.box[3]; ++i3)
     for (uint32_t i2 = 0; i2 < m.box[2]; ++i2)
@@ -398,9 +431,15 @@ inline void TmaLoad4D(uint32_t dst, const TensorMap* map, int c0, int c1, int c2
                               x[2] * m.strides[1] + x[3] * m.strides[2];
             std::memcpy(&v, src, 2);
           }
-          std::memcpy(emu::block->smem + Swizzle128(dst + off), &v, 2);
+          copy.data.emplace_back(Swizzle128(dst + off), v);
         }
-  MbarCompleteTx(bar, bytes);
+  if (emu::kTmaAtIssue) {
+    for (const auto& [addr, v] : copy.data) std::memcpy(emu::block->smem + addr, &v, 2);
+    MbarCompleteTx(bar, bytes);
+    return;
+  }
+  std::lock_guard<std::mutex> lk(Sm90().mu);
+  Sm90().tma.push_back(std::move(copy));
 }
 
 inline void FenceProxyAsync() {}

@@ -13,7 +13,7 @@
 //     nan            NaN/Inf stored at masked-out keys must not reach any output
 //     sink           a sink mask's two parts in fp32, merged into a 16-bit
 //                    strided output (cuda::Forward's path for one device)
-//     --at-issue     cp.async data lands at issue instead of at the wait
+//     --at-issue     cp.async and TMA data land at issue instead of at the wait
 //     --sm90         the forward runs the Hopper kernel body (fwd_sm90_kernel.cuh:
 //                    TMA, mbarriers, wgmma, warp specialisation), checked alone
 //                    (the backward is the same as without it and is skipped)
@@ -437,6 +437,7 @@ int main(int argc, char** argv) {
     const std::string a = argv[i];
     if (a == "--at-issue") {
       emu::kCpAsyncAtIssue = true;
+      emu::kTmaAtIssue = true;
     } else if (a == "--sm90") {
       sm90 = true;
     } else {
