@@ -129,11 +129,15 @@ RA_DEVICE void LoadTile(uint16_t* s, const uint16_t* g, int64_t stride, int tid,
 
 // ------------------------------------------------------ positions
 
-// The striped case of GlobalPos, out of line: its 64-bit division is a
-// long instruction sequence that would otherwise be inlined at every use.
+// The striped case of GlobalPos, out of line: its division is a long
+// instruction sequence that would otherwise be inlined at every use. The
+// offset o and the stripe are below 2^31 (CheckParams bounds the sequence),
+// so the division is a 32-bit one, a third of a 64-bit one's code.
 RA_DEVICE_NOINLINE int64_t StripedPos(int64_t global_begin, int64_t o, int64_t stripe,
-                                             int64_t period) {
-  return global_begin + (o / stripe) * period + (o % stripe);
+                                      int64_t period) {
+  const uint32_t uo = static_cast<uint32_t>(o), us = static_cast<uint32_t>(stripe);
+  const uint32_t q = uo / us;
+  return global_begin + int64_t{q} * period + (uo - q * us);
 }
 
 // PositionMap::Global, with stripe 1 (contiguous ranges) inline.

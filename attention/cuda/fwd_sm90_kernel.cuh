@@ -69,6 +69,8 @@ RA_DEVICE void ForwardSm90Body(const FwdSm90Params& prm, char* smem_raw) {
   auto sK = [&](int s) { return s0 + Tr::KOffset(s); };
   auto sV = [&](int s) { return s0 + Tr::VOffset(s); };
   auto sKpos = [&](int s) { return reinterpret_cast<int64_t*>(smem + Tr::kPosOffset) + s * kN; };
+  // With a block mask: each key's block index (position / block_size).
+  auto sKblk = [&](int s) { return reinterpret_cast<int32_t*>(smem + Tr::kBlkOffset) + s * kN; };
   const uint32_t bars = s0 + Tr::kBarOffset;
   const uint32_t q_full = bars;
   auto k_full = [&](int s) { return bars + 8 * (1 + s); };
@@ -129,6 +131,7 @@ RA_DEVICE void ForwardSm90Body(const FwdSm90Params& prm, char* smem_raw) {
       if (st.masked() && tid < cnt) {
         const int64_t kp = GlobalPos(p.k_pos, j0 + tid);
         sKpos(s)[tid] = kp;
+        if (mask.HasBlocks()) sKblk(s)[tid] = static_cast<int32_t>(kp / mask.block_size);
         dead = st.partial && !KeyLive(mask, p.q_pos, i0, i0 + rows, kp, h, h + 1);
       }
       NamedBarrierSync(1, 128);  // positions stored before the arrive publishes them
@@ -171,6 +174,17 @@ RA_DEVICE void ForwardSm90Body(const FwdSm90Params& prm, char* smem_raw) {
     for (int hf = 0; hf < 2; ++hf) {
       const int r = warp_row0 + (lane >> 2) + 8 * hf;
       qpos[hf] = GlobalPos(p.q_pos, i0 + (r < rows ? r : rows - 1));
+    }
+    // With a block mask: the row of block bits of each of the two rows (this
+    // head's), indexed by a key's block (sKblk), so that the per-element
+    // test is two loads, not two 64-bit divisions.
+    const uint8_t* block_row[2] = {nullptr, nullptr};
+    if (mask.HasBlocks()) {
+      const Mask hm = mask.ForHead(h);
+#pragma unroll
+      for (int hf = 0; hf < 2; ++hf) {
+        block_row[hf] = hm.blocks + (qpos[hf] / hm.block_size) * hm.block_cols;
+      }
     }
 
     const float mul = kCap ? 1.0f : p.scale * kLog2e;
@@ -227,6 +241,7 @@ RA_DEVICE void ForwardSm90Body(const FwdSm90Params& prm, char* smem_raw) {
         const int64_t j0 = int64_t{st.t} * kN;
         const int n = static_cast<int>(Sk - j0 < kN ? Sk - j0 : kN);
         const int64_t* kpos = sKpos(s);
+        const int32_t* kblk = sKblk(s);
 #pragma unroll
         for (int hf = 0; hf < 2; ++hf) {
           const PosRange keys = mask.KeyBounds(qpos[hf]);
@@ -237,8 +252,7 @@ RA_DEVICE void ForwardSm90Body(const FwdSm90Params& prm, char* smem_raw) {
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
               const int col = nt * 8 + 2 * (lane & 3) + e;
-              if (col < cb || col >= ce ||
-                  (mask.HasBlocks() && !mask.ForHead(h).BlockOn(qpos[hf], kpos[col]))) {
+              if (col < cb || col >= ce || (block_row[hf] != nullptr && !block_row[hf][kblk[col]])) {
                 acc_s[nt * 4 + 2 * hf + e] = -INFINITY;
               }
             }

@@ -188,7 +188,8 @@ struct FwdSm90Traits {
   static constexpr int KOffset(int s) { return kQBytes + s * 2 * kTileBytes; }
   static constexpr int VOffset(int s) { return KOffset(s) + kTileBytes; }
   static constexpr int kPosOffset = kQBytes + kStages * 2 * kTileBytes;  // int64 key positions
-  static constexpr int kBarOffset = kPosOffset + kStages * kBlockN * 8;
+  static constexpr int kBlkOffset = kPosOffset + kStages * kBlockN * 8;  // int32 key blocks
+  static constexpr int kBarOffset = kBlkOffset + kStages * kBlockN * 4;
   static constexpr int kBarriers = 1 + 4 * kStages;  // q; k, v, v ready, empty per stage
   // + 1024: the kernel aligns the dynamic shared memory's base itself.
   static constexpr int kSmemBytes = kBarOffset + 8 * kBarriers + 1024;
