@@ -203,6 +203,7 @@ RA_DEVICE void ForwardSm90Body(const FwdSm90Params& prm, char* smem_raw) {
     // S = Q K^T of stage s: A = this warpgroup's 64 rows of Q, B = the tile's
     // keys, both K-major; k16 step kk is 32 bytes into panel kk / 4.
     auto issue_s = [&](int s) {
+      FenceRegs(acc_s);  // no register access moves between here and the wgmma
       WgmmaFence();
 #pragma unroll
       for (int kk = 0; kk < kD / 16; ++kk) {
@@ -212,10 +213,15 @@ RA_DEVICE void ForwardSm90Body(const FwdSm90Params& prm, char* smem_raw) {
         WgmmaSS<kN, kT>(acc_s, da, db, /*accumulate=*/kk > 0);
       }
       WgmmaCommit();
+      FenceRegs(acc_s);
     };
     // O += P V of stage s: A = P (registers), B = V rows 16 kk.. (MN-major:
     // 64-column panels LBO apart, 8-row groups 1024 bytes apart).
     auto issue_pv = [&](int s) {
+#pragma unroll
+      for (int oc = 0; oc < kOChunks; ++oc) FenceRegs(acc_o[oc]);
+#pragma unroll
+      for (int kk = 0; kk < kN / 16; ++kk) FenceRegs(p_frag[kk]);
       WgmmaFence();
 #pragma unroll
       for (int kk = 0; kk < kN / 16; ++kk)
@@ -226,6 +232,10 @@ RA_DEVICE void ForwardSm90Body(const FwdSm90Params& prm, char* smem_raw) {
           WgmmaRS<kOChunkN, kT>(acc_o[oc], p_frag[kk], db, /*accumulate=*/true);
         }
       WgmmaCommit();
+#pragma unroll
+      for (int oc = 0; oc < kOChunks; ++oc) FenceRegs(acc_o[oc]);
+#pragma unroll
+      for (int kk = 0; kk < kN / 16; ++kk) FenceRegs(p_frag[kk]);
     };
 
     // Softcap, mask and online softmax of acc_s (tile st, stage s) in place:

@@ -111,6 +111,20 @@ cudaStream_t AsStream(void* stream) { return static_cast<cudaStream_t>(stream); 
 //                 on the emulator (tests/attention/cuda_emu_check --sm90);
 //                 auto takes them on 9.0 once tools/gpu_check.sh has passed
 //                 them on an H100, which no session has had yet.
+// Whether TMA maps can describe q, k and v: a map wants every dimension
+// non-empty and strides that are positive multiples of 16 bytes. Calls
+// without keys (S_k = 0: out 0, lse -inf) and tensors with zero or negative
+// strides, which CheckParams allows, take the sm_80 kernels instead.
+bool TensorMapsCanDescribe(const AttnParams& p) {
+  if (p.seqlen_k == 0) return false;
+  const auto positive = [](const TensorStrides& s, int64_t seq, int64_t heads, int64_t batch) {
+    return (seq == 1 || s.seq > 0) && (heads == 1 || s.head > 0) && (batch == 1 || s.batch > 0);
+  };
+  return positive(p.q_stride, p.seqlen_q, p.num_heads, p.batch) &&
+         positive(p.k_stride, p.seqlen_k, p.num_heads_k, p.batch) &&
+         positive(p.v_stride, p.seqlen_k, p.num_heads_k, p.batch);
+}
+
 // Returns whether to run the Hopper kernels.
 absl::StatusOr<bool> UseSm90aForward() {
   const char* env = std::getenv("RINGATTN_CUDA_KERNELS");
@@ -285,7 +299,8 @@ absl::Status Forward(const AttnParams& p, void* stream) {
     RINGATTN_CUDA_CHECK(freed, "mask.sink scratch");
     return absl::OkStatus();
   }
-  ASSIGN_OR_RETURN(const bool sm90a, UseSm90aForward());
+  ASSIGN_OR_RETURN(bool sm90a, UseSm90aForward());
+  sm90a = sm90a && TensorMapsCanDescribe(p);
   const int head_dim = static_cast<int>(p.head_dim);
   RETURN_IF_ERROR(CheckDevice(sm90a ? internal::ForwardSm90SmemBytes(head_dim)
                                     : internal::ForwardSmemBytes(head_dim)));

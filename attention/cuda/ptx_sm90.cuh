@@ -73,6 +73,7 @@ RA_DEVICE void MbarWait(uint32_t bar, uint32_t parity) {
         : "r"(bar), "r"(parity)
         : "memory");
   } while (!done);
+  __syncwarp();  // reconverged for the .sync.aligned instructions (wgmma, bar.sync) after it
 }
 
 // A [64][rows] box of a 4-d tensor map at coordinates (c0 innermost) into

@@ -165,8 +165,12 @@ using BwdDqTraits =
 // run both GEMMs with wgmma and the softmax in registers. K and V tiles of
 // kBlockN keys pass through a kStages-deep ring of shared memory, each tile
 // as kD / 64 panels of [rows][64] (128-byte swizzle, 1024-byte aligned).
-// setmaxnreg moves registers from the producer to the consumers:
-// 128 * kProducerRegs + 256 * kConsumerRegs <= 65536.
+// setmaxnreg moves registers from the producer to the consumers inside the
+// CTA's own pool: __launch_bounds__(384, 1) gives every thread 168 at entry
+// (65536 / 384 rounded down to a multiple of 8), so the pool is 384 * 168 =
+// 64512, and 128 * kProducerRegs + 256 * kConsumerRegs must fit in it, or
+// the last .inc waits forever (CUTLASS's and FA3's 24/240 and 40/232 fill it
+// exactly).
 template <int kHeadDim>
 struct FwdSm90Traits {
   static constexpr int kD = kHeadDim;
@@ -177,8 +181,8 @@ struct FwdSm90Traits {
   static constexpr int kBlockN = kD <= 128 ? 128 : 64;
   static constexpr int kThreads = 128 * (kConsumers + 1);
   static constexpr int kStages = 2;
-  static constexpr int kProducerRegs = 32;
-  static constexpr int kConsumerRegs = 240;
+  static constexpr int kProducerRegs = 40;
+  static constexpr int kConsumerRegs = 232;
   // The output accumulator in wgmma chunks of at most 128 columns.
   static constexpr int kOChunkN = kD < 128 ? kD : 128;
   static constexpr int kOChunks = kD / kOChunkN;
@@ -197,7 +201,9 @@ struct FwdSm90Traits {
   static_assert(kD % 64 == 0, "whole 64-element panels");
   static_assert(kBlockN <= 128, "one producer thread per key row");
   static_assert(kQBytes % 1024 == 0 && kTileBytes % 1024 == 0, "panels stay 1024-byte aligned");
-  static_assert(128 * kProducerRegs + 128 * kConsumers * kConsumerRegs <= 65536, "register file");
+  static constexpr int kEntryRegs = (65536 / kThreads) & ~7;
+  static_assert(128 * kProducerRegs + 128 * kConsumers * kConsumerRegs <= kThreads * kEntryRegs,
+                "the registers setmaxnreg hands out must come from the CTA's own pool");
 };
 
 }  // namespace ringattn::cuda
