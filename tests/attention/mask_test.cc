@@ -76,7 +76,9 @@ TEST(Mask, BoundsAreVisibleFromBothSidesAndMonotone) {
         for (int64_t y = 0; y < 120; ++y) {
           ASSERT_EQ(kb.Contains(y), ReferenceVisible(m, x, y)) << "query " << x << " key " << y;
           ASSERT_EQ(qb.Contains(y), ReferenceVisible(m, y, x)) << "key " << x << " query " << y;
-          if (!m.sink_part && !kb.Empty()) ASSERT_TRUE(kb.Contains(x)) << "a row's interval holds the row";
+          if (!m.sink_part && !kb.Empty()) {
+            ASSERT_TRUE(kb.Contains(x)) << "a row's interval holds the row";
+          }
         }
       }
     }
@@ -107,8 +109,8 @@ TEST(Mask, ClassifyIsNeverWrongAndExactOnContiguousTiles) {
     ASSERT_EQ(static_cast<int>(m.Classify(q0, q1, k0, k1)), static_cast<int>(want))
         << m.ToString() << " q [" << q0 << ", " << q1 << "] k [" << k0 << ", " << k1 << "]";
     const TileClass c = whole.Classify(q0, q1, k0, k1);
-    if (c == TileClass::kEmpty) ASSERT_EQ(seen_whole, 0) << whole.ToString();
-    if (c == TileClass::kFull) ASSERT_EQ(seen_whole, pairs) << whole.ToString();
+    if (c == TileClass::kEmpty) { ASSERT_EQ(seen_whole, 0) << whole.ToString(); }
+    if (c == TileClass::kFull) { ASSERT_EQ(seen_whole, pairs) << whole.ToString(); }
   }
 }
 
@@ -128,8 +130,8 @@ TEST(Mask, ClassifyIsConservativeOnInterleavedTiles) {
     for (int64_t a : q)
       for (int64_t b : k) seen += m.Visible(a, b);
     const TileClass c = m.Classify(q.front(), q.back(), k.front(), k.back());
-    if (c == TileClass::kEmpty) ASSERT_EQ(seen, 0) << m.ToString();
-    if (c == TileClass::kFull) ASSERT_EQ(seen, static_cast<int64_t>(q.size() * k.size()));
+    if (c == TileClass::kEmpty) { ASSERT_EQ(seen, 0) << m.ToString(); }
+    if (c == TileClass::kFull) { ASSERT_EQ(seen, static_cast<int64_t>(q.size() * k.size())); }
   }
 }
 
@@ -208,8 +210,8 @@ TEST(Mask, BlockClassifyIsNeverWrongAndExactWithoutOtherRules) {
       for (int64_t k = k0; k <= k1; k += dk) seen += m.Visible(q, k), ++pairs;
     const TileClass c = m.Classify(q0, q1, k0, k1);
     SCOPED_TRACE(m.ToString());
-    if (c == TileClass::kEmpty) ASSERT_EQ(seen, 0);
-    if (c == TileClass::kFull) ASSERT_EQ(seen, pairs);
+    if (c == TileClass::kEmpty) { ASSERT_EQ(seen, 0); }
+    if (c == TileClass::kFull) { ASSERT_EQ(seen, pairs); }
     if (plain) {
       const TileClass want = seen == 0 ? TileClass::kEmpty
                              : seen == pairs ? TileClass::kFull
