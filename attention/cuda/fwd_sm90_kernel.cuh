@@ -119,10 +119,33 @@ RA_DEVICE void ForwardSm90Body(const FwdSm90Params& prm, char* smem_raw) {
                   q_full);
       }
     }
+    // V of tile n is made ready (dead rows zeroed on a partial tile, then
+    // v_ready) after the loads of tile n + 1 are issued, so that waiting
+    // for a partial tile's V never delays the next tile's loads.
+    auto make_v_ready = [&](int s, uint32_t use, bool partial, bool dead) {
+      if (partial) {
+        MbarWait(v_full(s), use & 1);
+        if (dead) {
+          // A whole 128-byte row of every panel: the swizzle only permutes
+          // chunks within the row.
+          for (int pn = 0; pn < kP; ++pn) {
+            uint4* row =
+                reinterpret_cast<uint4*>(smem + Tr::VOffset(s) + pn * kN * 128 + tid * 128);
+#pragma unroll
+            for (int c = 0; c < 8; ++c) row[c] = make_uint4(0, 0, 0, 0);
+          }
+        }
+        FenceProxyAsync();
+      }
+      MbarArrive(v_ready(s));
+    };
     int n = 0;  // tiles issued so far
+    bool prev_partial = false, prev_dead = false;  // tile n - 1, when n > 0
     for (TileStep st = key_tile(tiles.t_begin); st.t >= 0; st = key_tile(st.t + 1), ++n) {
       const int s = n & 1;
       const uint32_t use = static_cast<uint32_t>(n >> 1);
+      // Tile n - 2 released its stage only after its V was ready, which the
+      // previous iteration made it.
       if (n >= Tr::kStages) MbarWait(empty(s), (use - 1) & 1);
       const int64_t j0 = int64_t{st.t} * kN;
       const int cnt = static_cast<int>(Sk - j0 < kN ? Sk - j0 : kN);
@@ -146,22 +169,11 @@ RA_DEVICE void ForwardSm90Body(const FwdSm90Params& prm, char* smem_raw) {
           TmaLoad4D(sV(s) + pn * kN * 128, &prm.v_map, 64 * pn, j, hki, bi, v_full(s));
         }
       }
-      if (st.partial) {
-        MbarWait(v_full(s), use & 1);
-        if (dead) {
-          // A whole 128-byte row of every panel: the swizzle only permutes
-          // chunks within the row.
-          for (int pn = 0; pn < kP; ++pn) {
-            uint4* row =
-                reinterpret_cast<uint4*>(smem + Tr::VOffset(s) + pn * kN * 128 + tid * 128);
-#pragma unroll
-            for (int c = 0; c < 8; ++c) row[c] = make_uint4(0, 0, 0, 0);
-          }
-        }
-        FenceProxyAsync();
-      }
-      MbarArrive(v_ready(s));
+      if (n > 0) make_v_ready(s ^ 1, static_cast<uint32_t>((n - 1) >> 1), prev_partial, prev_dead);
+      prev_partial = st.partial;
+      prev_dead = dead;
     }
+    if (n > 0) make_v_ready((n - 1) & 1, static_cast<uint32_t>((n - 1) >> 1), prev_partial, prev_dead);
   } else {
     // ------------------------------------------------------------ consumers
     SetMaxRegsInc<Tr::kConsumerRegs>();
