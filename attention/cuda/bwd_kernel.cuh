@@ -378,11 +378,7 @@ RA_DEVICE void BackwardDqBody(const AttnParams& p, char* smem) {
   // (and not all off by a block mask: see the forward).
   const TileRange tiles = KeyTiles<kN>(p, q_min, q_max);
   if (tiles.empty()) return;  // no key visible: dQ gets nothing
-  auto key_tile = [&](int t) {
-    return NextTile(tiles, t, Sk, mask.HasBlocks(), [&](int x) {
-      return TileBlockClass<kN>(mask, h, p.k_pos, Sk, x, q_min, q_max, /*tile_is_query=*/false);
-    });
-  };
+  auto key_tile = [&](int t) { return NextKeyTile<kN>(p, tiles, t, h, q_min, q_max); };
   const TileStep first = key_tile(tiles.t_begin);
   if (first.t < 0) return;
 

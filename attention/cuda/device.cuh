@@ -366,6 +366,18 @@ RA_DEVICE TileClass TileBlockClass(const Mask& m, int64_t h, const PositionMap& 
   return tile_is_query ? hm.BlockClass(a, z, x_min, x_max) : hm.BlockClass(x_min, x_max, a, z);
 }
 
+// The next key tile from t on that a CTA owning query positions [q_min,
+// q_max] of head h sweeps (`tiles` = KeyTiles<kTile>), skipping tiles whose
+// block pairs are all off: the forward kernels' and the dQ pass's step.
+template <int kTile>
+RA_DEVICE TileStep NextKeyTile(const AttnParams& p, const TileRange<kTile>& tiles, int t,
+                               int64_t h, int64_t q_min, int64_t q_max) {
+  return NextTile(tiles, t, p.seqlen_k, p.mask.HasBlocks(), [&](int x) {
+    return TileBlockClass<kTile>(p.mask, h, p.k_pos, p.seqlen_k, x, q_min, q_max,
+                                 /*tile_is_query=*/false);
+  });
+}
+
 // The key tiles that query positions [q_min, q_max] may see.
 template <int kTile>
 RA_DEVICE TileRange<kTile> KeyTiles(const AttnParams& p, int64_t q_min, int64_t q_max) {

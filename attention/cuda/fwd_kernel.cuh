@@ -47,11 +47,7 @@ RA_DEVICE void ForwardBody(const AttnParams& p, char* smem) {
   // with a block mask, tiles over off blocks only are skipped and tiles
   // over mixed blocks are partial.
   const TileRange tiles = KeyTiles<kN>(p, q_min, q_max);
-  auto key_tile = [&](int t) {
-    return NextTile(tiles, t, Sk, mask.HasBlocks(), [&](int x) {
-      return TileBlockClass<kN>(mask, h, p.k_pos, Sk, x, q_min, q_max, /*tile_is_query=*/false);
-    });
-  };
+  auto key_tile = [&](int t) { return NextKeyTile<kN>(p, tiles, t, h, q_min, q_max); };
 
   uint16_t* sQ = reinterpret_cast<uint16_t*>(smem);
   auto sK = [&](int s) {

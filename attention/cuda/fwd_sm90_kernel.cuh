@@ -89,11 +89,7 @@ RA_DEVICE void ForwardSm90Body(const FwdSm90Params& prm, char* smem_raw) {
   const int64_t q_min = GlobalPos(p.q_pos, i0);
   const int64_t q_max = GlobalPos(p.q_pos, i0 + rows - 1);
   const TileRange tiles = KeyTiles<kN>(p, q_min, q_max);
-  auto key_tile = [&](int t) {
-    return NextTile(tiles, t, Sk, mask.HasBlocks(), [&](int x) {
-      return TileBlockClass<kN>(mask, h, p.k_pos, Sk, x, q_min, q_max, /*tile_is_query=*/false);
-    });
-  };
+  auto key_tile = [&](int t) { return NextKeyTile<kN>(p, tiles, t, h, q_min, q_max); };
 
   if (tid == 0) {
     MbarInit(q_full, 1);

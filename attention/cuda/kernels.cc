@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -134,17 +135,12 @@ absl::StatusOr<bool> UseSm90aForward() {
     return absl::InvalidArgumentError(absl::StrCat(
         "RINGATTN_CUDA_KERNELS: expected auto, sm80 or sm90a; got \"", v, "\""));
   }
-  int dev = 0, major = 0, minor = 0;
-  RINGATTN_CUDA_CHECK(cudaGetDevice(&dev), "CUDA attention");
-  RINGATTN_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev),
-                      "CUDA attention");
-  RINGATTN_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev),
-                      "CUDA attention");
-  if (major != 9 || minor != 0) {
+  const int cc = DeviceComputeCapability();
+  if (cc != 90) {
     return absl::UnimplementedError(
         absl::StrCat("RINGATTN_CUDA_KERNELS=sm90a: the Hopper kernels (sm_90a) need compute "
-                     "capability 9.0; device ",
-                     dev, " is sm_", major, minor));
+                     "capability 9.0; the current device is ",
+                     cc == 0 ? std::string("not usable") : absl::StrCat("sm_", cc)));
   }
   return true;
 }

@@ -365,15 +365,7 @@ inline void MbarArriveExpectTx(uint32_t bar, uint32_t bytes) {
   --m.pending;
   MbarCompleteLocked(m);
 }
-inline void MbarCompleteTx(uint32_t bar, uint32_t bytes) {
-  std::lock_guard<std::mutex> lk(Sm90().mu);
-  emu::MBarrier& m = MbarLocked(bar);
-  m.tx -= bytes;
-  if (m.tx < 0) EmuFail("mbarrier: more bytes than expected");
-  MbarCompleteLocked(m);
-}
-// Passes once the phase of parity `parity` has completed; a wait that
-// lasts 60 s is a deadlock of the kernel under test.
+// Lands the TMA copies in flight to `bar`, completing their bytes on it.
 inline void LandTmaLocked(uint32_t bar) {
   auto& pending = Sm90().tma;
   for (auto it = pending.begin(); it != pending.end();) {
@@ -389,6 +381,8 @@ inline void LandTmaLocked(uint32_t bar) {
     it = pending.erase(it);
   }
 }
+// Passes once the phase of parity `parity` has completed; a wait that
+// lasts 60 s is a deadlock of the kernel under test.
 inline void MbarWait(uint32_t bar, uint32_t parity) {
   std::unique_lock<std::mutex> lk(Sm90().mu);
   LandTmaLocked(bar);
@@ -433,13 +427,9 @@ inline void TmaLoad4D(uint32_t dst, const TensorMap* map, int c0, int c1, int c2
           }
           copy.data.emplace_back(Swizzle128(dst + off), v);
         }
-  if (emu::kTmaAtIssue) {
-    for (const auto& [addr, v] : copy.data) std::memcpy(emu::block->smem + addr, &v, 2);
-    MbarCompleteTx(bar, bytes);
-    return;
-  }
   std::lock_guard<std::mutex> lk(Sm90().mu);
   Sm90().tma.push_back(std::move(copy));
+  if (emu::kTmaAtIssue) LandTmaLocked(bar);
 }
 
 inline void FenceProxyAsync() {}
@@ -548,27 +538,19 @@ inline void FenceRegs(T (&)[kN]) {}
 
 template <int kN, DType kT>
 inline void WgmmaSS(float (&d)[kN / 2], uint64_t desc_a, uint64_t desc_b, bool accumulate) {
-  WgmmaOp op;
-  op.n = kN;
-  op.t = kT;
-  op.accumulate = accumulate;
-  op.desc_a = desc_a;
-  op.desc_b = desc_b;
-  op.d = d;
-  wgmma_open.push_back(op);
+  wgmma_open.push_back(WgmmaOp{
+      .n = kN, .t = kT, .accumulate = accumulate, .desc_a = desc_a, .desc_b = desc_b, .d = d});
 }
 template <int kN, DType kT>
 inline void WgmmaRS(float (&d)[kN / 2], const uint32_t (&a)[4], uint64_t desc_b, bool accumulate) {
-  WgmmaOp op;
-  op.n = kN;
-  op.t = kT;
-  op.a_in_regs = true;
-  op.trans_b = true;
-  op.accumulate = accumulate;
-  op.desc_b = desc_b;
-  for (int i = 0; i < 4; ++i) op.a[i] = a[i];
-  op.d = d;
-  wgmma_open.push_back(op);
+  wgmma_open.push_back(WgmmaOp{.n = kN,
+                               .t = kT,
+                               .a_in_regs = true,
+                               .accumulate = accumulate,
+                               .trans_b = true,
+                               .desc_b = desc_b,
+                               .a = {a[0], a[1], a[2], a[3]},
+                               .d = d});
 }
 
 }  // namespace ringattn::cuda::detail

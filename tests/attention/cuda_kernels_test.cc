@@ -393,8 +393,8 @@ TEST(CudaKernel, Fp32PartialsMergeToTheWhole) {
   }
 }
 
-TEST(CudaKernel, Fp32And16BitOutputs) {
-  SKIP_WITHOUT_DEVICE();
+// Both input dtypes into fp32 and 16-bit outputs, a window and offset keys.
+void ExpectFp32And16BitOutputsClose() {
   Case c;
   c.seqlen_q = 300;
   c.seqlen_k = 250;
@@ -407,6 +407,11 @@ TEST(CudaKernel, Fp32And16BitOutputs) {
       const Problem pr = MakeProblem(c, 3);
       ExpectForwardClose(pr, RunForward(pr, out), out);
     }
+}
+
+TEST(CudaKernel, Fp32And16BitOutputs) {
+  SKIP_WITHOUT_DEVICE();
+  ExpectFp32And16BitOutputsClose();
 }
 
 // Tensors stored head-major [B, H, S, D + 8]: aligned, non-contiguous.
@@ -761,21 +766,10 @@ INSTANTIATE_TEST_SUITE_P(Sweep, CudaSm90aTest, ::testing::ValuesIn(SweepCases())
                            return info.param.Name() + "_" + std::to_string(info.index);
                          });
 
-TEST(CudaSm90a, Fp32And16BitOutputsAndHeadMajorStrides) {
+TEST(CudaSm90a, Fp32And16BitOutputs) {
   SKIP_WITHOUT_HOPPER();
   ScopedKernels kernels("sm90a");
-  Case c;
-  c.seqlen_q = 300;
-  c.seqlen_k = 250;
-  c.mask = CausalWindow(100);
-  c.k_pos = PosKind::kOffset;
-  for (DType in : {DType::kBFloat16, DType::kFloat16})
-    for (DType out : {DType::kFloat32, in}) {
-      c.dtype = in;
-      SCOPED_TRACE(std::string(DTypeName(in)) + " -> " + DTypeName(out));
-      const Problem pr = MakeProblem(c, 3);
-      ExpectForwardClose(pr, RunForward(pr, out), out);
-    }
+  ExpectFp32And16BitOutputsClose();
 }
 
 TEST(CudaSm90a, NonFiniteAtMaskedKeysStaysOut) {
