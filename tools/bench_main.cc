@@ -49,6 +49,7 @@
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "attention/cpu/gemm.h"
+#include "attention/cpu/kernels.h"
 #include "runtime/plan.h"
 #include "runtime/backend.h"
 #include "runtime/planner.h"
@@ -736,9 +737,11 @@ absl::StatusOr<Json> RunPoint(bool ranks_given) {
                   ranks.device(), pairs);
     }
   } else {
-    std::printf("  backend cpu: %d %s x %d threads on %d cores; CPU tiles: %s; visible pairs %.3g\n",
+    const absl::StatusOr<const cpu::TileOps*> ops = cpu::ChooseTileOps();
+    std::printf("  backend cpu: %d %s x %d threads on %d cores; CPU tiles: %s GEMMs, %s vector "
+                "code; visible pairs %.3g\n",
                 world, ranks.one_rank_per_process() ? "processes" : "local ranks", threads, cores,
-                cpu::SmallGemm::Backend(), pairs);
+                cpu::SmallGemm::Backend(), ops.ok() ? (*ops)->isa : "no", pairs);
   }
   if (c.mask.HasDocuments()) {
     int64_t longest = 0;

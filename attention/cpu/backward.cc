@@ -22,7 +22,6 @@
 #include "attention/cpu/gemm.h"
 #include "attention/cpu/kernels.h"
 #include "attention/cpu/pack.h"
-#include "attention/cpu/vec_math.h"
 #include "base/status.h"
 
 namespace ringattn::cpu {
@@ -39,6 +38,7 @@ std::unique_ptr<T[]> Uninit(int64_t n) {
 
 absl::Status Backward(const AttnParams& p, int num_threads) {
   RETURN_IF_ERROR(CheckParams(p, /*backward=*/true));
+  ASSIGN_OR_RETURN(const TileOps* const ops, ChooseTileOps());
   if (p.mask.HasSink()) {
     // The two parts' gradients add up (disjoint keys, the same global lse).
     AttnParams part = p;
@@ -141,112 +141,132 @@ absl::Status Backward(const AttnParams& p, int num_threads) {
   const SmallGemm gemm_dkv(D, kN, kM, D, kM, D, 1.0f);   // dV, dK [kN][D]
   const SmallGemm gemm_dqt(kM, D, kN, kM, kN, kM, 1.0f); // dQ^T [D][kM]
   const int64_t items = B * Hk * classes;
+  // Key tiles per pass over the query side: each (head, query tile)'s five
+  // panels (Q, Q^T, dO, dO^T, dQ^T: 160 KiB at D = 128) are read once for
+  // `pass` key tiles instead of once per tile, while the pass's key side
+  // (K, K^T, V, dK, dV: 160 KiB per tile at D = 128) stays in two thirds of
+  // L2: 8 tiles on a 2 MiB L2 (docs/PERF.md). Every dQ^T and dK/dV tile sums
+  // its terms in the same order whatever the pass, so results do not depend
+  // on it.
+  const int64_t pass = std::clamp<int64_t>(
+      L2CacheBytes() * 2 / 3 / (5 * kN * D * int64_t{sizeof(float)}), 1, 16);
 #pragma omp parallel num_threads(num_threads)
   {
     auto st = Uninit<float>(kN * kM);   // scores, then P^T
     auto th = Uninit<float>(kN * kM);   // tanh of the softcap
     auto dpt = Uninit<float>(kN * kM);  // dP^T, then dS^T
-    auto dk = Uninit<float>(kN * D);
-    auto dv = Uninit<float>(kN * D);
+    auto dk_pass = Uninit<float>(pass * kN * D);
+    auto dv_pass = Uninit<float>(pass * kN * D);
     int64_t ib[kN], ie[kN];
     int64_t qblock[kM];  // a block-masked partial tile: each query's block row
 #pragma omp for schedule(dynamic, 1)
     for (int64_t item = 0; item < items; ++item) {
       const int64_t b = item / (Hk * classes), hk = (item / classes) % Hk, c = item % classes;
       float* dq_class = dqt.get() + c * qrows * D;
-      for (int64_t t = c; t < ntk; t += classes) {
-        const int64_t j0 = t * kN, n = std::min(kN, Sk - j0);
-        const int64_t panel = (b * Hk + hk) * ntk + t;
-        const float* krow = kn.get() + panel * kN * D;
-        const float* vrow = vn.get() + panel * kN * D;
-        const float* kpanel = ktp.get() + panel * D * kN;
-        std::fill(dk.get(), dk.get() + kN * D, 0.0f);
-        std::fill(dv.get(), dv.get() + kN * D, 0.0f);
+      // The item's key tiles c, c + classes, ... in passes of `pass` tiles.
+      for (int64_t first = c; first < ntk; first += pass * classes) {
+        const int64_t in_pass = std::min(pass, CeilDiv(ntk - first, classes));
+        std::fill(dk_pass.get(), dk_pass.get() + in_pass * kN * D, 0.0f);
+        std::fill(dv_pass.get(), dv_pass.get() + in_pass * kN * D, 0.0f);
         for (int64_t h = hk * G; h < (hk + 1) * G; ++h) {
           const Mask mask = p.mask.ForHead(h);
           for (int64_t tq = 0; tq < ntq; ++tq) {
-            const int64_t i0 = tq * kM, rows = std::min(kM, Sq - i0);
-            const TileClass cls =
-                mask.Classify(qpos[i0], qpos[i0 + rows - 1], kpos[j0], kpos[j0 + n - 1]);
-            if (cls == TileClass::kEmpty) continue;
-            const bool by_block = cls == TileClass::kPartial && mask.HasBlocks();
-            if (by_block) {
-              for (int64_t i = 0; i < rows; ++i) {
-                qblock[i] = qpos[i0 + i] / mask.block_size * mask.block_cols;
+            for (int64_t u = 0; u < in_pass; ++u) {
+              const int64_t t = first + u * classes;
+              const int64_t j0 = t * kN, n = std::min(kN, Sk - j0);
+              const int64_t panel = (b * Hk + hk) * ntk + t;
+              const float* krow = kn.get() + panel * kN * D;
+              const float* vrow = vn.get() + panel * kN * D;
+              const float* kpanel = ktp.get() + panel * D * kN;
+              float* dk = dk_pass.get() + u * kN * D;
+              float* dv = dv_pass.get() + u * kN * D;
+              const int64_t i0 = tq * kM, rows = std::min(kM, Sq - i0);
+              const TileClass cls =
+                  mask.Classify(qpos[i0], qpos[i0 + rows - 1], kpos[j0], kpos[j0 + n - 1]);
+              if (cls == TileClass::kEmpty) continue;
+              const bool by_block = cls == TileClass::kPartial && mask.HasBlocks();
+              if (by_block) {
+                for (int64_t i = 0; i < rows; ++i) {
+                  qblock[i] = qpos[i0 + i] / mask.block_size * mask.block_cols;
+                }
               }
-            }
-            // Whether the pair (row i, column j) of this tile is in an on block.
-            auto block_on = [&](int64_t i, int64_t j) {
-              return mask.blocks[qblock[i] + kpos[j0 + j] / mask.block_size] != 0;
-            };
-            const int64_t qi = (b * H + h) * ntq + tq;
-            const float* lse_t = lse2.get() + qi * kM;
-            const float* dsum_t = dsum.get() + qi * kM;
-            const bool safe = cls == TileClass::kPartial && nonfinite[panel];
-            gemm_st(qt.get() + qi * D * kM, krow, st.get());
-            if (!safe) gemm_dpt(dot.get() + qi * D * kM, vrow, dpt.get());
-            for (int64_t j = 0; j < kN; ++j) {
-              float* sj = st.get() + j * kM;
-              float* tj = th.get() + j * kM;
-              float* dj = dpt.get() + j * kM;
-              ib[j] = 0;
-              ie[j] = j < n ? kM : 0;
-              if (j < n && cls == TileClass::kPartial) {
-                LocalInterval(mask.QueryBounds(kpos[j0 + j]), qpos.data() + i0, rows, &ib[j],
-                              &ie[j]);
-              }
-              if (has_softcap) SoftcapInplace(sj, tj, kM, cap2);
-              if (safe) {
-                for (int64_t i = ib[j]; i < ie[j]; ++i) {
-                  const float* dorow = don.get() + (qi * kM + i) * D;
-                  float acc = 0.0f;
-                  for (int64_t d = 0; d < D; ++d) acc += dorow[d] * vrow[j * D + d];
-                  dj[i] = acc;
+              // Whether the pair (row i, column j) of this tile is in an on block.
+              auto block_on = [&](int64_t i, int64_t j) {
+                return mask.blocks[qblock[i] + kpos[j0 + j] / mask.block_size] != 0;
+              };
+              const int64_t qi = (b * H + h) * ntq + tq;
+              const float* lse_t = lse2.get() + qi * kM;
+              const float* dsum_t = dsum.get() + qi * kM;
+              const bool safe = cls == TileClass::kPartial && nonfinite[panel];
+              gemm_st(qt.get() + qi * D * kM, krow, st.get());
+              if (!safe) gemm_dpt(dot.get() + qi * D * kM, vrow, dpt.get());
+              if (has_softcap) ops->softcap(st.get(), th.get(), kN * kM, cap2);
+              for (int64_t j = 0; j < kN; ++j) {
+                float* dj = dpt.get() + j * kM;
+                ib[j] = 0;
+                ie[j] = j < n ? kM : 0;
+                if (j < n && cls == TileClass::kPartial) {
+                  LocalInterval(mask.QueryBounds(kpos[j0 + j]), qpos.data() + i0, rows, &ib[j],
+                                &ie[j]);
+                }
+                if (safe) {
+                  for (int64_t i = ib[j]; i < ie[j]; ++i) {
+                    const float* dorow = don.get() + (qi * kM + i) * D;
+                    float acc = 0.0f;
+                    for (int64_t d = 0; d < D; ++d) acc += dorow[d] * vrow[j * D + d];
+                    dj[i] = acc;
+                  }
                 }
               }
               // P = exp2(s2 - lse2); dS = P * (dP - dsum) [* (1 - tanh^2)] * scale.
-              // Entries outside [ib, ie) are set to 0 by select, not by
+              // Entries outside [ib, ie) are then set to 0 by select, not by
               // multiplication, so NaN there stays out.
-              for (int64_t i = 0; i < kM; ++i) sj[i] -= lse_t[i];
-              Exp2SubSum(sj, kM, 0.0f);
-              for (int64_t i = 0; i < kM; ++i) dj[i] = sj[i] * (dj[i] - dsum_t[i]) * p.scale;
-              if (has_softcap)
-                for (int64_t i = 0; i < kM; ++i) dj[i] *= 1.0f - tj[i] * tj[i];
-              if (ib[j] > 0 || ie[j] < kM) {
-                for (int64_t i = 0; i < kM; ++i) {
-                  if (i >= ib[j] && i < ie[j]) continue;
-                  sj[i] = 0.0f;
-                  dj[i] = 0.0f;
+              ops->probs_and_grads(st.get(), dpt.get(), has_softcap ? th.get() : nullptr,
+                                   lse_t, dsum_t, kN, kM, p.scale);
+              for (int64_t j = 0; j < kN; ++j) {
+                float* sj = st.get() + j * kM;
+                float* dj = dpt.get() + j * kM;
+                if (ib[j] > 0 || ie[j] < kM) {
+                  for (int64_t i = 0; i < kM; ++i) {
+                    if (i >= ib[j] && i < ie[j]) continue;
+                    sj[i] = 0.0f;
+                    dj[i] = 0.0f;
+                  }
+                }
+                if (by_block) {
+                  for (int64_t i = ib[j]; i < ie[j]; ++i) {
+                    if (block_on(i, j)) continue;
+                    sj[i] = 0.0f;
+                    dj[i] = 0.0f;
+                  }
                 }
               }
-              if (by_block) {
-                for (int64_t i = ib[j]; i < ie[j]; ++i) {
-                  if (block_on(i, j)) continue;
-                  sj[i] = 0.0f;
-                  dj[i] = 0.0f;
-                }
+              gemm_dkv(don.get() + qi * kM * D, st.get(), dv);
+              gemm_dkv(qn.get() + qi * kM * D, dpt.get(), dk);
+              float* dq_t = dq_class + qi * D * kM;
+              if (safe) {
+                for (int64_t j = 0; j < n; ++j)
+                  for (int64_t i = ib[j]; i < ie[j]; ++i) {
+                    if (by_block && !block_on(i, j)) continue;
+                    const float ds = dpt[j * kM + i];
+                    for (int64_t d = 0; d < D; ++d) dq_t[d * kM + i] += ds * krow[j * D + d];
+                  }
+              } else {
+                gemm_dqt(dpt.get(), kpanel, dq_t);
               }
-            }
-            gemm_dkv(don.get() + qi * kM * D, st.get(), dv.get());
-            gemm_dkv(qn.get() + qi * kM * D, dpt.get(), dk.get());
-            float* dq_t = dq_class + qi * D * kM;
-            if (safe) {
-              for (int64_t j = 0; j < n; ++j)
-                for (int64_t i = ib[j]; i < ie[j]; ++i) {
-                  if (by_block && !block_on(i, j)) continue;
-                  const float ds = dpt[j * kM + i];
-                  for (int64_t d = 0; d < D; ++d) dq_t[d * kM + i] += ds * krow[j * D + d];
-                }
-            } else {
-              gemm_dqt(dpt.get(), kpanel, dq_t);
             }
           }
         }
-        for (int64_t j = 0; j < n; ++j) {
-          const int64_t off = ((b * Sk + j0 + j) * Hk + hk) * D;
-          for (int64_t d = 0; d < D; ++d) {
-            p.dk_accum[off + d] += dk[j * D + d];
-            p.dv_accum[off + d] += dv[j * D + d];
+        for (int64_t u = 0; u < in_pass; ++u) {
+          const int64_t j0 = (first + u * classes) * kN, n = std::min(kN, Sk - j0);
+          const float* dk = dk_pass.get() + u * kN * D;
+          const float* dv = dv_pass.get() + u * kN * D;
+          for (int64_t j = 0; j < n; ++j) {
+            const int64_t off = ((b * Sk + j0 + j) * Hk + hk) * D;
+            for (int64_t d = 0; d < D; ++d) {
+              p.dk_accum[off + d] += dk[j * D + d];
+              p.dv_accum[off + d] += dv[j * D + d];
+            }
           }
         }
       }

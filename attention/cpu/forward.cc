@@ -1,6 +1,7 @@
 // CPU flash attention forward (FlashAttention-2 loop order: each work item is
 // one (batch, head, query tile) and streams over the key tiles with an online
-// softmax in base 2). K and V are packed into tile-major fp32 panels that
+// softmax in base 2, tile_ops.h, which rescales a row only when its max grows
+// by more than 2^8). K and V are packed into tile-major fp32 panels that
 // the libxsmm GEMMs read directly, a chunk of KV heads at a time:
 //   K^T tiles [D][kBlockN]  ->  S (row-major [kBlockM][kBlockN]) = Q K^T
 //   V   tiles [kBlockN][D]  ->  O (row-major [kBlockM][D])      += P V
@@ -18,7 +19,6 @@
 #include "attention/cpu/gemm.h"
 #include "attention/cpu/kernels.h"
 #include "attention/cpu/pack.h"
-#include "attention/cpu/vec_math.h"
 #include "attention/merge.h"
 #include "base/status.h"
 
@@ -122,6 +122,7 @@ absl::Status ForwardWithSink(const AttnParams& p, int num_threads) {
 
 absl::Status Forward(const AttnParams& p, int num_threads) {
   RETURN_IF_ERROR(CheckParams(p, /*backward=*/false));
+  ASSIGN_OR_RETURN(const TileOps* const ops, ChooseTileOps());
   if (p.mask.HasSink()) {
     if (p.HasSinkKeys()) return ForwardWithSink(p, num_threads);
     AttnParams main = p;  // no key of this block is a sink: the main rules alone
@@ -141,12 +142,20 @@ absl::Status Forward(const AttnParams& p, int num_threads) {
   const std::vector<int64_t> qpos = ExpandPositions(p.q_pos, Sq, ntq * kM);
   const std::vector<int64_t> kpos = ExpandPositions(p.k_pos, Sk, ntk * kN);
 
+  // A work item is `group` query tiles of one (b, h): each K/V panel it
+  // reads from L3 serves them all, while their Q and O (128 KiB per tile at
+  // D = 128) stay in half of L2: 4 tiles on a 2 MiB L2 (docs/PERF.md). A
+  // row's result does not depend on the grouping (each tile keeps its own
+  // running state and sees the key tiles in order).
+  const int64_t group = std::clamp<int64_t>(
+      L2CacheBytes() / 2 / (2 * kM * D * int64_t{sizeof(float)}), 1, 4);
+  const int64_t ngroups = CeilDiv(ntq, group);
   // Packed K^T and V panels, one set per (b, hk, key tile), for a chunk of
   // (b, hk) pairs at a time: enough query work per chunk to keep every
   // thread busy (16 items each), so that the panels of one KV head at a
   // time suffice for long sequences (a tenth of the memory of packing every
   // head up front: 8 MiB instead of 64 at S=8192, Hkv=8, D=128).
-  const int64_t pairs = B * Hk, per_pair = G * ntq;
+  const int64_t pairs = B * Hk, per_pair = G * ngroups;
   const int64_t chunk =
       std::clamp<int64_t>(CeilDiv(int64_t{16} * std::max(num_threads, 1), per_pair), 1, pairs);
   auto kt = Uninit<float>(chunk * ntk * D * kN);
@@ -187,10 +196,11 @@ absl::Status Forward(const AttnParams& p, int num_threads) {
   const int64_t items = np * per_pair;
 #pragma omp parallel num_threads(num_threads)
   {
-    auto q = Uninit<float>(kM * D);
+    auto q = Uninit<float>(group * kM * D);
+    auto o = Uninit<float>(group * kM * D);
+    auto m = Uninit<float>(group * kM);
+    auto l = Uninit<float>(group * kM);
     auto s = Uninit<float>(kM * kN);
-    auto o = Uninit<float>(kM * D);
-    float m[kM], l[kM];
     int64_t jb[kM], je[kM];
     const uint8_t* row_blocks[kM];  // a block-masked partial tile: each row's bits
     int64_t kblock[kN];             // and each key's block
@@ -198,79 +208,73 @@ absl::Status Forward(const AttnParams& p, int num_threads) {
     for (int64_t rev = 0; rev < items; ++rev) {
       const int64_t item = items - 1 - rev;
       const int64_t local_pair = item / per_pair, pair = p0 + local_pair;
-      const int64_t b = pair / Hk, hk = pair % Hk, h = hk * G + (item / ntq) % G,
-                    tq = item % ntq;
-      const int64_t i0 = tq * kM, rows = std::min(kM, Sq - i0);
+      const int64_t b = pair / Hk, hk = pair % Hk, h = hk * G + (item / ngroups) % G;
+      const int64_t tq0 = item % ngroups * group, tiles = std::min(group, ntq - tq0);
       const Mask mask = p.mask.ForHead(h);
-      for (int64_t r = 0; r < kM; ++r) {
-        if (r < rows) {
-          LoadRow(p.q, p.dtype, Offset(p.q_stride, b, i0 + r, h), D, q_mul, q.get() + r * D);
+      for (int64_t r = 0; r < tiles * kM; ++r) {
+        if (tq0 * kM + r < Sq) {
+          LoadRow(p.q, p.dtype, Offset(p.q_stride, b, tq0 * kM + r, h), D, q_mul, &q[r * D]);
         } else {
-          std::fill(q.get() + r * D, q.get() + (r + 1) * D, 0.0f);
+          std::fill(&q[r * D], &q[(r + 1) * D], 0.0f);
         }
         m[r] = kNegInf;
         l[r] = 0.0f;
       }
-      std::fill(o.get(), o.get() + kM * D, 0.0f);
-      const int64_t q_min = qpos[i0], q_max = qpos[i0 + rows - 1];
+      std::fill(o.get(), o.get() + tiles * kM * D, 0.0f);
 
       for (int64_t t = 0; t < ntk; ++t) {
         const int64_t j0 = t * kN, n = std::min(kN, Sk - j0);
-        const TileClass cls = mask.Classify(q_min, q_max, kpos[j0], kpos[j0 + n - 1]);
-        if (cls == TileClass::kEmpty) continue;
-        const bool by_block = cls == TileClass::kPartial && mask.HasBlocks();
-        if (by_block) {
-          for (int64_t j = 0; j < n; ++j) kblock[j] = kpos[j0 + j] / mask.block_size;
-          for (int64_t r = 0; r < rows; ++r) {
-            row_blocks[r] = mask.blocks + qpos[i0 + r] / mask.block_size * mask.block_cols;
-          }
-        }
         const int64_t panel = local_pair * ntk + t;
         const float* vtile = vp.get() + panel * kN * D;
-        gemm_s(kt.get() + panel * D * kN, q.get(), s.get());
-        for (int64_t r = 0; r < rows; ++r) {
-          float* sr = s.get() + r * kN;
-          if (has_softcap) SoftcapInplace(sr, nullptr, n, cap2);
-          jb[r] = 0;
-          je[r] = n;
+        for (int64_t u = 0; u < tiles; ++u) {
+          const int64_t i0 = (tq0 + u) * kM, rows = std::min(kM, Sq - i0);
+          float* const qu = q.get() + u * kM * D;
+          float* const ou = o.get() + u * kM * D;
+          const TileClass cls =
+              mask.Classify(qpos[i0], qpos[i0 + rows - 1], kpos[j0], kpos[j0 + n - 1]);
+          if (cls == TileClass::kEmpty) continue;
+          const bool by_block = cls == TileClass::kPartial && mask.HasBlocks();
+          if (by_block) {
+            for (int64_t j = 0; j < n; ++j) kblock[j] = kpos[j0 + j] / mask.block_size;
+            for (int64_t r = 0; r < rows; ++r) {
+              row_blocks[r] = mask.blocks + qpos[i0 + r] / mask.block_size * mask.block_cols;
+            }
+          }
+          gemm_s(kt.get() + panel * D * kN, qu, s.get());
+          if (has_softcap) ops->softcap(s.get(), nullptr, kM * kN, cap2);
           if (cls == TileClass::kPartial) {
-            LocalInterval(mask.KeyBounds(qpos[i0 + r]), kpos.data() + j0, n, &jb[r], &je[r]);
-            for (int64_t j = 0; j < jb[r]; ++j) sr[j] = kNegInf;
-            for (int64_t j = je[r]; j < n; ++j) sr[j] = kNegInf;
-            if (by_block) {
-              for (int64_t j = jb[r]; j < je[r]; ++j) {
-                if (!row_blocks[r][kblock[j]]) sr[j] = kNegInf;
+            for (int64_t r = 0; r < rows; ++r) {
+              float* sr = s.get() + r * kN;
+              jb[r] = 0;
+              je[r] = n;
+              LocalInterval(mask.KeyBounds(qpos[i0 + r]), kpos.data() + j0, n, &jb[r], &je[r]);
+              for (int64_t j = 0; j < jb[r]; ++j) sr[j] = kNegInf;
+              for (int64_t j = je[r]; j < n; ++j) sr[j] = kNegInf;
+              if (by_block) {
+                for (int64_t j = jb[r]; j < je[r]; ++j) {
+                  if (!row_blocks[r][kblock[j]]) sr[j] = kNegInf;
+                }
               }
             }
           }
-          const float m_tile = RowMax(sr + jb[r], je[r] - jb[r]);
-          const float m_new = std::fmax(m[r], m_tile);
-          const float m_use = m_new == kNegInf ? 0.0f : m_new;
-          const float alpha = std::exp2(m[r] - m_use);
-          const float sum = Exp2SubSum(sr, n, m_use);
-          std::fill(sr + n, sr + kN, 0.0f);
-          l[r] = l[r] * alpha + sum;
-          if (alpha != 1.0f) {
-            float* orow = o.get() + r * D;
-            for (int64_t d = 0; d < D; ++d) orow[d] *= alpha;
-          }
-          m[r] = m_new;
-        }
-        if (cls == TileClass::kPartial && nonfinite[panel]) {
-          for (int64_t r = 0; r < rows; ++r) {
-            float* orow = o.get() + r * D;
-            for (int64_t j = jb[r]; j < je[r]; ++j) {
-              if (by_block && !row_blocks[r][kblock[j]]) continue;
-              const float pj = s[r * kN + j];
-              for (int64_t d = 0; d < D; ++d) orow[d] += pj * vtile[j * D + d];
+          ops->online_softmax(s.get(), rows, n, kN, &m[u * kM], &l[u * kM], ou, D);
+          if (cls == TileClass::kPartial && nonfinite[panel]) {
+            for (int64_t r = 0; r < rows; ++r) {
+              float* orow = ou + r * D;
+              for (int64_t j = jb[r]; j < je[r]; ++j) {
+                if (by_block && !row_blocks[r][kblock[j]]) continue;
+                const float pj = s[r * kN + j];
+                for (int64_t d = 0; d < D; ++d) orow[d] += pj * vtile[j * D + d];
+              }
             }
+          } else {
+            gemm_pv(vtile, s.get(), ou);
           }
-        } else {
-          gemm_pv(vtile, s.get(), o.get());
         }
       }
 
-      for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t r = 0; r < tiles * kM && tq0 * kM + r < Sq; ++r) {
+        const int64_t i = tq0 * kM + r;
         float* orow = o.get() + r * D;
         float row_lse;
         if (l[r] == 0.0f) {
@@ -281,8 +285,8 @@ absl::Status Forward(const AttnParams& p, int num_threads) {
           for (int64_t d = 0; d < D; ++d) orow[d] *= inv;
           row_lse = (m[r] + std::log2(l[r])) * kLn2;
         }
-        StoreRow(p.out, p.out_dtype, Offset(p.out_stride, b, i0 + r, h), D, orow);
-        p.lse[b * p.lse_batch_stride + h * p.lse_head_stride + i0 + r] = row_lse;
+        StoreRow(p.out, p.out_dtype, Offset(p.out_stride, b, i, h), D, orow);
+        p.lse[b * p.lse_batch_stride + h * p.lse_head_stride + i] = row_lse;
       }
     }
   }

@@ -8,6 +8,8 @@
 #pragma once
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "attention/cpu/tile_ops.h"
 #include "attention/params.h"
 
 namespace ringattn::cpu {
@@ -25,6 +27,17 @@ struct BackwardTraits {
   static constexpr int kBlockN = 64;
   static_assert(kBlockM % 8 == 0 && kBlockN % 8 == 0, "tiles are whole AVX2 vectors");
 };
+
+// The vector code between the GEMMs (tile_ops.h), from RINGATTN_CPU_ISA:
+//   auto (unset)  AVX-512 where the CPU has it, else AVX2 (the build's
+//                 x86-64-v3), else scalar;
+//   avx512, avx2  that set, or Unimplemented where the CPU or the build
+//                 lacks it;
+//   scalar        the portable C++ loops.
+// Any other value is InvalidArgument naming the variable. Results are
+// bitwise reproducible for a given set and thread count; across sets they
+// differ in the last bits (the order of the sums).
+absl::StatusOr<const TileOps*> ChooseTileOps();
 
 // Checks what the kernels rely on (non-null pointers, positive sizes,
 // H % Hkv == 0, fp32/bf16 storage, position maps that cover the sequences).

@@ -2,6 +2,8 @@
 // and stores, the expansion of position maps, and tile transposes.
 #pragma once
 
+#include <unistd.h>
+
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -56,6 +58,16 @@ inline std::vector<int64_t> ExpandPositions(const PositionMap& m, int64_t n, int
 }
 
 inline int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// The per-core L2 size, which the kernels' passes are sized to (1 MiB where
+// the system does not say). Only speed depends on it, never a result.
+inline int64_t L2CacheBytes() {
+  static const int64_t bytes = [] {
+    const long v = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    return v > 0 ? static_cast<int64_t>(v) : int64_t{1} << 20;
+  }();
+  return bytes;
+}
 
 // dst[c][r] = src[r][c] for a rows x cols block (row-major both).
 inline void Transpose(const float* src, int64_t rows, int64_t cols, int64_t ld_src, float* dst,

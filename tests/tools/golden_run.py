@@ -8,9 +8,10 @@
 #   golden_run.py check  RINGATTN_RUN     compare with golden_run.sha256
 #   golden_run.py record RINGATTN_RUN     rewrite golden_run.sha256
 #
-# Each rank runs one thread and libxsmm is pinned to its AVX2 code
-# (LIBXSMM_TARGET=hsw), so the figures do not depend on the machine's core
-# count or on whether it has AVX-512.
+# Each rank runs one thread, libxsmm is pinned to its AVX2 code
+# (LIBXSMM_TARGET=hsw) and so are the kernels' tile ops (RINGATTN_CPU_ISA=
+# avx2), so the figures do not depend on the machine's core count or on
+# whether it has AVX-512.
 import hashlib
 import os
 import random
@@ -66,7 +67,7 @@ def run_case(run, name, tmp):
                   [rng.uniform(-2.0, 2.0) for _ in range(B * S * heads * D)])
     cmd = [run] + ["--%s=%s" % (t, os.path.join(case_dir, t + ".npy")) for t in ("q", "k", "v")]
     cmd += ["--dout", os.path.join(case_dir, "do.npy"), "--out-dir", out_dir, "--threads", "1"]
-    env = dict(os.environ, LIBXSMM_TARGET="hsw", OMP_NUM_THREADS="1")
+    env = dict(os.environ, LIBXSMM_TARGET="hsw", RINGATTN_CPU_ISA="avx2", OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd + flags, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.exit("%s: ringattn-run failed (%d):\n%s%s" % (name, proc.returncode, proc.stdout,
