@@ -34,6 +34,7 @@ struct ScalarVec {
   static Reg Div(Reg a, Reg b) { return a / b; }
   static Reg Max(Reg a, Reg b) { return b != b || b > a ? b : a; }
   static Reg Exp2(Reg x) { return exp2f(x); }
+  static bool AnyAbove(Reg v, float x) { return v > x; }
   static float ReduceAdd(Reg v) { return v; }
   static float ReduceMax(Reg v) { return v; }
 };
@@ -61,6 +62,9 @@ struct Avx2Vec {
   static Reg Mul(Reg a, Reg b) { return _mm256_mul_ps(a, b); }
   static Reg Div(Reg a, Reg b) { return _mm256_div_ps(a, b); }
   static Reg Max(Reg a, Reg b) { return _mm256_max_ps(a, b); }
+  static bool AnyAbove(Reg v, float x) {
+    return _mm256_movemask_ps(_mm256_cmp_ps(v, _mm256_set1_ps(x), _CMP_GT_OQ)) != 0;
+  }
 
   // exp2: a degree-6 polynomial on the reduced argument f in [-0.5, 0.5]
   // (near-minimax for relative error: 1.9e-9 in exact arithmetic, under

@@ -28,6 +28,9 @@ struct Avx512Vec {
   static Reg Mul(Reg a, Reg b) { return _mm512_mul_ps(a, b); }
   static Reg Div(Reg a, Reg b) { return _mm512_div_ps(a, b); }
   static Reg Max(Reg a, Reg b) { return _mm512_max_ps(a, b); }
+  static bool AnyAbove(Reg v, float x) {
+    return _mm512_cmp_ps_mask(v, _mm512_set1_ps(x), _CMP_GT_OQ) != 0;
+  }
 
   // The polynomial of the AVX2 unit, term for term; 2^n by vscalefps, which
   // also gives +inf above 2^127. Below -126 the result is 0 (a zero-masked

@@ -7,6 +7,7 @@
 //     static Reg LoadPartial(const float*, int64_t count, float fill);  // lanes >= count: fill
 //     static void StorePartial(float*, int64_t count, Reg);             // lanes < count only
 //     static Reg Set1(float);  Add, Sub, Mul, Div, Max (Max(a, b) is b when b is NaN);
+//     static bool AnyAbove(Reg, float);             // some lane > the value
 //     static Reg Exp2(Reg);    // about 1 ulp; exp2(-inf) = 0 exactly; NaN stays NaN
 //     static float ReduceAdd(Reg), ReduceMax(Reg);  // in a fixed order
 //   };
@@ -64,29 +65,82 @@ struct TileKernels {
     }
   }
 
+  // A row's subtrahend for this tile, from the lanes' maxima vmax: the old
+  // max while no lane exceeds it by more than kLazyRescaleLog2 (no
+  // horizontal reduction on that path), else Rescale's.
+  static float Subtrahend(typename V::Reg vmax, float* m, float* l, float* o, int64_t d) {
+    const float old_max = *m;
+    if (__builtin_expect(old_max != -INFINITY && !V::AnyAbove(vmax, old_max + kLazyRescaleLog2),
+                         1)) {
+      return old_max;
+    }
+    return Rescale(vmax, m, l, o, d);
+  }
+
+  // The tile's max becomes the row's, with o and l rescaled. A row with no
+  // visible key yet keeps m = -inf and subtracts 0: exp2(-inf) = 0 leaves
+  // it empty, a NaN score still reaches its sum. Out of line, so that the
+  // callers' registers stay live across the common path.
+  [[gnu::noinline]] static float Rescale(typename V::Reg vmax, float* m, float* l, float* o,
+                                         int64_t d) {
+    const float neg_inf = -INFINITY;
+    const float old_max = *m;
+    const float tile_max = V::ReduceMax(vmax);  // NaN scores may be dropped here,
+    if (old_max == neg_inf || tile_max > old_max + kLazyRescaleLog2) {  // never from exp2
+      const float new_max = tile_max > old_max ? tile_max : old_max;
+      if (old_max != neg_inf) {
+        const float alpha = exp2f(old_max - new_max);
+        *l *= alpha;
+        Scale(o, d, alpha);
+      }
+      *m = new_max;
+    }
+    return *m == neg_inf ? 0.0f : *m;
+  }
+
+  // Full tiles of the forward's width (ForwardTraits::kBlockN keys): R rows
+  // at a time, held in registers between the max and the exponentials, so
+  // that their independent chains overlap.
+  static constexpr int64_t kFull = 64;
+  static constexpr int64_t kVecs = kFull / W;
+  static_assert(kFull % W == 0, "a full row is whole vectors");
+
+  template <int R>
+  static void FullRows(float* s, float* m, float* l, float* o, int64_t d) {
+    typename V::Reg x[R][kVecs];
+    float sub[R];
+    for (int i = 0; i < R; ++i) {
+      for (int64_t v = 0; v < kVecs; ++v) x[i][v] = V::Load(s + i * kFull + v * W);
+      auto vmax = x[i][0];
+      for (int64_t v = 1; v < kVecs; ++v) vmax = V::Max(vmax, x[i][v]);
+      sub[i] = Subtrahend(vmax, m + i, l + i, o + i * d, d);
+    }
+    for (int i = 0; i < R; ++i) {
+      const auto vs = V::Set1(sub[i]);
+      auto acc = V::Set1(0.0f);
+      for (int64_t v = 0; v < kVecs; ++v) {
+        const auto e = V::Exp2(V::Sub(x[i][v], vs));
+        V::Store(s + i * kFull + v * W, e);
+        acc = V::Add(acc, e);
+      }
+      l[i] += V::ReduceAdd(acc);
+    }
+  }
+
   static void OnlineSoftmax(float* s, int64_t rows, int64_t n, int64_t ld, float* m, float* l,
                             float* o, int64_t d) {
     const float neg_inf = -INFINITY;
-    for (int64_t r = 0; r < rows; ++r) {
+    int64_t r = 0;
+    if (n == kFull && ld == kFull) {
+      for (; r + 2 <= rows; r += 2) FullRows<2>(s + r * ld, m + r, l + r, o + r * d, d);
+    }
+    for (; r < rows; ++r) {  // the same arithmetic, any width
       float* sr = s + r * ld;
       auto vmax = V::Set1(neg_inf);
       int64_t j = 0;
       for (; j + W <= n; j += W) vmax = V::Max(vmax, V::Load(sr + j));
       if (j < n) vmax = V::Max(vmax, V::LoadPartial(sr + j, n - j, neg_inf));
-      const float tile_max = V::ReduceMax(vmax);  // NaN scores may be dropped here,
-      const float old_max = m[r];                 // never from the exponentials below
-      if (old_max == neg_inf || tile_max > old_max + kLazyRescaleLog2) {
-        const float new_max = tile_max > old_max ? tile_max : old_max;
-        if (old_max != neg_inf) {
-          const float alpha = exp2f(old_max - new_max);
-          l[r] *= alpha;
-          Scale(o + r * d, d, alpha);
-        }
-        m[r] = new_max;
-      }
-      // A row with no visible key yet keeps m = -inf and subtracts 0:
-      // exp2(-inf) = 0 leaves it empty, a NaN score still reaches its sum.
-      const auto sub = V::Set1(m[r] == neg_inf ? 0.0f : m[r]);
+      const auto sub = V::Set1(Subtrahend(vmax, m + r, l + r, o + r * d, d));
       auto acc = V::Set1(0.0f);
       for (j = 0; j + W <= n; j += W) {
         const auto e = V::Exp2(V::Sub(V::Load(sr + j), sub));

@@ -135,15 +135,18 @@ TEST_P(TileOpsTest, OnlineSoftmaxJumpsAndEmptyRows) {
 }
 
 TEST_P(TileOpsTest, OnlineSoftmaxKeepsNaN) {
-  std::vector<float> s(2 * 16, 1.0f), m(2, -kInf), l(2, 0.0f), o(2 * 4, 0.0f);
-  s[3] = kNaN;       // row 0: a NaN among finite scores
-  s[16 + 0] = kNaN;  // row 1: a NaN with the others masked
-  for (int j = 1; j < 16; ++j) s[16 + j] = -kInf;
-  ops_->online_softmax(s.data(), 2, 16, 16, m.data(), l.data(), o.data(), 4);
-  EXPECT_TRUE(std::isnan(s[3]));
-  EXPECT_TRUE(std::isnan(l[0]));
-  EXPECT_TRUE(std::isnan(s[16]));
-  EXPECT_TRUE(std::isnan(l[1]));
+  for (int64_t ld : {16, 64}) {  // 64: the full-tile path
+    SCOPED_TRACE(::testing::Message() << "ld " << ld);
+    std::vector<float> s(2 * ld, 1.0f), m(2, -kInf), l(2, 0.0f), o(2 * 4, 0.0f);
+    s[3] = kNaN;       // row 0: a NaN among finite scores
+    s[ld + 0] = kNaN;  // row 1: a NaN with the others masked
+    for (int64_t j = 1; j < ld; ++j) s[ld + j] = -kInf;
+    ops_->online_softmax(s.data(), 2, ld, ld, m.data(), l.data(), o.data(), 4);
+    EXPECT_TRUE(std::isnan(s[3]));
+    EXPECT_TRUE(std::isnan(l[0]));
+    EXPECT_TRUE(std::isnan(s[ld]));
+    EXPECT_TRUE(std::isnan(l[1]));
+  }
 }
 
 TEST_P(TileOpsTest, ProbsAndGradsMatchFloat64) {
