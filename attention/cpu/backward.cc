@@ -22,17 +22,13 @@
 #include "attention/cpu/gemm.h"
 #include "attention/cpu/kernels.h"
 #include "attention/cpu/pack.h"
+#include "attention/cpu/scratch.h"
 #include "base/status.h"
 
 namespace ringattn::cpu {
 namespace {
 
 constexpr float kLog2e = 1.4426950408889634f;
-
-template <typename T>
-std::unique_ptr<T[]> Uninit(int64_t n) {
-  return std::unique_ptr<T[]>(new T[std::max<int64_t>(n, 1)]);
-}
 
 }  // namespace
 

@@ -19,6 +19,7 @@
 #include "attention/cpu/gemm.h"
 #include "attention/cpu/kernels.h"
 #include "attention/cpu/pack.h"
+#include "attention/cpu/scratch.h"
 #include "attention/merge.h"
 #include "base/status.h"
 
@@ -28,11 +29,6 @@ namespace {
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 constexpr float kNegInf = -INFINITY;
-
-template <typename T>
-std::unique_ptr<T[]> Uninit(int64_t n) {
-  return std::unique_ptr<T[]>(new T[std::max<int64_t>(n, 1)]);
-}
 
 absl::Status CheckTensor(const void* ptr, absl::string_view name) {
   if (ptr == nullptr) return absl::InvalidArgumentError(absl::StrCat(name, ": null pointer"));
