@@ -99,11 +99,14 @@ struct TileKernels {
   }
 
   // Full tiles of the forward's width (ForwardTraits::kBlockN keys): R rows
-  // at a time, held in registers between the max and the exponentials, so
-  // that their independent chains overlap.
+  // at a time, held in registers between the max and the exponentials (and,
+  // for R = 2, their independent chains overlap).
   static constexpr int64_t kFull = 64;
   static constexpr int64_t kVecs = kFull / W;
   static_assert(kFull % W == 0, "a full row is whole vectors");
+  // Two rows where they fit in registers with room for exp2's temporaries
+  // (AVX-512: 8 of 32), one otherwise (AVX2: 8 of 16 already).
+  static constexpr int kRows = kVecs <= 4 ? 2 : 1;
 
   template <int R>
   static void FullRows(float* s, float* m, float* l, float* o, int64_t d) {
@@ -132,7 +135,9 @@ struct TileKernels {
     const float neg_inf = -INFINITY;
     int64_t r = 0;
     if (n == kFull && ld == kFull) {
-      for (; r + 2 <= rows; r += 2) FullRows<2>(s + r * ld, m + r, l + r, o + r * d, d);
+      for (; r + kRows <= rows; r += kRows) {
+        FullRows<kRows>(s + r * ld, m + r, l + r, o + r * d, d);
+      }
     }
     for (; r < rows; ++r) {  // the same arithmetic, any width
       float* sr = s + r * ld;
