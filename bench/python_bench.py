@@ -4,7 +4,8 @@ on this machine (docs/PERF.md):
 
   kernel   ringattn.attention forward+backward against PyTorch's CPU SDPA
            (the flash kernel) at S=8192, H=8, fp32, D 64 and 128, causal and
-           not; both on torch.get_num_threads() threads
+           not; both on torch.get_num_threads() threads, timed in alternation
+           (--iters rounds): the speedup is the median of the rounds' ratios
   binding  ringattn.attention forward and backward against ringattn-bench
            (the C++ API, one rank on all cores) on the same problem: the
            cost of Python, DLPack and the custom ops
@@ -48,6 +49,22 @@ def fwd_bwd(attend, q, k, v, dout, **kwargs):
     torch.autograd.grad(attend(qq, kk, vv, **kwargs), (qq, kk, vv), dout)
 
 
+def paired(fn_a, fn_b, rounds, warmup=1):
+    """fn_a and fn_b timed in alternation, one call each per round: returns
+    their median times and the per-round ratios a/b. Pairing the calls keeps
+    a VM's minute-to-minute drift out of the ratios."""
+    for _ in range(warmup):
+        fn_a()
+        fn_b()
+    ta, tb = [], []
+    for _ in range(rounds):
+        for fn, acc in ((fn_a, ta), (fn_b, tb)):
+            t0 = time.perf_counter()
+            fn()
+            acc.append(time.perf_counter() - t0)
+    return statistics.median(ta), statistics.median(tb), [a / b for a, b in zip(ta, tb)]
+
+
 def timed(fn, iters, warmup=1):
     for _ in range(warmup):
         fn()
@@ -76,14 +93,16 @@ def kernel(args):
                 with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.FLASH_ATTENTION):
                     fwd_bwd(F.scaled_dot_product_attention, qt, kt, vt, dt, is_causal=causal)
 
-            t_sdpa = timed(sdpa, args.iters)
-            t_ours = timed(lambda: fwd_bwd(ringattn.attention, q, k, v, dout, causal=causal),
-                           args.iters)
+            t_sdpa, t_ours, ratios = paired(
+                sdpa, lambda: fwd_bwd(ringattn.attention, q, k, v, dout, causal=causal),
+                args.iters)
             row = dict(D=D, causal=causal, S=S, H=H, threads=torch.get_num_threads(),
-                       sdpa_s=t_sdpa, ringattn_s=t_ours, speedup=t_sdpa / t_ours)
+                       sdpa_s=t_sdpa, ringattn_s=t_ours, speedup=statistics.median(ratios),
+                       speedup_min=min(ratios), speedup_max=max(ratios), rounds=len(ratios))
             rows.append(row)
             print(f"kernel  D={D:<4} causal={causal!s:<5}  SDPA {t_sdpa:7.3f} s  ringattn "
-                  f"{t_ours:7.3f} s  speedup {t_sdpa / t_ours:5.2f}x", flush=True)
+                  f"{t_ours:7.3f} s  speedup {row['speedup']:5.2f}x (rounds {min(ratios):.2f}"
+                  f"-{max(ratios):.2f})", flush=True)
     return rows
 
 

@@ -23,7 +23,9 @@ struct ScalarVec {
   static constexpr int64_t kWidth = 1;
   static Reg Load(const float* p) { return *p; }
   static void Store(float* p, Reg v) { *p = v; }
-  static Reg LoadPartial(const float* p, int64_t count, float fill) { return count > 0 ? *p : fill; }
+  static Reg LoadPartial(const float* p, int64_t count, float fill) {
+    return count > 0 ? *p : fill;
+  }
   static void StorePartial(float* p, int64_t count, Reg v) {
     if (count > 0) *p = v;
   }
@@ -55,7 +57,9 @@ struct Avx2Vec {
     return _mm256_blendv_ps(_mm256_set1_ps(fill), _mm256_maskload_ps(p, lanes),
                             _mm256_castsi256_ps(lanes));
   }
-  static void StorePartial(float* p, int64_t count, Reg v) { _mm256_maskstore_ps(p, Lanes(count), v); }
+  static void StorePartial(float* p, int64_t count, Reg v) {
+    _mm256_maskstore_ps(p, Lanes(count), v);
+  }
   static Reg Set1(float x) { return _mm256_set1_ps(x); }
   static Reg Add(Reg a, Reg b) { return _mm256_add_ps(a, b); }
   static Reg Sub(Reg a, Reg b) { return _mm256_sub_ps(a, b); }

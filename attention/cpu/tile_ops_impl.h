@@ -40,7 +40,9 @@ struct TileKernels {
     const auto va = V::Set1(a);
     int64_t j = 0;
     for (; j + W <= count; j += W) V::Store(x + j, V::Mul(V::Load(x + j), va));
-    if (j < count) V::StorePartial(x + j, count - j, V::Mul(V::LoadPartial(x + j, count - j, 0.0f), va));
+    if (j < count) {
+      V::StorePartial(x + j, count - j, V::Mul(V::LoadPartial(x + j, count - j, 0.0f), va));
+    }
   }
 
   // tanh(y) = 1 - 2 / (exp(2y) + 1): absolute error a few ulp of 1, which is
