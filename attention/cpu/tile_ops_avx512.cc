@@ -51,20 +51,10 @@ struct Avx512Vec {
     const __mmask16 keep = _mm512_cmp_ps_mask(x, lo, _CMP_NLT_UQ);  // x >= -126 or NaN
     return _mm512_maskz_scalef_ps(keep, p, n);
   }
-  static float ReduceAdd(Reg v) {
-    const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-  }
-  static float ReduceMax(Reg v) {
-    const __m256 h = _mm256_max_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
-    __m128 s = _mm_max_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_max_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-  }
+  // The compiler's reductions pair lanes as the AVX2 unit's do (i with
+  // i + 8, then + 4, + 2, + 1).
+  static float ReduceAdd(Reg v) { return _mm512_reduce_add_ps(v); }
+  static float ReduceMax(Reg v) { return _mm512_reduce_max_ps(v); }
 };
 
 }  // namespace

@@ -118,7 +118,9 @@ RA_DEVICE void ForwardSm90Body(const FwdSm90Params& prm, char* smem_raw) {
     // V of tile n is made ready (dead rows zeroed on a partial tile, then
     // v_ready) after the loads of tile n + 1 are issued, so that waiting
     // for a partial tile's V never delays the next tile's loads.
-    auto make_v_ready = [&](int s, uint32_t use, bool partial, bool dead) {
+    auto make_v_ready = [&](int k, bool partial, bool dead) {  // tile k's V
+      const int s = k & 1;
+      const uint32_t use = static_cast<uint32_t>(k >> 1);
       if (partial) {
         MbarWait(v_full(s), use & 1);
         if (dead) {
@@ -165,11 +167,11 @@ RA_DEVICE void ForwardSm90Body(const FwdSm90Params& prm, char* smem_raw) {
           TmaLoad4D(sV(s) + pn * kN * 128, &prm.v_map, 64 * pn, j, hki, bi, v_full(s));
         }
       }
-      if (n > 0) make_v_ready(s ^ 1, static_cast<uint32_t>((n - 1) >> 1), prev_partial, prev_dead);
+      if (n > 0) make_v_ready(n - 1, prev_partial, prev_dead);
       prev_partial = st.partial;
       prev_dead = dead;
     }
-    if (n > 0) make_v_ready((n - 1) & 1, static_cast<uint32_t>((n - 1) >> 1), prev_partial, prev_dead);
+    if (n > 0) make_v_ready(n - 1, prev_partial, prev_dead);
   } else {
     // ------------------------------------------------------------ consumers
     SetMaxRegsInc<Tr::kConsumerRegs>();
