@@ -79,7 +79,6 @@ absl::Status Backward(const AttnParams& p, int num_threads) {
 
 #pragma omp parallel num_threads(num_threads)
   {
-    std::vector<float> row(D);
 #pragma omp for schedule(static) nowait
     for (int64_t it = 0; it < B * H * ntq; ++it) {
       const int64_t b = it / (H * ntq), h = (it / ntq) % H, t = it % ntq;
@@ -114,19 +113,14 @@ absl::Status Backward(const AttnParams& p, int num_threads) {
       const int64_t n = std::min(kN, Sk - t * kN);
       float* krow = kn.get() + it * kN * D;
       float* vrow = vn.get() + it * kN * D;
-      bool finite = true;
-      for (int64_t j = 0; j < kN; ++j) {
-        if (j < n) {
-          LoadRow(p.k, p.dtype, Offset(p.k_stride, b, t * kN + j, hk), D, 1.0f, krow + j * D);
-          LoadRow(p.v, p.dtype, Offset(p.v_stride, b, t * kN + j, hk), D, 1.0f, vrow + j * D);
-          finite = finite && AllFinite(krow + j * D, D) && AllFinite(vrow + j * D, D);
-        } else {
-          std::fill(krow + j * D, krow + (j + 1) * D, 0.0f);
-          std::fill(vrow + j * D, vrow + (j + 1) * D, 0.0f);
-        }
+      for (int64_t j = 0; j < n; ++j) {
+        LoadRow(p.k, p.dtype, Offset(p.k_stride, b, t * kN + j, hk), D, 1.0f, krow + j * D);
+        LoadRow(p.v, p.dtype, Offset(p.v_stride, b, t * kN + j, hk), D, 1.0f, vrow + j * D);
       }
+      std::fill(krow + n * D, krow + kN * D, 0.0f);
+      std::fill(vrow + n * D, vrow + kN * D, 0.0f);
       Transpose(krow, kN, D, D, ktp.get() + it * D * kN, kN);
-      nonfinite[it] = !finite;
+      nonfinite[it] = !AllFinite(krow, n * D) || !AllFinite(vrow, n * D);
     }
   }
   std::fill(dqt.get(), dqt.get() + classes * qrows * D, 0.0f);

@@ -164,26 +164,20 @@ absl::Status Forward(const AttnParams& p, int num_threads) {
   const int64_t panels = np * ntk;
 #pragma omp parallel num_threads(num_threads)
   {
-    std::vector<float> row(D);
+    std::vector<float> krows(kN * D);
 #pragma omp for schedule(static)
     for (int64_t it = 0; it < panels; ++it) {
       const int64_t pair = p0 + it / ntk, b = pair / Hk, hk = pair % Hk, t = it % ntk;
       const int64_t n = std::min(kN, Sk - t * kN);
-      float* ktile = kt.get() + it * D * kN;
       float* vtile = vp.get() + it * kN * D;
-      bool finite = true;
-      for (int64_t j = 0; j < kN; ++j) {
-        if (j < n) {
-          LoadRow(p.k, p.dtype, Offset(p.k_stride, b, t * kN + j, hk), D, 1.0f, row.data());
-          LoadRow(p.v, p.dtype, Offset(p.v_stride, b, t * kN + j, hk), D, 1.0f, vtile + j * D);
-          finite = finite && AllFinite(row.data(), D) && AllFinite(vtile + j * D, D);
-        } else {
-          std::fill(row.begin(), row.end(), 0.0f);
-          std::fill(vtile + j * D, vtile + (j + 1) * D, 0.0f);
-        }
-        for (int64_t d = 0; d < D; ++d) ktile[d * kN + j] = row[d];
+      for (int64_t j = 0; j < n; ++j) {
+        LoadRow(p.k, p.dtype, Offset(p.k_stride, b, t * kN + j, hk), D, 1.0f, &krows[j * D]);
+        LoadRow(p.v, p.dtype, Offset(p.v_stride, b, t * kN + j, hk), D, 1.0f, vtile + j * D);
       }
-      nonfinite[it] = !finite;
+      std::fill(krows.begin() + n * D, krows.end(), 0.0f);
+      std::fill(vtile + n * D, vtile + kN * D, 0.0f);
+      nonfinite[it] = !AllFinite(krows.data(), n * D) || !AllFinite(vtile, n * D);
+      Transpose(krows.data(), kN, D, D, kt.get() + it * D * kN, kN);
     }
   }
 
