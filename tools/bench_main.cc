@@ -887,6 +887,14 @@ absl::StatusOr<Json> RunPoint(bool ranks_given) {
   j["dtype"] = DTypeName(c.dtype);
   j["backend"] = BackendName(c.backend);
   j["backend_description"] = ring.backend;
+  // The CPU tiles' vector code (RINGATTN_CPU_ISA): the gate's baselines
+  // keep their figures per instruction set.
+  if (c.backend == Backend::kCpu) {
+    const absl::StatusOr<const cpu::TileOps*> ops = cpu::ChooseTileOps();
+    j["cpu_isa"] = ops.ok() ? Json((*ops)->isa) : Json(nullptr);
+  } else {
+    j["cpu_isa"] = nullptr;
+  }
   j["comm"] = *comm_name;
   j["deterministic"] = c.deterministic;
   j["ranks"] = world;
