@@ -180,7 +180,7 @@ TEST_P(TileOpsTest, ProbsAndGradsMatchFloat64) {
 }
 
 // exp2 at its edges, through P = exp2(s - 0): exactly 0 at -inf, at most
-// 2^-126 below -126 (the vector sets flush to 0, the scalar one keeps
+// 2^-126 below -126 (AVX2 flushes to 0, AVX-512 and the scalar set keep
 // subnormals), +inf from 128 (AVX2 gives +inf from 127 on: the kernels'
 // arguments never exceed 8), NaN kept, and within 2 ulp in between.
 TEST_P(TileOpsTest, Exp2Edges) {
