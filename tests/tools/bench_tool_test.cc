@@ -23,7 +23,7 @@ namespace {
 namespace fs = std::filesystem;
 using Json = nlohmann::ordered_json;
 
-enum class Kind { kInteger, kNumber, kString, kBool, kNumberOrNull, kObjectOrNull };
+enum class Kind { kInteger, kNumber, kString, kBool, kNumberOrNull, kObjectOrNull, kStringOrNull };
 
 struct Key {
   const char* name;
@@ -42,6 +42,7 @@ constexpr Key kKeys[] = {
     {"dtype", Kind::kString},
     {"backend", Kind::kString},
     {"backend_description", Kind::kString},
+    {"cpu_isa", Kind::kStringOrNull},
     {"comm", Kind::kString},
     {"deterministic", Kind::kBool},
     {"ranks", Kind::kInteger},
@@ -94,6 +95,8 @@ bool HasKind(const Json& v, Kind k) {
       return v.is_number() || v.is_null();
     case Kind::kObjectOrNull:
       return v.is_object() || v.is_null();
+    case Kind::kStringOrNull:
+      return v.is_string() || v.is_null();
   }
   return false;
 }
@@ -109,9 +112,10 @@ class BenchJsonTest : public ::testing::Test {
   }
   void TearDown() override { fs::remove(path_); }
 
-  // Runs the bench with `args` on a tiny problem; the parsed --json file.
-  Json Run(const std::string& args) {
-    const Exec e = RunCommand(absl::StrCat(RINGATTN_BENCH_BINARY,
+  // Runs the bench with `args` on a tiny problem (its environment prefixed
+  // with `env`, VAR=VALUE ...); the parsed --json file.
+  Json Run(const std::string& args, const std::string& env = "") {
+    const Exec e = RunCommand(absl::StrCat(env, " ", RINGATTN_BENCH_BINARY,
                                            " --seq 256 --heads 2 --head-dim 32 --iters 1"
                                            " --warmup 0 --json ",
                                            path_.string(), " ", args));
@@ -154,6 +158,9 @@ TEST_F(BenchJsonTest, RingWithBackwardAndComparisonFillsEveryKey) {
   EXPECT_EQ(j["window_left"], -1);
   EXPECT_EQ(j["dtype"], "fp32");
   EXPECT_EQ(j["backend"], "cpu");
+  // The CPU tiles' instruction set, as RINGATTN_CPU_ISA chose it.
+  EXPECT_TRUE(j["cpu_isa"] == "avx512" || j["cpu_isa"] == "avx2" || j["cpu_isa"] == "scalar")
+      << j["cpu_isa"];
   EXPECT_EQ(j["comm"], "local");
   for (const char* k : {"fwd_ms", "bwd_ms", "fwd_gflops", "bwd_gflops", "speedup_vs_1_rank",
                         "bwd_speedup_vs_1_rank", "link_one_way_gbps"}) {
@@ -169,6 +176,13 @@ TEST_F(BenchJsonTest, RingWithBackwardAndComparisonFillsEveryKey) {
   if (j.contains("single_rank_all_cores_fwd_gflops")) {
     EXPECT_TRUE(j["single_rank_all_cores_fwd_gflops"].is_number());
   }
+}
+
+// The gate keeps its CPU baselines per instruction set: the JSON names the
+// one RINGATTN_CPU_ISA picked.
+TEST_F(BenchJsonTest, NamesTheCpuInstructionSet) {
+  EXPECT_EQ(Run("--ranks 2", "RINGATTN_CPU_ISA=scalar")["cpu_isa"], "scalar");
+  EXPECT_EQ(Run("--ranks 2", "RINGATTN_CPU_ISA=avx2")["cpu_isa"], "avx2");
 }
 
 TEST_F(BenchJsonTest, WhatARunDidNotMeasureIsNull) {
