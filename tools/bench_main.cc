@@ -655,6 +655,13 @@ absl::StatusOr<Json> RunPoint(bool ranks_given) {
   c.strategy = spec->strategy;
   c.ulysses = spec->ulysses;
   const bool gpu = c.backend == Backend::kCuda;
+  // The CPU tiles' vector code (RINGATTN_CPU_ISA), for the header and the
+  // JSON: the gate keeps its CPU baselines per instruction set. Null on a GPU.
+  const char* cpu_isa = nullptr;
+  if (!gpu) {
+    const absl::StatusOr<const cpu::TileOps*> ops = cpu::ChooseTileOps();
+    if (ops.ok()) cpu_isa = (*ops)->isa;
+  }
   auto comm_name = CommFor(c.backend, absl::GetFlag(FLAGS_comm));
   if (!comm_name.ok()) return comm_name.status();
   auto sharding = ParseSharding(absl::GetFlag(FLAGS_sharding));
@@ -737,11 +744,10 @@ absl::StatusOr<Json> RunPoint(bool ranks_given) {
                   ranks.device(), pairs);
     }
   } else {
-    const absl::StatusOr<const cpu::TileOps*> ops = cpu::ChooseTileOps();
     std::printf("  backend cpu: %d %s x %d threads on %d cores; CPU tiles: %s GEMMs, %s vector "
                 "code; visible pairs %.3g\n",
                 world, ranks.one_rank_per_process() ? "processes" : "local ranks", threads, cores,
-                cpu::SmallGemm::Backend(), ops.ok() ? (*ops)->isa : "no", pairs);
+                cpu::SmallGemm::Backend(), cpu_isa ? cpu_isa : "no", pairs);
   }
   if (c.mask.HasDocuments()) {
     int64_t longest = 0;
@@ -887,14 +893,7 @@ absl::StatusOr<Json> RunPoint(bool ranks_given) {
   j["dtype"] = DTypeName(c.dtype);
   j["backend"] = BackendName(c.backend);
   j["backend_description"] = ring.backend;
-  // The CPU tiles' vector code (RINGATTN_CPU_ISA): the gate's baselines
-  // keep their figures per instruction set.
-  if (c.backend == Backend::kCpu) {
-    const absl::StatusOr<const cpu::TileOps*> ops = cpu::ChooseTileOps();
-    j["cpu_isa"] = ops.ok() ? Json((*ops)->isa) : Json(nullptr);
-  } else {
-    j["cpu_isa"] = nullptr;
-  }
+  j["cpu_isa"] = cpu_isa ? Json(cpu_isa) : Json(nullptr);
   j["comm"] = *comm_name;
   j["deterministic"] = c.deterministic;
   j["ranks"] = world;

@@ -111,16 +111,8 @@ absl::Status Backward(const AttnParams& p, int num_threads) {
     for (int64_t it = 0; it < panels; ++it) {
       const int64_t b = it / (Hk * ntk), hk = (it / ntk) % Hk, t = it % ntk;
       const int64_t n = std::min(kN, Sk - t * kN);
-      float* krow = kn.get() + it * kN * D;
-      float* vrow = vn.get() + it * kN * D;
-      for (int64_t j = 0; j < n; ++j) {
-        LoadRow(p.k, p.dtype, Offset(p.k_stride, b, t * kN + j, hk), D, 1.0f, krow + j * D);
-        LoadRow(p.v, p.dtype, Offset(p.v_stride, b, t * kN + j, hk), D, 1.0f, vrow + j * D);
-      }
-      std::fill(krow + n * D, krow + kN * D, 0.0f);
-      std::fill(vrow + n * D, vrow + kN * D, 0.0f);
-      Transpose(krow, kN, D, D, ktp.get() + it * D * kN, kN);
-      nonfinite[it] = !AllFinite(krow, n * D) || !AllFinite(vrow, n * D);
+      nonfinite[it] = PackKeyTile(p, b, hk, t * kN, n, kN, kn.get() + it * kN * D,
+                                  vn.get() + it * kN * D, ktp.get() + it * D * kN);
     }
   }
   std::fill(dqt.get(), dqt.get() + classes * qrows * D, 0.0f);

@@ -169,15 +169,8 @@ absl::Status Forward(const AttnParams& p, int num_threads) {
     for (int64_t it = 0; it < panels; ++it) {
       const int64_t pair = p0 + it / ntk, b = pair / Hk, hk = pair % Hk, t = it % ntk;
       const int64_t n = std::min(kN, Sk - t * kN);
-      float* vtile = vp.get() + it * kN * D;
-      for (int64_t j = 0; j < n; ++j) {
-        LoadRow(p.k, p.dtype, Offset(p.k_stride, b, t * kN + j, hk), D, 1.0f, &krows[j * D]);
-        LoadRow(p.v, p.dtype, Offset(p.v_stride, b, t * kN + j, hk), D, 1.0f, vtile + j * D);
-      }
-      std::fill(krows.begin() + n * D, krows.end(), 0.0f);
-      std::fill(vtile + n * D, vtile + kN * D, 0.0f);
-      nonfinite[it] = !AllFinite(krows.data(), n * D) || !AllFinite(vtile, n * D);
-      Transpose(krows.data(), kN, D, D, kt.get() + it * D * kN, kN);
+      nonfinite[it] = PackKeyTile(p, b, hk, t * kN, n, kN, krows.data(), vp.get() + it * kN * D,
+                                  kt.get() + it * D * kN);
     }
   }
 

@@ -120,4 +120,21 @@ inline void Transpose(const float* src, int64_t rows, int64_t cols, int64_t ld_s
     }
 }
 
+// Key tile [j0, j0 + n) of (b, hk), n <= kn: K and V rows into k_rows and
+// v_rows ([kn][D], zero past n) and K^T into k_t ([D][kn]). Returns whether
+// any K or V value is non-finite (the kernels' partial tiles then take their
+// NaN-safe paths). Shared by the forward's and the backward's packing.
+inline bool PackKeyTile(const AttnParams& p, int64_t b, int64_t hk, int64_t j0, int64_t n,
+                        int64_t kn, float* k_rows, float* v_rows, float* k_t) {
+  const int64_t D = p.head_dim;
+  for (int64_t j = 0; j < n; ++j) {
+    LoadRow(p.k, p.dtype, Offset(p.k_stride, b, j0 + j, hk), D, 1.0f, k_rows + j * D);
+    LoadRow(p.v, p.dtype, Offset(p.v_stride, b, j0 + j, hk), D, 1.0f, v_rows + j * D);
+  }
+  std::fill(k_rows + n * D, k_rows + kn * D, 0.0f);
+  std::fill(v_rows + n * D, v_rows + kn * D, 0.0f);
+  Transpose(k_rows, kn, D, D, k_t, kn);
+  return !AllFinite(k_rows, n * D) || !AllFinite(v_rows, n * D);
+}
+
 }  // namespace ringattn::cpu
